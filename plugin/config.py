@@ -1,0 +1,173 @@
+"""One configuration struct, loaded from TOML with `COHORTKV_*` environment overrides.
+
+Nested fields are reached from the environment with double underscores:
+`COHORTKV_CACHE__CONTEXTUAL_TTL_S=120`, `COHORTKV_KEYS__MODE=split`. Values are read as JSON
+where they parse (numbers, booleans, lists) and as plain strings otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+ENV_PREFIX = "COHORTKV_"
+
+
+class ConfigError(ValueError):
+    """A person's configuration mistake; the message names the field and what was expected."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
+    pass
+
+
+class ConsentConfig(_Section):
+    vendor_id: PositiveInt = 361
+    """Permutive's id in the IAB Global Vendor List."""
+    purposes: tuple[PositiveInt, ...] = (1,)
+    """TCF purposes that must all be consented (Purpose 1: store/access information)."""
+    default: Literal["denied", "granted"] = "denied"
+    """Decision when no signal is present or it cannot be decoded."""
+
+
+class CacheConfig(_Section):
+    behavioral_ttl_s: PositiveFloat = 30 * 86400.0
+    behavioral_max_entries: PositiveInt = 200_000
+    contextual_ttl_s: PositiveFloat = 600.0
+    contextual_max_entries: PositiveInt = 20_000
+    views_max_entries: PositiveInt = 100_000
+    """Views whose play event was sent; later ad breaks of a view reuse its answer."""
+    redis_url: str | None = None
+
+
+class HttpConfig(_Section):
+    pool_limit: PositiveInt = 256
+    pool_limit_per_host: NonNegInt = 0
+    keepalive_timeout_s: PositiveFloat = 30.0
+
+
+class KeysConfig(_Section):
+    mode: Literal["merge", "split"] = "merge"
+    behavioral: KeyName = "permutive"
+    contextual: KeyName = "prmtvctx"
+    puid: KeyName | None = None
+    """Key for the Permutive user id (e.g. `puid`); absent means it is not sent."""
+
+
+class EventsConfig(_Section):
+    play_event: Annotated[str, msgspec.Meta(min_length=1)] = "Videoview"
+    view_namespace: str = "6f1c2b8e-3d4a-4f5e-9a7b-2c1d0e9f8a7b"
+    """uuid5 namespace for deriving session/view ids from an SSAI session id."""
+
+
+class AdapterConfig(_Section):
+    activation_platforms: tuple[str, ...] | None = None
+    """Activation names read from API answers; None means the adapter's defaults."""
+
+
+class GamConfig(AdapterConfig):
+    max_url_length: PositiveInt = 8000
+
+
+class AdaptersConfig(_Section):
+    gam: GamConfig = GamConfig()
+    freewheel: AdapterConfig = AdapterConfig()
+    adswizz: AdapterConfig = AdapterConfig()
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    upstreams: dict[str, str] = {}
+    """Ad servers the proxy may reach, by name: `gam = "https://pubads.g.doubleclick.net"`."""
+    ad_timeout_ms: PositiveInt = 2000
+    max_url_length: PositiveInt = 8192
+    max_header_bytes: PositiveInt = 16384
+    max_body_bytes: PositiveInt = 1_048_576
+    max_inflight_enrichments: PositiveInt = 512
+    grace_s: PositiveFloat = 10.0
+    access_log: bool = False
+    events_queue_max: PositiveInt = 10_000
+
+
+class Config(_Section):
+    api_key: str | None = None
+    ccs_url: str = "https://api.permutive.app"
+    ctx_url: str = "https://api.permutive.com"
+    budget_ms: PositiveInt = 300
+    consent: ConsentConfig = ConsentConfig()
+    cache: CacheConfig = CacheConfig()
+    http: HttpConfig = HttpConfig()
+    keys: KeysConfig = KeysConfig()
+    events: EventsConfig = EventsConfig()
+    adapters: AdaptersConfig = AdaptersConfig()
+    serve: ServeConfig = ServeConfig()
+    log_json: bool = False
+
+    def __repr__(self) -> str:
+        shown = "None" if self.api_key is None else "'***'"
+        return f"Config(api_key={shown}, ccs_url={self.ccs_url!r}, ctx_url={self.ctx_url!r}, ...)"
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return msgspec.structs.replace(self, **changes)
+
+
+def load_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read `path` (TOML, optional), apply `COHORTKV_*` overrides from `env`, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r}: not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r}: invalid TOML: {e}") from None
+    for name, raw in (os.environ if env is None else env).items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            _set_path(data, name[len(ENV_PREFIX) :].lower().split("__"), _env_value(raw))
+    return config_from_dict(data)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"config: {_humanize(str(e))}") from None
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _humanize(msg: str) -> str:
+    """msgspec says `Expected int, got str - at $.cache.ttl`; lead with the field instead."""
+    text, sep, where = msg.rpartition(" - at `$.")
+    if not sep:
+        return msg
+    return f"{where.rstrip('`')}: {text[0].lower()}{text[1:]}"

@@ -1,0 +1,66 @@
+"""What one ad request tells us: who, whether they consented, what they watch, where in a view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from plugin.identity import Identity
+
+
+class ConsentSignals(msgspec.Struct, omit_defaults=True, frozen=True):
+    """Raw privacy signals as found on the request; `plugin.consent` turns them into a decision.
+
+    `override` is an explicit decision from the host (True granted, False denied) and wins.
+    """
+
+    override: bool | None = None
+    gdpr: bool | None = None
+    tc_string: str | None = None
+    us_privacy: str | None = None
+    gpp: str | None = None
+    gpp_sid: tuple[int, ...] | None = None
+
+    def is_empty(self) -> bool:
+        return self == ConsentSignals()
+
+
+class Content(msgspec.Struct, omit_defaults=True, frozen=True):
+    """The content being played: its deterministic URL and the play event's properties."""
+
+    url: str | None = None
+    properties: dict[str, Any] = {}
+    title: str | None = None
+    user_agent: str | None = None
+    referrer: str | None = None
+
+
+class Context(msgspec.Struct, omit_defaults=True, frozen=True):
+    identity: Identity | None = None
+    consent: ConsentSignals = ConsentSignals()
+    content: Content = Content()
+    session_id: str | None = None
+    view_id: str | None = None
+    ssai_session_id: str | None = None
+
+    def overlaid(self, explicit: Context | None) -> Context:
+        """This (parsed) context with every field the host set explicitly taking precedence."""
+        if explicit is None:
+            return self
+        consent = self.consent if explicit.consent.is_empty() else explicit.consent
+        content = Content(
+            url=explicit.content.url or self.content.url,
+            properties={**self.content.properties, **explicit.content.properties},
+            title=explicit.content.title or self.content.title,
+            user_agent=explicit.content.user_agent or self.content.user_agent,
+            referrer=explicit.content.referrer or self.content.referrer,
+        )
+        return Context(
+            identity=explicit.identity or self.identity,
+            consent=consent,
+            content=content,
+            session_id=explicit.session_id or self.session_id,
+            view_id=explicit.view_id or self.view_id,
+            ssai_session_id=explicit.ssai_session_id or self.ssai_session_id,
+        )

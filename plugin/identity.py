@@ -1,0 +1,97 @@
+"""Who the CCS API is asked about: exactly one of `user_id`, `alias` or `aliases`."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import msgspec
+
+
+class IdentityError(ValueError):
+    """A person supplied an identity the CCS API would reject; the message names the field."""
+
+
+class Alias(msgspec.Struct, omit_defaults=True, frozen=True):
+    tag: str
+    id: str
+    priority: int | None = None
+
+
+class Identity(msgspec.Struct, omit_defaults=True, frozen=True):
+    """The identity part of a CCS request body; absent forms are omitted, never null."""
+
+    user_id: str | None = None
+    alias: Alias | None = None
+    aliases: tuple[Alias, ...] | None = None
+
+    def validate(self) -> Identity:
+        forms = [f for f in ("user_id", "alias", "aliases") if getattr(self, f) is not None]
+        if len(forms) != 1:
+            raise IdentityError(
+                f"identity: expected exactly one of user_id, alias, aliases; got {forms or 'none'}"
+            )
+        if self.user_id is not None and not is_uuid4(self.user_id):
+            raise IdentityError(f"identity.user_id: expected a UUIDv4, got {self.user_id!r}")
+        if self.alias is not None:
+            _check_alias(self.alias, "identity.alias")
+        if self.aliases is not None:
+            if not self.aliases:
+                raise IdentityError("identity.aliases: expected at least one alias")
+            seen: set[int] = set()
+            for i, a in enumerate(self.aliases):
+                where = f"identity.aliases[{i}]"
+                _check_alias(a, where)
+                if a.priority is None or a.priority < 0:
+                    raise IdentityError(f"{where}.priority: expected an integer >= 0")
+                if a.priority in seen:
+                    raise IdentityError(f"{where}.priority: priority {a.priority} is used twice")
+                seen.add(a.priority)
+        return self
+
+    def cache_key(self) -> str:
+        """Stable key for the behavioral cache: the winning identifier, as the API resolves it."""
+        if self.user_id is not None:
+            return f"u:{self.user_id}"
+        if self.alias is not None:
+            return f"a:{self.alias.tag}:{self.alias.id}"
+        assert self.aliases
+        best = min(self.aliases, key=lambda a: a.priority if a.priority is not None else 0)
+        return f"a:{best.tag}:{best.id}"
+
+
+def _check_alias(a: Alias, where: str) -> None:
+    if not a.tag or not a.tag.strip():
+        raise IdentityError(f"{where}.tag: expected a non-empty tag")
+    if not a.id or not a.id.strip():
+        raise IdentityError(f"{where}.id: expected a non-empty id")
+
+
+def is_uuid4(value: str) -> bool:
+    try:
+        u = uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return u.version == 4 and str(u) == value.lower()
+
+
+def generate_permutive_id() -> str:
+    """A fresh UUIDv4 for users with no other identifier; persist it, never regenerate it."""
+    return str(uuid.uuid4())
+
+
+def email_sha256(email: str) -> str:
+    """The `email_sha256` alias id: SHA-256 of the trimmed, lower-cased address."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def parse_alias_flag(value: str) -> Alias:
+    """`TAG:ID[:PRIORITY]` as given on the command line; the id itself may contain colons."""
+    parts = value.split(":")
+    priority: int | None = None
+    if len(parts) >= 3 and parts[-1].isdigit():
+        priority = int(parts.pop())
+    tag, ident = parts[0], ":".join(parts[1:])
+    if not tag or not ident:
+        raise IdentityError(f"--alias: expected TAG:ID[:PRIORITY], got {value!r}")
+    return Alias(tag=tag, id=ident, priority=priority)

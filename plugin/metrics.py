@@ -1,0 +1,82 @@
+"""Prometheus metrics on an injectable registry, so hosts and tests each see their own."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.upstream_seconds = Histogram(
+            "cohortkv_upstream_seconds",
+            "Permutive API call latency by API and outcome.",
+            ["api", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.enrich_seconds = Histogram(
+            "cohortkv_enrich_seconds",
+            "Time spent enriching one ad request, by platform.",
+            ["platform"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.signal_source = Counter(
+            "cohortkv_signal_source_total",
+            "Where each signal of an enriched ad request came from.",
+            ["signal", "source"],
+            registry=r,
+        )
+        self.consent_decisions = Counter(
+            "cohortkv_consent_decisions_total",
+            "Consent gate decisions by outcome and reason.",
+            ["decision", "reason"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "cohortkv_upstream_errors_total",
+            "Failed Permutive API calls by API and kind of failure.",
+            ["api", "kind"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "cohortkv_cache_entries",
+            "Entries held in each in-process cache.",
+            ["cache"],
+            registry=r,
+        )
+        self.bad_input = Counter(
+            "cohortkv_bad_input_total",
+            "Machine-made input that was skipped (unparseable URLs, consent strings, ...).",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.late_answers = Counter(
+            "cohortkv_late_answers_total",
+            "Answers that arrived after the deadline and only refreshed the cache.",
+            ["api"],
+            registry=r,
+        )
+
+
+class RateLimitedLog:
+    """Logs a given kind of problem at most once per interval: garbage is counted, not echoed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is None or now - last >= self._interval:
+            self._last[kind] = now
+            self._logger.warning(msg, *args)
