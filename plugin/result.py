@@ -1,0 +1,33 @@
+"""What one enrichment returns: the same fields as `cohortkv enrich --json`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Source = Literal["live", "cache", "none", "skipped"]
+
+
+class SignalResult(msgspec.Struct, frozen=True):
+    """`live`: answered in time; `cache`: last good answer; `none`: nothing to use;
+    `skipped`: not asked (behavioral without consent)."""
+
+    source: Source
+    cohorts: list[str] = []
+
+
+class ConsentDecision(msgspec.Struct, frozen=True):
+    allowed: bool
+    reason: str
+
+
+class EnrichResult(msgspec.Struct, frozen=True):
+    url: str
+    keyvalues: dict[str, list[str]]
+    behavioral: SignalResult
+    contextual: SignalResult
+    consent: ConsentDecision
+    elapsed_ms: float
+    platform: str | None = None
+    user_id: str | None = None
