@@ -32,7 +32,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, f
     pass
 
 
-class ConsentConfig(_Section):
+class ConsentConfig(_Section, frozen=True):
     vendor_id: PositiveInt = 361
     """Permutive's id in the IAB Global Vendor List."""
     purposes: tuple[PositiveInt, ...] = (1,)
@@ -41,23 +41,38 @@ class ConsentConfig(_Section):
     """Decision when no signal is present or it cannot be decoded."""
 
 
-class CacheConfig(_Section):
+class CacheConfig(_Section, frozen=True):
     behavioral_ttl_s: PositiveFloat = 30 * 86400.0
     behavioral_max_entries: PositiveInt = 200_000
     contextual_ttl_s: PositiveFloat = 600.0
     contextual_max_entries: PositiveInt = 20_000
+    contextual_stale_s: PositiveFloat = 86400.0
+    """How long an expired contextual answer may still serve as fallback when the API fails."""
     views_max_entries: PositiveInt = 100_000
     """Views whose play event was sent; later ad breaks of a view reuse its answer."""
+    views_ttl_s: PositiveFloat = 4 * 3600.0
     redis_url: str | None = None
+    """Shared cache for many replicas (`redis://host:6379/0`); needs `cohortkv[redis]`."""
+    redis_cluster: bool = False
+    redis_timeout_ms: PositiveInt = 50
 
 
-class HttpConfig(_Section):
+class HttpConfig(_Section, frozen=True):
     pool_limit: PositiveInt = 256
     pool_limit_per_host: NonNegInt = 0
     keepalive_timeout_s: PositiveFloat = 30.0
+    request_timeout_s: PositiveFloat = 5.0
+    """Hard limit for one API call; answers later than the budget still refresh the cache."""
+    max_inflight_per_api: PositiveInt = 512
+    """Calls in flight per API beyond which new calls are shed (cache fallback at once)."""
+    breaker_failures: PositiveInt = 5
+    """Consecutive failures that open an upstream's circuit breaker."""
+    breaker_open_s: PositiveFloat = 1.0
+    """First pause of an open breaker; it doubles (jittered) up to `breaker_max_open_s`."""
+    breaker_max_open_s: PositiveFloat = 30.0
 
 
-class KeysConfig(_Section):
+class KeysConfig(_Section, frozen=True):
     mode: Literal["merge", "split"] = "merge"
     behavioral: KeyName = "permutive"
     contextual: KeyName = "prmtvctx"
@@ -65,28 +80,30 @@ class KeysConfig(_Section):
     """Key for the Permutive user id (e.g. `puid`); absent means it is not sent."""
 
 
-class EventsConfig(_Section):
+class EventsConfig(_Section, frozen=True):
     play_event: Annotated[str, msgspec.Meta(min_length=1)] = "Videoview"
     view_namespace: str = "6f1c2b8e-3d4a-4f5e-9a7b-2c1d0e9f8a7b"
     """uuid5 namespace for deriving session/view ids from an SSAI session id."""
+    content_section: KeyName = "video"
+    """`page_properties` section of the Contextual request that mirrors the play event."""
 
 
-class AdapterConfig(_Section):
+class AdapterConfig(_Section, frozen=True):
     activation_platforms: tuple[str, ...] | None = None
     """Activation names read from API answers; None means the adapter's defaults."""
 
 
-class GamConfig(AdapterConfig):
+class GamConfig(AdapterConfig, frozen=True):
     max_url_length: PositiveInt = 8000
 
 
-class AdaptersConfig(_Section):
+class AdaptersConfig(_Section, frozen=True):
     gam: GamConfig = GamConfig()
     freewheel: AdapterConfig = AdapterConfig()
     adswizz: AdapterConfig = AdapterConfig()
 
 
-class ServeConfig(_Section):
+class ServeConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     upstreams: dict[str, str] = {}
@@ -101,7 +118,7 @@ class ServeConfig(_Section):
     events_queue_max: PositiveInt = 10_000
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     api_key: str | None = None
     ccs_url: str = "https://api.permutive.app"
     ctx_url: str = "https://api.permutive.com"
@@ -123,9 +140,7 @@ class Config(_Section):
         return msgspec.structs.replace(self, **changes)
 
 
-def load_config(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read `path` (TOML, optional), apply `COHORTKV_*` overrides from `env`, validate."""
     data: dict[str, Any] = {}
     if path is not None:

@@ -58,6 +58,30 @@ class Metrics:
             ["source", "kind"],
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "cohortkv_breaker_state",
+            "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open.",
+            ["api"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "cohortkv_upstream_inflight",
+            "Calls in flight per upstream (bounded; beyond the bound calls are shed).",
+            ["api"],
+            registry=r,
+        )
+        self.shared_cache_ops = Counter(
+            "cohortkv_shared_cache_ops_total",
+            "Shared (Redis) cache operations by result.",
+            ["op", "result"],
+            registry=r,
+        )
+        self.shared_cache_errors = Counter(
+            "cohortkv_shared_cache_errors_total",
+            "Shared (Redis) cache failures; the local cache is used instead.",
+            ["op", "kind"],
+            registry=r,
+        )
         self.late_answers = Counter(
             "cohortkv_late_answers_total",
             "Answers that arrived after the deadline and only refreshed the cache.",

@@ -1,0 +1,233 @@
+"""`cohortkv` command line: enrich one URL, run the sandbox, the sidecar, the demo, verify.
+
+A person's mistake on the command line (a bad flag value, a bad config file) ends with one
+line naming the flag or field and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import msgspec
+
+from plugin.config import Config, ConfigError, load_config
+from plugin.context import ConsentSignals, Content, Context
+from plugin.identity import Identity, IdentityError, is_uuid4, parse_alias_flag
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+class UsageError(ValueError):
+    """A command-line value a person typed that cannot be used; the message names the flag."""
+
+
+def _add_api_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML config file (plus COHORTKV_* env)")
+    p.add_argument("--ccs-url", metavar="URL", help="CCS API base URL")
+    p.add_argument("--ctx-url", metavar="URL", help="Contextual API base URL")
+    p.add_argument(
+        "--api-key", metavar="KEY", help="Permutive API key (none: the built-in sandbox)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cohortkv",
+        description="Permutive audience key-values for outgoing ad requests.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("enrich", help="enrich one ad request URL and print it")
+    e.add_argument("url", help="the ad request URL (GAM, FreeWheel or AdsWizz)")
+    e.add_argument("--platform", default="auto", choices=("auto", "gam", "freewheel", "adswizz"))
+    who = e.add_mutually_exclusive_group()
+    who.add_argument("--user-id", metavar="UUID", help="Permutive user id (UUIDv4)")
+    who.add_argument(
+        "--alias",
+        metavar="TAG:ID[:PRIORITY]",
+        action="append",
+        help="alias identity; repeat with priorities for several",
+    )
+    e.add_argument(
+        "--consent",
+        default="auto",
+        choices=("auto", "granted", "denied"),
+        help="auto: decide from the URL's own consent parameters",
+    )
+    e.add_argument("--content-url", metavar="URL", help="the content's deterministic URL")
+    mode = e.add_mutually_exclusive_group()
+    mode.add_argument("--split", dest="mode", action="store_const", const="split")
+    mode.add_argument("--merge", dest="mode", action="store_const", const="merge")
+    e.add_argument("--budget-ms", type=_positive_int("--budget-ms"), metavar="N")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_api_flags(e)
+    e.set_defaults(run=_enrich)
+
+    s = sub.add_parser("sandbox", help="run the local sandbox of the Permutive APIs")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=_port("--port"), default=8787)
+    s.add_argument("--workspace", metavar="FILE", help="workspace TOML (default: shipped)")
+    s.set_defaults(run=_sandbox)
+
+    for name, module, help_text in _EXTRA_COMMANDS:
+        _register_extra(sub, name, module, help_text)
+    return parser
+
+
+# Commands that live in their own modules register a `configure(parser)` there.
+_EXTRA_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("serve", "plugin.serve.cli", "run the enriching sidecar (proxy, enrich and events API)"),
+    ("demo", "plugin.demo", "walk a scripted scenario on the built-in sandbox"),
+    ("verify", "plugin.verify", "run the Direct API verification steps against an API"),
+)
+
+
+def _register_extra(sub: Any, name: str, module: str, help_text: str) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module.startswith(e.name):
+            return  # not part of this build
+        raise
+    p = sub.add_parser(name, help=help_text)
+    mod.configure(p)
+
+
+def _positive_int(flag: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a positive integer, got {value!r}"
+            ) from None
+        if n <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+        return n
+
+    parse.__name__ = flag
+    return parse
+
+
+def _port(flag: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= 65535:
+            raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
+        return n
+
+    parse.__name__ = flag
+    return parse
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file and environment, then the flags given on the command line on top."""
+    cfg = load_config(getattr(args, "config", None))
+    changes: dict[str, Any] = {}
+    for flag, field in (("ccs_url", "ccs_url"), ("ctx_url", "ctx_url"), ("api_key", "api_key")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            changes[field] = value
+    if getattr(args, "budget_ms", None) is not None:
+        changes["budget_ms"] = args.budget_ms
+    if getattr(args, "mode", None) is not None:
+        changes["keys"] = msgspec.structs.replace(cfg.keys, mode=args.mode)
+    return cfg.with_overrides(**changes) if changes else cfg
+
+
+def context_from_args(args: argparse.Namespace) -> Context | None:
+    identity: Identity | None = None
+    if args.user_id is not None:
+        if not is_uuid4(args.user_id):
+            raise UsageError(f"--user-id: expected a UUIDv4, got {args.user_id!r}")
+        identity = Identity(user_id=args.user_id)
+    elif args.alias:
+        aliases = tuple(parse_alias_flag(a) for a in args.alias)
+        if len(aliases) == 1 and aliases[0].priority is None:
+            identity = Identity(alias=aliases[0])
+        else:
+            if any(a.priority is None for a in aliases):
+                raise UsageError("--alias: with several aliases give each one TAG:ID:PRIORITY")
+            identity = Identity(aliases=aliases)
+        identity.validate()
+    consent = ConsentSignals()
+    if args.consent != "auto":
+        consent = ConsentSignals(override=args.consent == "granted")
+    content = Content(url=args.content_url) if args.content_url else Content()
+    if identity is None and consent.is_empty() and content.url is None:
+        return None
+    return Context(identity=identity, consent=consent, content=content)
+
+
+async def _enrich(args: argparse.Namespace) -> int:
+    from plugin.enricher import Enricher
+
+    cfg = config_from_args(args)
+    context = context_from_args(args)
+    async with Enricher(cfg) as enricher:
+        result = await enricher.enrich(args.url, context, platform=args.platform)
+    if args.json:
+        doc = msgspec.to_builtins(result)
+        for extra in ("platform", "user_id"):
+            if doc.get(extra) is None:
+                doc.pop(extra, None)
+        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+    else:
+        print(result.url)
+        b, c = result.behavioral, result.contextual
+        print(
+            f"# platform={result.platform or '-'} consent="
+            f"{'allowed' if result.consent.allowed else 'denied'} ({result.consent.reason}) "
+            f"behavioral={b.source}{b.cohorts} contextual={c.source}{c.cohorts} "
+            f"elapsed={result.elapsed_ms:.1f}ms",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _sandbox(args: argparse.Namespace) -> int:
+    from plugin.sandbox import serve_forever
+
+    await serve_forever(args.host, args.port, args.workspace)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    run: Command = args.run
+    try:
+        return _run(run(args))
+    except (ConfigError, IdentityError, UsageError, ValueError) as e:
+        print(f"cohortkv {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

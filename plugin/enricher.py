@@ -1,0 +1,555 @@
+"""The enricher: one ad request URL in, the same URL with cohort key-values out, within budget.
+
+Behavioral (CCS, consented users only) and contextual cohorts are asked for concurrently and
+waited for under ONE deadline. A signal that fails or misses the deadline falls back to its
+last good answer; a late answer keeps running in the background and still refreshes the cache.
+Nothing here raises into the host for a machine's bad input: the worst case is the URL as given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from adapters.base import Adapter
+from adapters.registry import adapter_by_name, default_adapters, find_adapter
+from plugin.cache import AgedLru, Answer, SingleFlight
+from plugin.config import Config
+from plugin.consent import decide
+from plugin.context import ConsentSignals, Context
+from plugin.identity import Identity, IdentityError, is_uuid4
+from plugin.merge import build_keyvalues
+from plugin.metrics import Metrics, RateLimitedLog
+from plugin.result import ConsentDecision, EnrichResult, SignalResult, Source
+from plugin.shared import SharedStore
+from plugin.sources import CcsClient, ContextualClient, UpstreamError, make_session
+from plugin.wire import CcsRequest, ClientProperties, ContextualRequest, Event
+
+__all__ = ["EnrichResult", "Enricher", "SignalResult"]
+
+log = logging.getLogger("cohortkv.enricher")
+
+MAX_EVENTS_PER_REQUEST = 10
+_NONE = SignalResult("none")
+_SKIPPED = SignalResult("skipped")
+
+
+Got = tuple[Source, Answer | None]
+
+
+class _Pending:
+    """One signal of one ad request: an answer now, or a call to wait for plus its fallback."""
+
+    __slots__ = ("key", "now", "shared", "task")
+
+    def __init__(
+        self,
+        now: Got,
+        task: asyncio.Task[Answer | None] | None = None,
+        key: str | None = None,
+        shared: asyncio.Task[Answer | None] | None = None,
+    ) -> None:
+        self.now = now
+        self.task = task
+        self.key = key
+        self.shared = shared
+
+    def outcome(self, cache: AgedLru[Answer]) -> Got:
+        """The call's answer if it came in time, else the last good one, local or shared."""
+        task = self.task
+        if task is not None and task.done() and not task.cancelled():
+            if task.exception() is None and (answer := task.result()) is not None:
+                return self.now[0], answer
+        elif task is None and self.now[1] is not None:
+            return self.now
+        if self.key is None:
+            return self.now if task is None else ("none", None)
+        fallback = cache.get(self.key)
+        shared = self.shared
+        if fallback is None and shared is not None and shared.done() and not shared.cancelled():
+            fallback = shared.result() if shared.exception() is None else None
+            if fallback is not None:
+                cache.put(self.key, fallback)
+        return ("cache", fallback) if fallback is not None else ("none", None)
+
+
+class _Flight:
+    """A view's behavioral call: later ad breaks of the same view wait on it, never resend."""
+
+    __slots__ = ("answer", "task")
+
+    def __init__(self, task: asyncio.Task[Answer | None]) -> None:
+        self.task = task
+        self.answer: Answer | None = None
+
+
+class Enricher:
+    """`async with Enricher(config) as e: result = await e.enrich(url, context)`.
+
+    With no API key configured it starts the built-in sandbox of the Permutive APIs in-process,
+    so everything runs with no credentials and no network; it logs that it does so.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        adapters: Sequence[Adapter] | None = None,
+        clock: Any = None,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        self.metrics = Metrics(registry)
+        self.adapters: tuple[Adapter, ...] = (
+            tuple(adapters) if adapters is not None else default_adapters(self.config.adapters)
+        )
+        self._clock = clock or time.monotonic
+        c = self.config.cache
+        self._behavioral: AgedLru[Answer] = AgedLru(
+            c.behavioral_max_entries, c.behavioral_ttl_s, self._clock
+        )
+        self._contextual: AgedLru[Answer] = AgedLru(
+            c.contextual_max_entries, c.contextual_ttl_s + c.contextual_stale_s, self._clock
+        )
+        self._views: AgedLru[_Flight] = AgedLru(c.views_max_entries, c.views_ttl_s, self._clock)
+        self._ctx_flights: SingleFlight[Answer | None] = SingleFlight()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._namespace = uuid.UUID(self.config.events.view_namespace)
+        self._warn = RateLimitedLog(log)
+        self._session: aiohttp.ClientSession | None = None
+        self._sandbox: Any = None
+        self._ccs: CcsClient | None = None
+        self._ctx: ContextualClient | None = None
+        self._shared: SharedStore | None = None
+        self._gauges = {
+            name: self.metrics.cache_entries.labels(name)
+            for name in ("behavioral", "contextual", "views")
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        cfg = self.config
+        api_key, ccs_url, ctx_url = cfg.api_key, cfg.ccs_url, cfg.ctx_url
+        if api_key is None:
+            from plugin.sandbox import start_sandbox
+
+            self._sandbox = await start_sandbox()
+            api_key = self._sandbox.api_key
+            ccs_url = ctx_url = self._sandbox.base_url
+            log.warning("no API key configured: using the built-in sandbox at %s", ccs_url)
+        if cfg.cache.redis_url:
+            from plugin.shared import RedisStore
+
+            self._shared = RedisStore(
+                cfg.cache.redis_url,
+                self.metrics,
+                timeout_s=cfg.cache.redis_timeout_ms / 1000,
+                cluster=cfg.cache.redis_cluster,
+            )
+        h = cfg.http
+        self._session = make_session(h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s)
+        self._ccs = CcsClient(self._session, ccs_url, api_key, self.metrics, h)
+        self._ctx = ContextualClient(self._session, ctx_url, api_key, self.metrics, h)
+
+    async def close(self) -> None:
+        """Lets calls already made finish briefly (their answers fill the cache), then stops."""
+        pending = [t for t in self._background if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.config.budget_ms / 1000)
+            for t in pending:
+                t.cancel()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._shared is not None:
+            await self._shared.close()
+            self._shared = None
+        if self._sandbox is not None:
+            await self._sandbox.close()
+            self._sandbox = None
+
+    def upstream_states(self) -> dict[str, str]:
+        """Circuit breaker state per API (`closed`, `open`, `half_open`), for readiness."""
+        clients = {"ccs": self._ccs, "contextual": self._ctx}
+        return {
+            api: c.breaker.state.name.lower() if c is not None else "closed"
+            for api, c in clients.items()
+        }
+
+    @property
+    def sandbox(self) -> Any:
+        """The in-process sandbox when running without an API key, else None."""
+        return self._sandbox
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    async def enrich(
+        self,
+        url: str,
+        context: Context | None = None,
+        *,
+        platform: str | None = None,
+        budget_ms: float | None = None,
+    ) -> EnrichResult:
+        """The URL with key-values for its platform; never raises for a machine's bad input.
+
+        `platform` names an adapter (`gam`, `freewheel`, `adswizz`) or is None/`auto` to pick
+        the one whose URL format matches. A person's mistake (an unknown platform name, an
+        invalid explicit identity) raises ValueError.
+        """
+        started = time.perf_counter()
+        adapter = self._adapter_for(url, platform)
+        if context is not None and context.identity is not None:
+            context.identity.validate()
+        if adapter is None:
+            self.metrics.bad_input.labels("url", "no_adapter").inc()
+            return self._unchanged(url, context, started)
+        if self._session is None:
+            await self.start()
+
+        ctx = adapter.parse(url).overlaid(context)
+        decision = self._decide(ctx.consent)
+        deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000
+        behavioral, contextual = await self._signals(ctx, decision, deadline)
+
+        puid = behavioral[1].user_id if behavioral[1] is not None else None
+        keyvalues = build_keyvalues(
+            self.config.keys,
+            behavioral[1].activated(adapter.activation_platforms) if behavioral[1] else [],
+            contextual[1].activated(adapter.activation_platforms) if contextual[1] else [],
+            puid,
+        )
+        out_url = adapter.apply(url, keyvalues) if keyvalues else url
+        b = self._signal("behavioral", behavioral, adapter)
+        c = self._signal("contextual", contextual, adapter)
+        elapsed = time.perf_counter() - started
+        self.metrics.enrich_seconds.labels(adapter.name).observe(elapsed)
+        return EnrichResult(
+            url=out_url,
+            keyvalues={k: list(v) for k, v in keyvalues.items()},
+            behavioral=b,
+            contextual=c,
+            consent=decision,
+            elapsed_ms=round(elapsed * 1000, 3),
+            platform=adapter.name,
+            user_id=puid,
+        )
+
+    def _adapter_for(self, url: str, platform: str | None) -> Adapter | None:
+        if platform is None or platform == "auto":
+            return find_adapter(self.adapters, url)
+        return adapter_by_name(self.adapters, platform)
+
+    def _decide(self, signals: ConsentSignals) -> ConsentDecision:
+        d = decide(signals, self.config.consent)
+        self.metrics.consent_decisions.labels("allowed" if d.allowed else "denied", d.reason).inc()
+        if d.reason.endswith("_undecodable"):
+            self.metrics.bad_input.labels("consent", d.reason).inc()
+            self._warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
+        return d
+
+    def _signal(
+        self, name: str, got: tuple[Source, Answer | None], adapter: Adapter
+    ) -> SignalResult:
+        source, answer = got
+        self.metrics.signal_source.labels(name, source).inc()
+        if source == "skipped":
+            return _SKIPPED
+        if answer is None:
+            return _NONE
+        return SignalResult(source, answer.activated(adapter.activation_platforms))
+
+    async def _signals(
+        self, ctx: Context, decision: ConsentDecision, deadline_s: float
+    ) -> tuple[Got, Got]:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline_s
+        b = self._behavioral_call(ctx, decision)
+        c = self._contextual_call(ctx)
+        waiting = [t for t in (b.task, b.shared, c.task) if t is not None and not t.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, until - loop.time()))
+        return b.outcome(self._behavioral), c.outcome(self._contextual)
+
+    # -- behavioral -------------------------------------------------------------------------
+
+    def _behavioral_call(self, ctx: Context, decision: ConsentDecision) -> _Pending:
+        if not decision.allowed:
+            return _Pending(("skipped", None))
+        identity = ctx.identity
+        if identity is None:
+            return _Pending(("none", None))
+        try:
+            identity.validate()
+        except IdentityError:
+            self.metrics.bad_input.labels("identity", "invalid").inc()
+            return _Pending(("none", None))
+        key = identity.cache_key()
+        session_id, view_id = self._session_view(ctx, key)
+        view_key = f"{key}|{view_id}" if view_id else None
+        if view_key is not None:
+            flight = self._views.get(view_key)
+            if flight is not None:
+                # A later ad break of a view whose play event went out: reuse, never resend.
+                if flight.answer is not None:
+                    return _Pending(("cache", flight.answer))
+                if not flight.task.done():
+                    return _Pending(("cache", None), flight.task, key)
+        event = self._play_event(ctx, session_id, view_id)
+        shared = self._prefetch_shared(key)
+        if event is None:
+            return _Pending(("cache", None), None, key, shared)
+        request = CcsRequest(
+            events=[event], user_id=identity.user_id, alias=identity.alias, aliases=identity.aliases
+        )
+        flight_holder: list[_Flight] = []
+        task = self._spawn(self._fetch_behavioral(key, request, view_key, flight_holder))
+        if view_key is not None:
+            flight = _Flight(task)
+            flight_holder.append(flight)
+            self._views.put(view_key, flight)
+            self._gauges["views"].set(len(self._views))
+        return _Pending(("live", None), task, key, shared)
+
+    def _prefetch_shared(self, key: str) -> asyncio.Task[Answer | None] | None:
+        """With a shared cache and nothing local, fetch the fleet's last answer meanwhile."""
+        if self._shared is None or self._behavioral.get(key) is not None:
+            return None
+        return self._spawn(self._shared.get("b", key, self.config.cache.behavioral_ttl_s))
+
+    async def _fetch_behavioral(
+        self, key: str, request: CcsRequest, view_key: str | None, holder: list[_Flight]
+    ) -> Answer | None:
+        assert self._ccs is not None
+        started = asyncio.get_running_loop().time()
+        try:
+            answer = await self._ccs.segment(request)
+        except UpstreamError:
+            if view_key is not None:
+                # The play event may not have landed: let the next ad break of the view retry.
+                self._views.discard(view_key)
+            return None
+        self._remember_behavioral(key, answer)
+        if holder:
+            holder[0].answer = answer
+        self._count_late("ccs", started)
+        return answer
+
+    def _remember_behavioral(self, key: str, answer: Answer) -> None:
+        self._behavioral.put(key, answer)
+        self._gauges["behavioral"].set(len(self._behavioral))
+        if self._shared is not None:
+            self._shared.put("b", key, answer, self.config.cache.behavioral_ttl_s)
+
+    def _session_view(self, ctx: Context, identity_key: str) -> tuple[str | None, str | None]:
+        """Session and view ids as UUIDs: given ones kept, others derived with uuid5.
+
+        From an SSAI session id both are derived (the view also from the content URL); with no
+        view information at all, a view is one user watching one content URL, so that the ad
+        breaks of one playback send one play event.
+        """
+        ns = self._namespace
+        session_id = ctx.session_id
+        view_id = ctx.view_id
+        sid = ctx.ssai_session_id
+        content = ctx.content.url or ""
+        if session_id is not None and not is_uuid4(session_id):
+            session_id = str(uuid.uuid5(ns, "session:" + session_id))
+        if view_id is not None and not is_uuid4(view_id):
+            view_id = str(uuid.uuid5(ns, "view:" + view_id))
+        if sid:
+            session_id = session_id or str(uuid.uuid5(ns, "ssai-session:" + sid))
+            view_id = view_id or str(uuid.uuid5(ns, f"ssai-view:{sid}|{content}"))
+        if view_id is None and content:
+            view_id = str(uuid.uuid5(ns, f"content-view:{identity_key}|{content}"))
+        return session_id, view_id
+
+    def _play_event(
+        self, ctx: Context, session_id: str | None, view_id: str | None
+    ) -> Event | None:
+        content = ctx.content
+        if content.url is None and not content.properties:
+            return None
+        props = dict(content.properties)
+        if content.title and "title" not in props:
+            props["title"] = content.title
+        return Event(
+            name=self.config.events.play_event,
+            time=_iso_now(),
+            properties=props,
+            view_id=view_id,
+            session_id=session_id,
+        )
+
+    # -- contextual -------------------------------------------------------------------------
+
+    def _contextual_call(self, ctx: Context) -> _Pending:
+        url = ctx.content.url
+        if not url:
+            return _Pending(("none", None))
+        fresh = self._contextual.get(url, self.config.cache.contextual_ttl_s)
+        if fresh is not None:
+            return _Pending(("cache", fresh))
+        running = self._ctx_flights.get(url)
+        if running is None:
+            request = self._contextual_request(ctx, url)
+            running = self._ctx_flights.run(url, lambda: self._fetch_contextual(url, request))
+            self._track(running)
+        return _Pending(("live", None), running, url)
+
+    def _contextual_request(self, ctx: Context, url: str) -> ContextualRequest:
+        content = ctx.content
+        client = ClientProperties(
+            url=url,
+            domain=urlsplit(url).hostname or None if "://" in url else None,
+            referrer=content.referrer,
+            user_agent=content.user_agent,
+            title=content.title,
+        )
+        props: dict[str, Any] = {"client": client}
+        if content.properties:
+            section = dict(content.properties)
+            if content.title and "title" not in section:
+                section["title"] = content.title
+            props[self.config.events.content_section] = section
+        return ContextualRequest(url=url, page_properties=props)
+
+    async def _fetch_contextual(self, url: str, request: ContextualRequest) -> Answer | None:
+        """The fleet's fresh answer if there is one, else the API; shared by all waiters."""
+        cfg = self.config.cache
+        if self._shared is not None:
+            shared = await self._shared.get("c", url, cfg.contextual_ttl_s)
+            if shared is not None:
+                self._contextual.put(url, shared)
+                return shared
+        assert self._ctx is not None
+        started = asyncio.get_running_loop().time()
+        try:
+            answer = await self._ctx.segment(request)
+        except UpstreamError:
+            if self._shared is not None and self._contextual.get(url) is None:
+                stale = await self._shared.get(
+                    "c", url, cfg.contextual_ttl_s + cfg.contextual_stale_s
+                )
+                if stale is not None:
+                    self._contextual.put(url, stale, age=cfg.contextual_ttl_s)
+            return None
+        self._contextual.put(url, answer)
+        self._gauges["contextual"].set(len(self._contextual))
+        if self._shared is not None:
+            self._shared.put("c", url, answer, cfg.contextual_ttl_s + cfg.contextual_stale_s)
+        self._count_late("contextual", started)
+        return answer
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def track(
+        self,
+        events: Iterable[Event],
+        *,
+        identity: Identity,
+        consent: ConsentSignals | ConsentDecision | bool,
+    ) -> int:
+        """Sends player events (completion with engagement metrics, ...) to the CCS API.
+
+        Consented users only; chronological order; at most 10 events per request. Returns how
+        many events were delivered. Raises `IdentityError` for an invalid identity (a person's
+        mistake); upstream failures are counted and reported as fewer events delivered.
+        """
+        identity.validate()
+        if isinstance(consent, bool):
+            allowed = consent
+        elif isinstance(consent, ConsentDecision):
+            allowed = consent.allowed
+        else:
+            allowed = self._decide(consent).allowed
+        if not allowed:
+            return 0
+        ordered = sorted(events, key=lambda e: _parse_time(e.time))
+        sent = 0
+        for i in range(0, len(ordered), MAX_EVENTS_PER_REQUEST):
+            batch = ordered[i : i + MAX_EVENTS_PER_REQUEST]
+            try:
+                await self.send_batch(identity, batch)
+            except UpstreamError:
+                break
+            sent += len(batch)
+        return sent
+
+    async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:
+        """One CCS call with up to 10 events, no consent check: callers have made it.
+
+        Raises `UpstreamError` (with a `kind`) so that a queue can tell what to retry. The
+        answer refreshes the behavioral cache like any other.
+        """
+        if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
+            raise ValueError(f"events: expected 1 to {MAX_EVENTS_PER_REQUEST}, got {len(events)}")
+        if self._session is None:
+            await self.start()
+        assert self._ccs is not None
+        request = CcsRequest(
+            events=list(events),
+            user_id=identity.user_id,
+            alias=identity.alias,
+            aliases=identity.aliases,
+        )
+        answer = await self._ccs.segment(request)
+        self._remember_behavioral(identity.cache_key(), answer)
+        return answer
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Answer | None]) -> asyncio.Task[Answer | None]:
+        task: asyncio.Task[Answer | None] = asyncio.ensure_future(coro)
+        self._track(task)
+        return task
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        if task not in self._background:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _count_late(self, api: Literal["ccs", "contextual"], started: float) -> None:
+        if asyncio.get_running_loop().time() - started > self.config.budget_ms / 1000:
+            self.metrics.late_answers.labels(api).inc()
+
+    def _unchanged(self, url: str, context: Context | None, started: float) -> EnrichResult:
+        return EnrichResult(
+            url=url,
+            keyvalues={},
+            behavioral=_NONE,
+            contextual=_NONE,
+            consent=ConsentDecision(False, "no_adapter"),
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"events: time: expected an ISO 8601 timestamp, got {value!r}") from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)

@@ -1,0 +1,247 @@
+"""HTTP clients of the CCS API and the Contextual API, sharing one `aiohttp.ClientSession`.
+
+A call either returns a decoded answer or raises `UpstreamError` with a small, bounded `kind`
+(it becomes a metric label). Messages never contain the request URL: the Contextual API takes
+its key in the query string, and a URL in a log line would leak it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+import aiohttp
+import msgspec
+
+from plugin.breaker import Breaker
+from plugin.cache import Answer
+from plugin.config import HttpConfig
+from plugin.metrics import Metrics, RateLimitedLog
+from plugin.wire import (
+    CcsRequest,
+    ContextualRequest,
+    ccs_request_encoder,
+    ccs_response_decoder,
+    ctx_response_decoder,
+    error_decoder,
+)
+
+log = logging.getLogger("cohortkv.sources")
+T = TypeVar("T")
+
+Api = Literal["ccs", "contextual"]
+ErrorKind = Literal[
+    "timeout",
+    "connect",
+    "http_4xx",
+    "http_429",
+    "http_5xx",
+    "auth",
+    "decode",
+    "other",
+    "breaker_open",
+    "shed",
+]
+# Failures that say the upstream is unwell (not that our request was wrong): they trip the breaker.
+_TRIPS = frozenset({"timeout", "connect", "http_429", "http_5xx", "decode", "other"})
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class UpstreamError(Exception):
+    def __init__(
+        self, api: Api, kind: ErrorKind, detail: str = "", retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(f"{api}: {kind}{': ' + detail if detail else ''}")
+        self.api = api
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+def make_session(
+    pool_limit: int, pool_limit_per_host: int, keepalive_timeout_s: float
+) -> aiohttp.ClientSession:
+    """The one session an enricher uses for both APIs: keep-alive pool, no cookies, raw JSON."""
+    connector = aiohttp.TCPConnector(
+        limit=pool_limit,
+        limit_per_host=pool_limit_per_host,
+        keepalive_timeout=keepalive_timeout_s,
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+        raise_for_status=False,
+    )
+
+
+class _Client:
+    api: Api
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        metrics: Metrics,
+        http: HttpConfig,
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(total=http.request_timeout_s)
+        self._warn = RateLimitedLog(log)
+        self._observe = {
+            outcome: metrics.upstream_seconds.labels(self.api, outcome)
+            for outcome in ("ok", "error", "timeout")
+        }
+        self.breaker = Breaker(
+            http.breaker_failures,
+            http.breaker_open_s,
+            http.breaker_max_open_s,
+            gauge=metrics.breaker_state.labels(self.api),
+        )
+        self._max_inflight = http.max_inflight_per_api
+        self.inflight = 0
+        self._inflight_gauge = metrics.inflight.labels(self.api)
+
+    async def _post(
+        self, body: bytes, headers: dict[str, str], params: dict[str, str] | None
+    ) -> bytes:
+        """One call through the breaker and the in-flight bound; failures are counted once."""
+        if self.inflight >= self._max_inflight:
+            raise self._fail(UpstreamError(self.api, "shed"))
+        if not self.breaker.allow():
+            raise self._fail(UpstreamError(self.api, "breaker_open"))
+        self.inflight += 1
+        self._inflight_gauge.inc()
+        try:
+            payload = await self._call(body, headers, params)
+        except UpstreamError as e:
+            if e.kind in _TRIPS:
+                self.breaker.failure(e.retry_after_s)
+            else:
+                self.breaker.success()  # it answered; our request was the problem
+            raise
+        finally:
+            self.inflight -= 1
+            self._inflight_gauge.dec()
+        self.breaker.success()
+        return payload
+
+    def _decoded(self, payload: bytes, decode: Callable[[bytes], T]) -> T:
+        try:
+            return decode(payload)
+        except msgspec.DecodeError as e:
+            self.breaker.failure()
+            raise self._fail(UpstreamError(self.api, "decode", type(e).__name__)) from None
+
+    async def _call(
+        self, body: bytes, headers: dict[str, str], params: dict[str, str] | None
+    ) -> bytes:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            async with self._session.post(
+                self._url, data=body, headers=headers, params=params, timeout=self._timeout
+            ) as resp:
+                payload = await resp.read()
+                if resp.status >= 400:
+                    raise self._http_error(resp.status, payload, resp.headers.get("Retry-After"))
+            outcome = "ok"
+            return payload
+        except UpstreamError as e:
+            self._fail(e)
+            raise
+        except TimeoutError:
+            outcome = "timeout"
+            raise self._fail(UpstreamError(self.api, "timeout")) from None
+        except aiohttp.ClientConnectionError as e:
+            raise self._fail(UpstreamError(self.api, "connect", type(e).__name__)) from None
+        except aiohttp.ClientError as e:
+            raise self._fail(UpstreamError(self.api, "other", type(e).__name__)) from None
+        finally:
+            self._observe[outcome].observe(time.perf_counter() - started)
+
+    def _http_error(self, status: int, payload: bytes, retry_after: str | None) -> UpstreamError:
+        try:
+            detail = error_decoder.decode(payload).error
+            code = detail.code if detail and detail.code else ""
+        except msgspec.DecodeError:
+            code = ""
+        kind: ErrorKind
+        if status in (401, 403):
+            kind = "auth"
+        elif status == 429:
+            kind = "http_429"
+        else:
+            kind = "http_4xx" if status < 500 else "http_5xx"
+        return UpstreamError(
+            self.api, kind, f"HTTP {status} {code}".strip(), _retry_after_s(retry_after)
+        )
+
+    def _fail(self, e: UpstreamError) -> UpstreamError:
+        self._metrics.upstream_errors.labels(self.api, e.kind).inc()
+        self._warn.warning(f"{self.api}:{e.kind}", "%s", e)
+        return e
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds form; dates are ignored)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class CcsClient(_Client):
+    """`POST {ccs_url}/ccs/v1/segmentation?activations=true`, key in `X-Api-Key`."""
+
+    api: Api = "ccs"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str,
+        metrics: Metrics,
+        http: HttpConfig,
+        *,
+        synchronous_validation: bool = False,
+    ) -> None:
+        super().__init__(session, base_url.rstrip("/") + "/ccs/v1/segmentation", metrics, http)
+        self._headers = {**_JSON, "X-Api-Key": api_key}
+        self._params = {"activations": "true"}
+        if synchronous_validation:
+            self._params["synchronous-validation"] = "true"
+
+    async def segment(self, request: CcsRequest) -> Answer:
+        payload = await self._post(ccs_request_encoder.encode(request), self._headers, self._params)
+        r = self._decoded(payload, ccs_response_decoder.decode)
+        return Answer.from_wire(r.cohorts, r.activations, r.user_id)
+
+
+class ContextualClient(_Client):
+    """`POST {ctx_url}/ctx/v1/segment?k=KEY`: content only, no user data."""
+
+    api: Api = "contextual"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str,
+        metrics: Metrics,
+        http: HttpConfig,
+    ) -> None:
+        super().__init__(session, base_url.rstrip("/") + "/ctx/v1/segment", metrics, http)
+        self._params = {"k": api_key}
+
+    async def segment(self, request: ContextualRequest) -> Answer:
+        payload = await self._post(ccs_request_encoder.encode(request), _JSON, self._params)
+        r = self._decoded(payload, ctx_response_decoder.decode)
+        return Answer.from_wire(r.cohorts, r.activations)
