@@ -1,0 +1,295 @@
+"""The Redis-shared cache against real redis-server processes.
+
+Under `CI=true` a missing Redis fails these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
+from plugin.cache import Answer
+from plugin.config import CacheConfig
+from plugin.identity import Alias
+from plugin.metrics import Metrics
+from plugin.shared import RedisStore
+from tests.fakes import API_KEY, FakePermutive
+from tests.test_enricher import GAM_SAMPLE
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _missing(why: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Redis is required under CI=true: {why}")
+    pytest.skip(why)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def shared_redis() -> str:
+    if not _port_open(6379):
+        _missing("no Redis on 127.0.0.1:6379")
+    return SHARED_REDIS
+
+
+class RedisProcess:
+    """A private redis-server this test can stop and start again on the same port."""
+
+    def __init__(self, port: int, *extra: str) -> None:
+        self.port = port
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            _missing("redis-server is not installed")
+            return
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not _port_open(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisProcess]:
+    r = RedisProcess(_free_port())
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakePermutive]:
+    async with FakePermutive() as f:
+        yield f
+
+
+def _enrich_in_process(fake: FakePermutive, redis_url: str, alias: str) -> dict[str, object]:
+    """`cohortkv enrich --json` as its own OS process: a replica of its own."""
+    env = {
+        **os.environ,
+        "COHORTKV_API_KEY": API_KEY,
+        "COHORTKV_CCS_URL": fake.url,
+        "COHORTKV_CTX_URL": fake.url,
+        "COHORTKV_CACHE__REDIS_URL": redis_url,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "plugin", "enrich", GAM_SAMPLE, "--json", "--alias", alias,
+         "--consent", "granted", "--content-url", f"https://example.com/v/{uuid.uuid4()}"],
+        env=env, cwd=ROOT, capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+async def test_answers_from_one_replica_serve_as_fallback_on_another(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    alias = f"tifa:{uuid.uuid4()}"
+    first = await asyncio.to_thread(_enrich_in_process, fake, shared_redis, alias)
+    assert first["behavioral"] == {"source": "live", "cohorts": ["12345", "67890"]}
+
+    fake.status["ccs"] = 503  # the second replica cannot reach the CCS API
+    fake.ccs_answer = {"user_id": "x", "cohorts": [], "activations": {}}
+    second = await asyncio.to_thread(_enrich_in_process, fake, shared_redis, alias)
+    assert second["behavioral"] == {"source": "cache", "cohorts": ["12345", "67890"]}
+
+    stranger = await asyncio.to_thread(
+        _enrich_in_process, fake, shared_redis, f"tifa:{uuid.uuid4()}"
+    )
+    assert stranger["behavioral"] == {"source": "none", "cohorts": []}
+
+
+async def test_contextual_answers_are_fetched_once_per_fleet(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    content = Content(url=f"https://example.com/show/{uuid.uuid4()}")
+    ctx = Context(consent=ConsentSignals(override=False), content=content)
+    cfg = Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        cache=CacheConfig(redis_url=shared_redis),
+    )
+    async with Enricher(cfg) as a:
+        ra = await a.enrich(GAM_SAMPLE, ctx)
+        await asyncio.sleep(0.05)  # the write is fire-and-forget
+    async with Enricher(cfg) as b:
+        rb = await b.enrich(GAM_SAMPLE, ctx)
+    assert ra.contextual.source == "live"
+    assert rb.contextual.cohorts == ra.contextual.cohorts
+    assert fake.calls["contextual"] == 1
+
+
+async def test_redis_down_mid_run_then_back(
+    fake: FakePermutive, private_redis: RedisProcess
+) -> None:
+    registry = CollectorRegistry()
+    cfg = Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        budget_ms=300,
+        cache=CacheConfig(redis_url=f"redis://127.0.0.1:{private_redis.port}/0"),
+    )
+    who = Identity(alias=Alias(tag="tifa", id=str(uuid.uuid4())))
+
+    def ctx(n: int) -> Context:
+        return Context(
+            identity=who,
+            consent=ConsentSignals(override=True),
+            content=Content(url=f"https://example.com/v/{n}"),
+        )
+
+    def puts_ok() -> float:
+        v = registry.get_sample_value(
+            "cohortkv_shared_cache_ops_total", {"op": "put", "result": "ok"}
+        )
+        return v or 0.0
+
+    async with Enricher(cfg, registry=registry) as e:
+        await e.enrich(GAM_SAMPLE, ctx(0))
+        await asyncio.sleep(0.1)
+        assert puts_ok() >= 1
+
+        private_redis.stop()
+        fake.status["ccs"] = 503
+        for n in range(1, 20):
+            started = time.perf_counter()
+            r = await e.enrich(GAM_SAMPLE, ctx(n))
+            assert time.perf_counter() - started < 0.3 + 0.2
+            assert (r.behavioral.source, r.behavioral.cohorts) == ("cache", ["12345", "67890"])
+        await asyncio.sleep(0.1)
+        errors = sum(
+            s.value
+            for m in registry.collect()
+            if m.name == "cohortkv_shared_cache_errors"
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
+        assert errors >= 1, "Redis failures are counted"
+
+        private_redis.start()
+        fake.status["ccs"] = 200
+        before = puts_ok()
+        deadline = time.monotonic() + 15
+        n = 100
+        while puts_ok() == before and time.monotonic() < deadline:
+            n += 1
+            await e.enrich(GAM_SAMPLE, ctx(n))
+            await asyncio.sleep(0.1)
+        assert puts_ok() > before, "the shared cache is used again once Redis is back"
+
+
+async def test_corrupt_or_foreign_values_are_ignored(shared_redis: str) -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(shared_redis)
+    key = str(uuid.uuid4())
+    await client.set(f"cohortkv:b:{key}", b"\x00not msgpack")
+    store = RedisStore(shared_redis, Metrics())
+    try:
+        assert await store.get("b", key, 60) is None
+        store.put("b", key, Answer(("1",), (("dfp", ("1",)),), "u"), 60)
+        await asyncio.sleep(0.05)
+        assert await store.get("b", key, 60) == Answer(("1",), (("dfp", ("1",)),), "u")
+        assert await store.get("b", key, -1) is None, "older than allowed"
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[str]:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        _missing("redis-server / redis-cli are not installed")
+    nodes = [RedisProcess(_free_port(), "--cluster-enabled", "yes",
+                          "--cluster-config-file", f"/tmp/cohortkv-nodes-{uuid.uuid4()}.conf")
+             for _ in range(3)]  # fmt: skip
+    for n in nodes:
+        n.start()
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while True:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout  # fmt: skip
+            if "cluster_state:ok" in info or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{nodes[0].port}/0"
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+async def test_works_against_a_redis_cluster(fake: FakePermutive, redis_cluster: str) -> None:
+    cfg = Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        cache=CacheConfig(redis_url=redis_cluster, redis_cluster=True, redis_timeout_ms=500),
+    )
+    registry = CollectorRegistry()
+    urls = [f"https://example.com/show/{i}/{uuid.uuid4()}" for i in range(20)]
+    async with Enricher(cfg, registry=registry) as a:
+        for u in urls:
+            await a.enrich(
+                GAM_SAMPLE, Context(consent=ConsentSignals(override=False), content=Content(url=u))
+            )
+        await asyncio.sleep(0.2)
+    async with Enricher(cfg) as b:
+        for u in urls:
+            r = await b.enrich(
+                GAM_SAMPLE, Context(consent=ConsentSignals(override=False), content=Content(url=u))
+            )
+            assert r.contextual.cohorts == ["99999"]
+    assert fake.calls["contextual"] == len(urls), "keys spread over the cluster's slots are shared"
