@@ -181,8 +181,30 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def _humanize(msg: str) -> str:
-    """msgspec says `Expected int, got str - at $.cache.ttl`; lead with the field instead."""
+    """msgspec says `Expected int, got str - at $.cache.ttl`; lead with the field instead,
+    and for a closed set of values say which ones are valid."""
     text, sep, where = msg.rpartition(" - at `$.")
     if not sep:
         return msg
-    return f"{where.rstrip('`')}: {text[0].lower()}{text[1:]}"
+    path = where.rstrip("`")
+    text = f"{text[0].lower()}{text[1:]}"
+    choices = _literal_choices(path)
+    if choices and text.startswith("invalid enum value"):
+        text = f"expected one of {', '.join(repr(c) for c in choices)}, got {text[19:]}"
+    return f"{path}: {text}"
+
+
+def _literal_choices(path: str) -> tuple[Any, ...]:
+    from typing import get_args, get_origin, get_type_hints
+
+    tp: Any = Config
+    for part in path.split("."):
+        try:
+            tp = get_type_hints(tp)[part]
+        except (KeyError, TypeError):
+            return ()
+        if get_origin(tp) is not Literal:
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+    return get_args(tp) if get_origin(tp) is Literal else ()

@@ -317,3 +317,34 @@ def msgspec_replace(c: Context, **kw: Any) -> Context:
     import msgspec
 
     return msgspec.structs.replace(c, **kw)
+
+
+def _vector(name: str) -> str:
+    import json
+    from pathlib import Path
+
+    vectors = json.loads((Path(__file__).parent / "vectors" / "tcf_vectors.json").read_text())
+    return next(v["tc_string"] for v in vectors if v["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("vector", "allowed"),
+    [
+        ("bitfield_even_vendors_without_361", False),
+        ("range_without_361_gap", False),
+        ("bitfield_purpose1_off", False),
+        ("bitfield_odd_vendors_with_361", True),
+        ("range_single_361_all_purposes", True),
+    ],
+)
+async def test_tc_string_on_the_ad_request_gates_the_ccs_call(
+    fake: FakePermutive, vector: str, allowed: bool
+) -> None:
+    url = f"{GAM_SAMPLE}&gdpr=1&gdpr_consent={_vector(vector)}&rdid=6D92078A&idtype=idfa"
+    url += "&url=https%3A%2F%2Fexample.com%2Fv%2F1"
+    async with Enricher(config(fake)) as e:
+        r = await e.enrich(url)
+    assert r.consent.allowed is allowed, r.consent
+    assert fake.calls["ccs"] == (1 if allowed else 0)
+    assert fake.calls["contextual"] == 1 and r.contextual.source == "live"
+    assert r.behavioral.source == ("live" if allowed else "skipped")

@@ -1,0 +1,274 @@
+"""The consent gate: may this ad request's user data go to the CCS API?
+
+Each applicable signal gives a verdict: grant, deny, unknown (missing or undecodable) or
+neutral (the signal says its regime does not apply). They combine fail-closed:
+
+1. `signals.override` (set by the host) wins outright.
+2. Any deny ⇒ denied.
+3. Else any unknown ⇒ `cfg.default` ("denied" unless configured otherwise).
+4. Else any grant ⇒ granted (reason `gdpr_not_applicable` when `gdpr` is explicitly False).
+5. Else `gdpr` explicitly False ⇒ granted; otherwise `cfg.default` (`no_signal`, or the
+   neutral signal's reason such as `usp_not_applicable`).
+
+Signals (the first verdict of a kind, in this order, gives the reason):
+
+- TCF v2 TC string (`tc_string`), read when GDPR may apply (`gdpr` is not False, or `gpp_sid`
+  includes 2). When GDPR applies, a TC string is required, from `tc_string` or the GPP
+  tcfeuv2 section; it must consent to every purpose in `cfg.purposes` and to vendor
+  `cfg.vendor_id`.
+- GPP (`gpp`, `gpp_sid`): the sections listed in `gpp_sid`. Without `gpp_sid`, every section
+  in the string (but tcfeuv2 when `gdpr` is False); none when it holds only ids <= 0, as `-1`
+  means "none applies".
+  tcfeuv2 (2) is decided like a TC string, uspv1 (6) like `us_privacy`, usnat (7) denies on an
+  opt-out of sale, sharing or targeted advertising. Other section ids are ignored, but if no
+  listed section can be read at all the GPP verdict is unknown. A listed tcfeuv2 or uspv1
+  section missing from the string is excused when `tc_string` / `us_privacy` carries it.
+- US Privacy (`us_privacy`): `1?Y?` opted out of sale ⇒ deny, `1?N?` ⇒ grant, `1?-?` ⇒ neutral.
+
+Reasons form the fixed vocabulary `REASONS` (a Prometheus label: keep it small and stable).
+Reasons ending in `_undecodable` mean a machine sent a string we could not read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, NamedTuple
+
+from plugin.config import ConsentConfig
+from plugin.context import ConsentSignals
+from plugin.gpp import (
+    SECTION_TCFEUV2,
+    SECTION_USNAT,
+    SECTION_USPV1,
+    SUPPORTED_SECTIONS,
+    GppDecodeError,
+    decode_gpp,
+    decode_usnat,
+)
+from plugin.result import ConsentDecision
+from plugin.tcf import TcfDecodeError, decode_tc_string
+from plugin.usp import UspDecodeError, decode_us_privacy
+
+__all__ = [
+    "REASONS",
+    "UNDECODABLE_REASONS",
+    "decide",
+    "is_undecodable",
+]
+
+log = logging.getLogger(__name__)
+
+REASONS: tuple[str, ...] = (
+    # The host decided.
+    "override_granted",
+    "override_denied",
+    # Nothing decisive was sent.
+    "gdpr_not_applicable",
+    "no_signal",
+    # TCF v2 TC string (`gdpr_consent`).
+    "tcf_granted",
+    "tcf_purpose_denied",
+    "tcf_vendor_denied",
+    "tcf_missing",
+    "tcf_undecodable",
+    # US Privacy string (`us_privacy`).
+    "usp_opted_out",
+    "usp_not_opted_out",
+    "usp_not_applicable",
+    "usp_undecodable",
+    # GPP string as a whole (`gpp`, `gpp_sid`).
+    "gpp_not_applicable",
+    "gpp_missing",
+    "gpp_section_missing",
+    "gpp_unsupported_section",
+    "gpp_undecodable",
+    # GPP tcfeuv2 section (2).
+    "gpp_tcf_granted",
+    "gpp_tcf_purpose_denied",
+    "gpp_tcf_vendor_denied",
+    "gpp_tcf_undecodable",
+    # GPP uspv1 section (6).
+    "gpp_usp_opted_out",
+    "gpp_usp_not_opted_out",
+    "gpp_usp_not_applicable",
+    "gpp_usp_undecodable",
+    # GPP usnat section (7).
+    "gpp_usnat_opted_out",
+    "gpp_usnat_not_opted_out",
+    "gpp_usnat_undecodable",
+    # A bug of ours, never a property of the input: fail closed.
+    "internal_error",
+)
+"""Every reason `decide` can return."""
+
+UNDECODABLE_REASONS: frozenset[str] = frozenset(r for r in REASONS if r.endswith("_undecodable"))
+
+
+def is_undecodable(reason: str) -> bool:
+    """Whether the decision came from a consent string a machine sent and we could not read."""
+    return reason in UNDECODABLE_REASONS
+
+
+Outcome = Literal["grant", "deny", "unknown", "neutral"]
+
+
+class _Verdict(NamedTuple):
+    outcome: Outcome
+    reason: str
+
+
+def decide(signals: ConsentSignals, cfg: ConsentConfig) -> ConsentDecision:
+    """The consent decision for one ad request. Pure, and never raises."""
+    try:
+        return _decide(signals, cfg)
+    except Exception:  # a bug here must not fail the ad request; deny the user data
+        log.exception("consent decision failed")
+        return ConsentDecision(allowed=False, reason="internal_error")
+
+
+def _decide(signals: ConsentSignals, cfg: ConsentConfig) -> ConsentDecision:
+    if signals.override is not None:
+        allowed = signals.override is True
+        return ConsentDecision(allowed, "override_granted" if allowed else "override_denied")
+
+    sid = _applicable_sids(signals.gpp_sid)
+    tc = _text(signals.tc_string)
+    usp = _text(signals.us_privacy)
+    gdpr_applies = signals.gdpr is True or (sid is not None and SECTION_TCFEUV2 in sid)
+
+    gpp_verdicts, gpp_read_tcf = _gpp_verdicts(signals, sid, cfg, has_tc=tc is not None)
+    verdicts: list[_Verdict] = []
+    if tc is not None and (signals.gdpr is not False or gdpr_applies):
+        verdicts.append(_tcf_verdict(tc, cfg, prefix="tcf"))
+    verdicts.extend(gpp_verdicts)
+    if usp is not None:
+        verdicts.append(_usp_verdict(usp, prefix="usp"))
+    if gdpr_applies and tc is None and not gpp_read_tcf:
+        verdicts.append(_Verdict("unknown", "tcf_missing"))
+    return _combine(verdicts, cfg, gdpr_excluded=signals.gdpr is False and not gdpr_applies)
+
+
+def _first(verdicts: list[_Verdict], outcome: Outcome) -> str | None:
+    return next((v.reason for v in verdicts if v.outcome == outcome), None)
+
+
+def _combine(verdicts: list[_Verdict], cfg: ConsentConfig, gdpr_excluded: bool) -> ConsentDecision:
+    default = cfg.default == "granted"
+    if (reason := _first(verdicts, "deny")) is not None:
+        return ConsentDecision(False, reason)
+    if (reason := _first(verdicts, "unknown")) is not None:
+        return ConsentDecision(default, reason)
+    if gdpr_excluded:
+        return ConsentDecision(True, "gdpr_not_applicable")
+    if (reason := _first(verdicts, "grant")) is not None:
+        return ConsentDecision(True, reason)
+    return ConsentDecision(default, _first(verdicts, "neutral") or "no_signal")
+
+
+def _text(value: object) -> str | None:
+    """A signal's text, or None when absent or blank (hosts send `gdpr_consent=` empty)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    return None
+
+
+def _applicable_sids(raw: object) -> tuple[int, ...] | None:
+    """`gpp_sid` as positive ids in order (ids <= 0 mean "none applies"); None if absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, tuple | list):
+        return ()
+    seen: dict[int, None] = {}
+    for value in raw:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            seen[value] = None
+    return tuple(seen)
+
+
+def _tcf_verdict(text: str, cfg: ConsentConfig, prefix: str) -> _Verdict:
+    try:
+        tc = decode_tc_string(text)
+    except TcfDecodeError:
+        return _Verdict("unknown", f"{prefix}_undecodable")
+    if not all(p in tc.purposes_consent for p in cfg.purposes):
+        return _Verdict("deny", f"{prefix}_purpose_denied")
+    if not tc.vendor_consent(cfg.vendor_id):
+        return _Verdict("deny", f"{prefix}_vendor_denied")
+    return _Verdict("grant", f"{prefix}_granted")
+
+
+def _usp_verdict(text: str, prefix: str) -> _Verdict:
+    try:
+        usp = decode_us_privacy(text)
+    except UspDecodeError:
+        return _Verdict("unknown", f"{prefix}_undecodable")
+    if not usp.applies:
+        return _Verdict("neutral", f"{prefix}_not_applicable")
+    if usp.opted_out:
+        return _Verdict("deny", f"{prefix}_opted_out")
+    return _Verdict("grant", f"{prefix}_not_opted_out")
+
+
+def _usnat_verdict(text: str) -> _Verdict:
+    try:
+        usnat = decode_usnat(text)
+    except GppDecodeError:
+        return _Verdict("unknown", "gpp_usnat_undecodable")
+    if usnat.opted_out:
+        return _Verdict("deny", "gpp_usnat_opted_out")
+    return _Verdict("grant", "gpp_usnat_not_opted_out")
+
+
+def _gpp_verdicts(
+    signals: ConsentSignals, sid: tuple[int, ...] | None, cfg: ConsentConfig, has_tc: bool
+) -> tuple[list[_Verdict], bool]:
+    """Verdicts of the applicable GPP sections, and whether a tcfeuv2 section was read."""
+    has_usp = _text(signals.us_privacy) is not None
+
+    def excused(section_id: int) -> bool:
+        return (section_id == SECTION_TCFEUV2 and has_tc) or (
+            section_id == SECTION_USPV1 and has_usp
+        )
+
+    text = _text(signals.gpp)
+    if sid is not None and not sid:
+        return ([_Verdict("neutral", "gpp_not_applicable")], False)
+    if text is None:
+        if sid is None or all(excused(s) for s in sid):
+            return ([], False)
+        return ([_Verdict("unknown", "gpp_missing")], False)
+    try:
+        gpp = decode_gpp(text)
+    except GppDecodeError:
+        return ([_Verdict("unknown", "gpp_undecodable")], False)
+
+    if sid is None:
+        # No list of applicable sections: every section present applies, except tcfeuv2 when
+        # the host said GDPR does not apply.
+        excluded = SECTION_TCFEUV2 if signals.gdpr is False else None
+        applicable = tuple(s for s in gpp.section_ids if s != excluded)
+        if not applicable:
+            return ([_Verdict("neutral", "gpp_not_applicable")], False)
+    else:
+        applicable = sid
+    verdicts: list[_Verdict] = []
+    read_tcf = False
+    supported = False
+    for section_id in applicable:
+        if section_id not in SUPPORTED_SECTIONS:
+            continue
+        supported = True
+        section = gpp.section(section_id)
+        if section is None:
+            if not excused(section_id):
+                verdicts.append(_Verdict("unknown", "gpp_section_missing"))
+        elif section_id == SECTION_TCFEUV2:
+            read_tcf = True
+            verdicts.append(_tcf_verdict(section, cfg, prefix="gpp_tcf"))
+        elif section_id == SECTION_USPV1:
+            verdicts.append(_usp_verdict(section, prefix="gpp_usp"))
+        elif section_id == SECTION_USNAT:
+            verdicts.append(_usnat_verdict(section))
+    if not supported:
+        verdicts.append(_Verdict("unknown", "gpp_unsupported_section"))
+    return verdicts, read_tcf

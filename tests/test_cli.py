@@ -1,0 +1,89 @@
+"""`cohortkv enrich` as a user runs it: a real process, the built-in sandbox, JSON out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fakes import API_KEY, FakePermutive
+from tests.test_enricher import GAM_SAMPLE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cohortkv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
+    return subprocess.run(
+        [sys.executable, "-m", "plugin", *args],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_enrich_json_on_the_builtin_sandbox() -> None:
+    p = cohortkv(
+        "enrich", GAM_SAMPLE, "--json", "--alias", "tifa:demo-device-1", "--consent", "granted",
+        "--content-url", "https://example.com/sport/football/match-1",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert set(doc) >= {"url", "keyvalues", "behavioral", "contextual", "consent", "elapsed_ms"}
+    assert doc["consent"] == {"allowed": True, "reason": "override_granted"}
+    assert doc["behavioral"]["source"] == "live"
+    assert doc["contextual"]["source"] == "live" and doc["contextual"]["cohorts"]
+    assert doc["url"].startswith(GAM_SAMPLE.split("cust_params=")[0])
+    assert "cust_params=sample_ct%3Dlinear%26permutive%3D" in doc["url"]
+    assert "sandbox" in p.stderr  # it says it runs on the sandbox
+
+
+def test_enrich_auto_consent_from_the_url_denies_without_signals() -> None:
+    p = cohortkv("enrich", GAM_SAMPLE + "&gdpr=1", "--json", "--alias", "tifa:x",
+                 "--content-url", "https://example.com/sport/x")  # fmt: skip
+    doc = json.loads(p.stdout)
+    assert doc["consent"]["allowed"] is False
+    assert doc["behavioral"] == {"source": "skipped", "cohorts": []}
+
+
+async def test_enrich_split_against_given_urls() -> None:
+    async with FakePermutive() as fake:
+        env = {"COHORTKV_API_KEY": API_KEY}
+        p = await _in_thread(
+            "enrich", GAM_SAMPLE, "--json", "--split", "--user-id",
+            "2008c38f-dece-4570-976d-87593ed001c3", "--consent", "granted", "--content-url",
+            "https://example.com/a", "--ccs-url", fake.url, "--ctx-url", fake.url, env=env,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        assert fake.calls["ccs"] == 1 and fake.calls["contextual"] == 1
+    doc = json.loads(p.stdout)
+    assert doc["keyvalues"] == {"permutive": ["12345", "67890"], "prmtvctx": ["99999"]}
+    assert API_KEY not in p.stdout + p.stderr
+
+
+async def _in_thread(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import asyncio
+
+    return await asyncio.to_thread(cohortkv, *args, env=env)
+
+
+def test_person_mistakes_get_one_line_naming_the_flag() -> None:
+    p = cohortkv("enrich", GAM_SAMPLE, "--user-id", "nope")
+    assert p.returncode == 2 and "--user-id" in p.stderr and "UUIDv4" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = cohortkv("enrich", GAM_SAMPLE, "--budget-ms", "0")
+    assert p.returncode == 2 and "--budget-ms" in p.stderr
+    p = cohortkv("enrich", GAM_SAMPLE, env={"COHORTKV_KEYS__MODE": "both"})
+    assert p.returncode == 2 and "keys.mode" in p.stderr and "Traceback" not in p.stderr
+    p = cohortkv("enrich", GAM_SAMPLE, "--alias", "a:1:0", "--alias", "b:2")
+    assert p.returncode == 2 and "PRIORITY" in p.stderr
+
+
+def test_unrecognised_url_comes_back_unchanged() -> None:
+    p = cohortkv("enrich", "https://example.com/page?a=1", "--json")
+    assert p.returncode == 0
+    assert json.loads(p.stdout)["url"] == "https://example.com/page?a=1"

@@ -1,0 +1,288 @@
+"""plugin.gpp and plugin.usp: the spec's published examples, a test-only encoder, and garbage."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plugin.gpp import (
+    MAX_SECTION_IDS,
+    GppDecodeError,
+    decode_gpp,
+    decode_usnat,
+    read_fibonacci,
+)
+from plugin.tcf import Bits, BitsError, decode_tc_string
+from plugin.usp import UspDecodeError, decode_us_privacy
+from tests.test_tcf import B64URL, bits_to_base64url
+
+# Published in the IAB GPP consent string specification (header and string examples).
+SPEC_TC_SECTION = "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"
+SPEC_GPP_TCF_USP = f"DBACNYA~{SPEC_TC_SECTION}~1YNN"
+SPEC_GPP_TCFCA_USP = f"DBABjw~{SPEC_TC_SECTION}~1YNN"
+
+# usnat sections from the IAB's reference GPP library tests (iabgpp-es).
+USNAT_ALL_OPTED_OUT = "BVVVkkkkkpFY.YA"  # every notice 1, every opt-out 1 (opted out)
+USNAT_DEFAULTS = "BAAAAAAAAABA.QA"  # everything 0 (not applicable)
+
+
+# --- test-only encoder ---
+
+
+def encode_fibonacci(n: int) -> str:
+    assert n >= 1
+    fibs = [1, 2]
+    while fibs[-1] <= n:
+        fibs.append(fibs[-1] + fibs[-2])
+    code = ["0"] * len(fibs)
+    rest = n
+    for i in range(len(fibs) - 1, -1, -1):
+        if fibs[i] <= rest:
+            code[i] = "1"
+            rest -= fibs[i]
+    return "".join(code).rstrip("0") + "1"
+
+
+def encode_fibonacci_range(ids: list[int]) -> str:
+    groups: list[tuple[int, int]] = []
+    for v in sorted(set(ids)):
+        if groups and groups[-1][1] == v - 1:
+            groups[-1] = (groups[-1][0], v)
+        else:
+            groups.append((v, v))
+    out = format(len(groups), "012b")
+    last = 0
+    for start, end in groups:
+        if start == end:
+            out += "0" + encode_fibonacci(start - last)
+        else:
+            out += "1" + encode_fibonacci(start - last) + encode_fibonacci(end - start)
+        last = end
+    return out
+
+
+def encode_gpp_header(section_ids: list[int], kind: int = 3, version: int = 1) -> str:
+    return bits_to_base64url(
+        format(kind, "06b") + format(version, "06b") + encode_fibonacci_range(section_ids)
+    )
+
+
+def encode_gpp(sections: dict[int, str]) -> str:
+    ids = sorted(sections)
+    return "~".join([encode_gpp_header(ids), *(sections[i] for i in ids)])
+
+
+def encode_usnat(
+    sale: int = 2, sharing: int = 2, targeted: int = 2, notices: int = 1, version: int = 1
+) -> str:
+    bits = format(version, "06b") + format(notices, "02b") * 6
+    bits += format(sale, "02b") + format(sharing, "02b") + format(targeted, "02b")
+    bits += "00" * 12 + "00" * 2 + "00" + "01" + "00" + "00"  # the fields we do not read
+    return bits_to_base64url(bits) + ".YA"
+
+
+# --- header and Fibonacci coding ---
+
+
+@pytest.mark.parametrize(
+    ("bits", "value"),
+    [("11", 1), ("011", 2), ("0011", 3), ("1011", 4), ("00011", 5), ("10011", 6), ("01011", 7)],
+)
+def test_fibonacci_table_from_the_spec(bits: str, value: int) -> None:
+    assert read_fibonacci(Bits(int(bits, 2), len(bits))) == value
+    assert encode_fibonacci(value) == bits
+
+
+@given(st.integers(1, 1_000_000))
+def test_fibonacci_round_trip(n: int) -> None:
+    code = encode_fibonacci(n)
+    bits = Bits(int(code, 2), len(code))
+    assert read_fibonacci(bits) == n
+    assert bits.remaining() == 0
+
+
+def test_fibonacci_without_terminator_raises() -> None:
+    with pytest.raises(BitsError):
+        read_fibonacci(Bits(0b0101010101, 10))
+    with pytest.raises(BitsError):
+        read_fibonacci(Bits(int("10" * 40, 2), 80))
+
+
+@pytest.mark.parametrize(
+    ("header", "ids"),
+    [
+        ("DBABM", (2,)),
+        ("DBABMA", (2,)),
+        ("DBACNY", (2, 6)),
+        ("DBACNYA", (2, 6)),
+        ("DBABjw", (5, 6)),
+        ("DBABLA", (7,)),
+    ],
+)
+def test_spec_headers(header: str, ids: tuple[int, ...]) -> None:
+    text = "~".join([header, *("x" for _ in ids)])
+    assert decode_gpp(text).section_ids == ids
+    assert encode_gpp_header(list(ids)) in (header, header.rstrip("A"))
+
+
+def test_spec_gpp_string_example() -> None:
+    gpp = decode_gpp(SPEC_GPP_TCF_USP)
+    assert gpp.version == 1
+    assert gpp.section_ids == (2, 6)
+    assert gpp.section(6) == "1YNN"
+    assert gpp.section(7) is None
+    # Expected fields as the IAB reference decoder (@iabtechlabtcf/core) reads this section.
+    tc = decode_tc_string(gpp.section(2) or "")
+    assert (tc.cmp_id, tc.cmp_version, tc.vendor_list_version) == (31, 640, 126)
+    assert (tc.policy_version, tc.consent_language, tc.publisher_cc) == (2, "EN", "DE")
+    assert tc.is_service_specific
+    assert tc.purposes_consent == frozenset()
+    assert tc.max_vendor_id == 0
+    assert decode_gpp(SPEC_GPP_TCFCA_USP).section_ids == (5, 6)
+
+
+@given(st.sets(st.integers(1, 40), max_size=12))
+def test_header_round_trip(ids: set[int]) -> None:
+    sections = {i: f"s{i}" for i in ids}
+    gpp = decode_gpp(encode_gpp(sections))
+    assert gpp.section_ids == tuple(sorted(ids))
+    for i in ids:
+        assert gpp.section(i) == f"s{i}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "~",
+        "DBABM",  # names one section, has none
+        "DBABM~a~b",  # names one section, has two
+        "DBACNY~only-one",
+        encode_gpp_header([2], kind=4) + "~x",
+        encode_gpp_header([2], version=2) + "~x",
+        "D",  # truncated header
+        "DB$BM~x",
+        "1YNN",
+        "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA",
+    ],
+)
+def test_undecodable_gpp_raises(text: str) -> None:
+    with pytest.raises(GppDecodeError):
+        decode_gpp(text)
+
+
+def test_huge_section_ranges_are_refused() -> None:
+    header = bits_to_base64url(
+        "000011000001" + format(1, "012b") + "1" + encode_fibonacci(1) + encode_fibonacci(10**6)
+    )
+    with pytest.raises(GppDecodeError, match="too many"):
+        decode_gpp(header)
+    assert MAX_SECTION_IDS < 10**6
+
+
+@given(st.text(max_size=200))
+def test_any_text_decodes_or_raises_gpp_decode_error(text: str) -> None:
+    with contextlib.suppress(GppDecodeError):
+        decode_gpp(text)
+
+
+@given(st.text(alphabet=B64URL + "~.", max_size=120).map(lambda s: "DB" + s))
+def test_any_gpp_shaped_text_decodes_or_raises(text: str) -> None:
+    try:
+        gpp = decode_gpp(text)
+    except GppDecodeError:
+        return
+    assert len(gpp.section_ids) == len(gpp.sections)
+
+
+# --- usnat (section 7) ---
+
+
+def test_usnat_reference_vectors() -> None:
+    out = decode_usnat(USNAT_ALL_OPTED_OUT)
+    assert out.version == 1
+    assert (out.sale_opt_out, out.sharing_opt_out, out.targeted_advertising_opt_out) == (1, 1, 1)
+    assert out.sharing_notice == out.sensitive_data_limit_use_notice == 1
+    assert out.opted_out
+    assert decode_usnat(USNAT_ALL_OPTED_OUT.split(".")[0]) == out
+
+    defaults = decode_usnat(USNAT_DEFAULTS)
+    assert (defaults.sale_opt_out, defaults.sharing_opt_out) == (0, 0)
+    assert not defaults.opted_out
+
+
+@given(
+    sale=st.integers(0, 2),
+    sharing=st.integers(0, 2),
+    targeted=st.integers(0, 2),
+    notices=st.integers(0, 2),
+    version=st.sampled_from([1, 2]),
+)
+def test_usnat_round_trip(
+    sale: int, sharing: int, targeted: int, notices: int, version: int
+) -> None:
+    out = decode_usnat(encode_usnat(sale, sharing, targeted, notices, version))
+    assert (out.sale_opt_out, out.sharing_opt_out, out.targeted_advertising_opt_out) == (
+        sale,
+        sharing,
+        targeted,
+    )
+    assert out.sale_opt_out_notice == notices
+    assert out.version == version
+    assert out.opted_out == (1 in (sale, sharing, targeted))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "B", "BVV", "zzzzzzzz", encode_usnat(sale=3), encode_usnat(version=3), "BV$Vkkkk"],
+)
+def test_undecodable_usnat_raises(text: str) -> None:
+    with pytest.raises(GppDecodeError):
+        decode_usnat(text)
+
+
+@given(st.text(max_size=60))
+def test_any_text_is_usnat_or_raises_gpp_decode_error(text: str) -> None:
+    with contextlib.suppress(GppDecodeError):
+        decode_usnat(text)
+
+
+# --- US Privacy (`us_privacy`, GPP section 6) ---
+
+
+@pytest.mark.parametrize(
+    ("text", "applies", "opted_out"),
+    [
+        ("1YYN", True, True),
+        ("1NYY", True, True),
+        ("1YNN", True, False),
+        ("1NNY", True, False),
+        ("1---", False, False),
+        ("1Y-N", False, False),
+        ("1yyn", True, True),
+        (" 1YNN ", True, False),
+    ],
+)
+def test_us_privacy_strings(text: str, applies: bool, opted_out: bool) -> None:
+    usp = decode_us_privacy(text)
+    assert usp.version == 1
+    assert usp.applies is applies
+    assert usp.opted_out is opted_out
+
+
+@pytest.mark.parametrize("text", ["", "1YN", "1YNNN", "2YNN", "1YXN", "YNN1", "1 NN", "\uff11YNN"])
+def test_invalid_us_privacy_strings_raise(text: str) -> None:
+    with pytest.raises(UspDecodeError):
+        decode_us_privacy(text)
+
+
+@given(st.text(max_size=8))
+def test_any_text_is_us_privacy_or_raises(text: str) -> None:
+    try:
+        usp = decode_us_privacy(text)
+    except UspDecodeError:
+        return
+    assert usp.opt_out_sale in ("Y", "N", "-")
