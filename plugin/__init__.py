@@ -9,7 +9,7 @@ from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity, IdentityError, email_sha256, generate_permutive_id
 
 if TYPE_CHECKING:
-    from plugin.enricher import EnrichResult, Enricher, SignalResult
+    from plugin.enricher import Enricher, EnrichResult, SignalResult
 
 __all__ = [
     "Alias",
