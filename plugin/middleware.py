@@ -1,0 +1,75 @@
+"""aiohttp client middleware: cohorts on every ad request a `ClientSession` sends.
+
+    session = ClientSession(middlewares=(cohortkv_middleware(enricher),))
+    with ad_context(Context(identity=..., consent=..., content=...)):
+        async with session.get(vast_tag_url) as resp: ...
+
+A request whose URL no adapter recognises goes out exactly as it came. Per-request context
+travels in a `contextvars` variable, so it follows the task that makes the request (and the
+tasks it spawns) without touching the call sites in between.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
+from aiohttp.client_middlewares import ClientMiddlewareType
+from yarl import URL
+
+from adapters.registry import find_adapter
+from plugin.context import Context
+from plugin.enricher import Enricher
+from plugin.metrics import RateLimitedLog
+
+log = logging.getLogger("cohortkv.middleware")
+
+_current: contextvars.ContextVar[Context | None] = contextvars.ContextVar(
+    "cohortkv_ad_context", default=None
+)
+
+
+@contextmanager
+def ad_context(context: Context | None) -> Iterator[None]:
+    """Identity, consent and content for the ad requests made inside the block."""
+    token = _current.set(context)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current_ad_context() -> Context | None:
+    return _current.get()
+
+
+def cohortkv_middleware(
+    enricher: Enricher, *, methods: frozenset[str] = frozenset({"GET"})
+) -> ClientMiddlewareType:
+    """A client middleware that enriches ad requests and passes everything else through.
+
+    It fails open: if enrichment itself breaks, the request goes out as it came.
+    """
+    warn = RateLimitedLog(log)
+
+    async def middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        if req.method not in methods:
+            return await handler(req)
+        url = str(req.url)
+        adapter = find_adapter(enricher.adapters, url)
+        if adapter is None:
+            return await handler(req)
+        try:
+            result = await enricher.enrich(url, _current.get(), platform=adapter.name)
+        except Exception as e:  # the host's request matters more than our key-values
+            enricher.metrics.bad_input.labels("middleware", type(e).__name__).inc()
+            warn.warning("middleware", "enrichment skipped: %s", type(e).__name__)
+            return await handler(req)
+        if result.url != url:
+            req.url = URL(result.url, encoded=True)
+        return await handler(req)
+
+    return middleware
