@@ -63,6 +63,8 @@ class HttpConfig(_Section, frozen=True):
     keepalive_timeout_s: PositiveFloat = 30.0
     request_timeout_s: PositiveFloat = 5.0
     """Hard limit for one API call; answers later than the budget still refresh the cache."""
+    max_response_bytes: PositiveInt = 1_048_576
+    """An API answer larger than this is a failure, not something to buffer."""
     max_inflight_per_api: PositiveInt = 512
     """Calls in flight per API beyond which new calls are shed (cache fallback at once)."""
     breaker_failures: PositiveInt = 5
@@ -116,6 +118,18 @@ class ServeConfig(_Section, frozen=True):
     grace_s: PositiveFloat = 10.0
     access_log: bool = False
     events_queue_max: PositiveInt = 10_000
+    events_workers: PositiveInt = 16
+    """Event deliveries in flight at once (one user's batches always go one at a time)."""
+    events_max_attempts: PositiveInt = 8
+    """Tries per batch on 5xx/timeouts before its events are dropped (4xx: no retry)."""
+    events_backoff_ms: PositiveInt = 200
+    """First retry pause; it doubles per attempt, jittered, up to `events_backoff_max_ms`."""
+    events_backoff_max_ms: PositiveInt = 30_000
+    ad_pool_limit: NonNegInt = 0
+    """Connections to ad servers at once (0: bounded only by the requests being served)."""
+    degraded_error_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    """Share of failed ad-server requests over `health_window_s` that marks it degraded."""
+    health_window_s: PositiveFloat = 60.0
 
 
 class Config(_Section, frozen=True):

@@ -43,9 +43,10 @@ ErrorKind = Literal[
     "other",
     "breaker_open",
     "shed",
+    "too_large",
 ]
 # Failures that say the upstream is unwell (not that our request was wrong): they trip the breaker.
-_TRIPS = frozenset({"timeout", "connect", "http_429", "http_5xx", "decode", "other"})
+_TRIPS = frozenset({"timeout", "connect", "http_429", "http_5xx", "decode", "other", "too_large"})
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -104,6 +105,7 @@ class _Client:
             gauge=metrics.breaker_state.labels(self.api),
         )
         self._max_inflight = http.max_inflight_per_api
+        self._max_bytes = http.max_response_bytes
         self.inflight = 0
         self._inflight_gauge = metrics.inflight.labels(self.api)
 
@@ -147,7 +149,7 @@ class _Client:
             async with self._session.post(
                 self._url, data=body, headers=headers, params=params, timeout=self._timeout
             ) as resp:
-                payload = await resp.read()
+                payload = await self._read_bounded(resp)
                 if resp.status >= 400:
                     raise self._http_error(resp.status, payload, resp.headers.get("Retry-After"))
             outcome = "ok"
@@ -164,6 +166,20 @@ class _Client:
             raise self._fail(UpstreamError(self.api, "other", type(e).__name__)) from None
         finally:
             self._observe[outcome].observe(time.perf_counter() - started)
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, unless it is larger than any real answer: then the call has failed."""
+        limit = self._max_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise UpstreamError(self.api, "too_large", f"{resp.content_length} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _http_error(self, status: int, payload: bytes, retry_after: str | None) -> UpstreamError:
         try:
