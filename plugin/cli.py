@@ -18,6 +18,7 @@ import msgspec
 from plugin.config import Config, ConfigError, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Identity, IdentityError, is_uuid4, parse_alias_flag
+from plugin.logs import configure_logging
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -206,12 +207,14 @@ async def _sandbox(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     run: Command = args.run
     try:
+        cfg = load_config(getattr(args, "config", None))
+        configure_logging(
+            json_lines=cfg.log_json,
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            secrets=[s for s in (cfg.api_key, getattr(args, "api_key", None)) if s],
+        )
         return _run(run(args))
     except (ConfigError, IdentityError, UsageError, ValueError) as e:
         print(f"cohortkv {args.command}: {e}", file=sys.stderr)

@@ -1,0 +1,47 @@
+"""Structured logs: JSON lines with the request id, and no secret ever printed."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from plugin.logs import JsonFormatter, RedactingFilter, request_id_var
+
+
+def _capture(
+    formatter: logging.Formatter, secrets: tuple[str, ...] = ()
+) -> tuple[logging.Logger, io.StringIO]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter(secrets))
+    logger = logging.getLogger(f"test.{id(out)}")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, out
+
+
+def test_json_lines_carry_the_request_id_and_extras() -> None:
+    logger, out = _capture(JsonFormatter())
+    token = request_id_var.set("req-42")
+    try:
+        logger.info("enriched %s", "gam", extra={"platform": "gam", "elapsed_ms": 3.2})
+    finally:
+        request_id_var.reset(token)
+    logger.info("outside")
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["msg"] == "enriched gam" and first["request_id"] == "req-42"
+    assert first["platform"] == "gam" and first["elapsed_ms"] == 3.2
+    assert first["level"] == "info" and first["ts"].endswith("Z")
+    assert "request_id" not in second
+
+
+def test_secrets_are_scrubbed_from_messages_and_arguments() -> None:
+    logger, out = _capture(JsonFormatter(), secrets=("s3cr3t",))
+    logger.warning("calling https://api/ctx?k=%s failed", "s3cr3t")
+    logger.warning("key s3cr3t in the message itself")
+    text = out.getvalue()
+    assert "s3cr3t" not in text
+    assert text.count("***") == 2
