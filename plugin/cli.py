@@ -27,7 +27,8 @@ class UsageError(ValueError):
     """A command-line value a person typed that cannot be used; the message names the flag."""
 
 
-def _add_api_flags(p: argparse.ArgumentParser) -> None:
+def add_api_flags(p: argparse.ArgumentParser) -> None:
+    """`--config`, `--ccs-url`, `--ctx-url`, `--api-key`: read by `config_from_args`."""
     p.add_argument("--config", metavar="FILE", help="TOML config file (plus COHORTKV_* env)")
     p.add_argument("--ccs-url", metavar="URL", help="CCS API base URL")
     p.add_argument("--ctx-url", metavar="URL", help="Contextual API base URL")
@@ -67,12 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--merge", dest="mode", action="store_const", const="merge")
     e.add_argument("--budget-ms", type=_positive_int("--budget-ms"), metavar="N")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_api_flags(e)
+    add_api_flags(e)
     e.set_defaults(run=_enrich)
 
     s = sub.add_parser("sandbox", help="run the local sandbox of the Permutive APIs")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=_port("--port"), default=8787)
+    s.add_argument("--port", type=port_type("--port"), default=8787)
     s.add_argument("--workspace", metavar="FILE", help="workspace TOML (default: shipped)")
     s.set_defaults(run=_sandbox)
 
@@ -118,7 +119,7 @@ def _positive_int(flag: str) -> Callable[[str], int]:
     return parse
 
 
-def _port(flag: str) -> Callable[[str], int]:
+def port_type(flag: str) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             n = int(value)

@@ -28,7 +28,8 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = tuple(s for s in secrets if s)
+        # A very short "secret" would blank out ordinary words; real API keys are long.
+        self._secrets = tuple(s for s in secrets if s and len(s) >= 6)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._secrets:

@@ -1,0 +1,522 @@
+"""`cohortkv verify`: the Direct API guide's six verification steps, against a configured API.
+
+1 identity is stable, 2 an event puts a fresh user in a test cohort, 3 activations come back,
+4 a known URL has contextual cohorts, 5 both signals land in an ad request, 6 no CCS call is made
+for an unconsented user while contextual cohorts still flow. Steps 1-4 talk to the APIs
+directly; 5 and 6 go through the enricher, as production traffic does. With no API key and no
+API URL the built-in sandbox is started in-process. Each step prints PASS or FAIL with its
+evidence; any FAIL makes the exit status 1. The API key never appears in the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from plugin.cli import UsageError, add_api_flags, config_from_args
+from plugin.config import Config
+from plugin.context import Content, Context
+from plugin.demo import (
+    PREROLL,
+    TC_GRANTED,
+    TC_PURPOSE1_DENIED,
+    Video,
+    Viewer,
+    ad_request,
+    sample_sum,
+)
+from plugin.identity import Alias
+from plugin.result import EnrichResult
+from plugin.term import Style, UrlChange, table, wants_color
+from plugin.wire import (
+    CcsRequest,
+    CcsResponse,
+    ClientProperties,
+    ContextualRequest,
+    ContextualResponse,
+    Event,
+    ccs_request_encoder,
+    ccs_response_decoder,
+    ctx_response_decoder,
+    error_decoder,
+)
+
+if TYPE_CHECKING:
+    from plugin.sandbox import Sandbox
+    from plugin.sandbox.workspace import Workspace
+
+PLATFORMS: tuple[str, ...] = ("gam", "freewheel", "adswizz")
+DEFAULT_CONTENT_URL = "https://example.com/sport/football/pl-highlights-week-20"
+"""A URL the sandbox's default workspace has contextual cohorts for (sport, football)."""
+DEFAULT_ALIAS_TAG = "tifa"
+VERIFICATION_PREFIX = "Verification"
+"""Name prefix of the sandbox workspace's test cohort (`any Videoview`)."""
+MIN_ENRICH_BUDGET_MS = 2000
+"""Steps 5-6 check wiring, not latency: a slow API must not turn them into cache answers."""
+
+TITLES: dict[int, str] = {
+    1: "Identity: the same alias twice gets the same user_id",
+    2: "Event collection: an event puts a fresh user in the test cohort",
+    3: "Activations: activations=true returns platforms and cohort ids",
+    4: "Contextual signals: a known URL has contextual cohorts",
+    5: "Signal merging: behavioral and contextual cohorts in the ad request",
+    6: "Consent gating: no CCS call without consent; contextual still flows",
+}
+
+
+class Step(msgspec.Struct):
+    number: int
+    title: str
+    passed: bool
+    evidence: list[str]
+
+
+class _Fail(Exception):
+    """A step's failure, with the lines that explain it."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__(lines[0] if lines else "failed")
+        self.lines = list(lines)
+
+
+class Verifier:
+    """Runs the steps against `config`'s APIs; `sandbox` is the in-process one, if any."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        platform: str = "gam",
+        test_cohort: str | None = None,
+        content_url: str = DEFAULT_CONTENT_URL,
+        alias_tag: str = DEFAULT_ALIAS_TAG,
+        sandbox: Sandbox | None = None,
+    ) -> None:
+        if platform not in PLATFORMS:
+            raise UsageError(
+                f"--platform: expected one of {', '.join(PLATFORMS)}, got {platform!r}"
+            )
+        if config.api_key is None:
+            raise UsageError("--api-key: an API key is needed to verify an API")
+        self.config = config
+        self.api_key: str = config.api_key
+        self.platform = platform
+        self.test_cohort = test_cohort
+        self.content_url = content_url
+        self.alias_tag = alias_tag
+        self.sandbox = sandbox
+        self._session: aiohttp.ClientSession | None = None
+        self._answer: CcsResponse | None = None  # step 2's answer, checked again in step 3
+        self._alias: Alias | None = None  # step 2's user: has history for step 5
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self) -> list[Step]:
+        timeout = aiohttp.ClientTimeout(total=self.config.http.request_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            self._session = session
+            steps: list[tuple[int, Callable[[], Awaitable[list[str]]]]] = [
+                (1, self.identity),
+                (2, self.event_collection),
+                (3, self.activations),
+                (4, self.contextual),
+                (5, self.merging),
+                (6, self.consent_gating),
+            ]
+            out = []
+            for number, check in steps:
+                try:
+                    evidence = await check()
+                    passed = True
+                except _Fail as e:
+                    evidence, passed = e.lines, False
+                except Exception as e:  # a step must report, never crash the others
+                    evidence, passed = [f"unexpected error: {self._redact(_describe(e))}"], False
+                out.append(Step(number, TITLES[number], passed, evidence))
+            return out
+
+    # -- the steps ------------------------------------------------------------------------
+
+    async def identity(self) -> list[str]:
+        alias = self._fresh_alias()
+        first = await self._ccs(alias, self._play_event())
+        second = await self._ccs(alias, self._play_event())
+        shown = f"alias {alias.tag}:{alias.id}"
+        if not first.user_id or first.user_id != second.user_id:
+            raise _Fail(
+                f"{shown} -> user_id {first.user_id!r}, then {second.user_id!r}",
+                "the same identifier must resolve to the same user: check the alias tag is "
+                "configured in the workspace",
+            )
+        return [f"{shown} -> user_id {first.user_id} both times"]
+
+    async def event_collection(self) -> list[str]:
+        alias = self._alias = self._fresh_alias()
+        event = self._play_event()
+        answer = self._answer = await self._ccs(alias, event)
+        got = (
+            f"fresh alias {alias.tag}:{alias.id}, one {event.name} event -> cohorts "
+            f"{_codes(answer.cohorts)}"
+        )
+        expected = self.test_cohort
+        if expected is None:
+            if not answer.cohorts:
+                raise _Fail(
+                    got,
+                    "no cohorts after the event: check cohorts are active and match "
+                    f"{event.name}; pass --test-cohort CODE to name the test cohort",
+                )
+            return [got, "cohorts non-empty (no --test-cohort given: any cohort counts)"]
+        if expected in answer.cohorts:
+            return [got, f"includes the test cohort {self._cohort(expected)}"]
+        raise _Fail(
+            got,
+            f"the test cohort {self._cohort(expected)} is missing",
+            *await self._why(alias, event),
+        )
+
+    async def activations(self) -> list[str]:
+        answer = self._answer
+        if answer is None:
+            raise _Fail("no CCS answer to check: step 2 got none")
+        acts = answer.activations
+        if not acts or not any(acts.values()):
+            raise _Fail(
+                f"cohorts {_codes(answer.cohorts)} but no activations (asked with "
+                "activations=true)",
+                "a cohort must be activated for a platform in the dashboard to appear",
+            )
+        names = self._activation_names()
+        listed = ", ".join(f"{p} {_codes(c)}" for p, c in acts.items())
+        mine = {p: c for p, c in acts.items() if p in names and c}
+        if not mine:
+            raise _Fail(
+                f"activations: {listed}",
+                f"none for {self.platform}, which reads {', '.join(names)} "
+                f"(adapters.{self.platform}.activation_platforms)",
+            )
+        stray = sorted({c for codes in acts.values() for c in codes} - set(answer.cohorts))
+        lines = [f"activations: {listed}"]
+        note = f"; not among the user's cohorts: {', '.join(stray)}" if stray else ""
+        lines.append(
+            f"{self.platform} reads {', '.join(names)}: "
+            + ", ".join(f"{p} {_codes(c)}" for p, c in mine.items())
+            + note
+        )
+        return lines
+
+    async def contextual(self) -> list[str]:
+        answer = await self._ctx(self.content_url)
+        got = f"url {self.content_url} -> cohorts {_codes(answer.cohorts)}"
+        if not answer.cohorts:
+            raise _Fail(
+                got,
+                "no contextual cohorts: pass --content-url with a page of yours that the "
+                "workspace's contextual cohorts match",
+            )
+        names = self._activation_names()
+        mine = sorted({c for p, codes in answer.activations.items() if p in names for c in codes})
+        return [got, f"activated for {self.platform}: {_codes(mine)}"]
+
+    async def merging(self) -> list[str]:
+        alias = self._alias or self._fresh_alias()
+        viewer = Viewer("verify", alias.tag, alias.id, TC_GRANTED)
+        registry = CollectorRegistry()
+        r, url = await self._enrich(viewer, registry)
+        b, c = r.behavioral, r.contextual
+        got = (
+            f"{self.platform} ad request (consent {_decision(r)}): behavioral {b.source} "
+            f"{_codes(b.cohorts)}, contextual {c.source} {_codes(c.cohorts)} -> "
+            f"{_keyvalues(r.keyvalues) or '(none)'}"
+        )
+        sent = {v for values in r.keyvalues.values() for v in values}
+        missing = [x for x in (*b.cohorts, *c.cohorts) if x not in sent]
+        if not b.cohorts or not c.cohorts or missing or r.url == url:
+            why = []
+            if not b.cohorts:
+                why.append(f"no behavioral cohorts for {self.platform} ({b.source})")
+            if not c.cohorts:
+                why.append(f"no contextual cohorts for {self.platform} ({c.source})")
+            if missing:
+                why.append(f"not in the key-values: {', '.join(missing)}")
+            if r.url == url:
+                why.append("the ad request URL was not changed")
+            raise _Fail(got, "; ".join(why))
+        change = UrlChange(url, r.url)
+        return [got, f"URL gained {change.param_after}"]
+
+    async def consent_gating(self) -> list[str]:
+        alias = self._fresh_alias()
+        viewer = Viewer("verify", alias.tag, alias.id, TC_PURPOSE1_DENIED)
+        registry = CollectorRegistry()
+        sandbox_before = self.sandbox.calls["ccs"] if self.sandbox is not None else 0
+        r, _ = await self._enrich(viewer, registry)
+        metric = sample_sum(registry, "cohortkv_upstream_seconds_count", api="ccs")
+        if self.sandbox is not None:
+            ccs = self.sandbox.calls["ccs"] - sandbox_before
+            counted = f"CCS calls +{ccs} (sandbox counter; enricher metric +{metric:.0f})"
+        else:
+            ccs = int(metric)
+            counted = f'CCS calls +{ccs} (cohortkv_upstream_seconds_count{{api="ccs"}})'
+        c = r.contextual
+        got = [
+            f"consent {_decision(r)}: behavioral {r.behavioral.source}, {counted}",
+            f"contextual {c.source} {_codes(c.cohorts)} -> {_keyvalues(r.keyvalues) or '(none)'}",
+        ]
+        why = []
+        if r.consent.allowed:
+            why.append("a TC string without Purpose 1 was taken as consent")
+        if ccs or r.behavioral.source != "skipped":
+            why.append("the CCS API was called for an unconsented user")
+        if not c.cohorts:
+            why.append(f"no contextual cohorts reached the ad request ({c.source})")
+        if why:
+            raise _Fail(*got, "; ".join(why))
+        return got
+
+    # -- the APIs -------------------------------------------------------------------------
+
+    async def _ccs(
+        self, alias: Alias, event: Event, *, synchronous_validation: bool = False
+    ) -> CcsResponse:
+        params = {"activations": "true"}
+        if synchronous_validation:
+            params["synchronous-validation"] = "true"
+        body = ccs_request_encoder.encode(CcsRequest(events=[event], alias=alias))
+        headers = {"Content-Type": "application/json", "X-Api-Key": self.api_key}
+        url = self.config.ccs_url.rstrip("/") + "/ccs/v1/segmentation"
+        payload = await self._post("CCS", url, body, headers, params)
+        try:
+            return ccs_response_decoder.decode(payload)
+        except msgspec.DecodeError as e:
+            raise _Fail(f"the CCS API's answer is not a segmentation response: {e}") from None
+
+    async def _ctx(self, url: str) -> ContextualResponse:
+        client = ClientProperties(url=url, domain=urlsplit(url).hostname or None)
+        body = ccs_request_encoder.encode(
+            ContextualRequest(url=url, page_properties={"client": client})
+        )
+        endpoint = self.config.ctx_url.rstrip("/") + "/ctx/v1/segment"
+        headers = {"Content-Type": "application/json"}
+        payload = await self._post("Contextual", endpoint, body, headers, {"k": self.api_key})
+        try:
+            return ctx_response_decoder.decode(payload)
+        except msgspec.DecodeError as e:
+            raise _Fail(f"the Contextual API's answer is not a segment response: {e}") from None
+
+    async def _post(
+        self, api: str, url: str, body: bytes, headers: dict[str, str], params: dict[str, str]
+    ) -> bytes:
+        assert self._session is not None
+        try:
+            async with self._session.post(url, data=body, headers=headers, params=params) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise _Fail(
+                f"cannot reach the {api} API at {url}: {self._redact(_describe(e))}"
+            ) from None
+        if status >= 400:
+            raise _Fail(f"the {api} API answered HTTP {status}{self._error_text(payload)}")
+        return payload
+
+    def _error_text(self, payload: bytes) -> str:
+        try:
+            detail = error_decoder.decode(payload).error
+        except msgspec.DecodeError:
+            return ""
+        if detail is None:
+            return ""
+        parts = [p for p in (detail.code, detail.message) if p]
+        return (": " + " - ".join(self._redact(p) for p in parts)) if parts else ""
+
+    async def _why(self, alias: Alias, event: Event) -> list[str]:
+        """Asks again with synchronous validation: a schema mismatch then says what it is."""
+        try:
+            await self._ccs(alias, event, synchronous_validation=True)
+        except _Fail as e:
+            return [f"with synchronous-validation=true: {e.lines[0]}"]
+        return [
+            "the event passes synchronous validation: check the cohort's rule matches "
+            f"{event.name} (--test-cohort names the cohort to expect)"
+        ]
+
+    async def _enrich(
+        self, viewer: Viewer, registry: CollectorRegistry
+    ) -> tuple[EnrichResult, str]:
+        from plugin.enricher import Enricher
+
+        video = Video(
+            "cohortkv-verify", "cohortkv verification", (), 60, self.content_url, "verify"
+        )
+        url = ad_request(self.platform, viewer, video, PREROLL, 1)
+        props = {"video_id": video.video_id, "title": video.title}
+        context = Context(content=Content(url=video.url, properties=props))
+        budget = max(self.config.budget_ms, MIN_ENRICH_BUDGET_MS)
+        async with Enricher(self.config, registry=registry) as enricher:
+            result = await enricher.enrich(url, context, platform=self.platform, budget_ms=budget)
+        return result, url
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _fresh_alias(self) -> Alias:
+        return Alias(tag=self.alias_tag, id=str(uuid.uuid4()).upper())
+
+    def _play_event(self) -> Event:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return Event(
+            name=self.config.events.play_event,
+            time=now,
+            properties={"video_id": "cohortkv-verify", "title": "cohortkv verification"},
+        )
+
+    def _activation_names(self) -> tuple[str, ...]:
+        from adapters.registry import adapter_by_name, default_adapters
+
+        return adapter_by_name(
+            default_adapters(self.config.adapters), self.platform
+        ).activation_platforms
+
+    def _cohort(self, code: str) -> str:
+        if self.sandbox is not None:
+            for c in self.sandbox.state.workspace.cohorts:
+                if c.code == code:
+                    return f"{code} ({c.name})"
+        return code
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _codes(codes: Any) -> str:
+    return "[" + ", ".join(str(c) for c in codes) + "]"
+
+
+def _keyvalues(kv: dict[str, list[str]]) -> str:
+    return " ".join(f"{k}={','.join(v)}" for k, v in kv.items())
+
+
+def _decision(r: EnrichResult) -> str:
+    return f"{'allowed' if r.consent.allowed else 'denied'} ({r.consent.reason})"
+
+
+def verification_cohort(workspace: Workspace) -> str | None:
+    """The code of the workspace's verification cohort (`Verification: …`), if it has one."""
+    for c in workspace.cohorts:
+        if c.name.startswith(VERIFICATION_PREFIX):
+            return str(c.code)
+    return None
+
+
+def report(steps: list[Step], out: IO[str], style: Style, header: list[list[str]]) -> None:
+    s = style
+    out.write(s("cohortkv verify", "bold") + ": the Direct API verification steps\n")
+    for line in table(header, indent="  "):
+        out.write(line + "\n")
+    out.write("\n")
+    for step in steps:
+        verdict = s("PASS", "bold", "green") if step.passed else s("FAIL", "bold", "red")
+        out.write(f"  {step.number}  {verdict}  {step.title}\n")
+        for line in step.evidence:
+            out.write(f"           {line}\n")
+    passed = sum(1 for st in steps if st.passed)
+    summary = f"{passed} of {len(steps)} steps passed"
+    out.write("\n" + s(summary, "bold", "green" if passed == len(steps) else "red") + "\n")
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run the Direct API verification steps (identity, event collection, activations, "
+        "contextual, merging, consent gating) against an API; the built-in sandbox when no "
+        "API key or URL is given. Exit status 1 when a step fails."
+    )
+    add_api_flags(parser)
+    parser.add_argument(
+        "--platform", choices=PLATFORMS, default="gam", help="ad server to check (default: gam)"
+    )
+    parser.add_argument(
+        "--test-cohort",
+        metavar="CODE",
+        help="cohort a fresh user must enter after one play event (default: the sandbox "
+        "workspace's verification cohort; against another API, any cohort counts)",
+    )
+    parser.add_argument(
+        "--content-url",
+        metavar="URL",
+        default=DEFAULT_CONTENT_URL,
+        help=f"content URL with contextual cohorts (default: {DEFAULT_CONTENT_URL})",
+    )
+    parser.add_argument(
+        "--alias-tag",
+        metavar="TAG",
+        default=DEFAULT_ALIAS_TAG,
+        help=f"identifier tag configured in the workspace (default: {DEFAULT_ALIAS_TAG})",
+    )
+    parser.add_argument("--no-color", action="store_true", help="plain output, no ANSI colour")
+    parser.set_defaults(run=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from plugin.sandbox import start_sandbox
+
+    config = config_from_args(args)
+    if not args.alias_tag.strip():
+        raise UsageError("--alias-tag: expected a non-empty identifier tag")
+    if not args.content_url.strip() or "://" not in args.content_url:
+        raise UsageError(
+            f"--content-url: expected a URL such as {DEFAULT_CONTENT_URL}, got {args.content_url!r}"
+        )
+    sandbox = None
+    if config.api_key is None:
+        default = Config()
+        if config.ccs_url != default.ccs_url or config.ctx_url != default.ctx_url:
+            raise UsageError(
+                "--api-key: required with --ccs-url/--ctx-url (a `cohortkv sandbox` takes the "
+                "key 'sandbox'); with neither, the built-in sandbox is used"
+            )
+        sandbox = await start_sandbox()
+        config = config.with_overrides(
+            api_key=sandbox.api_key, ccs_url=sandbox.base_url, ctx_url=sandbox.base_url
+        )
+    try:
+        test_cohort = args.test_cohort
+        if test_cohort is None and sandbox is not None:
+            test_cohort = verification_cohort(sandbox.state.workspace)
+        verifier = Verifier(
+            config,
+            platform=args.platform,
+            test_cohort=test_cohort,
+            content_url=args.content_url,
+            alias_tag=args.alias_tag.strip(),
+            sandbox=sandbox,
+        )
+        steps = await verifier.run()
+    finally:
+        if sandbox is not None:
+            await sandbox.close()
+    where = " (in-process sandbox)" if sandbox is not None else ""
+    header = [
+        ["CCS API", config.ccs_url + where],
+        ["Contextual API", config.ctx_url + where],
+        ["platform", args.platform],
+    ]
+    style = Style(wants_color(sys.stdout, args.no_color))
+    report(steps, sys.stdout, style, header)
+    return 0 if all(st.passed for st in steps) else 1
