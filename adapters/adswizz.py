@@ -1,0 +1,195 @@
+"""AdsWizz ad requests (`/vast/{version}/request/…`, e.g. `/vast/4.0/request/alias/{zone}`, and
+the legacy `afr.php`).
+
+Custom targeting travels as query parameters prefixed `aw_0_1st.`, values as a comma list:
+`aw_0_1st.permutive=1,2`. A parameter already there gets our new values appended (`,<value>`)
+in place, values it already has are not repeated; otherwise it is appended at the end of the
+query, before any `#fragment`. Those parameters are the only bytes that change. A value holding
+a comma cannot be carried in the list and is dropped.
+
+Parsing:
+- identity: `aw_0_1st.ifa` typed by `aw_0_1st.ifaType` (`params.DEVICE_ID_TAGS`, e.g. `fireOS` →
+  `afai`; without a type the id is not used), dropped when `aw_0_req.lmt=1` or all zeros, then
+  the listener id (`listenerId`, `listenerid` or `aw_0_awz.listenerid`) under the tag
+  `listener_id`. With both, the device id has priority 0: it reaches across apps, the listener id
+  only across one publisher's players;
+- consent: `aw_0_req.gdpr`, `aw_0_req.userConsentV2` (TC string), `aw_0_req.usPrivacy` or
+  `us_privacy`, `aw_0_req.gpp` or `gpp`, `aw_0_req.gppSid`/`aw_0_req.gpp_sid` or `gpp_sid`;
+- content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the deterministic
+  `adswizz://zone/{zone}` from the zone alias in the path (or `zoneId` in the query): in audio a
+  zone is usually one station or show, so contextual cohorts follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from adapters.params import (
+    decode,
+    device_id,
+    device_tag,
+    encodable,
+    encode,
+    find_param,
+    first_params,
+    flag,
+    gpp_sid,
+    identity_of,
+    sanitise,
+    split_url,
+    text,
+    url_path,
+)
+from plugin.context import ConsentSignals, Content, Context
+from plugin.identity import Alias
+
+DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("adswizz_keyvalue", "adswizz")
+PREFIX = "aw_0_1st."
+LISTENER_ID_TAG = "listener_id"
+
+_LISTENER_PARAMS = ("listenerId", "listenerid", "aw_0_awz.listenerid")
+_CONTENT_URL_PARAMS = ("aw_0_1st.contentUrl", "aw_0_1st.contenturl", "aw_0_1st.url", "url")
+_ZONE_PARAMS = ("zoneId", "zoneid", "zone_id")
+
+
+def valid_key(key: object) -> bool:
+    return isinstance(key, str) and bool(key.strip()) and encodable(key)
+
+
+def clean_value(value: object) -> str | None:
+    if not isinstance(value, str) or not value or "," in value or not encodable(value):
+        return None
+    return value
+
+
+def zone_of(path: str) -> str | None:
+    """The zone alias of `/vast/{version}/request/alias/{zone}`; None for other paths."""
+    at = path.find("/vast/")
+    if at < 0:
+        return None
+    parts = path[at + 1 :].split("/")
+    if len(parts) >= 5 and parts[2] == "request" and parts[3] == "alias" and parts[4]:
+        return decode(parts[4], plus=False)
+    return None
+
+
+def _is_adswizz_path(path: str) -> bool:
+    if path.endswith("/afr.php"):
+        return True
+    at = path.find("/vast/")
+    if at < 0:
+        return False
+    parts = path[at + 1 :].split("/", 3)
+    return len(parts) >= 3 and bool(parts[1]) and parts[2] == "request"
+
+
+class AdsWizzAdapter:
+    name: str = "adswizz"
+
+    def __init__(self, activation_platforms: Sequence[str] | None = None) -> None:
+        self.activation_platforms: tuple[str, ...] = (
+            DEFAULT_ACTIVATION_PLATFORMS
+            if activation_platforms is None
+            else tuple(activation_platforms)
+        )
+
+    def __repr__(self) -> str:
+        return "AdsWizzAdapter()"
+
+    def matches(self, url: str) -> bool:
+        try:
+            return _is_adswizz_path(url_path(split_url(url)[0]))
+        except Exception:
+            return False
+
+    def parse(self, url: str) -> Context:
+        try:
+            return self._parse(url)
+        except Exception:
+            return Context()
+
+    def apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
+        try:
+            return self._apply(url, keyvalues)
+        except Exception:
+            return url
+
+    def _parse(self, url: str) -> Context:
+        base, query, _ = split_url(url)
+        path = url_path(base)
+        if not _is_adswizz_path(path):
+            return Context()
+        p = first_params(query or "")
+
+        def first(names: tuple[str, ...]) -> str | None:
+            for name in names:
+                value = text(p.get(name))
+                if value is not None:
+                    return value
+            return None
+
+        aliases: list[Alias] = []
+        ifa = device_id(p.get("aw_0_1st.ifa"))
+        tag = device_tag(text(p.get("aw_0_1st.ifaType")))
+        if ifa is not None and tag is not None and flag(p.get("aw_0_req.lmt")) is not True:
+            aliases.append(Alias(tag=tag, id=ifa))
+        listener = device_id(first(_LISTENER_PARAMS))
+        if listener is not None:
+            aliases.append(Alias(tag=LISTENER_ID_TAG, id=listener))
+
+        consent = ConsentSignals(
+            gdpr=flag(p.get("aw_0_req.gdpr")),
+            tc_string=text(p.get("aw_0_req.userConsentV2")),
+            us_privacy=first(("aw_0_req.usPrivacy", "us_privacy")),
+            gpp=first(("aw_0_req.gpp", "gpp")),
+            gpp_sid=gpp_sid(first(("aw_0_req.gppSid", "aw_0_req.gpp_sid", "gpp_sid"))),
+        )
+
+        content_url = first(_CONTENT_URL_PARAMS)
+        if content_url is None:
+            zone = zone_of(path) or first(_ZONE_PARAMS)
+            if zone is not None:
+                content_url = f"adswizz://zone/{encode(zone)}"
+
+        return Context(
+            identity=identity_of(aliases),
+            consent=consent,
+            content=Content(url=content_url),
+        )
+
+    def _apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
+        if not keyvalues:
+            return url
+        base, query, fragment = split_url(url)
+        if not _is_adswizz_path(url_path(base)):
+            return url
+        ours = sanitise(keyvalues, valid_key, clean_value)
+        if not ours:
+            return url
+
+        q = "" if query is None else query
+        inserts: list[tuple[int, str]] = []  # (position in q, text), existing parameters
+        tail: list[str] = []  # new parameters
+        for key, values in ours:
+            name = PREFIX + encode(key)
+            bounds = find_param(q, name)
+            if bounds is None:
+                tail.append(f"{name}={','.join(encode(v) for v in values)}")
+                continue
+            start, end = bounds
+            value_at = start + len(name)
+            raw = q[value_at + 1 : end] if value_at < end else ""
+            seen = set(decode(raw).split(",")) if raw else set()
+            fresh = [encode(v) for v in values if v not in seen]
+            if not fresh:
+                continue
+            lead = "," if raw else ("" if value_at < end else "=")
+            inserts.append((end, lead + ",".join(fresh)))
+        if not inserts and not tail:
+            return url
+
+        for at, insert in sorted(inserts, reverse=True):
+            q = q[:at] + insert + q[at:]
+        if tail:
+            q = q + ("&" if q else "") + "&".join(tail)
+        return f"{base}?{q}{fragment}"

@@ -1,0 +1,263 @@
+"""Google Ad Manager VAST ad tags (`/gampad/ads`, `/gampad/live/ads`, any host).
+
+Key-values all live in the one `cust_params` parameter: `k=v1,v2&k2=v3` encoded once
+(`=`→`%3D`, `&`→`%26`, `,`→`%2C`). Ours are spliced into it: existing entries stay byte for
+byte, a value for a key already present is appended to that key's entry (`%2C<value>`) unless
+the key already has it, new keys are appended (`%26<key>%3D<values>`). Without `cust_params`
+one is appended at the end of the query, before any `#fragment`. No other byte of the URL moves.
+
+GAM limits: keys ≤ 20 characters, values ≤ 40. Characters GAM forbids in values
+(`" ' = ! + # * ~ ; ^ ( ) < > [ ] , &`, whitespace, other non-printables) are removed from our
+values; a value left empty or too long is dropped, never truncated; an invalid key is dropped
+with its values. The whole URL is kept within `max_url_length` by dropping our values from the
+end (the last key's last value first), never anything that was already there.
+
+Parsing: `ppid` (alias `ppid`, priority 0) and `rdid` + `idtype` (priority 1; tag from
+`params.DEVICE_ID_TAGS`, e.g. `adid`→`aaid`); `is_lat=1` or an all-zero id drops the device id.
+Consent: `gdpr`, `gdpr_consent`, `us_privacy`, `gpp`, `gpp_sid`; `rdp`, `tfcd`, `tfua`, `npa` or
+`ltd` set to 1 deny outright (restricted processing, child-directed, under age of consent,
+non-personalised or limited ads all rule out behavioural cohorts). Content: `description_url`
+(else `url`) as the content URL, decoded twice if a player encoded it twice; `vid` → `video_id`,
+`cmsid` → `cms_id`. The stream correlator `scor` (constant for one video stream) is the view id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from adapters.params import (
+    decode,
+    device_id,
+    device_tag,
+    encodable,
+    encode,
+    find_param,
+    first_params,
+    flag,
+    gpp_sid,
+    identity_of,
+    sanitise,
+    split_url,
+    text,
+    url_path,
+)
+from plugin.context import ConsentSignals, Content, Context
+from plugin.identity import Alias
+
+DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("dfp", "gam", "target_dfp")
+MAX_KEY_LENGTH = 20
+MAX_VALUE_LENGTH = 40
+FORBIDDEN_CHARS = frozenset("\"'=!+#*~;^()<>[],&")
+
+_PARAM = "cust_params"
+_AMP, _EQ, _COMMA = "%26", "%3D", "%2C"
+_PATHS = ("/gampad/ads", "/gampad/live/ads")
+_DENY_FLAGS = ("rdp", "tfcd", "tfua", "npa", "ltd")
+# What goes before the first value appended to an existing entry, by the entry's state:
+# 0 `key` (no "="), 1 `key=` (no values yet), 2 `key=v…`.
+_LEAD = (_EQ, "", _COMMA)
+
+
+def clean_value(value: object) -> str | None:
+    """Our value with GAM's forbidden characters removed; None when unusable."""
+    if not isinstance(value, str):
+        return None
+    if not (value.isascii() and value.isalnum()):
+        value = "".join(
+            ch
+            for ch in value
+            if ch not in FORBIDDEN_CHARS and ch.isprintable() and not ch.isspace()
+        )
+    if not value or len(value) > MAX_VALUE_LENGTH:
+        return None
+    return value
+
+
+def valid_key(key: object) -> bool:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        return False
+    if key.isascii() and key.isalnum():
+        return True
+    return all(
+        ch not in FORBIDDEN_CHARS and ch.isprintable() and not ch.isspace() for ch in key
+    ) and encodable(key)
+
+
+class GamAdapter:
+    name: str = "gam"
+
+    def __init__(
+        self,
+        activation_platforms: Sequence[str] | None = None,
+        max_url_length: int = 8000,
+    ) -> None:
+        self.activation_platforms: tuple[str, ...] = (
+            DEFAULT_ACTIVATION_PLATFORMS
+            if activation_platforms is None
+            else tuple(activation_platforms)
+        )
+        self.max_url_length = max_url_length
+
+    def __repr__(self) -> str:
+        return f"GamAdapter(max_url_length={self.max_url_length})"
+
+    def matches(self, url: str) -> bool:
+        try:
+            return url_path(split_url(url)[0]).endswith(_PATHS)
+        except Exception:
+            return False
+
+    def parse(self, url: str) -> Context:
+        try:
+            return self._parse(url)
+        except Exception:
+            return Context()
+
+    def apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
+        try:
+            return self._apply(url, keyvalues)
+        except Exception:
+            return url
+
+    def _parse(self, url: str) -> Context:
+        base, query, _ = split_url(url)
+        if query is None or not url_path(base).endswith(_PATHS):
+            return Context()
+        p = first_params(query)
+
+        aliases: list[Alias] = []
+        ppid = device_id(p.get("ppid"))
+        if ppid is not None:
+            aliases.append(Alias(tag="ppid", id=ppid))
+        rdid = device_id(p.get("rdid"))
+        tag = device_tag(text(p.get("idtype")))
+        if rdid is not None and tag is not None and flag(p.get("is_lat")) is not True:
+            aliases.append(Alias(tag=tag, id=rdid))
+
+        denied = any(flag(p.get(name)) is True for name in _DENY_FLAGS)
+        consent = ConsentSignals(
+            override=False if denied else None,
+            gdpr=flag(p.get("gdpr")),
+            tc_string=text(p.get("gdpr_consent")),
+            us_privacy=text(p.get("us_privacy")),
+            gpp=text(p.get("gpp")),
+            gpp_sid=gpp_sid(p.get("gpp_sid")),
+        )
+
+        props: dict[str, object] = {}
+        vid = text(p.get("vid"))
+        if vid is not None:
+            props["video_id"] = vid
+        cmsid = text(p.get("cmsid"))
+        if cmsid is not None:
+            props["cms_id"] = cmsid
+        content = Content(
+            url=_content_url(p.get("description_url")) or _content_url(p.get("url")),
+            properties=props,
+        )
+
+        return Context(
+            identity=identity_of(aliases),
+            consent=consent,
+            content=content,
+            view_id=text(p.get("scor")),
+        )
+
+    def _apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
+        if not keyvalues:
+            return url
+        base, query, fragment = split_url(url)
+        if not url_path(base).endswith(_PATHS):
+            return url
+        ours = sanitise(keyvalues, valid_key, clean_value)
+        if not ours:
+            return url
+
+        q = "" if query is None else query
+        bounds = find_param(q, _PARAM)
+        if bounds is None:
+            raw, value_at, end = "", -1, -1
+        else:
+            start, end = bounds
+            value_at = start + len(_PARAM)
+            raw = q[value_at + 1 : end] if value_at < end else ""
+        entries = raw.split(_AMP)
+        present = _present(entries)
+
+        # One item per value to add, in the order of `keyvalues`: (key, encoded value, length
+        # it adds to the URL including its separator). Dropping from the end keeps costs exact.
+        items: list[tuple[str, str, int]] = []
+        need_amp = bool(raw) and not raw.endswith(_AMP)
+        for key, values in ours:
+            found = present.get(key)
+            if found is not None:
+                _, seen, state = found
+                fresh = [encode(v) for v in values if v not in seen]
+                lead = _LEAD[state]
+                for n, enc in enumerate(fresh):
+                    items.append((key, enc, len(_COMMA if n else lead) + len(enc)))
+            else:
+                head = len(_AMP if need_amp else "") + len(encode(key)) + len(_EQ)
+                need_amp = True
+                for n, v in enumerate(values):
+                    enc = encode(v)
+                    items.append((key, enc, (len(_COMMA) if n else head) + len(enc)))
+        if not items:
+            return url
+
+        if bounds is None:  # "?" when there was no query, "&" when it was not empty
+            extra = len(_PARAM) + 1 + (1 if query is None or q else 0)
+        else:  # "=" after a bare "cust_params"
+            extra = 0 if value_at < end else 1
+        total = len(url) + extra + sum(cost for _, _, cost in items)
+        while items and total > self.max_url_length:
+            total -= items.pop()[2]
+        if not items:
+            return url
+
+        kept: dict[str, list[str]] = {}
+        for key, enc, _ in items:
+            kept.setdefault(key, []).append(enc)
+        appended: dict[int, str] = {}
+        tail: list[str] = []
+        for key, encoded in kept.items():
+            found = present.get(key)
+            if found is None:
+                tail.append(encode(key) + _EQ + _COMMA.join(encoded))
+            else:
+                idx, _, state = found
+                appended[idx] = _LEAD[state] + _COMMA.join(encoded)
+        if appended:
+            raw = _AMP.join(e + appended[i] if i in appended else e for i, e in enumerate(entries))
+        if tail:
+            raw += (_AMP if raw and not raw.endswith(_AMP) else "") + _AMP.join(tail)
+
+        if bounds is None:
+            amp = "&" if q else ""
+            return f"{base}?{q}{amp}{_PARAM}={raw}{fragment}"
+        return f"{base}?{q[:value_at]}={raw}{q[end:]}{fragment}"
+
+
+def _present(entries: list[str]) -> dict[str, tuple[int, set[str], int]]:
+    """Decoded key → (index of its last entry, every value it has, that entry's state)."""
+    present: dict[str, tuple[int, set[str], int]] = {}
+    for i, entry in enumerate(entries):
+        key, eq, vals = decode(entry).partition("=")
+        state = 0 if not eq else (1 if not vals else 2)
+        values = vals.split(",") if eq else []
+        found = present.get(key)
+        if found is None:
+            present[key] = (i, set(values), state)
+        else:
+            found[1].update(values)
+            present[key] = (i, found[1], state)
+    return present
+
+
+def _content_url(raw: str | None) -> str | None:
+    """Decoded once, or twice when a player encoded it twice (`https%3A%2F%2F…`), so that one
+    page always yields the same content URL."""
+    url = text(raw)
+    if url is not None and url[:8].lower().startswith(("http%3a", "https%3a")):
+        url = decode(url, plus=False)
+    return url

@@ -1,0 +1,230 @@
+"""Query-string helpers shared by the adapters: splice, don't re-serialise.
+
+Ad request URLs are rewritten by cutting text into them, never by parsing the whole URL and
+serialising it again: generic parsers re-encode, reorder or drop parameters the ad server relies
+on, and FreeWheel's `;` sections break them outright. Everything here works on `str` slices with
+`str.find` / `str.split`, tolerates malformed input (a bad `%XY` stays literal, bytes that are not
+UTF-8 become U+FFFD) and never raises on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import quote, unquote
+
+from plugin.identity import Alias, Identity
+
+DEVICE_ID_TAGS: dict[str, str] = {
+    "idfa": "idfa",
+    "tvos": "idfa",
+    "adid": "aaid",
+    "aaid": "aaid",
+    "gaid": "aaid",
+    "google_advertising_id": "aaid",
+    "afai": "afai",
+    "fireos": "afai",
+    "amazon_advertising_id": "afai",
+    "rida": "rida",
+    "roku": "rida",
+    "roku_rida": "rida",
+    "tifa": "tifa",
+    "samsung_tifa": "tifa",
+    "msai": "msai",
+    "vida": "vida",
+    "lgudid": "lgudid",
+}
+"""Device id types as ad platforms name them (GAM `idtype`, FreeWheel `_fw_did` prefixes,
+AdsWizz `ifaType`) → the Permutive alias tag they are sent under."""
+
+_MAX_ID_LENGTH = 256
+_MAX_INT_DIGITS = 6
+_TRUE = frozenset(("1", "true"))
+_FALSE = frozenset(("0", "false"))
+_TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def split_url(url: str) -> tuple[str, str | None, str]:
+    """`(base, query, fragment)`; query is None without a `?`; the fragment keeps its `#`."""
+    hash_at = url.find("#")
+    rest, fragment = (url, "") if hash_at < 0 else (url[:hash_at], url[hash_at:])
+    q = rest.find("?")
+    if q < 0:
+        return rest, None, fragment
+    return rest[:q], rest[q + 1 :], fragment
+
+
+def url_path(base: str) -> str:
+    """The path of a URL without its query: after `scheme://authority` or `//authority`."""
+    sep = base.find("://")
+    if sep >= 0 and "/" not in base[:sep]:
+        start = sep + 3
+    elif base.startswith("//"):
+        start = 2
+    else:
+        return base
+    slash = base.find("/", start)
+    return "" if slash < 0 else base[slash:]
+
+
+def decode(value: str, *, plus: bool = True) -> str:
+    """Percent-decode one query component (form style: `+` is a space unless `plus=False`)."""
+    if plus and "+" in value:
+        value = value.replace("+", " ")
+    if "%" not in value:
+        return value
+    return unquote(value, errors="replace")
+
+
+def encode(value: str) -> str:
+    """Percent-encode every character except the unreserved ones (`A-Z a-z 0-9 - . _ ~`)."""
+    if value.isascii() and value.isalnum():
+        return value
+    return quote(value, safe="")
+
+
+def encodable(value: str) -> bool:
+    """True when the text can go into a URL as UTF-8 (no lone surrogates)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def first_params(query: str, sep: str = "&") -> dict[str, str]:
+    """Decoded name → raw (still encoded) value of its first occurrence; bare names map to ""."""
+    out: dict[str, str] = {}
+    for segment in query.split(sep):
+        if not segment:
+            continue
+        name, _, value = segment.partition("=")
+        if "%" in name or "+" in name:
+            name = decode(name)
+        if name not in out:
+            out[name] = value
+    return out
+
+
+def find_param(query: str, name: str, sep: str = "&") -> tuple[int, int] | None:
+    """Bounds `(start, end)` of the first `name` or `name=value` segment, matched raw."""
+    n = len(name)
+    size = len(query)
+    pos = 0
+    while True:
+        i = query.find(name, pos)
+        if i < 0:
+            return None
+        after = i + n
+        if (i == 0 or query[i - 1] == sep) and (
+            after == size or query[after] == "=" or query[after] == sep
+        ):
+            end = query.find(sep, after)
+            return i, size if end < 0 else end
+        pos = i + 1
+
+
+def text(raw: str | None) -> str | None:
+    """A decoded, stripped parameter value; None when absent or blank."""
+    if raw is None:
+        return None
+    value = decode(raw).strip()
+    return value or None
+
+
+def flag(raw: str | None) -> bool | None:
+    """`1`/`true` → True, `0`/`false` → False, anything else → None (unknown)."""
+    value = text(raw)
+    if value is None:
+        return None
+    value = value.lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return None
+
+
+def gpp_sid(raw: str | None) -> tuple[int, ...] | None:
+    """GPP section ids from a comma list; pieces that are not small integers are skipped."""
+    value = text(raw)
+    if value is None:
+        return None
+    ids = []
+    for piece in value.split(","):
+        piece = piece.strip()
+        if piece.isascii() and piece.isdigit() and len(piece) <= _MAX_INT_DIGITS:
+            ids.append(int(piece))
+    return tuple(ids) or None
+
+
+def number(raw: str | None) -> int | float | None:
+    """A finite, non-negative number (int when integral); None for anything else."""
+    value = text(raw)
+    if value is None or len(value) > 32:
+        return None
+    try:
+        parsed = float(value)
+    except ValueError:
+        return None
+    if parsed != parsed or parsed in (float("inf"), float("-inf")) or parsed < 0:
+        return None
+    return int(parsed) if parsed.is_integer() else parsed
+
+
+def device_id(raw: str | None) -> str | None:
+    """A usable device id: not blank, not the all-zero id a tracking opt-out produces."""
+    value = text(raw)
+    if value is None or len(value) > _MAX_ID_LENGTH:
+        return None
+    if not value.strip("0-"):
+        return None
+    return value
+
+
+def device_tag(kind: str | None) -> str | None:
+    """The alias tag for a device id type; unknown types that look like a type name are kept."""
+    if kind is None:
+        return None
+    kind = kind.strip().lower()
+    known = DEVICE_ID_TAGS.get(kind)
+    if known is not None:
+        return known
+    if 0 < len(kind) <= 32 and kind.isascii() and set(kind) <= _TAG_CHARS:
+        return kind
+    return None
+
+
+def identity_of(aliases: list[Alias]) -> Identity | None:
+    """One alias as `alias`; several as `aliases` with priorities in the order given."""
+    if not aliases:
+        return None
+    if len(aliases) == 1:
+        return Identity(alias=aliases[0])
+    return Identity(
+        aliases=tuple(Alias(tag=a.tag, id=a.id, priority=i) for i, a in enumerate(aliases))
+    )
+
+
+def sanitise(
+    keyvalues: Mapping[str, Sequence[str]],
+    key_ok: Callable[[object], bool],
+    clean: Callable[[object], str | None],
+) -> list[tuple[str, list[str]]]:
+    """Our key-values as a platform can carry them: bad keys and unusable values dropped,
+    duplicates removed, order kept; a bare string counts as one value."""
+    out: list[tuple[str, list[str]]] = []
+    for key, values in keyvalues.items():
+        if not key_ok(key):
+            continue
+        kept: list[str] = []
+        seen: set[str] = set()
+        for raw in (values,) if isinstance(values, str) else values:
+            v = clean(raw)
+            if v is not None and v not in seen:
+                seen.add(v)
+                kept.append(v)
+        if kept:
+            out.append((key, kept))
+    return out

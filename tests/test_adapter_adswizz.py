@@ -1,0 +1,134 @@
+"""AdsWizz adapter: `aw_0_1st.` parameters with comma lists."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.adswizz import AdsWizzAdapter
+from plugin.context import ConsentSignals, Content, Context
+from plugin.identity import Alias, Identity
+
+SAMPLE = (
+    "https://demo.deliveryengine.adswizz.com/vast/4.0/request/alias/demo_zone?listenerId=abc-123"
+    "&aw_0_1st.genre=sports&aw_0_req.gdpr=1&aw_0_req.userConsentV2=CONSENT"
+)
+
+aw = AdsWizzAdapter()
+
+
+def test_sample_gains_a_prefixed_comma_list() -> None:
+    assert aw.apply(SAMPLE, {"permutive": ["1", "2"], "prmtvctx": ["c1"]}) == (
+        SAMPLE + "&aw_0_1st.permutive=1,2&aw_0_1st.prmtvctx=c1"
+    )
+
+
+def test_existing_parameter_is_extended_in_place() -> None:
+    url = SAMPLE.replace("&aw_0_1st.genre", "&aw_0_1st.permutive=1&aw_0_1st.genre")
+    assert aw.apply(url, {"permutive": ["1", "2", "3", "2"]}) == url.replace(
+        "aw_0_1st.permutive=1&", "aw_0_1st.permutive=1,2,3&"
+    )
+    assert aw.apply(url, {"permutive": ["1"]}) == url
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        ("aw_0_1st.p=", "aw_0_1st.p=0,1,2"),
+        ("aw_0_1st.p", "aw_0_1st.p=0,1,2"),
+        ("aw_0_1st.p=0%2C2", "aw_0_1st.p=0%2C2,1"),
+    ],
+)
+def test_unusual_existing_values(existing: str, expected: str) -> None:
+    url = f"https://h/vast/4.0/request/alias/z?a=1&{existing}&b=2"
+    assert (
+        aw.apply(url, {"p": ["0", "1", "2"]})
+        == f"https://h/vast/4.0/request/alias/z?a=1&{expected}&b=2"
+    )
+
+
+def test_values_encoded_and_commas_dropped() -> None:
+    url = "https://h/vast/4.0/request/alias/z?a=1#frag"
+    assert aw.apply(url, {"p": ["a,b", "a b&c", "caf\u00e9", ""]}) == (
+        "https://h/vast/4.0/request/alias/z?a=1&aw_0_1st.p=a%20b%26c,caf%C3%A9#frag"
+    )
+    assert aw.apply(url, {"p": ["a,b"]}) == url
+
+
+def test_url_without_query() -> None:
+    assert aw.apply("https://h/www/delivery/afr.php", {"p": ["1"]}) == (
+        "https://h/www/delivery/afr.php?aw_0_1st.p=1"
+    )
+
+
+def test_parse_sample() -> None:
+    assert aw.parse(SAMPLE) == Context(
+        identity=Identity(alias=Alias(tag="listener_id", id="abc-123")),
+        consent=ConsentSignals(gdpr=True, tc_string="CONSENT"),
+        content=Content(url="adswizz://zone/demo_zone"),
+    )
+
+
+def test_parse_app_request_with_device_id() -> None:
+    url = (
+        "https://h/vast/4.0/request/alias/station%201?aw_0_awz.listenerid=L-1"
+        "&aw_0_1st.ifa=F1-2&aw_0_1st.ifaType=fireOS&aw_0_req.lmt=0&aw_0_req.gdpr=false"
+        "&aw_0_req.usPrivacy=1YNN&gpp=DBABMA~x&gpp_sid=2,6"
+    )
+    assert aw.parse(url) == Context(
+        identity=Identity(
+            aliases=(
+                Alias(tag="afai", id="F1-2", priority=0),
+                Alias(tag="listener_id", id="L-1", priority=1),
+            )
+        ),
+        consent=ConsentSignals(gdpr=False, us_privacy="1YNN", gpp="DBABMA~x", gpp_sid=(2, 6)),
+        content=Content(url="adswizz://zone/station%201"),
+    )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "aw_0_1st.ifa=F1-2&aw_0_1st.ifaType=idfa&aw_0_req.lmt=1",
+        "aw_0_1st.ifa=F1-2",
+        "aw_0_1st.ifa=00000000-0000-0000-0000-000000000000&aw_0_1st.ifaType=idfa",
+        "listenerid=00000000-0000-0000-0000-000000000000",
+    ],
+)
+def test_unusable_ids_are_ignored(params: str) -> None:
+    assert aw.parse(f"https://h/vast/4.0/request/alias/z?{params}").identity is None
+
+
+def test_content_url_parameter_wins_and_legacy_zone() -> None:
+    url = "https://h/www/delivery/afr.php?zoneid=77&aw_0_1st.contentUrl=podcast%3A%2F%2Fshow%2F9"
+    assert aw.parse(url).content.url == "podcast://show/9"
+    assert aw.parse("https://h/www/delivery/afr.php?zoneid=77").content.url == "adswizz://zone/77"
+    assert aw.parse("https://h/www/delivery/afr.php").content.url is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (SAMPLE, True),
+        ("https://h/vast/2.0/request/alias/z", True),
+        ("https://h/vast/4.1/request?zoneId=1", True),
+        ("https://h/www/delivery/afr.php?zoneid=1", True),
+        ("https://h/vast/4.0/response/alias/z", False),
+        ("https://h/vast//request/alias/z", False),
+        ("https://h/other?u=/vast/4.0/request/alias/z", False),
+        ("https://h/afr.phpx", False),
+    ],
+)
+def test_matches(url: str, expected: bool) -> None:
+    assert aw.matches(url) is expected
+
+
+def test_other_urls_are_left_alone() -> None:
+    url = "https://h/gampad/ads?listenerId=x"
+    assert aw.apply(url, {"p": ["1"]}) == url
+    assert aw.parse(url) == Context()
+
+
+def test_defaults() -> None:
+    assert aw.name == "adswizz"
+    assert aw.activation_platforms == ("adswizz_keyvalue", "adswizz")
