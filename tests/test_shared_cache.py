@@ -53,6 +53,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_cluster_port() -> int:
+    """A port below 55536 whose cluster bus port (+10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 45000)
+        if not _port_open(port) and not _port_open(port + 10000):
+            with socket.socket() as a, socket.socket() as b:
+                try:
+                    a.bind(("127.0.0.1", port))
+                    b.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 @pytest.fixture
 def shared_redis() -> str:
     if not _port_open(6379):
@@ -81,8 +98,8 @@ class RedisProcess:
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while not _port_open(self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -242,12 +259,12 @@ async def test_corrupt_or_foreign_values_are_ignored(shared_redis: str) -> None:
 
 
 @pytest.fixture
-def redis_cluster() -> Iterator[str]:
+def redis_cluster(tmp_path: Path) -> Iterator[str]:
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         _missing("redis-server / redis-cli are not installed")
-    nodes = [RedisProcess(_free_port(), "--cluster-enabled", "yes",
-                          "--cluster-config-file", f"/tmp/cohortkv-nodes-{uuid.uuid4()}.conf")
-             for _ in range(3)]  # fmt: skip
+    nodes = [RedisProcess(_free_cluster_port(), "--cluster-enabled", "yes",
+                          "--cluster-config-file", str(tmp_path / f"nodes-{i}.conf"))
+             for i in range(3)]  # fmt: skip
     for n in nodes:
         n.start()
     try:
