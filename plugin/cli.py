@@ -19,6 +19,7 @@ from plugin.config import Config, ConfigError, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Identity, IdentityError, is_uuid4, parse_alias_flag
 from plugin.logs import configure_logging
+from plugin.result import result_doc
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -180,10 +181,7 @@ async def _enrich(args: argparse.Namespace) -> int:
     async with Enricher(cfg) as enricher:
         result = await enricher.enrich(args.url, context, platform=args.platform)
     if args.json:
-        doc = msgspec.to_builtins(result)
-        for extra in ("platform", "user_id"):
-            if doc.get(extra) is None:
-                doc.pop(extra, None)
+        doc = result_doc(result)
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
     else:
         print(result.url)

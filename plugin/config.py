@@ -130,6 +130,9 @@ class ServeConfig(_Section, frozen=True):
     degraded_error_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     """Share of failed ad-server requests over `health_window_s` that marks it degraded."""
     health_window_s: PositiveFloat = 60.0
+    ad_tls_cert_file: str | None = None
+    """Client certificate (PEM) for ad servers that require one (GAM server-side requests)."""
+    ad_tls_key_file: str | None = None
 
 
 class Config(_Section, frozen=True):

@@ -26,12 +26,13 @@ from plugin.cache import AgedLru, Answer, SingleFlight
 from plugin.config import Config
 from plugin.consent import decide
 from plugin.context import ConsentSignals, Context
-from plugin.identity import Identity, IdentityError, is_uuid4
+from plugin.identity import Identity, IdentityError
 from plugin.merge import build_keyvalues
 from plugin.metrics import Metrics, RateLimitedLog
 from plugin.result import ConsentDecision, EnrichResult, SignalResult, Source
 from plugin.shared import SharedStore
 from plugin.sources import CcsClient, ContextualClient, UpstreamError, make_session
+from plugin.views import session_view
 from plugin.wire import CcsRequest, ClientProperties, ContextualRequest, Event
 
 __all__ = ["EnrichResult", "Enricher", "SignalResult"]
@@ -227,7 +228,7 @@ class Enricher:
             await self.start()
 
         ctx = adapter.parse(url).overlaid(context)
-        decision = self._decide(ctx.consent)
+        decision = self.decide(ctx.consent)
         deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000
         behavioral, contextual = await self._signals(ctx, decision, deadline)
 
@@ -259,7 +260,8 @@ class Enricher:
             return find_adapter(self.adapters, url)
         return adapter_by_name(self.adapters, platform)
 
-    def _decide(self, signals: ConsentSignals) -> ConsentDecision:
+    def decide(self, signals: ConsentSignals) -> ConsentDecision:
+        """The consent gate's decision, counted in the metrics."""
         d = decide(signals, self.config.consent)
         self.metrics.consent_decisions.labels("allowed" if d.allowed else "denied", d.reason).inc()
         if d.reason.endswith("_undecodable"):
@@ -304,7 +306,7 @@ class Enricher:
             self.metrics.bad_input.labels("identity", "invalid").inc()
             return _Pending(("none", None))
         key = identity.cache_key()
-        session_id, view_id = self._session_view(ctx, key)
+        session_id, view_id = self.session_view(ctx, key)
         view_key = f"{key}|{view_id}" if view_id else None
         if view_key is not None:
             flight = self._views.get(view_key)
@@ -360,28 +362,16 @@ class Enricher:
         if self._shared is not None:
             self._shared.put("b", key, answer, self.config.cache.behavioral_ttl_s)
 
-    def _session_view(self, ctx: Context, identity_key: str) -> tuple[str | None, str | None]:
-        """Session and view ids as UUIDs: given ones kept, others derived with uuid5.
-
-        From an SSAI session id both are derived (the view also from the content URL); with no
-        view information at all, a view is one user watching one content URL, so that the ad
-        breaks of one playback send one play event.
-        """
-        ns = self._namespace
-        session_id = ctx.session_id
-        view_id = ctx.view_id
-        sid = ctx.ssai_session_id
-        content = ctx.content.url or ""
-        if session_id is not None and not is_uuid4(session_id):
-            session_id = str(uuid.uuid5(ns, "session:" + session_id))
-        if view_id is not None and not is_uuid4(view_id):
-            view_id = str(uuid.uuid5(ns, "view:" + view_id))
-        if sid:
-            session_id = session_id or str(uuid.uuid5(ns, "ssai-session:" + sid))
-            view_id = view_id or str(uuid.uuid5(ns, f"ssai-view:{sid}|{content}"))
-        if view_id is None and content:
-            view_id = str(uuid.uuid5(ns, f"content-view:{identity_key}|{content}"))
-        return session_id, view_id
+    def session_view(self, ctx: Context, identity_key: str) -> tuple[str | None, str | None]:
+        """The session and view ids this context's events carry (see `plugin.views`)."""
+        return session_view(
+            self._namespace,
+            identity_key,
+            ctx.session_id,
+            ctx.view_id,
+            ctx.ssai_session_id,
+            ctx.content.url,
+        )
 
     def _play_event(
         self, ctx: Context, session_id: str | None, view_id: str | None
@@ -481,7 +471,7 @@ class Enricher:
         elif isinstance(consent, ConsentDecision):
             allowed = consent.allowed
         else:
-            allowed = self._decide(consent).allowed
+            allowed = self.decide(consent).allowed
         if not allowed:
             return 0
         ordered = sorted(events, key=lambda e: _parse_time(e.time))

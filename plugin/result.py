@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -31,3 +31,12 @@ class EnrichResult(msgspec.Struct, frozen=True):
     elapsed_ms: float
     platform: str | None = None
     user_id: str | None = None
+
+
+def result_doc(result: EnrichResult) -> dict[str, Any]:
+    """As `cohortkv enrich --json` prints it: absent platform / user id left out, not null."""
+    doc: dict[str, Any] = msgspec.to_builtins(result)
+    for extra in ("platform", "user_id"):
+        if doc.get(extra) is None:
+            doc.pop(extra, None)
+    return doc

@@ -1,0 +1,292 @@
+"""`POST /v1/enrich` and `POST /v1/events`: the JSON API, for hosts that call rather than proxy.
+
+A person writes these bodies, so a bad one gets a 400 naming every wrong field. Consent for
+events is decided once, when they are accepted, with the same gate as the enricher: events of
+an unconsented user are answered 202 with `accepted: 0`, counted, and never queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from plugin.config import Config
+from plugin.context import ConsentSignals, Content, Context
+from plugin.enricher import Enricher
+from plugin.identity import Alias, Identity, IdentityError
+from plugin.metrics import RateLimitedLog
+from plugin.result import ConsentDecision, EnrichResult, SignalResult, result_doc
+from plugin.serve.bodies import (
+    ConsentBody,
+    ContextBody,
+    EnrichBody,
+    EventBody,
+    EventsAccepted,
+    EventsBody,
+    FieldError,
+    IdentityBody,
+)
+from plugin.serve.errors import json_error, json_response
+from plugin.serve.events import EventQueue, event_time
+from plugin.serve.limits import Gate
+from plugin.serve.metrics import ServeMetrics
+from plugin.serve.validate import BodyError, decode
+from plugin.views import session_view
+from plugin.wire import Event
+
+log = logging.getLogger("cohortkv.serve.api")
+
+_encode = msgspec.json.Encoder().encode
+_RETRY = {"Retry-After": "1"}
+
+
+class Api:
+    def __init__(
+        self,
+        config: Config,
+        enricher: Enricher,
+        queue: EventQueue,
+        gate: Gate,
+        metrics: ServeMetrics,
+    ) -> None:
+        self._config = config
+        self._enricher = enricher
+        self._queue = queue
+        self._gate = gate
+        self._metrics = metrics
+        self._platforms = frozenset(a.name for a in enricher.adapters) | {"auto"}
+        self._namespace = uuid.UUID(config.events.view_namespace)
+        self._shed = metrics.shed.labels("enrich_api")
+        self._unconsented = metrics.events.labels("unconsented")
+        self._warn = RateLimitedLog(log)
+
+    @property
+    def platforms(self) -> list[str]:
+        return sorted(self._platforms)
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/enrich", self.enrich)
+        app.router.add_post("/v1/events", self.events)
+
+    # -- /v1/enrich -------------------------------------------------------------------------
+
+    async def enrich(self, request: web.Request) -> web.Response:
+        try:
+            body = decode(await request.read(), EnrichBody)
+            errors: list[FieldError] = []
+            if body.platform is not None and body.platform not in self._platforms:
+                errors.append(FieldError("platform", f"one of: {', '.join(self.platforms)}"))
+            context = to_context(body.context, "context", errors)
+            if errors:
+                raise BodyError(errors)
+        except BodyError as e:
+            return _invalid(e.fields)
+        if not self._gate.enter():
+            self._shed.inc()
+            return json_error(503, "too many enrichments in flight", headers=_RETRY)
+        try:
+            result = await self._enricher.enrich(body.url, context, platform=body.platform)
+        except (ValueError, IdentityError) as e:
+            return _invalid([_field_of(str(e))])
+        except Exception as e:
+            self._metrics.internal_errors.labels("enrich").inc()
+            self._warn.warning("api:enrich", "enrichment failed: %s", type(e).__name__)
+            log.debug("enrichment failed", exc_info=True)
+            result = _unchanged(body.url)
+        finally:
+            self._gate.leave()
+        return json_response(200, result_doc(result))
+
+    # -- /v1/events -------------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.Response:
+        try:
+            body = decode(await request.read(), EventsBody)
+            errors: list[FieldError] = []
+            identity = to_identity(body.identity, "identity", errors)
+            signals = to_signals(body.consent, "consent", errors)
+            props = [check_event(ev, f"events[{i}]", errors) for i, ev in enumerate(body.events)]
+            if errors or identity is None:
+                raise BodyError(errors)
+        except BodyError as e:
+            return _invalid(e.fields)
+        decision = self._enricher.decide(signals)
+        if not decision.allowed:
+            self._unconsented.inc(len(body.events))
+            return _accepted(0, decision.reason)
+        key = identity.cache_key()
+        events = [
+            self._wire_event(ev, p, body, key) for ev, p in zip(body.events, props, strict=True)
+        ]
+        if not self._queue.offer(identity, events, msgspec.json.encode(identity)):
+            return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
+        return _accepted(len(events), decision.reason)
+
+    def _wire_event(
+        self, ev: EventBody, properties: dict[str, Any], body: EventsBody, identity_key: str
+    ) -> Event:
+        session, view = session_view(
+            self._namespace,
+            identity_key,
+            ev.session_id or body.session_id,
+            ev.view_id or body.view_id,
+            body.ssai_session_id,
+            body.content_url,
+        )
+        return Event(
+            name=ev.name, time=ev.time, properties=properties, view_id=view, session_id=session
+        )
+
+
+# -- conversions: body structs → engine types, collecting semantic errors ----------------------
+
+
+def to_identity(b: IdentityBody, path: str, errors: list[FieldError]) -> Identity | None:
+    forms = [f for f in ("user_id", "alias", "aliases") if getattr(b, f) is not None]
+    if len(forms) != 1:
+        errors.append(FieldError(path, "exactly one of user_id, alias, aliases"))
+        return None
+    aliases: tuple[Alias, ...] | None = None
+    if b.aliases is not None:
+        seen: set[int] = set()
+        for i, a in enumerate(b.aliases):
+            if a.priority is None or a.priority in seen:
+                errors.append(
+                    FieldError(f"{path}.aliases[{i}].priority", "an integer >= 0, unique")
+                )
+            else:
+                seen.add(a.priority)
+        if len(seen) < len(b.aliases):
+            return None
+        aliases = tuple(Alias(a.tag, a.id, a.priority) for a in b.aliases)
+    identity = Identity(
+        user_id=b.user_id,
+        alias=Alias(b.alias.tag, b.alias.id) if b.alias is not None else None,
+        aliases=aliases,
+    )
+    try:
+        return identity.validate()
+    except IdentityError as e:
+        f = _field_of(str(e))
+        errors.append(FieldError(path + f.field.removeprefix("identity"), f.expected))
+        return None
+
+
+def to_signals(b: ConsentBody | None, path: str, errors: list[FieldError]) -> ConsentSignals:
+    if b is None:
+        return ConsentSignals()
+    raw = ConsentSignals(
+        gdpr=b.gdpr,
+        tc_string=b.tc_string,
+        us_privacy=b.us_privacy,
+        gpp=b.gpp,
+        gpp_sid=tuple(b.gpp_sid) if b.gpp_sid is not None else None,
+    )
+    if b.granted is None:
+        return raw
+    if not raw.is_empty():
+        errors.append(
+            FieldError(path, "either granted, or raw signals (gdpr, tc_string, ...), not both")
+        )
+    return ConsentSignals(override=b.granted)
+
+
+def to_context(b: ContextBody | None, path: str, errors: list[FieldError]) -> Context | None:
+    if b is None:
+        return None
+    identity = None
+    if b.identity is not None:
+        identity = to_identity(b.identity, f"{path}.identity", errors)
+    signals = to_signals(b.consent, f"{path}.consent", errors)
+    content = Content()
+    if b.content is not None:
+        c = b.content
+        content = Content(
+            url=c.url,
+            properties=without_nulls(c.properties, f"{path}.content.properties", errors),
+            title=c.title,
+            user_agent=c.user_agent,
+            referrer=c.referrer,
+        )
+    return Context(
+        identity=identity,
+        consent=signals,
+        content=content,
+        session_id=b.session_id,
+        view_id=b.view_id,
+        ssai_session_id=b.ssai_session_id,
+    )
+
+
+def check_event(ev: EventBody, path: str, errors: list[FieldError]) -> dict[str, Any]:
+    """The event's properties without nulls; its time and engagement metrics checked."""
+    try:
+        event_time(ev.time)
+    except ValueError:
+        errors.append(FieldError(f"{path}.time", "an ISO 8601 timestamp"))
+    props: dict[str, Any] = without_nulls(ev.properties, f"{path}.properties", errors)
+    spent = props.get("time_spent_seconds")
+    if spent is not None and not (_is_number(spent) and spent >= 0):
+        errors.append(FieldError(f"{path}.properties.time_spent_seconds", "a number >= 0"))
+    share = props.get("percentage_watched")
+    if share is not None and not (_is_number(share) and 0 <= share <= 1):
+        errors.append(FieldError(f"{path}.properties.percentage_watched", "a number from 0 to 1"))
+    return props
+
+
+def without_nulls(value: Any, path: str, errors: list[FieldError], depth: int = 0) -> Any:
+    """`value` with every null left out: the CCS API wants absent properties omitted.
+
+    Numbers must be finite (JSON has no NaN; an overflowing literal such as 1e999 decodes to
+    infinity, which would go out as null).
+    """
+    if depth > 32:
+        errors.append(FieldError(path, "at most 32 levels of nesting"))
+        return value
+    if isinstance(value, dict):
+        return {
+            k: without_nulls(v, f"{path}.{k}", errors, depth + 1)
+            for k, v in value.items()
+            if v is not None
+        }
+    if isinstance(value, list):
+        return [
+            without_nulls(v, f"{path}[{i}]", errors, depth + 1)
+            for i, v in enumerate(value)
+            if v is not None
+        ]
+    if isinstance(value, float) and not math.isfinite(value):
+        errors.append(FieldError(path, "a finite number"))
+    return value
+
+
+def _unchanged(url: str) -> EnrichResult:
+    none = SignalResult("none")
+    return EnrichResult(url, {}, none, none, ConsentDecision(False, "internal_error"), 0.0)
+
+
+def _field_of(message: str) -> FieldError:
+    """`identity.user_id: expected a UUIDv4, got 'x'` → FieldError(identity.user_id, a UUIDv4)."""
+    field, _, rest = message.partition(": ")
+    expected = rest.removeprefix("expected ").split(", got ")[0].split("; got ")[0]
+    return FieldError(field or "body", expected or message)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _invalid(fields: Sequence[FieldError]) -> web.Response:
+    return json_response(400, {"error": "invalid request", "fields": msgspec.to_builtins(fields)})
+
+
+def _accepted(n: int, reason: str) -> web.Response:
+    return web.Response(
+        status=202, body=_encode(EventsAccepted(n, reason)), content_type="application/json"
+    )

@@ -1,0 +1,145 @@
+"""JSON bodies of `/v1/enrich` and `/v1/events`, as msgspec structs.
+
+They are the single source of both the validation (`plugin.serve.validate`) and the OpenAPI
+document (`plugin.serve.openapi`). A `description` on a field's constraints is what a 400 says
+was expected there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+UUID4_PATTERN = (
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+)
+
+Uuid4 = Annotated[str, Meta(pattern=UUID4_PATTERN, description="a UUIDv4")]
+Text = Annotated[str, Meta(min_length=1, max_length=2048, description="a non-empty string")]
+Word = Annotated[
+    str,
+    Meta(min_length=1, max_length=256, pattern=r"\S", description="a non-blank string"),
+]
+Priority = Annotated[int, Meta(ge=0, le=1_000_000, description="an integer from 0 to 1000000")]
+Timestamp = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        description="an ISO 8601 timestamp",
+        extra_json_schema={"format": "date-time"},
+    ),
+]
+Properties = Annotated[
+    dict[str, Any],
+    Meta(description="an object (null values are left out, as if absent)"),
+]
+EventProperties = Annotated[
+    dict[str, Any],
+    Meta(
+        description="an object (null values are left out, as if absent)",
+        extra_json_schema={
+            "properties": {
+                "time_spent_seconds": {"type": "number", "minimum": 0},
+                "percentage_watched": {"type": "number", "minimum": 0, "maximum": 1},
+            }
+        },
+    ),
+]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
+    pass
+
+
+class AliasBody(_Body, frozen=True):
+    tag: Word
+    id: Word
+    priority: Priority | None = None
+
+
+class IdentityBody(_Body, frozen=True):
+    """Exactly one of `user_id`, `alias`, `aliases` (as in a CCS API request)."""
+
+    user_id: Uuid4 | None = None
+    alias: AliasBody | None = None
+    aliases: Annotated[list[AliasBody], Meta(min_length=1, max_length=32)] | None = None
+
+
+class ConsentBody(_Body, frozen=True):
+    """`{"granted": bool}` (the host decided), or the raw signals for the consent gate."""
+
+    granted: bool | None = None
+    gdpr: bool | None = None
+    tc_string: Annotated[str, Meta(max_length=16384)] | None = None
+    us_privacy: Annotated[str, Meta(max_length=64)] | None = None
+    gpp: Annotated[str, Meta(max_length=16384)] | None = None
+    gpp_sid: Annotated[list[int], Meta(max_length=64)] | None = None
+
+
+class ContentBody(_Body, frozen=True):
+    url: Text | None = None
+    title: Text | None = None
+    properties: Properties = {}
+    user_agent: Text | None = None
+    referrer: Text | None = None
+
+
+class ContextBody(_Body, frozen=True):
+    identity: IdentityBody | None = None
+    consent: ConsentBody | None = None
+    content: ContentBody | None = None
+    session_id: Text | None = None
+    view_id: Text | None = None
+    ssai_session_id: Text | None = None
+
+
+class EnrichBody(_Body, frozen=True):
+    url: Annotated[str, Meta(min_length=1, max_length=65536, description="an ad request URL")]
+    platform: str | None = None
+    """An adapter name or `auto` (the default): which platform's URL format `url` is in."""
+    context: ContextBody | None = None
+
+
+class EventBody(_Body, frozen=True):
+    name: Word
+    time: Timestamp
+    properties: EventProperties = {}
+    session_id: Text | None = None
+    view_id: Text | None = None
+
+
+class EventsBody(_Body, frozen=True):
+    identity: IdentityBody
+    events: Annotated[
+        list[EventBody], Meta(min_length=1, max_length=100, description="1 to 100 events")
+    ]
+    consent: ConsentBody | None = None
+    """Absent consent means the configured default (denied unless configured otherwise)."""
+    session_id: Text | None = None
+    """Default for events without one."""
+    view_id: Text | None = None
+    """Default for events without one."""
+    ssai_session_id: Text | None = None
+    """With `content_url`: derive session and view ids exactly as the proxy did for the play
+    event of this SSAI session, so that completion and play events share a view."""
+    content_url: Text | None = None
+
+
+class EventsAccepted(msgspec.Struct, frozen=True):
+    accepted: int
+    """Events queued for delivery (0 when the user has not consented)."""
+    reason: str
+    """The consent gate's reason for its decision."""
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    expected: str
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True, frozen=True):
+    error: str
+    fields: list[FieldError] = []

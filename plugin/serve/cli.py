@@ -1,0 +1,94 @@
+"""`cohortkv serve [--config FILE] [--host H] [--port N]`: run the sidecar until SIGTERM/SIGINT.
+
+On a signal it stops accepting connections, lets in-flight requests finish, flushes the event
+queue and exits 0, all within `serve.grace_s`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import msgspec
+from aiohttp import web
+
+from plugin.cli import add_api_flags, config_from_args, port_type
+from plugin.config import Config
+from plugin.serve.accesslog import stdout_logger
+from plugin.serve.app import SIDECAR, make_app
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_api_flags(parser)
+    parser.add_argument("--host", metavar="H", help="listen address (default: serve.host)")
+    parser.add_argument(
+        "--port",
+        type=port_type("--port"),
+        metavar="N",
+        help="listen port (default: serve.port; 0: any free)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", default=None, help="JSON access log on stdout"
+    )
+    parser.set_defaults(run=run)
+
+
+def config_for(args: argparse.Namespace) -> Config:
+    cfg = config_from_args(args)
+    changes = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("access_log", args.access_log))
+        if v is not None
+    }
+    if changes:
+        cfg = cfg.with_overrides(serve=msgspec.structs.replace(cfg.serve, **changes))
+    return cfg
+
+
+async def run(args: argparse.Namespace) -> int:
+    return await serve(config_for(args))
+
+
+async def serve(cfg: Config) -> int:
+    """Runs the sidecar with `cfg` until SIGTERM or SIGINT; 0 after a clean shutdown."""
+    if cfg.serve.access_log:
+        stdout_logger()
+    app = make_app(cfg)
+    sidecar = app[SIDECAR]
+    grace = cfg.serve.grace_s
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace / 2)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.serve.host, cfg.serve.port, backlog=1024)
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ValueError(
+            f"--port: cannot listen on {cfg.serve.host}:{cfg.serve.port}: {e}"
+        ) from None
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = runner.addresses[0][:2]
+    mode = (
+        "built-in sandbox (no API key configured)"
+        if sidecar.enricher.sandbox is not None
+        else "Permutive APIs"
+    )
+    print(f"cohortkv serve: listening on http://{host}:{port} against the {mode}", file=sys.stderr)
+    sys.stderr.flush()
+    await stop.wait()
+    sidecar.begin_shutdown()
+    print("cohortkv serve: shutting down", file=sys.stderr)
+    try:
+        await asyncio.wait_for(runner.cleanup(), timeout=grace)
+    except TimeoutError:
+        print("cohortkv serve: shutdown grace period exceeded", file=sys.stderr)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,242 @@
+"""The player-event delivery queue: accepted events reach the CCS API, in order, in batches.
+
+Bounded and in memory: `offer` refuses (never blocks) when full. Each user's events wait in
+time order; a user's batches (at most 10 events) go out one at a time, so the CCS API sees them
+chronologically, while different users' batches go out concurrently. 5xx answers, timeouts and
+connection failures are retried with exponential backoff and jitter (honouring `Retry-After`);
+a 4xx means the batch itself is wrong and is dropped at once. `close` flushes within a deadline.
+
+Consent is not looked at here: the caller decides it before offering (no event of an
+unconsented user is ever queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from plugin.identity import Identity
+from plugin.metrics import RateLimitedLog
+from plugin.serve.metrics import ServeMetrics
+from plugin.sources import UpstreamError
+from plugin.wire import Event
+
+log = logging.getLogger("cohortkv.serve.events")
+
+BATCH = 10
+"""Events per CCS API request, at most (the API's limit)."""
+
+SendBatch = Callable[[Identity, Sequence[Event]], Awaitable[Any]]
+
+# The batch itself was refused: sending it again cannot help.
+_FINAL = frozenset({"http_4xx", "auth"})
+# The API answered 2xx with a body we could not read: the events were delivered.
+_DELIVERED = frozenset({"decode"})
+
+
+def event_time(value: str) -> float:
+    """POSIX seconds of an ISO 8601 timestamp (naive means UTC); ValueError if unreadable."""
+    t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
+
+
+class _User:
+    __slots__ = ("busy", "identity", "pending", "scheduled")
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.pending: list[tuple[float, int, Event]] = []
+        self.busy = False
+        self.scheduled = False
+
+
+class EventQueue:
+    def __init__(
+        self,
+        send: SendBatch,
+        metrics: ServeMetrics,
+        *,
+        max_events: int,
+        workers: int = 16,
+        max_attempts: int = 8,
+        backoff_s: float = 0.2,
+        backoff_max_s: float = 30.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._send = send
+        self._max = max_events
+        self._workers_n = workers
+        self._max_attempts = max_attempts
+        self._backoff = backoff_s
+        self._backoff_max = backoff_max_s
+        self._rng = rng
+        self._users: dict[bytes, _User] = {}
+        self._ready: asyncio.Queue[bytes] = asyncio.Queue()
+        self._seq = itertools.count()
+        self._depth = 0
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = asyncio.Event()
+        self._deadline: float | None = None
+        self._cut_off = 0
+        self._warn = RateLimitedLog(log)
+        m = metrics
+        self._queued = m.events.labels("queued")
+        self._sent = m.events.labels("sent")
+        self._retried = m.events.labels("retried")
+        self._dropped = m.events.labels("dropped")
+        self._drop_reason = m.events_dropped
+        self._gauge = m.queue_depth
+
+    @property
+    def max(self) -> int:
+        return self._max
+
+    @property
+    def depth(self) -> int:
+        """Events accepted and neither delivered nor dropped yet."""
+        return self._depth
+
+    def start(self) -> None:
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"cohortkv-events-{i}")
+                for i in range(self._workers_n)
+            ]
+
+    def offer(self, identity: Identity, events: Sequence[Event], key: bytes) -> bool:
+        """Queues all of `events` for `identity` (`key` names it exactly), or none when full.
+
+        Every event's `time` must be a valid ISO 8601 timestamp (the caller validated it).
+        """
+        n = len(events)
+        if self._closing.is_set() or self._depth + n > self._max:
+            self._drop(n, "queue_full")
+            return False
+        user = self._users.get(key)
+        if user is None:
+            user = self._users[key] = _User(identity)
+        for e in events:
+            heapq.heappush(user.pending, (event_time(e.time), next(self._seq), e))
+        self._depth += n
+        self._gauge.set(self._depth)
+        self._queued.inc(n)
+        self._idle.clear()
+        self._schedule(key, user)
+        return True
+
+    async def close(self, timeout_s: float) -> int:
+        """Stops accepting, delivers what it can within `timeout_s`; returns events dropped."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + max(0.0, timeout_s)
+        self._closing.set()
+        if self._depth and self._workers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        left = self._depth
+        if left:
+            self._drop(left, "shutdown")
+            self._users.clear()
+            self._depth = 0
+            self._gauge.set(0)
+        lost = left + self._cut_off
+        if lost:
+            log.warning("shutdown: %d accepted events could not be delivered in time", lost)
+        return lost
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _schedule(self, key: bytes, user: _User) -> None:
+        if not user.busy and not user.scheduled and user.pending:
+            user.scheduled = True
+            self._ready.put_nowait(key)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._ready.get()
+            user = self._users.get(key)
+            if user is None:
+                continue
+            user.scheduled = False
+            user.busy = True
+            batch = [heapq.heappop(user.pending)[2] for _ in range(min(BATCH, len(user.pending)))]
+            try:
+                await self._deliver(user.identity, batch)
+            except asyncio.CancelledError:
+                self._drop(len(batch), "shutdown")
+                self._cut_off += len(batch)
+                raise
+            finally:
+                user.busy = False
+                self._depth -= len(batch)
+                self._gauge.set(self._depth)
+                if user.pending:
+                    self._schedule(key, user)
+                else:
+                    del self._users[key]
+                if self._depth == 0:
+                    self._idle.set()
+
+    async def _deliver(self, identity: Identity, batch: list[Event]) -> None:
+        n = len(batch)
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._send(identity, batch)
+            except UpstreamError as e:
+                if e.kind in _DELIVERED:
+                    break
+                if e.kind in _FINAL:
+                    self._drop(n, "rejected")
+                    self._warn.warning(f"events:{e.kind}", "events refused by the CCS API: %s", e)
+                    return
+                if attempt == self._max_attempts or not await self._pause(attempt, e):
+                    self._drop(n, "exhausted")
+                    self._warn.warning("events:exhausted", "events dropped after retries: %s", e)
+                    return
+                self._retried.inc(n)
+                continue
+            except Exception as e:
+                self._drop(n, "rejected")
+                self._warn.warning("events:bug", "event delivery failed: %s", type(e).__name__)
+                log.debug("event delivery failed", exc_info=True)
+                return
+            break
+        self._sent.inc(n)
+
+    async def _pause(self, attempt: int, e: UpstreamError) -> bool:
+        """Sleeps before retry `attempt + 1`; False when the shutdown deadline leaves no time."""
+        loop = asyncio.get_running_loop()
+        delay = min(self._backoff_max, self._backoff * 2 ** (attempt - 1))
+        delay *= 0.5 + self._rng() / 2
+        if e.retry_after_s is not None:
+            delay = max(delay, min(e.retry_after_s, self._backoff_max))
+        until = loop.time() + delay
+        if not self._closing.is_set():
+            try:
+                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+            except TimeoutError:
+                return True
+        # Flushing: retry sooner, and never past the deadline.
+        assert self._deadline is not None
+        now = loop.time()
+        left = self._deadline - now
+        if left <= 0:
+            return False
+        await asyncio.sleep(max(0.0, min(until - now, left / 2)))
+        return True
+
+    def _drop(self, n: int, reason: str) -> None:
+        self._dropped.inc(n)
+        self._drop_reason.labels(reason).inc(n)

@@ -1,0 +1,66 @@
+"""The sidecar's own metrics, registered beside the enricher's on the same registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from plugin.metrics import LATENCY_BUCKETS
+
+EVENT_STATES = ("queued", "sent", "retried", "dropped", "unconsented")
+
+
+class ServeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.events = Counter(
+            "cohortkv_events_total",
+            "Player events by state: queued, sent, retried (per retry), dropped, unconsented"
+            " (refused at accept time, never queued).",
+            ["state"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "cohortkv_events_dropped_total",
+            "Dropped player events by reason: queue_full, rejected (4xx), exhausted, shutdown.",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "cohortkv_events_queue_depth",
+            "Player events accepted and not yet delivered or dropped.",
+            registry=r,
+        )
+        self.shed = Counter(
+            "cohortkv_shed_total",
+            "Requests not enriched because too many enrichments were in flight"
+            " (proxy: forwarded unenriched; enrich_api: 503).",
+            ["reason"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "cohortkv_http_rejected_total",
+            "Requests refused by a size limit.",
+            ["limit"],
+            registry=r,
+        )
+        self.proxy_requests = Counter(
+            "cohortkv_proxy_requests_total",
+            "Proxied ad requests by upstream and outcome (2xx..5xx, timeout, error).",
+            ["upstream", "outcome"],
+            registry=r,
+        )
+        self.proxy_seconds = Histogram(
+            "cohortkv_proxy_upstream_seconds",
+            "Ad server time to response headers, by upstream.",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "cohortkv_serve_errors_total",
+            "Unexpected errors in the sidecar's own code, by route; each is logged.",
+            ["route"],
+            registry=r,
+        )
+        for state in EVENT_STATES:
+            self.events.labels(state)

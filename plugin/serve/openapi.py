@@ -1,0 +1,137 @@
+"""The OpenAPI 3.1 document of the sidecar's JSON endpoints, generated from the body structs.
+
+msgspec writes JSON Schema 2020-12, which OpenAPI 3.1 uses as is; a few rules the structs
+cannot say (exactly one identity form, the platform names) are added here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from plugin.result import EnrichResult
+from plugin.serve.bodies import EnrichBody, ErrorBody, EventsAccepted, EventsBody
+
+REF = "#/components/schemas/{name}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Invalid body: `fields` names each wrong field and what was expected there.",
+        413: "Body or headers over the configured size limit.",
+        414: "URL over the configured length limit.",
+        503: "Overloaded: too many enrichments in flight, or the event queue is full.",
+    }
+    return {str(s): _json(_ref("ErrorBody"), text[s]) for s in statuses}
+
+
+def openapi_document(platforms: Sequence[str], version: str = "0.1.0") -> dict[str, Any]:
+    (_, _, _, _, _), components = msgspec.json.schema_components(
+        [EnrichBody, EventsBody, EnrichResult, EventsAccepted, ErrorBody], ref_template=REF
+    )
+    identity = components["IdentityBody"]
+    identity["minProperties"] = 1
+    identity["maxProperties"] = 1
+    for name, prop in identity["properties"].items():
+        # null is accepted as absent, but the one form given must not be null
+        identity["properties"][name] = prop["anyOf"][0]
+    identity["properties"]["aliases"]["items"] = {
+        "allOf": [
+            _ref("AliasBody"),
+            {"required": ["priority"], "properties": {"priority": {"type": "integer"}}},
+        ],
+        "description": "With several aliases each needs its own priority (0 is the highest).",
+    }
+    components["EnrichBody"]["properties"]["platform"] = {
+        "enum": sorted(platforms),
+        "description": "Which adapter reads `url`; `auto` (or absent) picks it by the URL.",
+    }
+    components["Health"] = {
+        "type": "object",
+        "properties": {"status": {"type": "string"}},
+        "required": ["status"],
+    }
+    components["Readiness"] = {
+        "type": "object",
+        "properties": {
+            "ready": {"type": "boolean"},
+            "degraded": {"type": "array", "items": {"type": "string"}},
+            "upstreams": {"type": "object"},
+            "permutive": {"type": "object"},
+            "sandbox": {"type": "boolean"},
+        },
+        "required": ["ready", "degraded"],
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cohortkv sidecar",
+            "version": version,
+            "description": (
+                "Permutive cohort key-values for ad requests. The enriching proxy "
+                "(`GET /proxy/{upstream}/{path}`) passes ad-server responses through and is "
+                "described in docs/sidecar.md, not here."
+            ),
+        },
+        "paths": {
+            "/v1/enrich": {
+                "post": {
+                    "operationId": "enrich",
+                    "summary": "Enrich one ad request URL with cohort key-values.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("EnrichBody")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("EnrichResult"), "The enriched URL, as enrich --json."),
+                        **_errors(400, 413, 503),
+                    },
+                }
+            },
+            "/v1/events": {
+                "post": {
+                    "operationId": "events",
+                    "summary": "Accept player events for delivery to the CCS API.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("EventsBody")}},
+                    },
+                    "responses": {
+                        "202": _json(
+                            _ref("EventsAccepted"),
+                            "Accepted: queued for delivery, or (accepted: 0) not consented.",
+                        ),
+                        **_errors(400, 413, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness.",
+                    "responses": {"200": _json(_ref("Health"), "Alive.")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness, with the upstreams currently degraded.",
+                    "responses": {
+                        "200": _json(_ref("Readiness"), "Ready."),
+                        "503": _json(_ref("Readiness"), "Starting or shutting down."),
+                    },
+                }
+            },
+        },
+        "components": {"schemas": components},
+    }

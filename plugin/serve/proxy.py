@@ -1,0 +1,394 @@
+"""The enriching proxy: `GET /proxy/{upstream}/{path}?{query}` → the configured ad server.
+
+Only configured upstreams are reachable, by name: the target is always `base + path + query`
+built from the raw request target, never a host or an absolute URL from the request, and paths
+with dot segments (raw or percent-encoded) are refused. Redirects are passed back, not followed.
+
+The query goes out byte for byte as the adapter returned it (`yarl.URL(..., encoded=True)`),
+minus the reserved `cohortkv_*` parameters. Identity, consent and content come from the ad
+request itself, with `X-Cohortkv-*` headers (or the reserved parameters) on top. When too many
+enrichments are in flight the request is forwarded unenriched at once (counted), never queued.
+The ad server's status, headers (hop-by-hop removed) and body are streamed back unchanged: the
+body is not decompressed, the client's Accept-Encoding goes through.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import yarl
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from plugin.config import ConfigError, ServeConfig
+from plugin.context import ConsentSignals, Content, Context
+from plugin.enricher import Enricher
+from plugin.identity import Alias, Identity, IdentityError, is_uuid4, parse_alias_flag
+from plugin.metrics import RateLimitedLog
+from plugin.serve import reserved as rp
+from plugin.serve.errors import json_error
+from plugin.serve.health import ErrorWindow
+from plugin.serve.limits import REQUEST_ID, REQUEST_ID_HEADER, Gate
+from plugin.serve.metrics import ServeMetrics
+
+log = logging.getLogger("cohortkv.serve.proxy")
+
+CHUNK = 64 * 1024
+UPSTREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+# Request headers passed on to the ad server (X-Forwarded-For is extended, not just passed).
+FORWARDED_HEADERS: tuple[str, ...] = (
+    "User-Agent",
+    "X-Device-User-Agent",
+    "X-Device-IP",
+    "X-Device-Referer",
+    "Referer",
+    "Accept",
+    "Accept-Language",
+    "Accept-Encoding",
+)
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Anything outside visible ASCII, and `#`, has no place in a raw request target.
+_UNSAFE = re.compile(r"[^\x21-\x7e]|#")
+_GRANTED = frozenset({"granted", "true", "1", "yes"})
+_DENIED = frozenset({"denied", "false", "0", "no"})
+
+
+class Upstream:
+    """One configured ad server: where it is, which adapter reads its URLs, how it is doing."""
+
+    __slots__ = ("base", "name", "outcomes", "platform", "prefix", "seconds", "window")
+
+    def __init__(
+        self,
+        name: str,
+        base: str,
+        platform: str | None,
+        metrics: ServeMetrics,
+        window_s: float,
+    ) -> None:
+        self.name = name
+        self.base = base
+        self.prefix = f"/proxy/{name}/"
+        self.platform = platform
+        self.window = ErrorWindow(window_s)
+        c = metrics.proxy_requests
+        self.outcomes = {
+            o: c.labels(name, o) for o in ("1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "error")
+        }
+        self.seconds = metrics.proxy_seconds.labels(name)
+
+    def record(self, outcome: str, failed: bool) -> None:
+        self.outcomes[outcome].inc()
+        self.window.record(failed)
+
+
+def parse_upstreams(
+    cfg: ServeConfig, adapter_names: Iterable[str], metrics: ServeMetrics
+) -> dict[str, Upstream]:
+    """`serve.upstreams` checked: a person's mistake there is a ConfigError naming the entry."""
+    names = set(adapter_names)
+    out: dict[str, Upstream] = {}
+    for name, url in cfg.upstreams.items():
+        where = f"serve.upstreams.{name}"
+        if UPSTREAM_NAME.fullmatch(name) is None:
+            raise ConfigError(f"{where}: expected a name of letters, digits, '_' or '-'")
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+            ok = ok and not (parts.query or parts.fragment or parts.username or parts.password)
+            _ = parts.port
+        except ValueError:
+            ok = False
+        if not ok or _UNSAFE.search(url) is not None:
+            raise ConfigError(
+                f"{where}: expected an http(s) URL with a host and no query, got {url!r}"
+            )
+        platform = name if name in names else None
+        out[name] = Upstream(name, url.rstrip("/"), platform, metrics, cfg.health_window_s)
+    return out
+
+
+def client_tls(cfg: ServeConfig) -> ssl.SSLContext | None:
+    """TLS with our client certificate, for ad servers that authenticate their callers."""
+    if cfg.ad_tls_cert_file is None:
+        if cfg.ad_tls_key_file is not None:
+            raise ConfigError("serve.ad_tls_key_file: given without serve.ad_tls_cert_file")
+        return None
+    context = ssl.create_default_context()
+    try:
+        context.load_cert_chain(cfg.ad_tls_cert_file, cfg.ad_tls_key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"serve.ad_tls_cert_file: expected a readable PEM certificate (and key), got "
+            f"{cfg.ad_tls_cert_file!r}: {getattr(e, 'strerror', None) or e}"
+        ) from None
+    return context
+
+
+def safe_path(path: str) -> bool:
+    """False for a path with a `.`/`..` segment, raw or percent-encoded, or a backslash."""
+    if "." not in path and "%" not in path and "\\" not in path:
+        return True
+    decoded = unquote(path, errors="replace")
+    if "\\" in decoded:
+        return False
+    return all(seg not in (".", "..") for seg in decoded.split("/"))
+
+
+def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The ad server's headers minus hop-by-hop ones (and any its `Connection` names)."""
+    named = headers.get("Connection")
+    extra = {t.strip().lower() for t in named.split(",")} if named else set()
+    out: CIMultiDict[str] = CIMultiDict()
+    for k, v in headers.items():
+        lk = k.lower()
+        if lk not in HOP_BY_HOP and lk not in extra:
+            out.add(k, v)
+    return out
+
+
+class Proxy:
+    def __init__(
+        self,
+        enricher: Enricher,
+        cfg: ServeConfig,
+        upstreams: Mapping[str, Upstream],
+        gate: Gate,
+        metrics: ServeMetrics,
+    ) -> None:
+        self._enricher = enricher
+        self._upstreams = upstreams
+        self._gate = gate
+        self._timeout = aiohttp.ClientTimeout(total=cfg.ad_timeout_ms / 1000)
+        self._timeout_ms = cfg.ad_timeout_ms
+        self._shed = metrics.shed.labels("inflight")
+        self._errors = metrics.internal_errors.labels("proxy")
+        self._bad = enricher.metrics.bad_input
+        self._warn = RateLimitedLog(log)
+        self._pool_limit = cfg.ad_pool_limit
+        self._tls = client_tls(cfg)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_limit,
+                limit_per_host=0,
+                ttl_dns_cache=300,
+                ssl=self._tls if self._tls is not None else True,
+            )
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                timeout=self._timeout,
+            )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    def routes(self, app: web.Application) -> None:
+        for up in self._upstreams.values():
+            app.router.add_get(f"/proxy/{up.name}/{{tail:.*}}", self._handler(up), allow_head=False)
+        app.router.add_route("*", "/proxy/{upstream}/{tail:.*}", self.unknown)
+        app.router.add_route("*", "/proxy/{upstream}", self.unknown)
+
+    def _handler(self, up: Upstream) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.forward(request, up)
+
+        return handle
+
+    async def unknown(self, request: web.Request) -> web.Response:
+        return json_error(
+            404,
+            "unknown upstream",
+            upstream=request.match_info.get("upstream", ""),
+            expected=sorted(self._upstreams),
+        )
+
+    async def forward(self, request: web.Request, up: Upstream) -> web.StreamResponse:
+        raw = request.raw_path
+        if not raw.startswith(up.prefix) or _UNSAFE.search(raw) is not None:
+            return _bad_target(up)
+        tail = raw[len(up.prefix) - 1 :]
+        path, sep, query = tail.partition("?")
+        if not safe_path(path):
+            return _bad_target(up)
+        found: dict[str, str] = {}
+        if sep and rp.PREFIX in query:
+            query, found = rp.split_reserved(query)
+            if not query:
+                sep = ""
+        url = up.base + path + sep + query
+        if self._gate.enter():
+            try:
+                url = await self._enrich(request, up, url, found)
+            finally:
+                self._gate.leave()
+        else:
+            self._shed.inc()
+        return await self._relay(request, up, url)
+
+    async def _enrich(
+        self, request: web.Request, up: Upstream, url: str, found: dict[str, str]
+    ) -> str:
+        try:
+            result = await self._enricher.enrich(
+                url, self._context(request, found), platform=up.platform
+            )
+        except Exception as e:
+            self._errors.inc()
+            self._warn.warning(
+                "proxy:enrich", "enrichment failed (%s): forwarded as is", type(e).__name__
+            )
+            log.debug("enrichment failed", exc_info=True)
+            return url
+        out = result.url
+        if out is url or out.startswith(up.base + "/"):
+            return out
+        self._errors.inc()
+        self._warn.warning("proxy:host", "adapter changed the ad server; forwarding as is")
+        return url
+
+    def _context(self, request: web.Request, found: dict[str, str]) -> Context:
+        h = request.headers
+
+        def pick(param: str) -> str | None:
+            value = h.get(rp.HEADERS[param])
+            if value is None:
+                value = found.get(param)
+            return (value.strip() or None) if value is not None else None
+
+        identity: Identity | None = None
+        user_id = pick(rp.USER_ID)
+        alias = pick(rp.ALIAS)
+        if user_id is not None:
+            if is_uuid4(user_id):
+                identity = Identity(user_id=user_id)
+            else:
+                self._bad.labels("proxy", "user_id").inc()
+        elif alias is not None:
+            try:
+                a = parse_alias_flag(alias)
+                identity = Identity(alias=Alias(tag=a.tag, id=a.id)).validate()
+            except IdentityError:
+                identity = None
+                self._bad.labels("proxy", "alias").inc()
+        consent = ConsentSignals()
+        said = pick(rp.CONSENT)
+        if said is not None:
+            word = said.lower()
+            if word in _GRANTED or word in _DENIED:
+                consent = ConsentSignals(override=word in _GRANTED)
+            else:
+                self._bad.labels("proxy", "consent").inc()
+        user_agent = h.get("X-Device-User-Agent") or h.get("User-Agent") or None
+        return Context(
+            identity=identity,
+            consent=consent,
+            content=Content(url=pick(rp.CONTENT_URL), user_agent=user_agent),
+            view_id=pick(rp.VIEW_ID),
+            ssai_session_id=pick(rp.SESSION_ID),
+        )
+
+    def _forward_headers(self, request: web.Request) -> dict[str, str]:
+        h = request.headers
+        out: dict[str, str] = {}
+        for name in FORWARDED_HEADERS:
+            value = h.get(name)
+            if value is not None:
+                out[name] = value
+        chain = h.get("X-Forwarded-For")
+        peer = request.remote
+        if peer:
+            out["X-Forwarded-For"] = f"{chain}, {peer}" if chain else peer
+        elif chain:
+            out["X-Forwarded-For"] = chain
+        rid = request.get(REQUEST_ID)
+        if rid is not None:
+            out[REQUEST_ID_HEADER] = rid
+        return out
+
+    async def _relay(self, request: web.Request, up: Upstream, url: str) -> web.StreamResponse:
+        assert self.session is not None
+        started = time.perf_counter()
+        try:
+            async with self.session.get(
+                yarl.URL(url, encoded=True),
+                headers=self._forward_headers(request),
+                allow_redirects=False,
+            ) as answer:
+                up.seconds.observe(time.perf_counter() - started)
+                status = answer.status
+                resp = web.StreamResponse(
+                    status=status, reason=answer.reason, headers=response_headers(answer.headers)
+                )
+                await resp.prepare(request)
+                try:
+                    async for chunk in answer.content.iter_chunked(CHUNK):
+                        await resp.write(chunk)
+                    await resp.write_eof()
+                except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                    return self._broken(request, up, resp, e)
+        except TimeoutError:
+            up.record("timeout", True)
+            return json_error(
+                504, "ad server timed out", upstream=up.name, timeout_ms=self._timeout_ms
+            )
+        except aiohttp.ClientError as e:
+            up.record("error", True)
+            self._warn.warning(
+                f"proxy:{up.name}", "ad server %s failed: %s", up.name, type(e).__name__
+            )
+            return json_error(502, "ad server unreachable", upstream=up.name)
+        up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
+        return resp
+
+    def _broken(
+        self, request: web.Request, up: Upstream, resp: web.StreamResponse, e: BaseException
+    ) -> web.StreamResponse:
+        """The body broke off after the status went out: all that is left is to close."""
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return resp  # the client went away
+        up.record("timeout" if isinstance(e, TimeoutError) else "error", True)
+        self._warn.warning(f"proxy:{up.name}:body", "ad server %s broke off its body", up.name)
+        transport.close()
+        return resp
+
+
+_STATUS_CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _bad_target(up: Upstream) -> web.Response:
+    return json_error(
+        400,
+        "invalid request target",
+        field="path",
+        expected=f"/proxy/{up.name}/<path>?<query>: origin form, visible ASCII, no dot segments",
+    )

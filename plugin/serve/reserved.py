@@ -1,0 +1,59 @@
+"""Reserved `cohortkv_*` query parameters: read, then removed before the ad server sees the URL.
+
+An SSAI stitcher's URL template can only add query parameters (MediaTailor:
+`&cohortkv_sid=[session.id]`), so the proxy takes these out of the query itself. Removal is
+byte-precise: the query is split on `;` (FreeWheel sections) and each section on `&`; reserved
+fields are dropped and everything else is joined back with the separators it had, so no other
+byte moves. A section left empty stays (`a;cohortkv_sid=1;b` → `a;;b`): FreeWheel sections are
+positional.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+PREFIX = "cohortkv_"
+
+# Query parameter → what it carries. Request headers of the same meaning win over these.
+SESSION_ID = "cohortkv_sid"
+USER_ID = "cohortkv_uid"
+ALIAS = "cohortkv_alias"
+CONSENT = "cohortkv_consent"
+CONTENT_URL = "cohortkv_content_url"
+VIEW_ID = "cohortkv_vid"
+
+PARAMS: tuple[str, ...] = (SESSION_ID, USER_ID, ALIAS, CONSENT, CONTENT_URL, VIEW_ID)
+
+HEADERS: dict[str, str] = {
+    SESSION_ID: "X-Cohortkv-Session-Id",
+    USER_ID: "X-Cohortkv-User-Id",
+    ALIAS: "X-Cohortkv-Alias",
+    CONSENT: "X-Cohortkv-Consent",
+    CONTENT_URL: "X-Cohortkv-Content-Url",
+    VIEW_ID: "X-Cohortkv-View-Id",
+}
+
+
+def split_reserved(query: str) -> tuple[str, dict[str, str]]:
+    """The query without `cohortkv_*` fields, and those fields' percent-decoded values.
+
+    Every field whose name starts with `cohortkv_` is removed, known or not: the prefix is
+    ours. The first occurrence of a name wins. Never raises.
+    """
+    if PREFIX not in query:
+        return query, {}
+    found: dict[str, str] = {}
+    sections = query.split(";")
+    for i, section in enumerate(sections):
+        if PREFIX not in section:
+            continue
+        kept = []
+        for field in section.split("&"):
+            if field.startswith(PREFIX):
+                name, _, value = field.partition("=")
+                if name not in found:
+                    found[name] = unquote(value, errors="replace")
+            else:
+                kept.append(field)
+        sections[i] = "&".join(kept)
+    return ";".join(sections), found

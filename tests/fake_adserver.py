@@ -1,0 +1,137 @@
+"""A local ad server that records exactly what reaches it, and the sidecar wired up to it.
+
+`FakeAdServer` answers every request with one fixed VAST document and keeps, per request, the
+raw request target (path and query bytes as they came off the wire) and the headers. It runs
+as a bare aiohttp `Server`, with no router that could normalise a path before we see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import RawTestServer, TestClient, TestServer
+from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry
+
+from plugin.config import Config, ServeConfig
+from plugin.serve import SIDECAR, Sidecar, make_app
+from tests.fakes import API_KEY, FakePermutive
+
+VAST = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<VAST version="4.0"><Ad id="cohortkv-test"><InLine><AdSystem>fake</AdSystem>'
+    b"<AdTitle>Test \xc3\xa9 ad</AdTitle><Impression><![CDATA[https://ads.example/imp?a=1&b=2]]>"
+    b"</Impression><Creatives/></InLine></Ad></VAST>\n"
+)
+VAST_TYPE = "application/xml; charset=utf-8"
+
+
+@dataclass
+class Received:
+    method: str
+    target: str
+    """The raw request target: path and query exactly as sent."""
+    headers: CIMultiDict[str]
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
+
+
+@dataclass
+class FakeAdServer:
+    status: int = 200
+    body: bytes = VAST
+    content_type: str = VAST_TYPE
+    extra_headers: dict[str, str] = field(
+        default_factory=lambda: {"X-Ad-Server": "fake", "Cache-Control": "no-store"}
+    )
+    delay: float = 0.0
+    gzip: bool = False
+    """Answer gzip-compressed when the client accepts it (the proxy must pass it through)."""
+    chunks: int = 1
+    """Send the body in this many chunks (chunked transfer encoding when > 1)."""
+    requests: list[Received] = field(default_factory=list)
+    server: RawTestServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.port}"
+
+    @property
+    def last(self) -> Received:
+        return self.requests[-1]
+
+    async def __aenter__(self) -> FakeAdServer:
+        self.server = RawTestServer(self._handle)
+        await self.server.start_server()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        await self.server.close()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.requests.append(
+            Received(request.method, request.raw_path, CIMultiDict(request.headers))
+        )
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        body = self.body
+        headers = {"Content-Type": self.content_type, **self.extra_headers}
+        if self.gzip and "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        if self.chunks <= 1:
+            return web.Response(status=self.status, body=body, headers=headers)
+        resp = web.StreamResponse(status=self.status, headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        step = max(1, len(body) // self.chunks)
+        for i in range(0, len(body), step):
+            await resp.write(body[i : i + step])
+        await resp.write_eof()
+        return resp
+
+
+def sidecar_config(
+    fake: FakePermutive, ads: FakeAdServer, *, api_key: str | None = API_KEY, **serve: Any
+) -> Config:
+    upstreams = serve.pop("upstreams", {"gam": ads.url, "freewheel": ads.url, "adswizz": ads.url})
+    return Config(
+        api_key=api_key,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        serve=ServeConfig(upstreams=upstreams, **serve),
+    )
+
+
+@dataclass
+class Running:
+    client: TestClient[web.Request, web.Application]
+    sidecar: Sidecar
+    registry: CollectorRegistry
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Running]:
+    """The sidecar app for `config` on a loopback port, with a client pointed at it."""
+    registry = CollectorRegistry()
+    app = make_app(config, registry=registry)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield Running(client, app[SIDECAR], registry)
+    finally:
+        await client.close()

@@ -1,0 +1,233 @@
+"""The sidecar's parts on their own: reserved-parameter removal, path safety, body decoding,
+the error window and the event queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from plugin.identity import Identity
+from plugin.serve.bodies import EnrichBody, EventsBody
+from plugin.serve.events import EventQueue
+from plugin.serve.health import ErrorWindow
+from plugin.serve.metrics import ServeMetrics
+from plugin.serve.proxy import safe_path
+from plugin.serve.reserved import split_reserved
+from plugin.serve.validate import BodyError, decode
+from plugin.sources import UpstreamError
+from plugin.wire import Event
+
+# -- reserved parameters ------------------------------------------------------------------------
+
+plain = st.text(alphabet="abcxyz_=%2CF.-+[]|09", max_size=12).filter(
+    lambda f: not f.startswith("cohortkv_")
+)
+reserved = st.builds(
+    lambda name, value: f"cohortkv_{name}={value}",
+    st.sampled_from(["sid", "uid", "consent", "content_url", "vid", "other"]),
+    st.text(alphabet="abc-%2F09", max_size=8),
+)
+sections = st.lists(st.lists(st.one_of(plain, reserved), max_size=6), min_size=1, max_size=4)
+
+
+@given(sections)
+def test_reserved_fields_are_removed_and_nothing_else_moves(secs: list[list[str]]) -> None:
+    query = ";".join("&".join(fields) for fields in secs)
+    out, found = split_reserved(query)
+    kept = [[f for f in fields if not f.startswith("cohortkv_")] for fields in secs]
+    assert out == ";".join("&".join(fields) for fields in kept)
+    assert "cohortkv_" not in out.replace("=cohortkv_", "")
+    names = [f.partition("=")[0] for fields in secs for f in fields if f.startswith("cohortkv_")]
+    assert set(found) == set(names)
+
+
+@pytest.mark.parametrize(
+    ("query", "out", "found"),
+    [
+        ("a=1&cohortkv_sid=s%2F1&b=2", "a=1&b=2", {"cohortkv_sid": "s/1"}),
+        ("cohortkv_sid=1", "", {"cohortkv_sid": "1"}),
+        ("a;cohortkv_sid=1;b", "a;;b", {"cohortkv_sid": "1"}),
+        ("a=1;cohortkv_sid=1&k=v;", "a=1;k=v;", {"cohortkv_sid": "1"}),
+        ("x=cohortkv_sid&cohortkv_uid=u&cohortkv_uid=v", "x=cohortkv_sid", {"cohortkv_uid": "u"}),
+    ],
+)
+def test_reserved_examples(query: str, out: str, found: dict[str, str]) -> None:
+    assert split_reserved(query) == (out, found)
+
+
+def test_a_query_without_reserved_fields_is_returned_as_is() -> None:
+    query = "iu=/1/x&cust_params=a%3Db"
+    assert split_reserved(query)[0] is query
+
+
+# -- path safety --------------------------------------------------------------------------------
+
+segment = st.text(alphabet="abz09-_~%2F", min_size=1, max_size=8).filter(
+    lambda s: s not in (".", "..")
+)
+dots = st.sampled_from([".", "..", "%2e", "%2E%2e", ".%2E", "%2e.", "a%2f..", "..%5c"])
+
+
+@given(st.lists(segment, max_size=5))
+def test_paths_without_dot_segments_are_safe(segs: list[str]) -> None:
+    path = "/" + "/".join(segs)
+    from urllib.parse import unquote
+
+    assert safe_path(path) == all(s not in (".", "..") for s in unquote(path).split("/"))
+
+
+@given(st.lists(segment, max_size=3), dots, st.lists(segment, max_size=3))
+def test_dot_segments_are_refused_however_encoded(a: list[str], d: str, b: list[str]) -> None:
+    assert not safe_path("/" + "/".join([*a, d, *b]))
+
+
+# -- body decoding ------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+
+
+@given(st.one_of(st.binary(max_size=64), json_values.map(lambda v: json.dumps(v).encode())))
+def test_decode_never_raises_anything_but_a_named_body_error(raw: bytes) -> None:
+    for tp in (EnrichBody, EventsBody):
+        try:
+            decode(raw, tp)
+        except BodyError as e:
+            assert e.fields and all(f.field and f.expected for f in e.fields)
+
+
+def test_every_wrong_field_is_named_once() -> None:
+    raw = json.dumps(
+        {
+            "identity": {"user_id": 1, "alias": {"tag": ""}},
+            "events": [{"name": 1, "time": None, "properties": [], "view_id": ""}, 7],
+            "extra": 1,
+        }
+    ).encode()
+    with pytest.raises(BodyError) as e:
+        decode(raw, EventsBody)
+    assert [(f.field, f.expected) for f in e.value.fields] == [
+        ("extra", "no such field (one of: consent, content_url, events, identity, "
+         "session_id, ssai_session_id, view_id)"),
+        ("identity.user_id", "a UUIDv4"),
+        ("identity.alias.tag", "a non-blank string"),
+        ("identity.alias.id", "a value (required)"),
+        ("events[0].name", "a non-blank string"),
+        ("events[0].time", "an ISO 8601 timestamp"),
+        ("events[0].properties", "an object (null values are left out, as if absent)"),
+        ("events[0].view_id", "a non-empty string"),
+        ("events[1]", "an object"),
+    ]  # fmt: skip
+
+
+# -- error window -------------------------------------------------------------------------------
+
+
+def test_error_window_ages_failures_out() -> None:
+    now = [1000.0]
+    w = ErrorWindow(60.0, clock=lambda: now[0])
+    for _ in range(6):
+        w.record(True)
+    w.record(False)
+    assert w.counts() == (7, 6) and w.degraded(0.5)
+    now[0] += 30
+    assert w.degraded(0.5)
+    now[0] += 31
+    assert w.counts() == (0, 0) and not w.degraded(0.5)
+    for _ in range(4):
+        w.record(True)
+    assert not w.degraded(0.5)  # too few requests to say
+
+
+# -- event queue --------------------------------------------------------------------------------
+
+
+def ev(t: int) -> Event:
+    return Event(name="e", time=f"2024-01-15T14:00:{t:02d}Z", properties={})
+
+
+class Recorder:
+    def __init__(self, **fail: list[str]) -> None:
+        self.batches: list[tuple[str, list[str]]] = []
+        self.fail = fail
+        """Per user id, the failures its next calls meet."""
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, identity: Identity, events: Sequence[Event]) -> Any:
+        await self.gate.wait()
+        user = identity.user_id or ""
+        if self.fail.get(user):
+            raise UpstreamError("ccs", self.fail[user].pop(0))  # type: ignore[arg-type]
+        self.batches.append((user, [e.time[-3:-1] for e in events]))
+
+
+def queue(send: Recorder, **kw: Any) -> tuple[EventQueue, CollectorRegistry]:
+    registry = CollectorRegistry()
+    q = EventQueue(send, ServeMetrics(registry), max_events=kw.pop("max_events", 100), **kw)
+    return q, registry
+
+
+def key(user: str) -> bytes:
+    return msgspec.json.encode(Identity(user_id=user))
+
+
+async def test_one_users_events_go_in_time_order_one_batch_at_a_time() -> None:
+    send = Recorder()
+    send.gate.clear()
+    q, _ = queue(send, workers=4)
+    q.start()
+    u = Identity(user_id="u1")
+    assert q.offer(u, [ev(30), ev(5)], key("u1"))
+    await asyncio.sleep(0)  # the first batch is taken and waits at the gate
+    assert q.offer(u, [ev(i) for i in range(20, 8, -1)], key("u1"))
+    send.gate.set()
+    assert await q.close(5.0) == 0
+    assert send.batches == [
+        ("u1", ["05", "30"]),
+        ("u1", [f"{i:02d}" for i in range(9, 19)]),
+        ("u1", ["19", "20"]),
+    ]
+
+
+async def test_close_drops_what_cannot_be_sent_in_time_and_counts_it() -> None:
+    send = Recorder()
+    send.gate.clear()  # the API never answers
+    q, registry = queue(send)
+    q.start()
+    q.offer(Identity(user_id="u1"), [ev(1)] * 12, key("u1"))
+    q.offer(Identity(user_id="u2"), [ev(1)], key("u2"))
+    await asyncio.sleep(0)
+    assert await q.close(0.05) == 13
+    dropped = registry.get_sample_value("cohortkv_events_dropped_total", {"reason": "shutdown"})
+    assert dropped == 13
+    assert q.depth == 0
+    assert registry.get_sample_value("cohortkv_events_queue_depth") == 0
+
+
+async def test_retry_decisions_by_kind() -> None:
+    send = Recorder(u1=["timeout", "http_5xx", "connect"], u2=["http_4xx"], u3=["decode"])
+    q, registry = queue(send, workers=1, backoff_s=0.001, backoff_max_s=0.002)
+    q.start()
+    q.offer(Identity(user_id="u1"), [ev(1)], key("u1"))  # 3 retries, then delivered
+    q.offer(Identity(user_id="u2"), [ev(2)], key("u2"))  # refused (4xx): dropped, no retry
+    q.offer(Identity(user_id="u3"), [ev(3)], key("u3"))  # answered 2xx, unreadable: delivered
+    assert await q.close(5.0) == 0
+
+    def count(state: str) -> float | None:
+        return registry.get_sample_value("cohortkv_events_total", {"state": state})
+
+    assert send.batches == [("u1", ["01"])]
+    assert (count("sent"), count("retried"), count("dropped")) == (2, 3, 1)
+    assert registry.get_sample_value("cohortkv_events_dropped_total", {"reason": "rejected"}) == 1
