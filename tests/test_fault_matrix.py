@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher
-from plugin.config import CacheConfig, HttpConfig
+from plugin.config import CacheConfig, HttpConfig, ServeConfig
 from plugin.middleware import ad_context, cohortkv_middleware
+from plugin.serve import make_app
 from tests.fakes import API_KEY
 from tests.faults import MODES, FaultyPermutive
 from tests.test_enricher import DEVICE
@@ -83,6 +84,38 @@ async def via_middleware(enricher: Enricher, url: str, ctx: Context) -> str:
         await server.close()
 
 
+async def via_sidecar(enricher: Enricher, url: str, ctx: Context) -> str:
+    """`GET /proxy/gam/...` through the sidecar app, identity and consent in its headers."""
+    ads = AdServer()
+    ad_app = web.Application()
+    ad_app.router.add_get("/{tail:.*}", ads.handle)
+    ad_server = TestServer(ad_app)
+    await ad_server.start_server()
+    upstream = str(ad_server.make_url("")).rstrip("/")
+    cfg = enricher.config.with_overrides(serve=ServeConfig(upstreams={"gam": upstream}))
+    sidecar = TestServer(make_app(cfg, enricher=enricher))
+    await sidecar.start_server()
+    assert ctx.identity is not None and ctx.identity.alias is not None
+    headers = {
+        "X-Cohortkv-Alias": f"{ctx.identity.alias.tag}:{ctx.identity.alias.id}",
+        "X-Cohortkv-Consent": "granted",
+        "X-Cohortkv-Content-Url": ctx.content.url or "",
+        "X-Cohortkv-View-Id": ctx.view_id or "",
+    }
+    try:
+        async with aiohttp.ClientSession() as s:
+            target = (
+                str(sidecar.make_url("")).rstrip("/") + "/proxy/gam" + url[url.index("/gampad") :]
+            )
+            async with s.get(aiohttp.client.URL(target, encoded=True), headers=headers) as resp:
+                assert resp.status == 200
+                assert await resp.text() == "<VAST/>"
+        return ads.seen[-1]
+    finally:
+        await sidecar.close()
+        await ad_server.close()
+
+
 @pytest.fixture
 async def faulty() -> AsyncIterator[FaultyPermutive]:
     async with FaultyPermutive() as f:
@@ -94,7 +127,9 @@ def _errors(registry: CollectorRegistry, api: str, kind: str) -> float:
     return v or 0.0
 
 
-@pytest.mark.parametrize("entry", [via_library, via_middleware], ids=["library", "middleware"])
+@pytest.mark.parametrize(
+    "entry", [via_library, via_middleware, via_sidecar], ids=["library", "middleware", "sidecar"]
+)
 @pytest.mark.parametrize("api", ["ccs", "contextual"])
 @pytest.mark.parametrize("mode", MODES)
 async def test_fault(faulty: FaultyPermutive, mode: str, api: str, entry: Entry) -> None:
