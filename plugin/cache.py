@@ -8,6 +8,7 @@ a linked-list TTL cache, which matters at a million cached users.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Generic, TypeVar
@@ -55,6 +56,46 @@ class Answer(msgspec.Struct, frozen=True, gc=False):
         return list(out)
 
 
+Key = str | bytes
+
+
+def compact_key(key: str) -> bytes:
+    """A 16-byte digest standing in for a long identity key (`a:idfa:6D92078A-...`).
+
+    At a million cached users the key is a large share of each entry; the digest also keeps
+    raw device ids and emails out of memory dumps and the shared cache.
+    """
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
+class Interner:
+    """One shared object per distinct cohort answer: users overwhelmingly share a few hundred
+    cohort sets, so a million cached users need not hold a million copies of the same tuples.
+
+    Bounded: past `maxsize` distinct answers it starts over (sharing is an optimisation only).
+    """
+
+    def __init__(self, maxsize: int = 50_000) -> None:
+        self._maxsize = maxsize
+        self._seen: dict[Answer, Answer] = {}
+
+    def __call__(self, answer: Answer, keep_user: bool = False) -> Answer:
+        profile = Answer(answer.cohorts, answer.activations)
+        shared = self._seen.get(profile)
+        if shared is None:
+            if len(self._seen) >= self._maxsize:
+                self._seen.clear()
+            shared = self._seen[profile] = profile
+        if keep_user and answer.user_id is not None:
+            return Answer(shared.cohorts, shared.activations, answer.user_id)
+        return shared
+
+
+class _Entry(msgspec.Struct, gc=False):
+    value: object
+    stamp: float
+
+
 class AgedLru(Generic[T]):
     """A bounded LRU whose entries remember when they were stored.
 
@@ -63,41 +104,51 @@ class AgedLru(Generic[T]):
     the same entry read with two different ages.
     """
 
-    __slots__ = ("_clock", "_data", "_ttl", "maxsize")
+    __slots__ = ("_clock", "_data", "_resolution", "_stamp", "_ttl", "maxsize")
 
     def __init__(self, maxsize: int, ttl: float, clock: Clock = time.monotonic) -> None:
         self.maxsize = maxsize
         self._ttl = ttl
         self._clock = clock
-        self._data: dict[str, tuple[T, float]] = {}
+        self._data: dict[Key, _Entry] = {}
+        # Entries stored within one tick share one float object for their time stamp.
+        self._resolution = min(1.0, ttl / 1000)
+        self._stamp = float("-inf")
 
     def __len__(self) -> int:
         return len(self._data)
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: Key) -> bool:
         return self.get(key) is not None
 
-    def get(self, key: str, max_age: float | None = None) -> T | None:
-        item = self._data.pop(key, None)
-        if item is None:
+    def get(self, key: Key, max_age: float | None = None) -> T | None:
+        entry = self._data.pop(key, None)
+        if entry is None:
             return None
-        age = self._clock() - item[1]
+        age = self._clock() - entry.stamp
         if age > self._ttl:
             return None
-        self._data[key] = item
+        self._data[key] = entry
         if max_age is not None and age > max_age:
             return None
-        return item[0]
+        return entry.value  # type: ignore[return-value]
 
-    def put(self, key: str, value: T, age: float = 0.0) -> None:
+    def put(self, key: Key, value: T, age: float = 0.0) -> None:
         """Stores `value`; `age` backdates it (an answer that was already that old)."""
         data = self._data
         data.pop(key, None)
         if len(data) >= self.maxsize:
             del data[next(iter(data))]
-        data[key] = (value, self._clock() - age)
+        now = self._clock()
+        if age:
+            stamp = now - age
+        else:
+            if now - self._stamp > self._resolution:
+                self._stamp = now
+            stamp = self._stamp
+        data[key] = _Entry(value, stamp)
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: Key) -> None:
         self._data.pop(key, None)
 
 

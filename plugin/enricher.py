@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
 from adapters.registry import adapter_by_name, default_adapters, find_adapter
-from plugin.cache import AgedLru, Answer, SingleFlight
+from plugin.cache import AgedLru, Answer, Interner, Key, SingleFlight, compact_key
 from plugin.config import Config
 from plugin.consent import decide
 from plugin.context import ConsentSignals, Context
@@ -56,7 +56,7 @@ class _Pending:
         self,
         now: Got,
         task: asyncio.Task[Answer | None] | None = None,
-        key: str | None = None,
+        key: Key | None = None,
         shared: asyncio.Task[Answer | None] | None = None,
     ) -> None:
         self.now = now
@@ -122,6 +122,7 @@ class Enricher:
             c.contextual_max_entries, c.contextual_ttl_s + c.contextual_stale_s, self._clock
         )
         self._views: AgedLru[_Flight] = AgedLru(c.views_max_entries, c.views_ttl_s, self._clock)
+        self._intern = Interner()
         self._ctx_flights: SingleFlight[Answer | None] = SingleFlight()
         self._background: set[asyncio.Task[Any]] = set()
         self._namespace = uuid.UUID(self.config.events.view_namespace)
@@ -305,9 +306,10 @@ class Enricher:
         except IdentityError:
             self.metrics.bad_input.labels("identity", "invalid").inc()
             return _Pending(("none", None))
-        key = identity.cache_key()
-        session_id, view_id = self.session_view(ctx, key)
-        view_key = f"{key}|{view_id}" if view_id else None
+        identity_key = identity.cache_key()
+        key = compact_key(identity_key)
+        session_id, view_id = self.session_view(ctx, identity_key)
+        view_key = f"{identity_key}|{view_id}" if view_id else None
         if view_key is not None:
             flight = self._views.get(view_key)
             if flight is not None:
@@ -332,14 +334,14 @@ class Enricher:
             self._gauges["views"].set(len(self._views))
         return _Pending(("live", None), task, key, shared)
 
-    def _prefetch_shared(self, key: str) -> asyncio.Task[Answer | None] | None:
+    def _prefetch_shared(self, key: bytes) -> asyncio.Task[Answer | None] | None:
         """With a shared cache and nothing local, fetch the fleet's last answer meanwhile."""
         if self._shared is None or self._behavioral.get(key) is not None:
             return None
-        return self._spawn(self._shared.get("b", key, self.config.cache.behavioral_ttl_s))
+        return self._spawn(self._shared.get("b", key.hex(), self.config.cache.behavioral_ttl_s))
 
     async def _fetch_behavioral(
-        self, key: str, request: CcsRequest, view_key: str | None, holder: list[_Flight]
+        self, key: bytes, request: CcsRequest, view_key: str | None, holder: list[_Flight]
     ) -> Answer | None:
         assert self._ccs is not None
         started = asyncio.get_running_loop().time()
@@ -356,11 +358,13 @@ class Enricher:
         self._count_late("ccs", started)
         return answer
 
-    def _remember_behavioral(self, key: str, answer: Answer) -> None:
-        self._behavioral.put(key, answer)
+    def _remember_behavioral(self, key: bytes, answer: Answer) -> None:
+        """Caches the answer compactly: interned cohorts, the user id only if it is sent."""
+        compact = self._intern(answer, keep_user=self.config.keys.puid is not None)
+        self._behavioral.put(key, compact)
         self._gauges["behavioral"].set(len(self._behavioral))
         if self._shared is not None:
-            self._shared.put("b", key, answer, self.config.cache.behavioral_ttl_s)
+            self._shared.put("b", key.hex(), compact, self.config.cache.behavioral_ttl_s)
 
     def session_view(self, ctx: Context, identity_key: str) -> tuple[str | None, str | None]:
         """The session and view ids this context's events carry (see `plugin.views`)."""
@@ -503,7 +507,7 @@ class Enricher:
             aliases=identity.aliases,
         )
         answer = await self._ccs.segment(request)
-        self._remember_behavioral(identity.cache_key(), answer)
+        self._remember_behavioral(compact_key(identity.cache_key()), answer)
         return answer
 
     # -- helpers ----------------------------------------------------------------------------
