@@ -45,3 +45,38 @@ def test_secrets_are_scrubbed_from_messages_and_arguments() -> None:
     text = out.getvalue()
     assert "s3cr3t" not in text
     assert text.count("***") == 2
+
+
+async def test_sidecar_log_lines_carry_the_callers_request_id() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from plugin.config import Config
+    from plugin.serve import make_app
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter(["k-secret-123"]))
+    logger = logging.getLogger("cohortkv")
+    logger.addHandler(handler)
+    try:
+        cfg = Config(
+            api_key="k-secret-123", ccs_url="http://127.0.0.1:9", ctx_url="http://127.0.0.1:9"
+        )
+        async with TestClient(TestServer(make_app(cfg))) as client:
+            resp = await client.post(
+                "/v1/enrich",
+                json={"url": "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x",
+                      "context": {"consent": {"granted": False},
+                                  "content": {"url": "https://example.com/v/1"}}},
+                headers={"X-Request-Id": "abc-123"},
+            )  # fmt: skip
+            assert resp.status == 200
+            assert resp.headers["X-Request-Id"] == "abc-123"
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    failures = [x for x in lines if x["logger"] == "cohortkv.sources"]
+    assert failures, "the unreachable Contextual API is logged"
+    assert all(x["request_id"] == "abc-123" for x in failures)
+    assert "k-secret-123" not in out.getvalue()

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from plugin.config import ServeConfig
+from plugin.logs import request_id_var
 from plugin.serve.errors import json_error
 from plugin.serve.metrics import ServeMetrics
 
@@ -78,6 +79,7 @@ def guard(cfg: ServeConfig, metrics: ServeMetrics) -> Any:
         if rid is None or _GOOD_ID.fullmatch(rid) is None:
             rid = new_id()
         request[REQUEST_ID] = rid
+        request_id_var.set(rid)  # every log line of this request (and its tasks) carries it
         if len(request.raw_path) > max_url:
             too_long.inc()
             return json_error(414, "URL too long", limit_bytes=max_url, field="url")
