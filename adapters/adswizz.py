@@ -22,8 +22,9 @@ Parsing:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
+from adapters.base import FailOpen, KeyValues
 from adapters.params import (
     decode,
     device_id,
@@ -83,7 +84,7 @@ def _is_adswizz_path(path: str) -> bool:
     return len(parts) >= 3 and bool(parts[1]) and parts[2] == "request"
 
 
-class AdsWizzAdapter:
+class AdsWizzAdapter(FailOpen):
     name: str = "adswizz"
 
     def __init__(self, activation_platforms: Sequence[str] | None = None) -> None:
@@ -96,23 +97,8 @@ class AdsWizzAdapter:
     def __repr__(self) -> str:
         return "AdsWizzAdapter()"
 
-    def matches(self, url: str) -> bool:
-        try:
-            return _is_adswizz_path(url_path(split_url(url)[0]))
-        except Exception:
-            return False
-
-    def parse(self, url: str) -> Context:
-        try:
-            return self._parse(url)
-        except Exception:
-            return Context()
-
-    def apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
-        try:
-            return self._apply(url, keyvalues)
-        except Exception:
-            return url
+    def _matches(self, url: str) -> bool:
+        return _is_adswizz_path(url_path(split_url(url)[0]))
 
     def _parse(self, url: str) -> Context:
         base, query, _ = split_url(url)
@@ -157,7 +143,7 @@ class AdsWizzAdapter:
             content=Content(url=content_url),
         )
 
-    def _apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
+    def _apply(self, url: str, keyvalues: KeyValues) -> str:
         if not keyvalues:
             return url
         base, query, fragment = split_url(url)

@@ -25,3 +25,39 @@ class Adapter(Protocol):
     def parse(self, url: str) -> Context: ...
 
     def apply(self, url: str, keyvalues: KeyValues) -> str: ...
+
+
+class FailOpen:
+    """The never-raise shell every adapter shares: its public methods turn any exception from
+    the platform-specific `_matches` / `_parse` / `_apply` into "not mine", an empty Context,
+    or the URL unchanged. An ad request is never lost to a parser bug."""
+
+    name: str
+    activation_platforms: tuple[str, ...]
+
+    def matches(self, url: str) -> bool:
+        try:
+            return self._matches(url)
+        except Exception:
+            return False
+
+    def parse(self, url: str) -> Context:
+        try:
+            return self._parse(url)
+        except Exception:
+            return Context()
+
+    def apply(self, url: str, keyvalues: KeyValues) -> str:
+        try:
+            return self._apply(url, keyvalues)
+        except Exception:
+            return url
+
+    def _matches(self, url: str) -> bool:
+        raise NotImplementedError
+
+    def _parse(self, url: str) -> Context:
+        raise NotImplementedError
+
+    def _apply(self, url: str, keyvalues: KeyValues) -> str:
+        raise NotImplementedError

@@ -25,8 +25,9 @@ Parsing reads the key-value section first and the global section as a fallback:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
+from adapters.base import FailOpen, KeyValues
 from adapters.params import (
     DEVICE_ID_TAGS,
     decode,
@@ -73,7 +74,7 @@ def clean_value(value: object) -> str | None:
     return value
 
 
-class FreeWheelAdapter:
+class FreeWheelAdapter(FailOpen):
     name: str = "freewheel"
 
     def __init__(self, activation_platforms: Sequence[str] | None = None) -> None:
@@ -86,23 +87,8 @@ class FreeWheelAdapter:
     def __repr__(self) -> str:
         return "FreeWheelAdapter()"
 
-    def matches(self, url: str) -> bool:
-        try:
-            return url_path(split_url(url)[0]).endswith(_PATH)
-        except Exception:
-            return False
-
-    def parse(self, url: str) -> Context:
-        try:
-            return self._parse(url)
-        except Exception:
-            return Context()
-
-    def apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
-        try:
-            return self._apply(url, keyvalues)
-        except Exception:
-            return url
+    def _matches(self, url: str) -> bool:
+        return url_path(split_url(url)[0]).endswith(_PATH)
 
     def _parse(self, url: str) -> Context:
         base, query, _ = split_url(url)
@@ -163,7 +149,7 @@ class FreeWheelAdapter:
             ssai_session_id=text(get("pvrn")),
         )
 
-    def _apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
+    def _apply(self, url: str, keyvalues: KeyValues) -> str:
         if not keyvalues:
             return url
         base, query, fragment = split_url(url)

@@ -23,8 +23,9 @@ non-personalised or limited ads all rule out behavioural cohorts). Content: `des
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
+from adapters.base import FailOpen, KeyValues
 from adapters.params import (
     decode,
     device_id,
@@ -83,7 +84,7 @@ def valid_key(key: object) -> bool:
     ) and encodable(key)
 
 
-class GamAdapter:
+class GamAdapter(FailOpen):
     name: str = "gam"
 
     def __init__(
@@ -101,23 +102,8 @@ class GamAdapter:
     def __repr__(self) -> str:
         return f"GamAdapter(max_url_length={self.max_url_length})"
 
-    def matches(self, url: str) -> bool:
-        try:
-            return url_path(split_url(url)[0]).endswith(_PATHS)
-        except Exception:
-            return False
-
-    def parse(self, url: str) -> Context:
-        try:
-            return self._parse(url)
-        except Exception:
-            return Context()
-
-    def apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
-        try:
-            return self._apply(url, keyvalues)
-        except Exception:
-            return url
+    def _matches(self, url: str) -> bool:
+        return url_path(split_url(url)[0]).endswith(_PATHS)
 
     def _parse(self, url: str) -> Context:
         base, query, _ = split_url(url)
@@ -163,7 +149,7 @@ class GamAdapter:
             view_id=text(p.get("scor")),
         )
 
-    def _apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
+    def _apply(self, url: str, keyvalues: KeyValues) -> str:
         if not keyvalues:
             return url
         base, query, fragment = split_url(url)

@@ -22,10 +22,10 @@ from plugin.metrics import Metrics, RateLimitedLog
 from plugin.wire import (
     CcsRequest,
     ContextualRequest,
-    ccs_request_encoder,
     ccs_response_decoder,
     ctx_response_decoder,
     error_decoder,
+    json_encoder,
 )
 
 log = logging.getLogger("cohortkv.sources")
@@ -236,7 +236,7 @@ class CcsClient(_Client):
             self._params["synchronous-validation"] = "true"
 
     async def segment(self, request: CcsRequest) -> Answer:
-        payload = await self._post(ccs_request_encoder.encode(request), self._headers, self._params)
+        payload = await self._post(json_encoder.encode(request), self._headers, self._params)
         r = self._decoded(payload, ccs_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations, r.user_id)
 
@@ -258,6 +258,6 @@ class ContextualClient(_Client):
         self._params = {"k": api_key}
 
     async def segment(self, request: ContextualRequest) -> Answer:
-        payload = await self._post(ccs_request_encoder.encode(request), _JSON, self._params)
+        payload = await self._post(json_encoder.encode(request), _JSON, self._params)
         r = self._decoded(payload, ctx_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations)

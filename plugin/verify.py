@@ -44,10 +44,10 @@ from plugin.wire import (
     ContextualRequest,
     ContextualResponse,
     Event,
-    ccs_request_encoder,
     ccs_response_decoder,
     ctx_response_decoder,
     error_decoder,
+    json_encoder,
 )
 
 if TYPE_CHECKING:
@@ -291,7 +291,7 @@ class Verifier:
         params = {"activations": "true"}
         if synchronous_validation:
             params["synchronous-validation"] = "true"
-        body = ccs_request_encoder.encode(CcsRequest(events=[event], alias=alias))
+        body = json_encoder.encode(CcsRequest(events=[event], alias=alias))
         headers = {"Content-Type": "application/json", "X-Api-Key": self.api_key}
         url = self.config.ccs_url.rstrip("/") + "/ccs/v1/segmentation"
         payload = await self._post("CCS", url, body, headers, params)
@@ -302,9 +302,7 @@ class Verifier:
 
     async def _ctx(self, url: str) -> ContextualResponse:
         client = ClientProperties(url=url, domain=urlsplit(url).hostname or None)
-        body = ccs_request_encoder.encode(
-            ContextualRequest(url=url, page_properties={"client": client})
-        )
+        body = json_encoder.encode(ContextualRequest(url=url, page_properties={"client": client}))
         endpoint = self.config.ctx_url.rstrip("/") + "/ctx/v1/segment"
         headers = {"Content-Type": "application/json"}
         payload = await self._post("Contextual", endpoint, body, headers, {"k": self.api_key})

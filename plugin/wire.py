@@ -71,7 +71,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     error: ErrorDetail | None = None
 
 
-ccs_request_encoder = msgspec.json.Encoder()
+json_encoder = msgspec.json.Encoder()
 ccs_response_decoder = msgspec.json.Decoder(CcsResponse)
 ctx_response_decoder = msgspec.json.Decoder(ContextualResponse)
 error_decoder = msgspec.json.Decoder(ErrorBody)

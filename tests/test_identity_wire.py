@@ -24,10 +24,10 @@ from plugin.wire import (
     ContextualResponse,
     ErrorBody,
     Event,
-    ccs_request_encoder,
     ccs_response_decoder,
     ctx_response_decoder,
     error_decoder,
+    json_encoder,
 )
 
 UID = "2008c38f-dece-4570-976d-87593ed001c3"
@@ -85,7 +85,7 @@ def test_ccs_request_omits_absent_fields() -> None:
         events=[Event(name="Videoview", time="2024-01-15T14:00:00Z", properties={"a": 1})],
         alias=Alias("idfa", "X"),
     )
-    assert msgspec.json.decode(ccs_request_encoder.encode(req)) == {
+    assert msgspec.json.decode(json_encoder.encode(req)) == {
         "events": [{"name": "Videoview", "time": "2024-01-15T14:00:00Z", "properties": {"a": 1}}],
         "alias": {"tag": "idfa", "id": "X"},
     }
