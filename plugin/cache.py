@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from itertools import islice
 from typing import Generic, TypeVar
 
 import msgspec
@@ -138,12 +139,15 @@ class AgedLru(Generic[T]):
         data = self._data
         data.pop(key, None)
         if len(data) >= self.maxsize:
-            del data[next(iter(data))]
+            # Evict a batch found in one scan: the holes deletions leave at the front of a
+            # dict make every `next(iter(data))` walk all of them again, O(n) per eviction.
+            for old in list(islice(data, max(1, self.maxsize // 128))):
+                del data[old]
         now = self._clock()
         if age:
             stamp = now - age
         else:
-            if now - self._stamp > self._resolution:
+            if not 0.0 <= now - self._stamp <= self._resolution:  # never a later stamp
                 self._stamp = now
             stamp = self._stamp
         data[key] = _Entry(value, stamp)

@@ -58,8 +58,9 @@ class CacheConfig(_Section, frozen=True):
 
 
 class HttpConfig(_Section, frozen=True):
-    pool_limit: PositiveInt = 256
-    pool_limit_per_host: NonNegInt = 0
+    pool_limit: PositiveInt = 1024
+    pool_limit_per_host: NonNegInt = 512
+    """Per host, so that a hanging API cannot hold every connection the other one needs."""
     keepalive_timeout_s: PositiveFloat = 30.0
     request_timeout_s: PositiveFloat = 5.0
     """Hard limit for one API call; answers later than the budget still refresh the cache."""
@@ -130,6 +131,8 @@ class ServeConfig(_Section, frozen=True):
     degraded_error_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     """Share of failed ad-server requests over `health_window_s` that marks it degraded."""
     health_window_s: PositiveFloat = 60.0
+    gc_threshold: PositiveInt = 50_000
+    """Allocations between young-generation collections in `cohortkv serve` (Python: 700)."""
     ad_tls_cert_file: str | None = None
     """Client certificate (PEM) for ad servers that require one (GAM server-side requests)."""
     ad_tls_key_file: str | None = None

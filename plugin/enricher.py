@@ -84,12 +84,17 @@ class _Pending:
 
 
 class _Flight:
-    """A view's behavioral call: later ad breaks of the same view wait on it, never resend."""
+    """A view's behavioral call: later ad breaks of the same view wait on it, never resend.
+
+    Once the call has answered only the answer is kept: a finished task (and its coroutine)
+    for each of a hundred thousand remembered views is that many more objects for every full
+    garbage collection to walk.
+    """
 
     __slots__ = ("answer", "task")
 
     def __init__(self, task: asyncio.Task[Answer | None]) -> None:
-        self.task = task
+        self.task: asyncio.Task[Answer | None] | None = task
         self.answer: Answer | None = None
 
 
@@ -136,6 +141,10 @@ class Enricher:
             name: self.metrics.cache_entries.labels(name)
             for name in ("behavioral", "contextual", "views")
         }
+        # Labelled children looked up once: `labels()` costs more than the increment itself.
+        self._decisions: dict[tuple[bool, str], Any] = {}
+        self._sources: dict[tuple[str, Source], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -234,20 +243,21 @@ class Enricher:
         behavioral, contextual = await self._signals(ctx, decision, deadline)
 
         puid = behavioral[1].user_id if behavioral[1] is not None else None
-        keyvalues = build_keyvalues(
-            self.config.keys,
-            behavioral[1].activated(adapter.activation_platforms) if behavioral[1] else [],
-            contextual[1].activated(adapter.activation_platforms) if contextual[1] else [],
-            puid,
-        )
+        platforms = adapter.activation_platforms
+        b_codes = behavioral[1].activated(platforms) if behavioral[1] else []
+        c_codes = contextual[1].activated(platforms) if contextual[1] else []
+        keyvalues = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         out_url = adapter.apply(url, keyvalues) if keyvalues else url
-        b = self._signal("behavioral", behavioral, adapter)
-        c = self._signal("contextual", contextual, adapter)
+        b = self._signal("behavioral", behavioral, b_codes)
+        c = self._signal("contextual", contextual, c_codes)
         elapsed = time.perf_counter() - started
-        self.metrics.enrich_seconds.labels(adapter.name).observe(elapsed)
+        timer = self._timers.get(adapter.name)
+        if timer is None:
+            timer = self._timers[adapter.name] = self.metrics.enrich_seconds.labels(adapter.name)
+        timer.observe(elapsed)
         return EnrichResult(
             url=out_url,
-            keyvalues={k: list(v) for k, v in keyvalues.items()},
+            keyvalues=keyvalues,
             behavioral=b,
             contextual=c,
             consent=decision,
@@ -264,22 +274,31 @@ class Enricher:
     def decide(self, signals: ConsentSignals) -> ConsentDecision:
         """The consent gate's decision, counted in the metrics."""
         d = decide(signals, self.config.consent)
-        self.metrics.consent_decisions.labels("allowed" if d.allowed else "denied", d.reason).inc()
+        counter = self._decisions.get((d.allowed, d.reason))
+        if counter is None:
+            counter = self.metrics.consent_decisions.labels(
+                "allowed" if d.allowed else "denied", d.reason
+            )
+            self._decisions[(d.allowed, d.reason)] = counter
+        counter.inc()
         if d.reason.endswith("_undecodable"):
             self.metrics.bad_input.labels("consent", d.reason).inc()
             self._warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
         return d
 
-    def _signal(
-        self, name: str, got: tuple[Source, Answer | None], adapter: Adapter
-    ) -> SignalResult:
+    def _signal(self, name: str, got: Got, cohorts: list[str]) -> SignalResult:
         source, answer = got
-        self.metrics.signal_source.labels(name, source).inc()
+        counter = self._sources.get((name, source))
+        if counter is None:
+            counter = self._sources[(name, source)] = self.metrics.signal_source.labels(
+                name, source
+            )
+        counter.inc()
         if source == "skipped":
             return _SKIPPED
         if answer is None:
             return _NONE
-        return SignalResult(source, answer.activated(adapter.activation_platforms))
+        return SignalResult(source, list(cohorts))
 
     async def _signals(
         self, ctx: Context, decision: ConsentDecision, deadline_s: float
@@ -290,7 +309,7 @@ class Enricher:
         c = self._contextual_call(ctx)
         waiting = [t for t in (b.task, b.shared, c.task) if t is not None and not t.done()]
         if waiting:
-            await asyncio.wait(waiting, timeout=max(0.0, until - loop.time()))
+            await _wait_all(loop, waiting, until)
         return b.outcome(self._behavioral), c.outcome(self._contextual)
 
     # -- behavioral -------------------------------------------------------------------------
@@ -316,7 +335,7 @@ class Enricher:
                 # A later ad break of a view whose play event went out: reuse, never resend.
                 if flight.answer is not None:
                     return _Pending(("cache", flight.answer))
-                if not flight.task.done():
+                if flight.task is not None and not flight.task.done():
                     return _Pending(("cache", None), flight.task, key)
         event = self._play_event(ctx, session_id, view_id)
         shared = self._prefetch_shared(key)
@@ -355,6 +374,7 @@ class Enricher:
         self._remember_behavioral(key, answer)
         if holder:
             holder[0].answer = answer
+            holder[0].task = None
         self._count_late("ccs", started)
         return answer
 
@@ -535,6 +555,37 @@ class Enricher:
             consent=ConsentDecision(False, "no_adapter"),
             elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+
+
+async def _wait_all(
+    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]], until: float
+) -> None:
+    """Until every task is done or the loop's clock reaches `until`; never cancels them.
+
+    `asyncio.wait` does the same with more bookkeeping per call, on the hot path.
+    """
+    waiter: asyncio.Future[None] = loop.create_future()
+    left = len(tasks)
+
+    def one_done(_: asyncio.Task[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    def timed_out() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    for t in tasks:
+        t.add_done_callback(one_done)
+    timer = loop.call_at(until, timed_out)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        for t in tasks:
+            t.remove_done_callback(one_done)
 
 
 def _iso_now() -> str:

@@ -1,0 +1,1 @@
+"""`python -m benchmarks`: cohortkv against its baselines on emulated upstreams, one table."""

@@ -1,0 +1,1 @@
+"""What cohortkv is measured against: no enrichment, and the naive Direct API integration."""

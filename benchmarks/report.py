@@ -1,0 +1,304 @@
+"""The table on the terminal, and RESULTS.md: figures, machine, method, profiles.
+
+RESULTS.md is rewritten by every full run, except the part between the `notes` markers, which
+holds what a person wrote about the figures (the optimization log) and is carried over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.scenarios import BUDGET_MS, Plan, Row
+
+NOTES_BEGIN = "<!-- notes: kept across runs -->"
+NOTES_END = "<!-- /notes -->"
+HEADERS = ("#", "measure", "result", "target", "status")
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("aiohttp", "uvloop", "msgspec", "prometheus-client"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "commit": commit or "unknown",
+    }
+
+
+def table(rows: Sequence[Row]) -> str:
+    """Plain-text table for the terminal, one line per row."""
+    cells = [HEADERS, *((r.scenario, r.measure, r.result, r.target, r.status) for r in rows)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
+    lines = []
+    for n, c in enumerate(cells):
+        lines.append("  ".join(c[i].ljust(widths[i]) for i in range(len(HEADERS))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    return "\n".join(out)
+
+
+def _profile_md(title: str, prof: dict[str, Any]) -> list[str]:
+    if not prof:
+        return []
+    out = [f"**{title}**", ""]
+    packages = prof.get("packages", {})
+    if packages:
+        out.append(
+            "Own time by package: "
+            + ", ".join(f"{name} {pct}%" for name, pct in packages.items() if pct >= 0.5)
+            + "."
+        )
+        out.append("")
+    top = prof.get("top", [])[:10]
+    if top:
+        out.append(
+            _md_table(
+                ("own %", "calls", "function (top by own time)"),
+                [(t["own_pct"], t["calls"], f"`{t['function']}`") for t in top],
+            )
+        )
+        out.append("")
+    cum = prof.get("cumulative", [])[:10]
+    if cum:
+        out.append(
+            _md_table(
+                ("incl. %", "calls", "cohortkv function (top by time including callees)"),
+                [(t["cum_pct"], t["calls"], f"`{t['function']}`") for t in cum],
+            )
+        )
+        out.append("")
+    return out
+
+
+def _cpu_md(data: dict[str, Any]) -> list[str]:
+    s2 = data.get("s2")
+    if not s2:
+        return []
+    rows = []
+    for system, by_c in s2.items():
+        for c, r in by_c.items():
+            cpu = r["cpu_us_per_request"]
+            rows.append(
+                (
+                    system,
+                    c,
+                    f"{r['rps']:.0f}",
+                    cpu.get("system", 0),
+                    cpu.get("loadgen", 0),
+                    cpu.get("ccs", 0) + cpu.get("contextual", 0) + cpu.get("adserver", 0),
+                    "yes" if r.get("wrapped") else "no",
+                )
+            )
+    return [
+        "CPU per request by process (µs), from /proc: the two cores are shared by all of them.",
+        "",
+        _md_table(
+            (
+                "system",
+                "concurrency",
+                "req/s",
+                "system CPU",
+                "load generator CPU",
+                "emulated upstreams CPU",
+                "users repeated",
+            ),
+            rows,
+        ),
+        "",
+    ]
+
+
+def results_md(
+    rows: Sequence[Row], data: dict[str, Any], plan: Plan, info: dict[str, str], notes: str
+) -> str:
+    s = []
+    s.append("# cohortkv benchmarks")
+    s.append("")
+    s.append(
+        f"Written by `python -m benchmarks{' --quick --write' if plan.name == 'quick' else ''}` "
+        f"({plan.name} run) on {info['date']}. Every figure below comes from that run."
+    )
+    s.append("")
+    s.append(
+        _md_table(
+            ("machine", ""),
+            [
+                ("CPU", info["cpu"]),
+                ("cores", info["cores"]),
+                ("Python", info["python"]),
+                ("OS", info["os"]),
+                ("packages", info["packages"]),
+                ("commit", info["commit"]),
+            ],
+        )
+    )
+    s.append("")
+    s.append("## Results")
+    s.append("")
+    s.append(
+        _md_table(HEADERS, [(r.scenario, r.measure, r.result, r.target, r.status) for r in rows])
+    )
+    s.append("")
+    gaps = [r for r in rows if r.status == "GAP"]
+    s.append(
+        f"Targets: {sum(r.status == 'met' for r in rows)} met, {len(gaps)} with a gap"
+        + (": " + "; ".join(f"{r.scenario} {r.measure}" for r in gaps) if gaps else "")
+        + "."
+    )
+    s.append("")
+    s.append("## Method")
+    s.append("")
+    s.append(
+        f"- Emulated upstreams, one process each (`benchmarks/upstreams.py`, uvloop): CCS API "
+        f"and Contextual API with latency `{plan.latency}` (lognormal: p50 : p99 in ms), the ad "
+        f"server with `{plan.ad_latency}`. Answers: 48 distinct behavioral cohort sets, a "
+        "per-user Permutive user id; 16 contextual sets, one per URL."
+    )
+    s.append(
+        "- Workload (`benchmarks/workload.py`): GAM VAST tags from CTV devices carrying "
+        "`rdid`/`idtype=idfa`/`gdpr=0` and `description_url`; every request is a new user's "
+        "first ad break (a live CCS call each time, no view reuse: cohortkv's worst case); "
+        "content URLs Zipf (s = 1) over 100 URLs."
+    )
+    s.append(
+        f"- Library (scenario 1): {plan.lib_concurrency} concurrent callers of "
+        f"`Enricher.enrich(url)` in one process after {plan.lib_warmup} warm-up calls; the naive "
+        "baseline (`benchmarks/baselines/naive.py`) calls CCS, then Contextual, in line, no cache."
+    )
+    s.append(
+        f"- Sidecar (scenario 2): `cohortkv serve` (run through `benchmarks/sidecar.py`, which "
+        "calls the CLI's own entry point), the passthrough proxy and the naive proxy, each in its "
+        "own process, driven by the closed-loop load generator (`benchmarks/loadgen.py`, aiohttp) "
+        f"in another: {plan.load_warmup_s:g} s warm-up, {plan.load_s:g} s measured per point. "
+        "The c=64 point is run three times, the systems taking turns; ratios are medians of "
+        "neighbouring runs. Added latency: per request, the time to the answer minus the time "
+        "the ad server emulator held that request (it says so in a header the proxies pass "
+        "back); p50 of that, sidecar minus passthrough at the same concurrency. Its target is "
+        "the slowest upstream's configured p50 + 3 ms; the naive proxy pays CCS + Contextual."
+    )
+    s.append(
+        f"- CCS hanging (scenario 3): the CCS emulator reads requests and never answers; budget "
+        f"{BUDGET_MS} ms; the ad server answers at once so that the figure is the time cohortkv "
+        "holds the ad request. Sidecar and library are warmed with a healthy CCS first; the 64 "
+        "clients start spread over one budget, as independent viewers arrive (started at the "
+        "same instant, a closed loop keeps them in lockstep and every wave of 64 times out in "
+        "the same millisecond)."
+    )
+    s.append(
+        "- Memory (scenario 5): `benchmarks/memory.py` fills a fresh Enricher's behavioral cache "
+        "through the CCS client's own decoding and the enricher's own store path; RSS growth "
+        "over the fill, and tracemalloc on a smaller fill to name the allocating lines."
+    )
+    s.append("")
+    s.extend(_cpu_md(data))
+    pauses = data.get("s2_gc", {})
+    if pauses:
+        s.append(
+            "Sidecar garbage collection over scenario 2 (`gc.callbacks`): "
+            + "; ".join(
+                f"{gen}: {p['collections']} collections, {p['total_ms']:.0f} ms in all, "
+                f"worst {p['max_ms']:.0f} ms"
+                for gen, p in pauses.items()
+            )
+            + "."
+        )
+        s.append("")
+    mem = data.get("s5", {})
+    if mem.get("by_line"):
+        s.append("Memory per cached user by allocating line (tracemalloc):")
+        s.append("")
+        s.append(
+            _md_table(
+                ("bytes/user", "where"),
+                [(b["bytes_per_user"], f"`{b['where']}`") for b in mem["by_line"]],
+            )
+        )
+        s.append("")
+    prof = data.get("profile", {})
+    if prof:
+        s.append("## Profiles (cProfile)")
+        s.append("")
+        lib = prof.get("library", {})
+        side = prof.get("sidecar", {})
+        s.extend(
+            _profile_md(
+                "Library enrich loop (4,000 calls, 16 callers, upstreams answering at once; "
+                f"{lib.get('cpu_us_per_call_profiled', 0):.0f} µs CPU per call under the profiler)",
+                lib,
+            )
+        )
+        s.extend(
+            _profile_md(
+                "Sidecar under load, c=64 "
+                f"({side.get('rps_under_profiler', 0):.0f} req/s under the profiler; after "
+                "warm-up; the event loop's own C code is not in the profile)",
+                side,
+            )
+        )
+    s.append("## Notes")
+    s.append("")
+    s.append(NOTES_BEGIN)
+    s.append(notes.strip("\n"))
+    s.append(NOTES_END)
+    s.append("")
+    return "\n".join(s)
+
+
+def kept_notes(path: Path) -> str:
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    start = text.find(NOTES_BEGIN)
+    end = text.find(NOTES_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start + len(NOTES_BEGIN) : end]
+
+
+def write_results(
+    path: Path, rows: Sequence[Row], data: dict[str, Any], plan: Plan, info: dict[str, str]
+) -> None:
+    path.write_text(results_md(rows, data, plan, info, kept_notes(path)))
+    print(f"wrote {path}", file=sys.stderr)

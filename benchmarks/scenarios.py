@@ -1,0 +1,655 @@
+"""The six scenarios and the rows they add to the table.
+
+Every measurement runs in a child process of its own: the emulated upstreams (one process each),
+the systems under test (sidecar, passthrough proxy, naive proxy), the load generator, and the
+in-process library runs. This process only starts them, waits, and collects their JSON.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import signal
+import socket
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.procs import Child, ChildError, py, run_json
+from benchmarks.upstreams import Latency
+
+BUDGET_MS = 300
+API_KEY = "bench-key"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything to run: `quick()` for a smoke run, `full()` for RESULTS.md."""
+
+    name: str
+    lib_calls: int
+    lib_concurrency: int
+    lib_warmup: int
+    load_s: float
+    load_warmup_s: float
+    concurrencies: tuple[int, ...]
+    hang_s: float
+    hang_lib_calls: int
+    ctx_requests: int
+    mem_users: int
+    mem_traced: int
+    profile: bool
+    uvloop_lib_calls: int
+    reps_at_64: int
+    latency: str = "lognormal:25:120"
+    ad_latency: str = "lognormal:25:120"
+
+    @staticmethod
+    def quick(**kw: Any) -> Plan:
+        return Plan(
+            name="quick",
+            lib_calls=500,
+            lib_concurrency=32,
+            lib_warmup=100,
+            load_s=1.0,
+            load_warmup_s=0.4,
+            concurrencies=(16, 64, 256),
+            hang_s=1.5,
+            hang_lib_calls=256,
+            ctx_requests=10_000,
+            mem_users=100_000,
+            mem_traced=20_000,
+            profile=False,
+            uvloop_lib_calls=500,
+            reps_at_64=1,
+            **kw,
+        )
+
+    @staticmethod
+    def full(**kw: Any) -> Plan:
+        return Plan(
+            name="full",
+            lib_calls=10_000,
+            lib_concurrency=32,
+            lib_warmup=500,
+            load_s=8.0,
+            load_warmup_s=1.5,
+            concurrencies=(16, 64, 256),
+            hang_s=8.0,
+            hang_lib_calls=1500,
+            ctx_requests=10_000,
+            mem_users=1_000_000,
+            mem_traced=100_000,
+            profile=True,
+            uvloop_lib_calls=5000,
+            reps_at_64=3,
+            **kw,
+        )
+
+
+@dataclass
+class Row:
+    scenario: str
+    measure: str
+    result: str
+    target: str = "—"
+    status: str = "—"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "GAP"
+
+
+def ms(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (its own latencies and counts, not a blend)."""
+    return sorted(runs, key=lambda r: float(r["rps"]))[len(runs) // 2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    log: Any = print
+    rows: list[Row] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    ups: dict[str, Child] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+    _seeds: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    _tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cohortkv-bench-")))
+
+    # -- processes ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        specs = {
+            "ccs": self.plan.latency,
+            "contextual": self.plan.latency,
+            "adserver": self.plan.ad_latency,
+        }
+        for role, latency in specs.items():
+            self.ups[role] = self._keep(
+                Child(role, py("benchmarks.upstreams", "--role", role, "--latency", latency))
+            )
+
+    def _keep(self, child: Child) -> Child:
+        self.children.append(child)
+        return child
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.close()
+        self.children.clear()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def set_upstream(self, role: str, **control: Any) -> None:
+        self.ups[role].post("/__control", control)
+
+    def restore_upstreams(self) -> None:
+        self.set_upstream("ccs", latency=self.plan.latency, fault="none")
+        self.set_upstream("contextual", latency=self.plan.latency, fault="none")
+        self.set_upstream("adserver", latency=self.plan.ad_latency, fault="none")
+
+    def reset_stats(self) -> None:
+        for up in self.ups.values():
+            up.post("/__reset")
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {role: up.get("/__stats") for role, up in self.ups.items()}
+
+    def sidecar(self, loop: str = "uvloop", profile: str | None = None, extra: str = "") -> Child:
+        port = free_port()
+        config = self._tmp / f"sidecar-{port}.toml"
+        config.write_text(
+            f'api_key = "{API_KEY}"\n'
+            f'ccs_url = "{self.ups["ccs"].url}"\n'
+            f'ctx_url = "{self.ups["contextual"].url}"\n'
+            f"budget_ms = {BUDGET_MS}\n"
+            "[serve]\n"
+            'host = "127.0.0.1"\n'
+            f"port = {port}\n"
+            "[serve.upstreams]\n"
+            f'gam = "{self.ups["adserver"].url}"\n' + extra
+        )
+        gc_stats = self._tmp / f"sidecar-{port}-gc.json"
+        argv = py("benchmarks.sidecar", "--config", str(config), "--loop", loop)
+        argv += ["--gc-stats", str(gc_stats)]
+        if profile:
+            argv += ["--profile", profile]
+
+        def ready(child: Child) -> dict[str, Any]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if not child.alive():
+                    raise ChildError(f"sidecar exited: {child.stderr_tail(force=True)}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                        return {"port": port}
+                except OSError:
+                    time.sleep(0.05)
+            child.stop()
+            raise ChildError(f"sidecar not ready: {child.stderr_tail(force=True)}")
+
+        child = self._keep(Child("sidecar", argv, ready=ready))
+        child.info["gc_stats"] = str(gc_stats)
+        return child
+
+    @staticmethod
+    def gc_pauses(child: Child) -> dict[str, Any]:
+        """The sidecar's garbage-collection pauses, once it has stopped."""
+        child.stop()
+        try:
+            data: dict[str, Any] = json.loads(Path(child.info["gc_stats"]).read_text())
+            return data
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    def proxy(self, kind: str, loop: str = "uvloop") -> Child:
+        gam = f"gam={self.ups['adserver'].url}"
+        if kind == "passthrough":
+            argv = py("benchmarks.baselines.passthrough", "--upstream", gam, "--loop", loop)
+        else:
+            argv = py(
+                "benchmarks.baselines.naive_proxy",
+                "--upstream",
+                gam,
+                "--ccs-url",
+                self.ups["ccs"].url,
+                "--ctx-url",
+                self.ups["contextual"].url,
+                "--budget-ms",
+                str(BUDGET_MS),
+                "--loop",
+                loop,
+            )
+        return self._keep(Child(kind, argv))
+
+    def load(
+        self,
+        system: Child,
+        concurrency: int,
+        duration_s: float,
+        warmup_s: float,
+        mark_ms: float | None = None,
+        stagger_ms: float = 100.0,
+    ) -> dict[str, Any]:
+        """One load-generator run against `system`, with CPU per request of every process."""
+        self.reset_stats()
+        procs = {"system": system, **self.ups}
+        cpu0 = {name: p.cpu_s() for name, p in procs.items()}
+        pool = int((duration_s + warmup_s) * 6000) + 1000
+        argv = py(
+            "benchmarks.loadgen",
+            "--base",
+            f"{system.url}/proxy/gam",
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration_s),
+            "--warmup",
+            str(warmup_s),
+            "--seed",
+            str(next(self._seeds)),
+            "--pool",
+            str(pool),
+            "--stagger-ms",
+            str(stagger_ms),
+        )
+        if mark_ms is not None:
+            argv += ["--mark-ms", str(mark_ms)]
+        r: dict[str, Any] = run_json(argv, timeout_s=duration_s + warmup_s + 60)
+        sent = max(int(r["sent"]), 1)
+        r["cpu_us_per_request"] = {
+            name: round((p.cpu_s() - cpu0[name]) / sent * 1e6) for name, p in procs.items()
+        }
+        r["cpu_us_per_request"]["loadgen"] = round(r["cpu_s"] / sent * 1e6)
+        r["wrapped"] = sent > pool
+        st = self.stats()
+        ad = st["adserver"]["stats"]
+        r["upstream_calls"] = {
+            "ccs": st["ccs"]["stats"].get("ccs", 0),
+            "contextual": st["contextual"]["stats"].get("contextual", 0),
+            "ad": ad.get("ad_requests", 0),
+            "ad_enriched": ad.get("ad_requests_enriched", 0),
+            "ad_behavioral": ad.get("ad_requests_behavioral", 0),
+        }
+        return r
+
+    def library(self, *args: str, timeout_s: float = 600) -> dict[str, Any]:
+        argv = py(
+            "benchmarks.library",
+            *args,
+            "--ccs",
+            self.ups["ccs"].url,
+            "--ctx",
+            self.ups["contextual"].url,
+            "--budget-ms",
+            str(BUDGET_MS),
+            "--seed",
+            str(next(self._seeds)),
+        )
+        result: dict[str, Any] = run_json(argv, timeout_s=timeout_s)
+        return result
+
+    # -- derived targets ------------------------------------------------------------------
+
+    @property
+    def upstream_p50_ms(self) -> float:
+        return Latency(self.plan.latency).p50_ms
+
+    @property
+    def added_latency_target_ms(self) -> float:
+        return self.upstream_p50_ms + 3.0
+
+    # -- scenarios ------------------------------------------------------------------------
+
+    def s1_library(self) -> None:
+        p = self.plan
+        common = (
+            "--n",
+            str(p.lib_calls),
+            "--concurrency",
+            str(p.lib_concurrency),
+            "--warmup",
+            str(p.lib_warmup),
+        )
+        out = {}
+        for impl in ("cohortkv", "naive"):
+            self.reset_stats()
+            r = self.library("latency", "--impl", impl, *common)
+            st = self.stats()
+            r["ctx_calls"] = st["contextual"]["stats"].get("contextual", 0)
+            r["ccs_calls"] = st["ccs"]["stats"].get("ccs", 0)
+            out[impl] = r
+        self.data["s1"] = out
+        c, n = out["cohortkv"], out["naive"]
+        label = f"library enrich, {p.lib_concurrency} callers ({c['samples']} calls)"
+        for impl, name in (("cohortkv", "cohortkv"), ("naive", "naive baseline")):
+            r = out[impl]
+            self.rows.append(
+                Row(
+                    "1",
+                    f"{label}: {name} p50 / p99 / p99.9 ms",
+                    f"{ms(r['p50_ms'])} / {ms(r['p99_ms'])} / {ms(r['p999_ms'])}",
+                )
+            )
+        target = self.added_latency_target_ms
+        self.rows.append(
+            Row(
+                "1",
+                "library enrich p50 (cohortkv vs naive: "
+                f"{n['p50_ms'] / c['p50_ms']:.2f}x faster, "
+                f"CPU {c['cpu_us_per_call']:.0f} vs {n['cpu_us_per_call']:.0f} us/call)",
+                f"{ms(c['p50_ms'])} ms",
+                f"<= slowest upstream p50 + 3 = {ms(target)} ms",
+                verdict(c["p50_ms"] <= target),
+            )
+        )
+
+    def s2_sidecar(self) -> None:
+        p = self.plan
+        systems = {
+            "passthrough": self.proxy("passthrough"),
+            "naive proxy": self.proxy("naive"),
+            "cohortkv sidecar": self.sidecar(),
+        }
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+            name: {c: [] for c in p.concurrencies} for name in systems
+        }
+        # The three systems take turns at each point, and the targeted point (c=64) is
+        # repeated: the machine's speed drifts, and ratios of neighbouring runs drift less.
+        for c in p.concurrencies:
+            for rep in range(p.reps_at_64 if c == 64 else 1):
+                for name, system in systems.items():
+                    self.log(f"  sidecar scenario: {name} at concurrency {c} (run {rep + 1})")
+                    runs[name][c].append(self.load(system, c, p.load_s, p.load_warmup_s))
+        for name, system in systems.items():
+            if name != "cohortkv sidecar":
+                system.stop()
+        self.data["s2_gc"] = self.gc_pauses(systems["cohortkv sidecar"])
+        self.data["s2"] = {
+            name: {c: _median_run(rs) for c, rs in by_c.items()} for name, by_c in runs.items()
+        }
+        self.data["s2_runs"] = runs
+        results = self.data["s2"]
+        for c in p.concurrencies:
+            for name in systems:
+                r = results[name][c]
+                calls = r["upstream_calls"]
+                sent = max(r["sent"], 1)
+                share = 100 * calls["ad_behavioral"] / max(calls["ad"], 1)
+                extra = (
+                    f"; per request CCS {calls['ccs'] / sent:.2f}"
+                    f", Ctx {calls['contextual'] / sent:.3f}, behavioral cohorts in {share:.0f}%"
+                    if name != "passthrough"
+                    else ""
+                )
+                n = len(runs[name][c])
+                self.rows.append(
+                    Row(
+                        "2",
+                        f"c={c} {name}: req/s, p50 / p99 ms{extra}"
+                        + (f" (median of {n} runs)" if n > 1 else ""),
+                        f"{r['rps']:.0f} req/s, {ms(r['p50_ms'])} / {ms(r['p99_ms'])}",
+                    )
+                )
+            pairs = list(
+                zip(
+                    runs["cohortkv sidecar"][c],
+                    runs["passthrough"][c],
+                    runs["naive proxy"][c],
+                    strict=True,
+                )
+            )
+            vs_pass = _median([sd["rps"] / pt["rps"] for sd, pt, _ in pairs])
+            vs_naive = _median([sd["rps"] / nv["rps"] for sd, _, nv in pairs])
+            added = _median([sd["added_p50_ms"] - pt["added_p50_ms"] for sd, pt, _ in pairs])
+            naive_added = _median([nv["added_p50_ms"] - pt["added_p50_ms"] for _, pt, nv in pairs])
+            gated = c == 64
+            self.rows.append(
+                Row(
+                    "2",
+                    f"c={c} sidecar throughput / passthrough",
+                    f"{100 * vs_pass:.0f}%",
+                    ">= 45% at c=64" if gated else "—",
+                    verdict(vs_pass >= 0.45) if gated else "—",
+                )
+            )
+            self.rows.append(
+                Row(
+                    "2",
+                    f"c={c} sidecar throughput / naive proxy",
+                    f"{vs_naive:.2f}x",
+                    ">= 1.5x at c=64" if gated else "—",
+                    verdict(vs_naive >= 1.5) if gated else "—",
+                )
+            )
+            target = self.added_latency_target_ms
+            self.rows.append(
+                Row(
+                    "2",
+                    f"c={c} added p50 over passthrough (naive proxy adds {ms(naive_added)} ms)",
+                    f"{ms(added)} ms",
+                    f"<= {ms(target)} ms",
+                    verdict(added <= target),
+                )
+            )
+
+    def s3_hang(self) -> None:
+        p = self.plan
+        limit = BUDGET_MS + 15
+        sidecar = self.sidecar()
+        # Warm the way production is warm (connections open, contextual answers cached), then
+        # the CCS API stops answering. The ad server answers at once here, so what is measured
+        # is the time the plugin holds the ad request.
+        self.load(sidecar, 64, min(1.5, p.load_s), 0.2)
+        self.set_upstream("adserver", latency="zero")
+        self.set_upstream("ccs", fault="hang")
+        r = self.load(sidecar, 64, p.hang_s, 0.0, mark_ms=BUDGET_MS, stagger_ms=BUDGET_MS)
+        sidecar.stop()
+        self.restore_upstreams()
+        lib = self.library(
+            "latency",
+            "--n",
+            str(p.hang_lib_calls),
+            "--concurrency",
+            "64",
+            "--warmup",
+            str(p.lib_warmup),
+            "--stagger-ms",
+            str(BUDGET_MS),
+            "--ccs-fault",
+            "hang",
+        )
+        self.restore_upstreams()
+        self.data["s3"] = {"sidecar": r, "library": lib}
+        calls = r["upstream_calls"]
+        self.rows.append(
+            Row(
+                "3",
+                f"CCS hangs, budget {BUDGET_MS} ms: sidecar ad request p99 / p99.9 ms "
+                f"({r['samples']} requests, {r.get('at_mark', 0)} waited the full budget, "
+                f"{100 * calls['ad_enriched'] / max(calls['ad'], 1):.0f}% still enriched)",
+                f"{ms(r['p99_ms'])} / {ms(r['p999_ms'])}",
+                f"p99.9 <= {limit} ms",
+                verdict(r["p999_ms"] <= limit),
+            )
+        )
+        self.rows.append(
+            Row(
+                "3",
+                f"CCS hangs: library enrich p99 / p99.9 ms ({lib['samples']} calls, "
+                f"{lib['at_budget']} waited the full budget)",
+                f"{ms(lib['p99_ms'])} / {ms(lib['p999_ms'])}",
+                f"p99.9 <= {limit} ms",
+                verdict(lib["p999_ms"] <= limit),
+            )
+        )
+
+    def s4_contextual(self) -> None:
+        p = self.plan
+        self.reset_stats()
+        r = self.library(
+            "latency",
+            "--n",
+            str(p.ctx_requests),
+            "--concurrency",
+            "64",
+            "--warmup",
+            "0",
+        )
+        st = self.stats()["contextual"]
+        calls = st["stats"].get("contextual", 0)
+        distinct = st["distinct_urls"]
+        ttl_s = 600.0
+        refreshes = int(r["wall_s"] // ttl_s) * distinct
+        per_10k = calls * 10_000 / p.ctx_requests
+        naive = self.data.get("s1", {}).get("naive")
+        naive_per_10k = naive["ctx_calls"] * 10_000 / naive["calls"] if naive else float("nan")
+        self.data["s4"] = {
+            "calls": calls,
+            "distinct_urls": distinct,
+            "requests": p.ctx_requests,
+            "wall_s": r["wall_s"],
+            "naive_per_10k": naive_per_10k,
+            "sources": r.get("sources", {}),
+        }
+        allowed = 100 + refreshes
+        self.rows.append(
+            Row(
+                "4",
+                f"Contextual API calls per 10,000 ad requests, Zipf over 100 URLs "
+                f"({distinct} URLs seen, {r['wall_s']:.0f} s run, TTL {ttl_s:.0f} s)",
+                f"{per_10k:.0f}",
+                f"<= {allowed} (100 + {refreshes} TTL refreshes)",
+                verdict(per_10k <= allowed),
+            )
+        )
+        self.rows.append(
+            Row("4", "Contextual API calls per 10,000: naive baseline", f"{naive_per_10k:.0f}")
+        )
+
+    def s5_memory(self) -> None:
+        p = self.plan
+        r: dict[str, Any] = run_json(
+            py(
+                "benchmarks.memory",
+                "--users",
+                str(p.mem_users),
+                "--traced-users",
+                str(p.mem_traced),
+            ),
+            timeout_s=900,
+        )
+        self.data["s5"] = r
+        worst = max(r["bytes_per_user_rss"], r["bytes_per_user_traced"])
+        self.rows.append(
+            Row(
+                "5",
+                f"memory per cached user, {p.mem_users:,} users in the behavioral cache: "
+                f"RSS growth / tracemalloc ({p.mem_traced:,} users)",
+                f"{r['bytes_per_user_rss']:.0f} / {r['bytes_per_user_traced']:.0f} B",
+                "<= 300 B",
+                verdict(worst <= 300),
+            )
+        )
+        self.rows.append(
+            Row(
+                "5",
+                "storing one CCS answer (decode + cache) while filling / into the full cache",
+                f"{r['us_per_answer_filling']:.1f} / {r['us_per_answer_full']:.1f} us",
+            )
+        )
+
+    def s6_uvloop(self) -> None:
+        p = self.plan
+        common = (
+            "--n",
+            str(p.uvloop_lib_calls),
+            "--concurrency",
+            str(p.lib_concurrency),
+            "--warmup",
+            str(min(p.lib_warmup, p.uvloop_lib_calls // 5)),
+        )
+        lib = {
+            loop: self.library("latency", "--loop", loop, *common) for loop in ("uvloop", "asyncio")
+        }
+        side = {}
+        for loop in ("uvloop", "asyncio"):
+            s = self.sidecar(loop=loop)
+            self.log(f"  uvloop scenario: sidecar on {loop}")
+            side[loop] = self.load(s, 64, p.load_s, p.load_warmup_s)
+            s.stop()
+        self.data["s6"] = {"library": lib, "sidecar": side}
+        for loop in ("uvloop", "asyncio"):
+            r = lib[loop]
+            self.rows.append(
+                Row(
+                    "6",
+                    f"library enrich on {loop}: p50 / p99 ms, CPU per call",
+                    f"{ms(r['p50_ms'])} / {ms(r['p99_ms'])}, {r['cpu_us_per_call']:.0f} us",
+                )
+            )
+        for loop in ("uvloop", "asyncio"):
+            r = side[loop]
+            self.rows.append(
+                Row(
+                    "6",
+                    f"sidecar c=64 on {loop}: req/s, p50 ms, sidecar CPU per request",
+                    f"{r['rps']:.0f}, {ms(r['p50_ms'])}, {r['cpu_us_per_request']['system']} us",
+                )
+            )
+
+    def profiles(self) -> None:
+        """cProfile of the library enrich loop and of the sidecar under load (c=64)."""
+        self.set_upstream("ccs", latency="zero")
+        self.set_upstream("contextual", latency="zero")
+        lib = self.library("profile", "--n", "4000", "--concurrency", "16", "--warmup", "500")
+        self.restore_upstreams()
+        out = self._tmp / "sidecar-profile.json"
+        s = self.sidecar(profile=str(out))
+        self.load(s, 64, 1.0, 0.2)
+        s.proc.send_signal(signal.SIGUSR1)
+        load = self.load(s, 64, min(self.plan.load_s, 6.0), 0.0)
+        s.stop()
+        side = json.loads(out.read_text()) if out.exists() else {}
+        side["rps_under_profiler"] = load["rps"]
+        self.data["profile"] = {"library": lib, "sidecar": side}
+
+    def run(self, only: set[str] | None = None) -> None:
+        steps = [
+            ("1", "library enrich latency vs naive", self.s1_library),
+            ("2", "sidecar throughput and latency", self.s2_sidecar),
+            ("3", "CCS hanging", self.s3_hang),
+            ("4", "Contextual calls per 10,000", self.s4_contextual),
+            ("5", "memory per cached user", self.s5_memory),
+            ("6", "uvloop vs asyncio", self.s6_uvloop),
+        ]
+        for key, title, step in steps:
+            if only and key not in only:
+                continue
+            t = time.monotonic()
+            self.log(f"scenario {key}: {title} ...")
+            step()
+            self.log(f"scenario {key}: done in {time.monotonic() - t:.1f} s")
+        if self.plan.profile and (not only or "profile" in only):
+            self.log("profiles ...")
+            self.profiles()

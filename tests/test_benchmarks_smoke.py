@@ -1,0 +1,73 @@
+"""`python -m benchmarks --quick` runs end to end and prints every row of its table.
+
+It never asserts a figure: timings belong to `benchmarks/RESULTS.md`, not to a test's verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One pattern per row the table must have; `{c}` runs over the three concurrencies.
+ROWS = [
+    r"^1 +library enrich.*cohortkv p50 / p99 / p99\.9",
+    r"^1 +library enrich.*naive baseline p50 / p99 / p99\.9",
+    r"^1 +library enrich p50 \(cohortkv vs naive",
+    *(
+        pattern.format(c=c)
+        for c in (16, 64, 256)
+        for pattern in (
+            r"^2 +c={c} passthrough: req/s",
+            r"^2 +c={c} naive proxy: req/s",
+            r"^2 +c={c} cohortkv sidecar: req/s",
+            r"^2 +c={c} sidecar throughput / passthrough",
+            r"^2 +c={c} sidecar throughput / naive proxy",
+            r"^2 +c={c} added p50 over passthrough",
+        )
+    ),
+    r"^3 +CCS hangs.*sidecar ad request p99 / p99\.9",
+    r"^3 +CCS hangs: library enrich p99 / p99\.9",
+    r"^4 +Contextual API calls per 10,000 ad requests",
+    r"^4 +Contextual API calls per 10,000: naive baseline",
+    r"^5 +memory per cached user",
+    r"^5 +storing one CCS answer",
+    r"^6 +library enrich on uvloop",
+    r"^6 +library enrich on asyncio",
+    r"^6 +sidecar c=64 on uvloop",
+    r"^6 +sidecar c=64 on asyncio",
+]
+GATED = ("throughput / passthrough", "throughput / naive proxy", "added p50", "p99.9", "memory")
+
+
+def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    before = results.read_bytes() if results.exists() else None
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(tmp_path / "raw.json")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("#  measure"))
+    rows = lines[header + 2 :]
+    for pattern in ROWS:
+        matching = [line for line in rows if re.search(pattern, line)]
+        assert len(matching) == 1, f"expected one row matching {pattern!r}:\n{done.stdout}"
+    for line in rows:
+        # A row with a target says whether it is met; which one it says is not tested.
+        if any(g in line for g in GATED) and re.search(r"(<=|>=)", line):
+            assert line.rstrip().endswith(("met", "GAP")), line
+    assert (tmp_path / "raw.json").stat().st_size > 0
+    # --quick without --write leaves the results file alone.
+    after = results.read_bytes() if results.exists() else None
+    assert after == before
