@@ -7,8 +7,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
+from tests.fakes import FakePermutive
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -17,3 +22,24 @@ settings.register_profile(
     "long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# Local stand-ins shared by the test modules: the Permutive APIs, an ad server, the sidecar.
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakePermutive]:
+    async with FakePermutive() as f:
+        yield f
+
+
+@pytest.fixture
+async def ads() -> AsyncIterator[FakeAdServer]:
+    async with FakeAdServer() as a:
+        yield a
+
+
+@pytest.fixture
+async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
+    async with running(sidecar_config(fake, ads)) as r:
+        yield r

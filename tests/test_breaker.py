@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher
@@ -56,12 +54,6 @@ def test_retry_after_sets_the_pause() -> None:
     assert not b.allow()
     clock.now = 7.0
     assert b.allow()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePermutive]:
-    async with FakePermutive() as f:
-        yield f
 
 
 def _ctx(n: int) -> Context:

@@ -43,12 +43,6 @@ async def adserver() -> AsyncIterator[AdServer]:
     await a.server.close()
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePermutive]:
-    async with FakePermutive() as f:
-        yield f
-
-
 PLATFORMS = [
     (
         "/gampad/ads?iu=/123/ctv&sz=640x480&cust_params=sect%3Dsport&output=vast&correlator=1",

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import redirect_stdout
 from typing import Any
 
@@ -22,24 +21,6 @@ GAM = (
 )
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 GRANTED = {"granted": True}
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePermutive]:
-    async with FakePermutive() as f:
-        yield f
-
-
-@pytest.fixture
-async def ads() -> AsyncIterator[FakeAdServer]:
-    async with FakeAdServer() as a:
-        yield a
-
-
-@pytest.fixture
-async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
-    async with running(sidecar_config(fake, ads)) as r:
-        yield r
 
 
 async def post(r: Running, path: str, body: Any) -> tuple[int, Any]:

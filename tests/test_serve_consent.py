@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import yarl
 
-from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
+from tests.fake_adserver import FakeAdServer, Running
 from tests.fakes import FakePermutive
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
@@ -39,18 +39,6 @@ async def fake() -> AsyncIterator[FakePermutive]:
     async with FakePermutive() as f:
         f.ctx_default["activations"]["adswizz_keyvalue"] = ["77777"]
         yield f
-
-
-@pytest.fixture
-async def ads() -> AsyncIterator[FakeAdServer]:
-    async with FakeAdServer() as a:
-        yield a
-
-
-@pytest.fixture
-async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
-    async with running(sidecar_config(fake, ads)) as r:
-        yield r
 
 
 async def test_unconsented_traffic_on_every_route_makes_no_ccs_call(

@@ -15,18 +15,6 @@ USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakePermutive]:
-    async with FakePermutive() as f:
-        yield f
-
-
-@pytest.fixture
-async def ads() -> AsyncIterator[FakeAdServer]:
-    async with FakeAdServer() as a:
-        yield a
-
-
-@pytest.fixture
 async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
     cfg = sidecar_config(fake, ads, max_url_length=512, max_header_bytes=1024, max_body_bytes=2048)
     async with running(cfg) as r:

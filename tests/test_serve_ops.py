@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
 
 import pytest
 import yarl
@@ -22,18 +21,6 @@ TARGETS = {
     "freewheel": "/ad/g/1?nw=1&caid=a1;_fw_content_url=https%3A%2F%2Fexample.com%2Fv%2F2;",
     "adswizz": "/vast/4.0/request/alias/z1?aw_0_1st.contentUrl=https%3A%2F%2Fexample.com%2Fp",
 }
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePermutive]:
-    async with FakePermutive() as f:
-        yield f
-
-
-@pytest.fixture
-async def ads() -> AsyncIterator[FakeAdServer]:
-    async with FakeAdServer() as a:
-        yield a
 
 
 async def test_health_readiness_metrics_openapi(fake: FakePermutive, ads: FakeAdServer) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -63,24 +62,6 @@ CASES = {
     "freewheel": (FW_PATH, FW_IN, FW_OUT),
     "adswizz": (AW_PATH, AW_IN, AW_OUT),
 }
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePermutive]:
-    async with FakePermutive() as f:
-        yield f
-
-
-@pytest.fixture
-async def ads() -> AsyncIterator[FakeAdServer]:
-    async with FakeAdServer() as a:
-        yield a
-
-
-@pytest.fixture
-async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
-    async with running(sidecar_config(fake, ads)) as r:
-        yield r
 
 
 async def get(

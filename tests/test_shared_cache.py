@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,12 +115,6 @@ def private_redis() -> Iterator[RedisProcess]:
     r.start()
     yield r
     r.stop()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePermutive]:
-    async with FakePermutive() as f:
-        yield f
 
 
 def _enrich_in_process(fake: FakePermutive, redis_url: str, alias: str) -> dict[str, object]:
