@@ -291,7 +291,8 @@ def _type_ok(typ: Any, v: Any) -> bool:
     return isinstance(v, dict)  # "object"
 
 
-def _describe(v: Any) -> str:
+def describe(v: Any) -> str:
+    """How a wrong value is shown in an error message."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -317,7 +318,7 @@ def schema_mismatch(
             continue
         if not _type_ok(typ, value):
             want = "an object" if isinstance(typ, dict) else typ
-            return f"{prefix}.{name}: expected {want} (schema of {event}), got {_describe(value)}"
+            return f"{prefix}.{name}: expected {want} (schema of {event}), got {describe(value)}"
         if isinstance(typ, dict):
             inner = schema_mismatch(typ, value, f"{prefix}.{name}", event)
             if inner is not None:

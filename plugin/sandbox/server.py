@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 
 from plugin.identity import is_uuid4
-from plugin.sandbox.engine import Engine
+from plugin.sandbox.engine import Engine, describe
 from plugin.sandbox.users import UserStore
 from plugin.sandbox.workspace import Workspace, default_workspace, load_workspace
 from plugin.wire import ErrorBody, ErrorDetail
@@ -94,19 +94,8 @@ def _error_response(e: ApiError) -> web.Response:
 
 
 def _got(v: Any) -> str:
-    """How a wrong value is shown in an error message."""
-    if v is _ABSENT:
-        return "nothing"
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "an object"
-    if isinstance(v, list):
-        return "a list"
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """How a wrong value is shown in an error message (a missing one is "nothing")."""
+    return "nothing" if v is _ABSENT else describe(v)
 
 
 _ABSENT: Any = object()
