@@ -40,6 +40,7 @@ __all__ = ["EnrichResult", "Enricher", "SignalResult"]
 log = logging.getLogger("cohortkv.enricher")
 
 MAX_EVENTS_PER_REQUEST = 10
+_FINISH_RESERVE_S = 0.002
 _NONE = SignalResult("none")
 _SKIPPED = SignalResult("skipped")
 
@@ -304,7 +305,8 @@ class Enricher:
         self, ctx: Context, decision: ConsentDecision, deadline_s: float
     ) -> tuple[Got, Got]:
         loop = asyncio.get_running_loop()
-        until = loop.time() + deadline_s
+        # Stop waiting a little before the budget: merging and writing the URL come after.
+        until = loop.time() + deadline_s - min(_FINISH_RESERVE_S, deadline_s * 0.05)
         b = self._behavioral_call(ctx, decision)
         c = self._contextual_call(ctx)
         waiting = [t for t in (b.task, b.shared, c.task) if t is not None and not t.done()]
