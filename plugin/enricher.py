@@ -24,7 +24,7 @@ from adapters.base import Adapter
 from adapters.registry import adapter_by_name, default_adapters, find_adapter
 from plugin.cache import AgedLru, Answer, Interner, Key, SingleFlight, compact_key
 from plugin.config import Config
-from plugin.consent import decide
+from plugin.consent import decide, is_undecodable
 from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity, IdentityError
 from plugin.merge import build_keyvalues
@@ -282,7 +282,7 @@ class Enricher:
             )
             self._decisions[(d.allowed, d.reason)] = counter
         counter.inc()
-        if d.reason.endswith("_undecodable"):
+        if is_undecodable(d.reason):
             self.metrics.bad_input.labels("consent", d.reason).inc()
             self._warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
         return d
