@@ -72,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         "--gc-threshold",
         type=int,
         metavar="N",
-        help="experiment: first-generation GC threshold (CPython's default is 700)",
+        help="experiment: serve.gc_threshold for this run (default 50,000; CPython's is 700)",
     )
     a = p.parse_args(argv)
     if a.gc_threshold:
-        gc.set_threshold(a.gc_threshold, *gc.get_threshold()[1:])
+        # `cohortkv serve` sets its own threshold from the config at start-up.
+        os.environ["COHORTKV_SERVE__GC_THRESHOLD"] = str(a.gc_threshold)
     pauses = GcPauses()
     if a.gc_stats:
         gc.callbacks.append(pauses)
