@@ -22,8 +22,6 @@ Parsing:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from adapters.base import FailOpen, KeyValues
 from adapters.params import (
     decode,
@@ -87,12 +85,7 @@ def _is_adswizz_path(path: str) -> bool:
 class AdsWizzAdapter(FailOpen):
     name: str = "adswizz"
 
-    def __init__(self, activation_platforms: Sequence[str] | None = None) -> None:
-        self.activation_platforms: tuple[str, ...] = (
-            DEFAULT_ACTIVATION_PLATFORMS
-            if activation_platforms is None
-            else tuple(activation_platforms)
-        )
+    default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
 
     def __repr__(self) -> str:
         return "AdsWizzAdapter()"

@@ -33,7 +33,16 @@ class FailOpen:
     or the URL unchanged. An ad request is never lost to a parser bug."""
 
     name: str
+    default_activation_platforms: tuple[str, ...] = ()
     activation_platforms: tuple[str, ...]
+
+    def __init__(self, activation_platforms: Sequence[str] | None = None) -> None:
+        """`activation_platforms`: the API answers' platform names to read; None: defaults."""
+        self.activation_platforms = (
+            self.default_activation_platforms
+            if activation_platforms is None
+            else tuple(activation_platforms)
+        )
 
     def matches(self, url: str) -> bool:
         try:

@@ -25,8 +25,6 @@ Parsing reads the key-value section first and the global section as a fallback:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from adapters.base import FailOpen, KeyValues
 from adapters.params import (
     DEVICE_ID_TAGS,
@@ -77,12 +75,7 @@ def clean_value(value: object) -> str | None:
 class FreeWheelAdapter(FailOpen):
     name: str = "freewheel"
 
-    def __init__(self, activation_platforms: Sequence[str] | None = None) -> None:
-        self.activation_platforms: tuple[str, ...] = (
-            DEFAULT_ACTIVATION_PLATFORMS
-            if activation_platforms is None
-            else tuple(activation_platforms)
-        )
+    default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
 
     def __repr__(self) -> str:
         return "FreeWheelAdapter()"

@@ -86,17 +86,14 @@ def valid_key(key: object) -> bool:
 
 class GamAdapter(FailOpen):
     name: str = "gam"
+    default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
 
     def __init__(
         self,
         activation_platforms: Sequence[str] | None = None,
         max_url_length: int = 8000,
     ) -> None:
-        self.activation_platforms: tuple[str, ...] = (
-            DEFAULT_ACTIVATION_PLATFORMS
-            if activation_platforms is None
-            else tuple(activation_platforms)
-        )
+        super().__init__(activation_platforms)
         self.max_url_length = max_url_length
 
     def __repr__(self) -> str:
