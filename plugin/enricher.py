@@ -234,7 +234,7 @@ class Enricher:
             context.identity.validate()
         if adapter is None:
             self.metrics.bad_input.labels("url", "no_adapter").inc()
-            return self._unchanged(url, context, started)
+            return self._unchanged(url, started)
         if self._session is None:
             await self.start()
 
@@ -548,7 +548,7 @@ class Enricher:
         if asyncio.get_running_loop().time() - started > self.config.budget_ms / 1000:
             self.metrics.late_answers.labels(api).inc()
 
-    def _unchanged(self, url: str, context: Context | None, started: float) -> EnrichResult:
+    def _unchanged(self, url: str, started: float) -> EnrichResult:
         return EnrichResult(
             url=url,
             keyvalues={},
