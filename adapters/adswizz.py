@@ -9,12 +9,15 @@ a comma cannot be carried in the list and is dropped.
 
 Parsing:
 - identity: `aw_0_1st.ifa` typed by `aw_0_1st.ifaType` (`params.DEVICE_ID_TAGS`, e.g. `fireOS` →
-  `afai`; without a type the id is not used), dropped when `aw_0_req.lmt=1` or all zeros, then
+  `afai`; without a type the id is not used), dropped when `aw_0_req.lmt=1` (or `lmt=1`) or
+  all zeros, then
   the listener id (`listenerId`, `listenerid` or `aw_0_awz.listenerid`) under the tag
   `listener_id`. With both, the device id has priority 0: it reaches across apps, the listener id
   only across one publisher's players;
-- consent: `aw_0_req.gdpr`, `aw_0_req.userConsentV2` (TC string), `aw_0_req.usPrivacy` or
-  `us_privacy`, `aw_0_req.gpp` or `gpp`, `aw_0_req.gppSid`/`aw_0_req.gpp_sid` or `gpp_sid`;
+- consent: `aw_0_req.gdpr` or `gdpr`, `aw_0_req.userConsentV2` or `gdpr_consent` (TC string),
+  `aw_0_req.usPrivacy` or `us_privacy`, `aw_0_req.gpp` or `gpp`, `aw_0_req.gppSid` /
+  `aw_0_req.gpp_sid` or `gpp_sid`; two names (or copies) that disagree are a conflict and deny;
+  `aw_0_req.coppa=1` or `coppa=1` is a child flag and denies outright;
 - content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the deterministic
   `adswizz://zone/{zone}` from the zone alias in the path (or `zoneId` in the query): in audio a
   zone is usually one station or show, so contextual cohorts follow it.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from adapters.base import FailOpen, KeyValues
 from adapters.params import (
+    SignalReader,
     decode,
     device_id,
     device_tag,
@@ -31,15 +35,13 @@ from adapters.params import (
     encode,
     find_param,
     first_params,
-    flag,
-    gpp_sid,
     identity_of,
     sanitise,
     split_url,
     text,
     url_path,
 )
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import Content, Context
 from plugin.identity import Alias
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("adswizz_keyvalue", "adswizz")
@@ -49,6 +51,8 @@ LISTENER_ID_TAG = "listener_id"
 _LISTENER_PARAMS = ("listenerId", "listenerid", "aw_0_awz.listenerid")
 _CONTENT_URL_PARAMS = ("aw_0_1st.contentUrl", "aw_0_1st.contenturl", "aw_0_1st.url", "url")
 _ZONE_PARAMS = ("zoneId", "zoneid", "zone_id")
+_LMT_PARAMS = ("aw_0_req.lmt", "lmt")
+_CHILD_PARAMS = ("aw_0_req.coppa", "coppa")
 
 
 def valid_key(key: object) -> bool:
@@ -107,21 +111,23 @@ class AdsWizzAdapter(FailOpen):
                     return value
             return None
 
+        reader = SignalReader(p)
         aliases: list[Alias] = []
         ifa = device_id(p.get("aw_0_1st.ifa"))
         tag = device_tag(text(p.get("aw_0_1st.ifaType")))
-        if ifa is not None and tag is not None and flag(p.get("aw_0_req.lmt")) is not True:
+        if ifa is not None and tag is not None and reader.any_set(*_LMT_PARAMS) is not True:
             aliases.append(Alias(tag=tag, id=ifa))
         listener = device_id(first(_LISTENER_PARAMS))
         if listener is not None:
             aliases.append(Alias(tag=LISTENER_ID_TAG, id=listener))
 
-        consent = ConsentSignals(
-            gdpr=flag(p.get("aw_0_req.gdpr")),
-            tc_string=text(p.get("aw_0_req.userConsentV2")),
-            us_privacy=first(("aw_0_req.usPrivacy", "us_privacy")),
-            gpp=first(("aw_0_req.gpp", "gpp")),
-            gpp_sid=gpp_sid(first(("aw_0_req.gppSid", "aw_0_req.gpp_sid", "gpp_sid"))),
+        consent = reader.signals(
+            gdpr=("aw_0_req.gdpr", "gdpr"),
+            tc_string=("aw_0_req.userConsentV2", "gdpr_consent"),
+            us_privacy=("aw_0_req.usPrivacy", "us_privacy"),
+            gpp=("aw_0_req.gpp", "gpp"),
+            gpp_sid=("aw_0_req.gppSid", "aw_0_req.gpp_sid", "gpp_sid"),
+            child_directed=_CHILD_PARAMS,
         )
 
         content_url = first(_CONTENT_URL_PARAMS)

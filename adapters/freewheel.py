@@ -13,8 +13,9 @@ Parsing reads the key-value section first and the global section as a fallback:
 - identity: `_fw_did` (`idfa:…`, `aaid:…`, `rida:…`, … typed by `params.DEVICE_ID_TAGS`; an id
   without a known type prefix is sent whole under the tag `device_id`), dropped when
   `_fw_is_lat=1` or all zeros;
-- consent: `_fw_gdpr`, `_fw_gdpr_consent`, `_fw_us_privacy`, `gpp`, `gpp_sid`; `_fw_coppa=1`
-  denies outright;
+- consent: `_fw_gdpr`, `_fw_gdpr_consent`, `_fw_us_privacy` (or `us_privacy`), `gpp`, `gpp_sid`,
+  read from both sections: a parameter whose copies disagree is a conflict and denies;
+  `_fw_coppa=1` in any copy denies outright, whatever the host says;
 - content: every `_fw_content_<name>` pair becomes property `<name>` (a list when repeated);
   the URL is `_fw_content_url` when given, else `freewheel://{nw}/asset/{caid}` (without `nw`:
   `freewheel://asset/{caid}`); `caid` → `video_id`, `vdur` → `duration_seconds`;
@@ -28,14 +29,13 @@ from __future__ import annotations
 from adapters.base import FailOpen, KeyValues
 from adapters.params import (
     DEVICE_ID_TAGS,
+    SignalReader,
     decode,
     device_id,
     device_tag,
     encodable,
     encode,
     first_params,
-    flag,
-    gpp_sid,
     identity_of,
     number,
     sanitise,
@@ -43,7 +43,7 @@ from adapters.params import (
     text,
     url_path,
 )
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import Content, Context
 from plugin.identity import Alias
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("freewheel",)
@@ -96,9 +96,10 @@ class FreeWheelAdapter(FailOpen):
             value = kv.get(name)
             return glob.get(name) if value is None else value
 
+        reader = SignalReader(kv, glob)
         aliases: list[Alias] = []
         did = text(get("_fw_did"))
-        if did is not None and flag(get("_fw_is_lat")) is not True:
+        if did is not None and reader.any_set("_fw_is_lat") is not True:
             kind, sep, ident = did.partition(":")
             tag = device_tag(kind) if sep and kind.strip().lower() in DEVICE_ID_TAGS else None
             if tag is None:
@@ -107,13 +108,13 @@ class FreeWheelAdapter(FailOpen):
             if ident_ok is not None:
                 aliases.append(Alias(tag=tag, id=ident_ok))
 
-        consent = ConsentSignals(
-            override=False if flag(get("_fw_coppa")) is True else None,
-            gdpr=flag(get("_fw_gdpr")),
-            tc_string=text(get("_fw_gdpr_consent")),
-            us_privacy=text(get("_fw_us_privacy")),
-            gpp=text(get("gpp")),
-            gpp_sid=gpp_sid(get("gpp_sid")),
+        consent = reader.signals(
+            gdpr=("_fw_gdpr",),
+            tc_string=("_fw_gdpr_consent",),
+            us_privacy=("_fw_us_privacy", "us_privacy"),
+            gpp=("gpp",),
+            gpp_sid=("gpp_sid",),
+            child_directed=("_fw_coppa",),
         )
 
         props = _content_properties(kv_section)

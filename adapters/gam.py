@@ -14,11 +14,14 @@ end (the last key's last value first), never anything that was already there.
 
 Parsing: `ppid` (alias `ppid`, priority 0) and `rdid` + `idtype` (priority 1; tag from
 `params.DEVICE_ID_TAGS`, e.g. `adid`→`aaid`); `is_lat=1` or an all-zero id drops the device id.
-Consent: `gdpr`, `gdpr_consent`, `us_privacy`, `gpp`, `gpp_sid`; `rdp`, `tfcd`, `tfua`, `npa` or
-`ltd` set to 1 deny outright (restricted processing, child-directed, under age of consent,
-non-personalised or limited ads all rule out behavioural cohorts). Content: `description_url`
-(else `url`) as the content URL, decoded twice if a player encoded it twice; `vid` → `video_id`,
-`cmsid` → `cms_id`. The stream correlator `scor` (constant for one video stream) is the view id.
+Consent: `gdpr`, `gdpr_consent`, `us_privacy`, `gpp`, `gpp_sid`; `tfcd` (child-directed) or
+`tfua` (under the age of consent) set to 1 is a child flag, and `rdp`, `npa` or `ltd`
+(restricted processing, non-personalised or limited ads) restrict data use: both deny outright,
+whatever else the request or the host says. A consent parameter repeated with different values
+is a conflict, which denies too; a repeated flag counts when any copy sets it.
+Content: `description_url` (else `url`) as the content URL, decoded twice if a player encoded
+it twice; `vid` → `video_id`, `cmsid` → `cms_id`. The stream correlator `scor` (constant for
+one video stream) is the view id.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 
 from adapters.base import FailOpen, KeyValues
 from adapters.params import (
+    SignalReader,
     decode,
     device_id,
     device_tag,
@@ -34,15 +38,13 @@ from adapters.params import (
     encode,
     find_param,
     first_params,
-    flag,
-    gpp_sid,
     identity_of,
     sanitise,
     split_url,
     text,
     url_path,
 )
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import Content, Context
 from plugin.identity import Alias
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("dfp", "gam", "target_dfp")
@@ -53,7 +55,8 @@ FORBIDDEN_CHARS = frozenset("\"'=!+#*~;^()<>[],&")
 _PARAM = "cust_params"
 _AMP, _EQ, _COMMA = "%26", "%3D", "%2C"
 _PATHS = ("/gampad/ads", "/gampad/live/ads")
-_DENY_FLAGS = ("rdp", "tfcd", "tfua", "npa", "ltd")
+_CHILD_FLAGS = ("tfcd", "tfua")
+_RESTRICT_FLAGS = ("rdp", "npa", "ltd")
 # What goes before the first value appended to an existing entry, by the entry's state:
 # 0 `key` (no "="), 1 `key=` (no values yet), 2 `key=v…`.
 _LEAD = (_EQ, "", _COMMA)
@@ -108,23 +111,24 @@ class GamAdapter(FailOpen):
             return Context()
         p = first_params(query)
 
+        reader = SignalReader(p)
         aliases: list[Alias] = []
         ppid = device_id(p.get("ppid"))
         if ppid is not None:
             aliases.append(Alias(tag="ppid", id=ppid))
         rdid = device_id(p.get("rdid"))
         tag = device_tag(text(p.get("idtype")))
-        if rdid is not None and tag is not None and flag(p.get("is_lat")) is not True:
+        if rdid is not None and tag is not None and reader.any_set("is_lat") is not True:
             aliases.append(Alias(tag=tag, id=rdid))
 
-        denied = any(flag(p.get(name)) is True for name in _DENY_FLAGS)
-        consent = ConsentSignals(
-            override=False if denied else None,
-            gdpr=flag(p.get("gdpr")),
-            tc_string=text(p.get("gdpr_consent")),
-            us_privacy=text(p.get("us_privacy")),
-            gpp=text(p.get("gpp")),
-            gpp_sid=gpp_sid(p.get("gpp_sid")),
+        consent = reader.signals(
+            gdpr=("gdpr",),
+            tc_string=("gdpr_consent",),
+            us_privacy=("us_privacy",),
+            gpp=("gpp",),
+            gpp_sid=("gpp_sid",),
+            child_directed=_CHILD_FLAGS,
+            restricted=_RESTRICT_FLAGS,
         )
 
         props: dict[str, object] = {}

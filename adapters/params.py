@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote, unquote
 
+from plugin.context import ConsentSignals
 from plugin.identity import Alias, Identity
 
 DEVICE_ID_TAGS: dict[str, str] = {
@@ -93,9 +94,31 @@ def encodable(value: str) -> bool:
     return True
 
 
-def first_params(query: str, sep: str = "&") -> dict[str, str]:
-    """Decoded name → raw (still encoded) value of its first occurrence; bare names map to ""."""
-    out: dict[str, str] = {}
+class Params(dict[str, str]):
+    """Decoded name → raw (still encoded) value of its first occurrence; bare names map to "".
+
+    `repeats` keeps every raw value of the names that came more than once: a consent parameter
+    sent twice with different values must be noticed, not silently read as its first value.
+    """
+
+    __slots__ = ("repeats",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeats: dict[str, list[str]] = {}
+
+    def every(self, name: str) -> list[str]:
+        """Every raw value of `name`, in order; empty when it is absent."""
+        repeated = self.repeats.get(name)
+        if repeated is not None:
+            return repeated
+        value = self.get(name)
+        return [] if value is None else [value]
+
+
+def first_params(query: str, sep: str = "&") -> Params:
+    """The query's parameters (see `Params`), split on `sep`."""
+    out = Params()
     for segment in query.split(sep):
         if not segment:
             continue
@@ -104,7 +127,103 @@ def first_params(query: str, sep: str = "&") -> dict[str, str]:
             name = decode(name)
         if name not in out:
             out[name] = value
+        else:
+            out.repeats.setdefault(name, [out[name]]).append(value)
     return out
+
+
+class SignalReader:
+    """Reads privacy parameters across one or more parameter sets and every occurrence.
+
+    Most restrictive wins: a deny flag counts when ANY occurrence sets it; a consent value whose
+    occurrences disagree (`gdpr=0&gdpr=1`, or `us_privacy` and `aw_0_req.usPrivacy` differing)
+    is recorded in `conflicts` and read as absent.
+    """
+
+    __slots__ = ("_sets", "conflicts")
+
+    def __init__(self, *sets: Params) -> None:
+        self._sets = sets
+        self.conflicts: list[str] = []
+
+    def _raw(self, names: tuple[str, ...]) -> list[str]:
+        out: list[str] = []
+        for p in self._sets:
+            for name in names:
+                if p.repeats:
+                    out.extend(p.every(name))
+                else:
+                    value = p.get(name)
+                    if value is not None:
+                        out.append(value)
+        return out
+
+    def text(self, *names: str) -> str | None:
+        """The one value the parameters agree on; None when absent or in conflict."""
+        found: str | None = None
+        for raw in self._raw(names):
+            value = text(raw)
+            if value is None:
+                continue
+            if found is None:
+                found = value
+            elif value != found:
+                self.conflicts.append(names[0])
+                return None
+        return found
+
+    def flag(self, *names: str) -> bool | None:
+        """A boolean the parameters agree on (`gdpr`); None when absent or in conflict."""
+        found: bool | None = None
+        for raw in self._raw(names):
+            value = flag(raw)
+            if value is None:
+                continue
+            if found is None:
+                found = value
+            elif value != found:
+                self.conflicts.append(names[0])
+                return None
+        return found
+
+    def any_set(self, *names: str) -> bool | None:
+        """True when any occurrence of any name is set (`tfcd`, `is_lat`); False when one is
+        explicitly unset and none is set; None when absent."""
+        seen: bool | None = None
+        for raw in self._raw(names):
+            value = flag(raw)
+            if value is True:
+                return True
+            if value is False:
+                seen = False
+        return seen
+
+    def signals(
+        self,
+        *,
+        gdpr: tuple[str, ...],
+        tc_string: tuple[str, ...],
+        us_privacy: tuple[str, ...],
+        gpp: tuple[str, ...],
+        gpp_sid: tuple[str, ...],
+        child_directed: tuple[str, ...] = (),
+        restricted: tuple[str, ...] = (),
+    ) -> ConsentSignals:
+        """The ConsentSignals these parameter names carry, conflicts included."""
+        child = self.any_set(*child_directed) if child_directed else None
+        limited = self.any_set(*restricted) if restricted else None
+        sid_text = self.text(*gpp_sid)
+        signals = ConsentSignals(
+            gdpr=self.flag(*gdpr),
+            tc_string=self.text(*tc_string),
+            us_privacy=self.text(*us_privacy),
+            gpp=self.text(*gpp),
+            gpp_sid=parse_gpp_sid(sid_text),
+            child_directed=child,
+            restricted=limited,
+            conflicts=tuple(self.conflicts),
+        )
+        return signals
 
 
 def find_param(query: str, name: str, sep: str = "&") -> tuple[int, int] | None:
@@ -147,8 +266,12 @@ def flag(raw: str | None) -> bool | None:
 
 
 def gpp_sid(raw: str | None) -> tuple[int, ...] | None:
-    """GPP section ids from a comma list; pieces that are not small integers are skipped."""
-    value = text(raw)
+    """GPP section ids from a raw comma list; pieces that are not small integers are skipped."""
+    return parse_gpp_sid(text(raw))
+
+
+def parse_gpp_sid(value: str | None) -> tuple[int, ...] | None:
+    """GPP section ids from a decoded comma list."""
     if value is None:
         return None
     ids = []

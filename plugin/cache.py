@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 T = TypeVar("T")
+K = TypeVar("K", str, bytes)
 Clock = Callable[[], float]
 
 
@@ -156,7 +157,7 @@ class AgedLru(Generic[T]):
         self._data.pop(key, None)
 
 
-class SingleFlight(Generic[T]):
+class SingleFlight(Generic[K, T]):
     """At most one call per key in flight; everyone asking meanwhile shares its future.
 
     The call runs as its own task, so a caller that stops waiting (deadline) never cancels it:
@@ -164,15 +165,15 @@ class SingleFlight(Generic[T]):
     """
 
     def __init__(self) -> None:
-        self._flights: dict[str, asyncio.Task[T]] = {}
+        self._flights: dict[K, asyncio.Task[T]] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
 
-    def get(self, key: str) -> asyncio.Task[T] | None:
+    def get(self, key: K) -> asyncio.Task[T] | None:
         return self._flights.get(key)
 
-    def run(self, key: str, call: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+    def run(self, key: K, call: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
         task = self._flights.get(key)
         if task is None:
             task = asyncio.ensure_future(call())
@@ -180,7 +181,7 @@ class SingleFlight(Generic[T]):
             task.add_done_callback(lambda t: self._land(key, t))
         return task
 
-    def _land(self, key: str, task: asyncio.Task[T]) -> None:
+    def _land(self, key: K, task: asyncio.Task[T]) -> None:
         if self._flights.get(key) is task:
             del self._flights[key]
 

@@ -29,12 +29,16 @@ class UsageError(ValueError):
 
 
 def add_api_flags(p: argparse.ArgumentParser) -> None:
-    """`--config`, `--ccs-url`, `--ctx-url`, `--api-key`: read by `config_from_args`."""
+    """`--config`, `--ccs-url`, `--ctx-url`, `--api-key`, `--sandbox`: see `config_from_args`."""
     p.add_argument("--config", metavar="FILE", help="TOML config file (plus COHORTKV_* env)")
     p.add_argument("--ccs-url", metavar="URL", help="CCS API base URL")
     p.add_argument("--ctx-url", metavar="URL", help="Contextual API base URL")
+    p.add_argument("--api-key", metavar="KEY", help="Permutive API key (or COHORTKV_API_KEY)")
     p.add_argument(
-        "--api-key", metavar="KEY", help="Permutive API key (none: the built-in sandbox)"
+        "--sandbox",
+        action="store_true",
+        default=None,
+        help="use the built-in sandbox of the Permutive APIs on purpose (no key, no network)",
     )
 
 
@@ -142,6 +146,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         value = getattr(args, flag, None)
         if value is not None:
             changes[field] = value
+    if getattr(args, "sandbox", None):
+        changes["sandbox"] = True
     if getattr(args, "budget_ms", None) is not None:
         changes["budget_ms"] = args.budget_ms
     if getattr(args, "mode", None) is not None:

@@ -140,6 +140,10 @@ class ServeConfig(_Section, frozen=True):
 
 class Config(_Section, frozen=True):
     api_key: str | None = None
+    """The Permutive API key (or `COHORTKV_API_KEY`); never logged. Required unless `sandbox`."""
+    sandbox: bool = False
+    """Serve the built-in sandbox of the Permutive APIs instead (no key, no network): an
+    explicit opt-in, because sandbox cohorts must never reach real ad servers by accident."""
     ccs_url: str = "https://api.permutive.app"
     ctx_url: str = "https://api.permutive.com"
     budget_ms: PositiveInt = 300
@@ -178,9 +182,36 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     try:
-        return msgspec.convert(data, Config, strict=False)
+        cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as e:
         raise ConfigError(f"config: {_humanize(str(e))}") from None
+    return check_config(cfg)
+
+
+NO_KEY_MESSAGE = (
+    "config: api_key: expected a Permutive API key (set api_key in the config file or "
+    "COHORTKV_API_KEY); to run against the built-in sandbox on purpose, set sandbox = true "
+    "(COHORTKV_SANDBOX=true) or pass --sandbox"
+)
+
+
+def check_config(cfg: Config) -> Config:
+    """Rules across fields that the types cannot say; a ConfigError names the field."""
+    if cfg.api_key is not None and not cfg.api_key.strip():
+        raise ConfigError("config: api_key: expected a non-empty API key, got a blank one")
+    if cfg.sandbox and cfg.api_key is not None:
+        raise ConfigError(
+            "config: sandbox: true cannot be combined with an api_key; remove one of them"
+        )
+    return cfg
+
+
+def require_api(cfg: Config) -> Config:
+    """`cfg` when it names a way to reach an API (a key, or the sandbox on purpose)."""
+    check_config(cfg)
+    if cfg.api_key is None and not cfg.sandbox:
+        raise ConfigError(NO_KEY_MESSAGE)
+    return cfg
 
 
 def _env_value(raw: str) -> Any:

@@ -1,28 +1,36 @@
 """The consent gate: may this ad request's user data go to the CCS API?
 
-Each applicable signal gives a verdict: grant, deny, unknown (missing or undecodable) or
-neutral (the signal says its regime does not apply). They combine fail-closed:
+The most restrictive signal wins. The ad request's own signals (parsed by its adapter) and the
+host's (a library `Context`, the CLI `--consent`, the sidecar's `cohortkv_consent` parameter or
+`X-Cohortkv-Consent` header) are read together, and:
 
-1. `signals.override` (set by the host) wins outright.
-2. Any deny ⇒ denied.
-3. Else any unknown ⇒ `cfg.default` ("denied" unless configured otherwise).
-4. Else any grant ⇒ granted (reason `gdpr_not_applicable` when `gdpr` is explicitly False).
-5. Else `gdpr` explicitly False ⇒ granted; otherwise `cfg.default` (`no_signal`, or the
-   neutral signal's reason such as `usp_not_applicable`).
+1. A child-directed / COPPA flag denies, whatever else is said and however `cfg.default` is set.
+2. Conflicting duplicates of one consent parameter (`gdpr=0&gdpr=1`) deny: we cannot know which
+   one the user's CMP wrote.
+3. A platform flag that restricts data use (GAM `rdp`, `npa`, `ltd`) denies.
+4. An override (`override=False`) may always deny.
+5. Each raw signal gives a verdict: grant, deny, unknown (missing or undecodable) or neutral
+   (its regime does not apply). Any deny ⇒ denied; else any unknown ⇒ `cfg.default`; else
+   `gdpr` explicitly False or any grant ⇒ granted; else `cfg.default`.
+6. Only where NO raw signal was sent at all may `override=True` grant (`override_granted`);
+   otherwise the signals decide, and an override can never upgrade them.
 
 Signals (the first verdict of a kind, in this order, gives the reason):
 
 - TCF v2 TC string (`tc_string`), read when GDPR may apply (`gdpr` is not False, or `gpp_sid`
   includes 2). When GDPR applies, a TC string is required, from `tc_string` or the GPP
   tcfeuv2 section; it must consent to every purpose in `cfg.purposes` and to vendor
-  `cfg.vendor_id`.
+  `cfg.vendor_id`, and no publisher restriction may stand in the way: type 0 (not allowed),
+  type 2 (legitimate interest only: we process on consent alone, and Purpose 1 can never rest
+  on legitimate interest) and the undefined type 3 deny; type 1 needs the purpose's consent.
 - GPP (`gpp`, `gpp_sid`): the sections listed in `gpp_sid`. Without `gpp_sid`, every section
   in the string (but tcfeuv2 when `gdpr` is False); none when it holds only ids <= 0, as `-1`
   means "none applies".
   tcfeuv2 (2) is decided like a TC string, uspv1 (6) like `us_privacy`, usnat (7) denies on an
-  opt-out of sale, sharing or targeted advertising. Other section ids are ignored, but if no
-  listed section can be read at all the GPP verdict is unknown. A listed tcfeuv2 or uspv1
-  section missing from the string is excused when `tc_string` / `us_privacy` carries it.
+  opt-out of sale, sharing or targeted advertising, or a known child without consent. Other
+  section ids are ignored, but if no listed section can be read at all the GPP verdict is
+  unknown. A listed tcfeuv2 or uspv1 section missing from the string is excused when
+  `tc_string` / `us_privacy` carries it.
 - US Privacy (`us_privacy`): `1?Y?` opted out of sale ⇒ deny, `1?N?` ⇒ grant, `1?-?` ⇒ neutral.
 
 Reasons form the fixed vocabulary `REASONS` (a Prometheus label: keep it small and stable).
@@ -52,14 +60,22 @@ from plugin.usp import UspDecodeError, decode_us_privacy
 __all__ = [
     "REASONS",
     "UNDECODABLE_REASONS",
+    "carries_signal",
     "decide",
     "is_undecodable",
 ]
 
 log = logging.getLogger(__name__)
 
+RESTRICTION_REQUIRE_CONSENT = 1
+"""TCF publisher restriction type 1: the purpose needs consent, which we require anyway."""
+
 REASONS: tuple[str, ...] = (
-    # The host decided.
+    # Denials that nothing can lift.
+    "child_directed",
+    "conflicting_signals",
+    "restricted_processing",
+    # The host (or a caller) said so: it may always deny, and grant only without signals.
     "override_granted",
     "override_denied",
     # Nothing decisive was sent.
@@ -69,6 +85,7 @@ REASONS: tuple[str, ...] = (
     "tcf_granted",
     "tcf_purpose_denied",
     "tcf_vendor_denied",
+    "tcf_restricted",
     "tcf_missing",
     "tcf_undecodable",
     # US Privacy string (`us_privacy`).
@@ -86,6 +103,7 @@ REASONS: tuple[str, ...] = (
     "gpp_tcf_granted",
     "gpp_tcf_purpose_denied",
     "gpp_tcf_vendor_denied",
+    "gpp_tcf_restricted",
     "gpp_tcf_undecodable",
     # GPP uspv1 section (6).
     "gpp_usp_opted_out",
@@ -95,6 +113,7 @@ REASONS: tuple[str, ...] = (
     # GPP usnat section (7).
     "gpp_usnat_opted_out",
     "gpp_usnat_not_opted_out",
+    "gpp_usnat_known_child",
     "gpp_usnat_undecodable",
     # A bug of ours, never a property of the input: fail closed.
     "internal_error",
@@ -117,20 +136,56 @@ class _Verdict(NamedTuple):
     reason: str
 
 
-def decide(signals: ConsentSignals, cfg: ConsentConfig) -> ConsentDecision:
-    """The consent decision for one ad request. Pure, and never raises."""
+def decide(
+    signals: ConsentSignals, cfg: ConsentConfig, host: ConsentSignals | None = None
+) -> ConsentDecision:
+    """The consent decision for one ad request: its own `signals`, with the `host`'s read
+    together with them (never instead of them). Pure, and never raises."""
     try:
-        return _decide(signals, cfg)
+        return _decide(signals, host, cfg)
     except Exception:  # a bug here must not fail the ad request; deny the user data
         log.exception("consent decision failed")
         return ConsentDecision(allowed=False, reason="internal_error")
 
 
-def _decide(signals: ConsentSignals, cfg: ConsentConfig) -> ConsentDecision:
-    if signals.override is not None:
-        allowed = signals.override is True
-        return ConsentDecision(allowed, "override_granted" if allowed else "override_denied")
+def _decide(
+    signals: ConsentSignals, host: ConsentSignals | None, cfg: ConsentConfig
+) -> ConsentDecision:
+    sources = (signals,) if host is None else (signals, host)
+    if any(s.child_directed is True for s in sources):
+        return ConsentDecision(False, "child_directed")
+    if any(s.conflicts for s in sources):
+        return ConsentDecision(False, "conflicting_signals")
+    if any(s.restricted is True for s in sources):
+        return ConsentDecision(False, "restricted_processing")
+    if any(s.override is False for s in sources):
+        return ConsentDecision(False, "override_denied")
+    verdicts: list[_Verdict] = []
+    carried = False
+    for source in sources:
+        if carries_signal(source):
+            carried = True
+            verdicts.extend(_verdicts(source, cfg))
+    if not carried:
+        if any(s.override is True for s in sources):
+            return ConsentDecision(True, "override_granted")
+        return ConsentDecision(cfg.default == "granted", "no_signal")
+    return _combine(verdicts, cfg)
 
+
+def carries_signal(signals: ConsentSignals) -> bool:
+    """Whether any raw consent signal (gdpr, TC string, US Privacy, GPP) was sent at all."""
+    return (
+        signals.gdpr is not None
+        or _text(signals.tc_string) is not None
+        or _text(signals.us_privacy) is not None
+        or _text(signals.gpp) is not None
+        or signals.gpp_sid is not None
+    )
+
+
+def _verdicts(signals: ConsentSignals, cfg: ConsentConfig) -> list[_Verdict]:
+    """Every verdict one source's raw signals give; `gdpr=false` counts as a grant."""
     sid = _applicable_sids(signals.gpp_sid)
     tc = _text(signals.tc_string)
     usp = _text(signals.us_privacy)
@@ -138,6 +193,8 @@ def _decide(signals: ConsentSignals, cfg: ConsentConfig) -> ConsentDecision:
 
     gpp_verdicts, gpp_read_tcf = _gpp_verdicts(signals, sid, cfg, has_tc=tc is not None)
     verdicts: list[_Verdict] = []
+    if signals.gdpr is False and not gdpr_applies:
+        verdicts.append(_Verdict("grant", "gdpr_not_applicable"))
     if tc is not None and (signals.gdpr is not False or gdpr_applies):
         verdicts.append(_tcf_verdict(tc, cfg, prefix="tcf"))
     verdicts.extend(gpp_verdicts)
@@ -145,21 +202,19 @@ def _decide(signals: ConsentSignals, cfg: ConsentConfig) -> ConsentDecision:
         verdicts.append(_usp_verdict(usp, prefix="usp"))
     if gdpr_applies and tc is None and not gpp_read_tcf:
         verdicts.append(_Verdict("unknown", "tcf_missing"))
-    return _combine(verdicts, cfg, gdpr_excluded=signals.gdpr is False and not gdpr_applies)
+    return verdicts
 
 
 def _first(verdicts: list[_Verdict], outcome: Outcome) -> str | None:
     return next((v.reason for v in verdicts if v.outcome == outcome), None)
 
 
-def _combine(verdicts: list[_Verdict], cfg: ConsentConfig, gdpr_excluded: bool) -> ConsentDecision:
+def _combine(verdicts: list[_Verdict], cfg: ConsentConfig) -> ConsentDecision:
     default = cfg.default == "granted"
     if (reason := _first(verdicts, "deny")) is not None:
         return ConsentDecision(False, reason)
     if (reason := _first(verdicts, "unknown")) is not None:
         return ConsentDecision(default, reason)
-    if gdpr_excluded:
-        return ConsentDecision(True, "gdpr_not_applicable")
     if (reason := _first(verdicts, "grant")) is not None:
         return ConsentDecision(True, reason)
     return ConsentDecision(default, _first(verdicts, "neutral") or "no_signal")
@@ -190,6 +245,10 @@ def _tcf_verdict(text: str, cfg: ConsentConfig, prefix: str) -> _Verdict:
         tc = decode_tc_string(text)
     except TcfDecodeError:
         return _Verdict("unknown", f"{prefix}_undecodable")
+    for purpose in cfg.purposes:
+        restriction = tc.restriction_type(purpose, cfg.vendor_id)
+        if restriction is not None and restriction != RESTRICTION_REQUIRE_CONSENT:
+            return _Verdict("deny", f"{prefix}_restricted")
     if not all(p in tc.purposes_consent for p in cfg.purposes):
         return _Verdict("deny", f"{prefix}_purpose_denied")
     if not tc.vendor_consent(cfg.vendor_id):
@@ -214,6 +273,8 @@ def _usnat_verdict(text: str) -> _Verdict:
         usnat = decode_usnat(text)
     except GppDecodeError:
         return _Verdict("unknown", "gpp_usnat_undecodable")
+    if usnat.known_child_without_consent:
+        return _Verdict("deny", "gpp_usnat_known_child")
     if usnat.opted_out:
         return _Verdict("deny", "gpp_usnat_opted_out")
     return _Verdict("grant", "gpp_usnat_not_opted_out")

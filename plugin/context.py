@@ -10,9 +10,13 @@ from plugin.identity import Identity
 
 
 class ConsentSignals(msgspec.Struct, omit_defaults=True, frozen=True):
-    """Raw privacy signals as found on the request; `plugin.consent` turns them into a decision.
+    """Raw privacy signals from one source; `plugin.consent` turns them into a decision.
 
-    `override` is an explicit decision from the host (True granted, False denied) and wins.
+    `override` is a decision from the host or a caller (True granted, False denied): it may
+    always deny, and grants only where no raw signal (gdpr, TC string, US Privacy, GPP) was
+    sent. `child_directed` (COPPA / child-directed treatment) and `restricted` (a platform flag
+    restricting data use) deny whatever else is said; so do `conflicts`, the names of consent
+    parameters that came twice with different values.
     """
 
     override: bool | None = None
@@ -21,6 +25,9 @@ class ConsentSignals(msgspec.Struct, omit_defaults=True, frozen=True):
     us_privacy: str | None = None
     gpp: str | None = None
     gpp_sid: tuple[int, ...] | None = None
+    child_directed: bool | None = None
+    restricted: bool | None = None
+    conflicts: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
         return self == ConsentSignals()
@@ -45,10 +52,11 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
     ssai_session_id: str | None = None
 
     def overlaid(self, explicit: Context | None) -> Context:
-        """This (parsed) context with every field the host set explicitly taking precedence."""
+        """This (parsed) context with every field the host set explicitly taking precedence,
+        except consent: the request's own signals stay, and the gate reads the host's with
+        them (`plugin.consent.decide`), so that nothing can upgrade a denial."""
         if explicit is None:
             return self
-        consent = self.consent if explicit.consent.is_empty() else explicit.consent
         content = Content(
             url=explicit.content.url or self.content.url,
             properties={**self.content.properties, **explicit.content.properties},
@@ -58,7 +66,7 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
         )
         return Context(
             identity=explicit.identity or self.identity,
-            consent=consent,
+            consent=self.consent,
             content=content,
             session_id=explicit.session_id or self.session_id,
             view_id=explicit.view_id or self.view_id,

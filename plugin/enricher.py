@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from adapters.base import Adapter
 from adapters.registry import adapter_by_name, default_adapters, find_adapter
 from plugin.cache import AgedLru, Answer, Interner, Key, SingleFlight, compact_key
-from plugin.config import Config
+from plugin.config import Config, require_api
 from plugin.consent import decide, is_undecodable
 from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity, IdentityError
@@ -102,8 +102,10 @@ class _Flight:
 class Enricher:
     """`async with Enricher(config) as e: result = await e.enrich(url, context)`.
 
-    With no API key configured it starts the built-in sandbox of the Permutive APIs in-process,
-    so everything runs with no credentials and no network; it logs that it does so.
+    It needs an API key, or `sandbox = true` to run the built-in sandbox of the Permutive APIs
+    in-process on purpose (no credentials, no network; it logs a warning and sets the
+    `cohortkv_sandbox_mode` gauge). Without either it refuses to start: sandbox cohorts must
+    never reach real ad servers by accident.
     """
 
     def __init__(
@@ -114,7 +116,7 @@ class Enricher:
         adapters: Sequence[Adapter] | None = None,
         clock: Any = None,
     ) -> None:
-        self.config = config if config is not None else Config()
+        self.config = require_api(config if config is not None else Config())
         self.metrics = Metrics(registry)
         self.adapters: tuple[Adapter, ...] = (
             tuple(adapters) if adapters is not None else default_adapters(self.config.adapters)
@@ -129,11 +131,12 @@ class Enricher:
         )
         self._views: AgedLru[_Flight] = AgedLru(c.views_max_entries, c.views_ttl_s, self._clock)
         self._intern = Interner()
-        self._ctx_flights: SingleFlight[Answer | None] = SingleFlight()
+        self._ctx_flights: SingleFlight[bytes, Answer | None] = SingleFlight()
         self._background: set[asyncio.Task[Any]] = set()
         self._namespace = uuid.UUID(self.config.events.view_namespace)
         self._warn = RateLimitedLog(log)
         self._session: aiohttp.ClientSession | None = None
+        self._starting = asyncio.Lock()
         self._sandbox: Any = None
         self._ccs: CcsClient | None = None
         self._ctx: ContextualClient | None = None
@@ -157,8 +160,14 @@ class Enricher:
         await self.close()
 
     async def start(self) -> None:
+        """Idempotent, and safe to race: concurrent first calls share one start."""
         if self._session is not None:
             return
+        async with self._starting:
+            if self._session is None:
+                await self._start()
+
+    async def _start(self) -> None:
         cfg = self.config
         api_key, ccs_url, ctx_url = cfg.api_key, cfg.ccs_url, cfg.ctx_url
         if api_key is None:
@@ -167,7 +176,12 @@ class Enricher:
             self._sandbox = await start_sandbox()
             api_key = self._sandbox.api_key
             ccs_url = ctx_url = self._sandbox.base_url
-            log.warning("no API key configured: using the built-in sandbox at %s", ccs_url)
+            self.metrics.sandbox_mode.set(1)
+            log.warning(
+                "sandbox = true: serving the built-in sandbox's cohorts (%s), not Permutive's; "
+                "never point real ad traffic at this",
+                ccs_url,
+            )
         if cfg.cache.redis_url:
             from plugin.shared import RedisStore
 
@@ -238,8 +252,9 @@ class Enricher:
         if self._session is None:
             await self.start()
 
-        ctx = adapter.parse(url).overlaid(context)
-        decision = self.decide(ctx.consent)
+        parsed = adapter.parse(url)
+        ctx = parsed.overlaid(context)
+        decision = self.decide(parsed.consent, context.consent if context is not None else None)
         deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000
         behavioral, contextual = await self._signals(ctx, decision, deadline)
 
@@ -272,9 +287,11 @@ class Enricher:
             return find_adapter(self.adapters, url)
         return adapter_by_name(self.adapters, platform)
 
-    def decide(self, signals: ConsentSignals) -> ConsentDecision:
-        """The consent gate's decision, counted in the metrics."""
-        d = decide(signals, self.config.consent)
+    def decide(
+        self, signals: ConsentSignals, host: ConsentSignals | None = None
+    ) -> ConsentDecision:
+        """The consent gate's decision over the request's and the host's signals, counted."""
+        d = decide(signals, self.config.consent, host)
         counter = self._decisions.get((d.allowed, d.reason))
         if counter is None:
             counter = self.metrics.consent_decisions.labels(
@@ -422,23 +439,24 @@ class Enricher:
         url = ctx.content.url
         if not url:
             return _Pending(("none", None))
-        fresh = self._contextual.get(url, self.config.cache.contextual_ttl_s)
+        key = compact_key(url)  # content URLs never stand in the clear in a cache key
+        fresh = self._contextual.get(key, self.config.cache.contextual_ttl_s)
         if fresh is not None:
             return _Pending(("cache", fresh))
-        running = self._ctx_flights.get(url)
+        running = self._ctx_flights.get(key)
         if running is None:
             request = self._contextual_request(ctx, url)
-            running = self._ctx_flights.run(url, lambda: self._fetch_contextual(url, request))
+            running = self._ctx_flights.run(key, lambda: self._fetch_contextual(key, request))
             self._track(running)
-        return _Pending(("live", None), running, url)
+        return _Pending(("live", None), running, key)
 
     def _contextual_request(self, ctx: Context, url: str) -> ContextualRequest:
+        """Content only: the guide says "minus any user-related data", so no user agent,
+        referrer, IP or identifier ever goes to the Contextual API."""
         content = ctx.content
         client = ClientProperties(
             url=url,
             domain=urlsplit(url).hostname or None if "://" in url else None,
-            referrer=content.referrer,
-            user_agent=content.user_agent,
             title=content.title,
         )
         props: dict[str, Any] = {"client": client}
@@ -449,30 +467,31 @@ class Enricher:
             props[self.config.events.content_section] = section
         return ContextualRequest(url=url, page_properties=props)
 
-    async def _fetch_contextual(self, url: str, request: ContextualRequest) -> Answer | None:
+    async def _fetch_contextual(self, key: bytes, request: ContextualRequest) -> Answer | None:
         """The fleet's fresh answer if there is one, else the API; shared by all waiters."""
         cfg = self.config.cache
+        shared_key = key.hex()
         if self._shared is not None:
-            shared = await self._shared.get("c", url, cfg.contextual_ttl_s)
+            shared = await self._shared.get("c", shared_key, cfg.contextual_ttl_s)
             if shared is not None:
-                self._contextual.put(url, shared)
+                self._contextual.put(key, shared)
                 return shared
         assert self._ctx is not None
         started = asyncio.get_running_loop().time()
         try:
             answer = await self._ctx.segment(request)
         except UpstreamError:
-            if self._shared is not None and self._contextual.get(url) is None:
+            if self._shared is not None and self._contextual.get(key) is None:
                 stale = await self._shared.get(
-                    "c", url, cfg.contextual_ttl_s + cfg.contextual_stale_s
+                    "c", shared_key, cfg.contextual_ttl_s + cfg.contextual_stale_s
                 )
                 if stale is not None:
-                    self._contextual.put(url, stale, age=cfg.contextual_ttl_s)
+                    self._contextual.put(key, stale, age=cfg.contextual_ttl_s)
             return None
-        self._contextual.put(url, answer)
+        self._contextual.put(key, answer)
         self._gauges["contextual"].set(len(self._contextual))
         if self._shared is not None:
-            self._shared.put("c", url, answer, cfg.contextual_ttl_s + cfg.contextual_stale_s)
+            self._shared.put("c", shared_key, answer, cfg.contextual_ttl_s + cfg.contextual_stale_s)
         self._count_late("contextual", started)
         return answer
 

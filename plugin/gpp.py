@@ -46,10 +46,11 @@ class GppString(msgspec.Struct, frozen=True):
 
 
 class UsNat(msgspec.Struct, frozen=True):
-    """The leading fields of the usnat core segment (the same in versions 1 and 2).
+    """The usnat core segment fields the gate reads, up to the known-child consents.
 
     Notices: 0 not applicable, 1 yes, 2 no. Opt-outs: 0 not applicable, 1 opted out,
-    2 did not opt out.
+    2 did not opt out. Consents: 0 not applicable, 1 no consent, 2 consent. Version 1 has 12
+    sensitive-data and 2 known-child fields, version 2 has 16 and 3.
     """
 
     version: int
@@ -62,11 +63,17 @@ class UsNat(msgspec.Struct, frozen=True):
     sale_opt_out: int
     sharing_opt_out: int
     targeted_advertising_opt_out: int
+    known_child_consents: tuple[int, ...] = ()
 
     @property
     def opted_out(self) -> bool:
         """Opted out of sale, sharing or targeted advertising: any of them stops us."""
         return 1 in (self.sale_opt_out, self.sharing_opt_out, self.targeted_advertising_opt_out)
+
+    @property
+    def known_child_without_consent(self) -> bool:
+        """A known child whose parent or guardian has not consented: nothing may be collected."""
+        return 1 in self.known_child_consents
 
 
 def read_fibonacci(bits: Bits) -> int:
@@ -153,8 +160,27 @@ def _decode_usnat_cached(text: str) -> UsNat:
         if version not in (1, 2):
             raise GppDecodeError(f"unsupported usnat version {version}")
         fields = [bits.read(2) for _ in range(9)]
+        sensitive, children = _USNAT_LISTS[version]
+        bits.read(2 * sensitive)
+        known_child = tuple(bits.read(2) for _ in range(children))
     except BitsError as e:
         raise GppDecodeError(f"usnat: {e}") from None
-    if 3 in fields:
+    if 3 in fields or 3 in known_child:
         raise GppDecodeError("usnat: field value 3 is not defined")
-    return UsNat(version, *fields)
+    return UsNat(
+        version=version,
+        sharing_notice=fields[0],
+        sale_opt_out_notice=fields[1],
+        sharing_opt_out_notice=fields[2],
+        targeted_advertising_opt_out_notice=fields[3],
+        sensitive_data_processing_opt_out_notice=fields[4],
+        sensitive_data_limit_use_notice=fields[5],
+        sale_opt_out=fields[6],
+        sharing_opt_out=fields[7],
+        targeted_advertising_opt_out=fields[8],
+        known_child_consents=known_child,
+    )
+
+
+_USNAT_LISTS = {1: (12, 2), 2: (16, 3)}
+"""usnat version → (SensitiveDataProcessing fields, KnownChildSensitiveDataConsents fields)."""

@@ -21,23 +21,44 @@ _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces each secret in a formatted message (and its arguments) with `***`.
+    """Replaces each secret with `***` wherever a record can carry it: the message and its
+    arguments, exception text and traceback, stack info, and `extra` fields.
 
-    The code never logs the API key on purpose; this is the belt to those braces.
+    The code never logs the API key on purpose; this is the belt to those braces. Exceptions
+    are formatted here, once, so that the handler's formatter prints the scrubbed text.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         # A very short "secret" would blank out ordinary words; real API keys are long.
         self._secrets = tuple(s for s in secrets if s and len(s) >= 6)
+        self._formatter = logging.Formatter()
+
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, "***")
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
-            msg = record.getMessage()
-            if any(s in msg for s in self._secrets):
-                for s in self._secrets:
-                    msg = msg.replace(s, "***")
-                record.msg, record.args = msg, None
+        if not self._secrets:
+            return True
+        msg = record.getMessage()
+        clean = self.scrub(msg)
+        if clean is not msg and clean != msg:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
+        for key, value in list(record.__dict__.items()):
+            if key in _RESERVED or key.startswith("_"):
+                continue
+            text = value if isinstance(value, str) else repr(value)
+            if any(s in text for s in self._secrets):
+                record.__dict__[key] = self.scrub(text)
         return True
 
 
@@ -58,8 +79,12 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = record.stack_info
         return json.dumps(doc, default=str, separators=(",", ":"))
 
 

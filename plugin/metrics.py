@@ -83,6 +83,11 @@ class Metrics:
             ["op", "kind"],
             registry=r,
         )
+        self.sandbox_mode = Gauge(
+            "cohortkv_sandbox_mode",
+            "1 while cohorts come from the built-in sandbox (sandbox = true), not Permutive.",
+            registry=r,
+        )
         self.late_answers = Counter(
             "cohortkv_late_answers_total",
             "Answers that arrived after the deadline and only refreshed the cache.",

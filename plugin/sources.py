@@ -2,7 +2,8 @@
 
 A call either returns a decoded answer or raises `UpstreamError` with a small, bounded `kind`
 (it becomes a metric label). Messages never contain the request URL: the Contextual API takes
-its key in the query string, and a URL in a log line would leak it.
+its key in the query string, and a URL in a log line would leak it. Redirects are never
+followed (a 3xx is the `redirect` error): following one would send the key to another host.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from plugin.wire import (
     ContextualRequest,
     ccs_response_decoder,
     ctx_response_decoder,
-    error_decoder,
     json_encoder,
+    parse_error,
 )
 
 log = logging.getLogger("cohortkv.sources")
@@ -45,21 +46,32 @@ ErrorKind = Literal[
     "breaker_open",
     "shed",
     "too_large",
+    "redirect",
 ]
 # Failures that say the upstream is unwell (not that our request was wrong): they trip the breaker.
-_TRIPS = frozenset({"timeout", "connect", "http_429", "http_5xx", "decode", "other", "too_large"})
+_TRIPS = frozenset(
+    {"timeout", "connect", "http_429", "http_5xx", "decode", "other", "too_large", "redirect"}
+)
 
 _JSON = {"Content-Type": "application/json"}
 
 
 class UpstreamError(Exception):
     def __init__(
-        self, api: Api, kind: ErrorKind, detail: str = "", retry_after_s: float | None = None
+        self,
+        api: Api,
+        kind: ErrorKind,
+        detail: str = "",
+        retry_after_s: float | None = None,
+        *,
+        code: int | None = None,
     ) -> None:
         super().__init__(f"{api}: {kind}{': ' + detail if detail else ''}")
         self.api = api
         self.kind = kind
         self.retry_after_s = retry_after_s
+        self.code = code
+        """Permutive's numeric error code from the error body, when it gave one."""
 
 
 def make_session(
@@ -146,9 +158,12 @@ class _Client:
         started = time.perf_counter()
         outcome = "error"
         try:
+            # Never follow a redirect: it would re-send the API key to wherever it points.
             async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout
+                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
+                if 300 <= resp.status < 400:
+                    raise UpstreamError(self.api, "redirect", f"HTTP {resp.status}")
                 payload = await self._read_bounded(resp)
                 if resp.status >= 400:
                     raise self._http_error(resp.status, payload, resp.headers.get("Retry-After"))
@@ -185,11 +200,8 @@ class _Client:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _http_error(self, status: int, payload: bytes, retry_after: str | None) -> UpstreamError:
-        try:
-            detail = error_decoder.decode(payload).error
-            code = detail.code if detail and detail.code else ""
-        except msgspec.DecodeError:
-            code = ""
+        detail = parse_error(payload)
+        code = f"code {detail.code}" if detail is not None and detail.code is not None else ""
         kind: ErrorKind
         if status in (401, 403):
             kind = "auth"
@@ -198,7 +210,11 @@ class _Client:
         else:
             kind = "http_4xx" if status < 500 else "http_5xx"
         return UpstreamError(
-            self.api, kind, f"HTTP {status} {code}".strip(), _retry_after_s(retry_after)
+            self.api,
+            kind,
+            f"HTTP {status} {code}".strip(),
+            _retry_after_s(retry_after),
+            code=detail.code if detail is not None else None,
         )
 
     def _fail(self, e: UpstreamError) -> UpstreamError:

@@ -46,8 +46,8 @@ from plugin.wire import (
     Event,
     ccs_response_decoder,
     ctx_response_decoder,
-    error_decoder,
     json_encoder,
+    parse_error,
 )
 
 if TYPE_CHECKING:
@@ -328,13 +328,10 @@ class Verifier:
         return payload
 
     def _error_text(self, payload: bytes) -> str:
-        try:
-            detail = error_decoder.decode(payload).error
-        except msgspec.DecodeError:
-            return ""
+        detail = parse_error(payload)
         if detail is None:
             return ""
-        parts = [p for p in (detail.code, detail.message) if p]
+        parts = [str(p) for p in (detail.code, detail.message) if p is not None and p != ""]
         return (": " + " - ".join(self._redact(p) for p in parts)) if parts else ""
 
     async def _why(self, alias: Alias, event: Event) -> list[str]:
@@ -491,7 +488,10 @@ async def run(args: argparse.Namespace) -> int:
             )
         sandbox = await start_sandbox()
         config = config.with_overrides(
-            api_key=sandbox.api_key, ccs_url=sandbox.base_url, ctx_url=sandbox.base_url
+            sandbox=False,
+            api_key=sandbox.api_key,
+            ccs_url=sandbox.base_url,
+            ctx_url=sandbox.base_url,
         )
     try:
         test_cohort = args.test_cohort

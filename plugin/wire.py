@@ -35,11 +35,12 @@ class CcsResponse(msgspec.Struct, omit_defaults=True):
 
 
 class ClientProperties(msgspec.Struct, omit_defaults=True):
+    """The Contextual request's `client` section: about the content, never about the user
+    (no user agent, referrer, IP or identifier: the guide says "minus any user-related data")."""
+
     url: str | None = None
     domain: str | None = None
-    referrer: str | None = None
     type: str | None = None
-    user_agent: str | None = None
     title: str | None = None
 
 
@@ -57,8 +58,11 @@ class ContextualResponse(msgspec.Struct, omit_defaults=True):
 
 
 class ErrorDetail(msgspec.Struct, omit_defaults=True):
-    status: int | None = None
-    code: str | None = None
+    """`{"status": "Bad Request", "code": 2000, "message": ..., "docs": ...}`: the HTTP reason
+    phrase as a string and Permutive's numeric error code."""
+
+    status: str | None = None
+    code: int | None = None
     message: str | None = None
     cause: str | None = None
     docs: str | None = None
@@ -75,3 +79,38 @@ json_encoder = msgspec.json.Encoder()
 ccs_response_decoder = msgspec.json.Decoder(CcsResponse)
 ctx_response_decoder = msgspec.json.Decoder(ContextualResponse)
 error_decoder = msgspec.json.Decoder(ErrorBody)
+_any_decoder = msgspec.json.Decoder()
+
+
+def parse_error(payload: bytes) -> ErrorDetail | None:
+    """The `error` member of an upstream's error body, or None. Lenient: a body with a field
+    of the wrong type still gives the fields that are right (a numeric code is what we
+    report), and nothing here raises."""
+    try:
+        return error_decoder.decode(payload).error
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        return None
+    try:
+        doc = _any_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    if isinstance(code, str) and code.isdigit() and len(code) < 10:
+        code = int(code)
+
+    def text(name: str) -> str | None:
+        value = error.get(name)
+        return value if isinstance(value, str) else None
+
+    return ErrorDetail(
+        status=text("status"),
+        code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+        message=text("message"),
+        cause=text("cause"),
+        docs=text("docs"),
+    )

@@ -72,7 +72,7 @@ async def test_single_flight_shares_one_call_and_forgets_it_after() -> None:
         await gate.wait()
         return calls
 
-    sf: SingleFlight[int] = SingleFlight()
+    sf: SingleFlight[str, int] = SingleFlight()
     tasks = [sf.run("k", call) for _ in range(50)]
     assert len({id(t) for t in tasks}) == 1 and len(sf) == 1
     gate.set()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from plugin.config import ConsentConfig
-from plugin.consent import REASONS, UNDECODABLE_REASONS, decide, is_undecodable
+from plugin.consent import REASONS, UNDECODABLE_REASONS, carries_signal, decide, is_undecodable
 from plugin.context import ConsentSignals
 from plugin.result import ConsentDecision
 from tests.test_gpp import SPEC_GPP_TCF_USP, encode_gpp, encode_usnat
@@ -42,11 +43,44 @@ def test_reasons_are_a_small_stable_snake_case_vocabulary() -> None:
 
 
 @pytest.mark.parametrize("tc", [TC_OK, TC_NO_VENDOR, "garbage"])
-def test_override_wins(tc: str) -> None:
-    assert d(override=True, gdpr=True, tc_string=tc, us_privacy="1YYN") == ConsentDecision(
-        True, "override_granted"
-    )
+def test_an_override_may_always_deny(tc: str) -> None:
     assert d(override=False, gdpr=False, tc_string=tc) == ConsentDecision(False, "override_denied")
+    assert not decide(
+        ConsentSignals(gdpr=True, tc_string=tc), CFG, host=ConsentSignals(override=False)
+    ).allowed
+
+
+def test_an_override_grants_only_where_no_signal_was_sent() -> None:
+    assert d(override=True) == ConsentDecision(True, "override_granted")
+    assert d(override=True, gdpr=True, tc_string=TC_NO_VENDOR) == ConsentDecision(
+        False, "tcf_vendor_denied"
+    )
+    assert d(override=True, us_privacy="1YYN") == ConsentDecision(False, "usp_opted_out")
+    assert d(override=True, gdpr=True, tc_string="garbage") == ConsentDecision(
+        False, "tcf_undecodable"
+    )
+    # A signal that grants by itself still grants, for its own reason.
+    assert d(override=True, gdpr=True, tc_string=TC_OK) == ConsentDecision(True, "tcf_granted")
+    # The host's override against the request's signals: the same rule.
+    request = ConsentSignals(us_privacy="1YYN")
+    assert decide(request, CFG, host=ConsentSignals(override=True)) == ConsentDecision(
+        False, "usp_opted_out"
+    )
+
+
+@pytest.mark.parametrize("cfg", [CFG, LENIENT])
+def test_child_directed_conflicts_and_restrictions_deny_whatever_else(cfg: ConsentConfig) -> None:
+    for hard, reason in (
+        ({"child_directed": True}, "child_directed"),
+        ({"conflicts": ("gdpr",)}, "conflicting_signals"),
+        ({"restricted": True}, "restricted_processing"),
+    ):
+        for extra in ({}, {"override": True}, {"gdpr": True, "tc_string": TC_OK}, {"gdpr": False}):
+            assert d(cfg, **hard, **extra) == ConsentDecision(False, reason)
+            # ... from either side: the host's flag holds over a granting request.
+            host = ConsentSignals(**hard)  # type: ignore[arg-type]
+            assert decide(ConsentSignals(**extra), cfg, host=host) == ConsentDecision(False, reason)
+    assert d(cfg, child_directed=False, gdpr=True, tc_string=TC_OK).allowed
 
 
 # --- TCF ---
@@ -174,6 +208,20 @@ def test_usnat_without_opt_out_grants() -> None:
     )
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_usnat_known_child_without_consent_denies(version: int) -> None:
+    n = 2 if version == 1 else 3
+    for i in range(n):
+        kids = tuple(1 if j == i else 2 for j in range(n))
+        gpp = encode_gpp({7: encode_usnat(version=version, known_child=kids)})
+        assert d(LENIENT, gpp=gpp, gpp_sid=(7,)) == ConsentDecision(False, "gpp_usnat_known_child")
+    consented = encode_gpp({7: encode_usnat(version=version, known_child=(2,) * n)})
+    assert d(gpp=consented, gpp_sid=(7,)).allowed
+    # A section cut off before the known-child fields cannot be read: fail closed.
+    short = encode_gpp({7: encode_usnat(version=version)[:6]})
+    assert d(gpp=short, gpp_sid=(7,)) == ConsentDecision(False, "gpp_usnat_undecodable")
+
+
 def test_gpp_uspv1_section() -> None:
     assert d(gpp=encode_gpp({6: "1YYN"}), gpp_sid=(6,)) == ConsentDecision(
         False, "gpp_usp_opted_out"
@@ -272,7 +320,11 @@ signals_strategy = st.builds(
     us_privacy=consent_text,
     gpp=consent_text,
     gpp_sid=st.none() | st.lists(st.integers(-2, 12), max_size=4).map(tuple),
+    child_directed=st.none() | st.booleans(),
+    restricted=st.none() | st.booleans(),
+    conflicts=st.sampled_from([(), ("gdpr",), ("us_privacy",)]),
 )
+request_strategy = signals_strategy.map(lambda s: msgspec.structs.replace(s, override=None))
 config_strategy = st.builds(
     ConsentConfig,
     vendor_id=st.integers(1, 70_000),
@@ -289,8 +341,37 @@ def test_decide_never_raises_and_speaks_the_vocabulary(
     assert isinstance(got, ConsentDecision)
     assert got.reason in REASONS
     assert got.reason != "internal_error"
-    if signals.override is not None:
-        assert got.allowed is signals.override
+    if signals.override is False or signals.child_directed or signals.conflicts:
+        assert not got.allowed
+    if signals.override is True and not _carries_anything(signals):
+        assert got == ConsentDecision(True, "override_granted")
+
+
+def _carries_anything(signals: ConsentSignals) -> bool:
+    """A consent signal or a denying flag of the request's own."""
+    return (
+        carries_signal(signals)
+        or signals.child_directed is not None
+        or signals.restricted is not None
+        or bool(signals.conflicts)
+    )
+
+
+@given(request_strategy, signals_strategy, config_strategy)
+def test_never_more_permissive_than_the_requests_own_signals(
+    request: ConsentSignals, host: ConsentSignals, cfg: ConsentConfig
+) -> None:
+    alone = decide(request, cfg)
+    together = decide(request, cfg, host=host)
+    assert together.reason in REASONS and together.reason != "internal_error"
+    if _carries_anything(request):
+        # Whatever the host adds, an override or signals of its own, it cannot upgrade.
+        assert not together.allowed or alone.allowed
+        assert decide(request, cfg, host=ConsentSignals(override=True)) == alone
+    if request.child_directed:
+        assert together == ConsentDecision(False, "child_directed")
+    if not alone.allowed and _carries_anything(request):
+        assert not together.allowed
 
 
 @given(signals_strategy)

@@ -76,11 +76,19 @@ def encode_gpp(sections: dict[int, str]) -> str:
 
 
 def encode_usnat(
-    sale: int = 2, sharing: int = 2, targeted: int = 2, notices: int = 1, version: int = 1
+    sale: int = 2,
+    sharing: int = 2,
+    targeted: int = 2,
+    notices: int = 1,
+    version: int = 1,
+    known_child: tuple[int, ...] | None = None,
 ) -> str:
+    sensitive, children = (12, 2) if version == 1 else (16, 3)
+    kids = known_child if known_child is not None else (0,) * children
     bits = format(version, "06b") + format(notices, "02b") * 6
     bits += format(sale, "02b") + format(sharing, "02b") + format(targeted, "02b")
-    bits += "00" * 12 + "00" * 2 + "00" + "01" + "00" + "00"  # the fields we do not read
+    bits += "00" * sensitive + "".join(format(k, "02b") for k in kids)
+    bits += "00" + "01" + "00" + "00"  # the fields we do not read
     return bits_to_base64url(bits) + ".YA"
 
 
