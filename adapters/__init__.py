@@ -1,19 +1,34 @@
-"""Ad platform adapters: read a Context out of an ad request URL, write key-values into it."""
+"""Ad platform adapters: read a Context out of an ad request, write key-values into it."""
 
 from adapters.adswizz import AdsWizzAdapter
-from adapters.base import Adapter, KeyValues
+from adapters.base import Adapter, AdapterSettings, FailOpen, KeyValuesIn, UrlAdapter
 from adapters.freewheel import FreeWheelAdapter
-from adapters.gam import GamAdapter
-from adapters.registry import KNOWN_ADAPTERS, adapter_by_name, default_adapters, find_adapter
+from adapters.gam import GamAdapter, GamSettings
+from adapters.registry import (
+    ADAPTERS,
+    KNOWN_ADAPTERS,
+    adapter_by_name,
+    build_adapters,
+    default_adapters,
+    find_adapter,
+    settings_type,
+)
 
 __all__ = [
+    "ADAPTERS",
     "KNOWN_ADAPTERS",
     "Adapter",
+    "AdapterSettings",
     "AdsWizzAdapter",
+    "FailOpen",
     "FreeWheelAdapter",
     "GamAdapter",
-    "KeyValues",
+    "GamSettings",
+    "KeyValuesIn",
+    "UrlAdapter",
     "adapter_by_name",
+    "build_adapters",
     "default_adapters",
     "find_adapter",
+    "settings_type",
 ]

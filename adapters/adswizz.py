@@ -20,12 +20,17 @@ Parsing:
   `aw_0_req.coppa=1` or `coppa=1` is a child flag and denies outright;
 - content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the deterministic
   `adswizz://zone/{zone}` from the zone alias in the path (or `zoneId` in the query): in audio a
-  zone is usually one station or show, so contextual cohorts follow it.
+  zone is usually one station or show, so contextual cohorts follow it. Properties for the
+  `AudioPlay` event come through the `properties` mapping (default: `aw_0_1st.episode_id`,
+  `.show`, `.title`, `.categories`, `.duration` → `duration_seconds`).
 """
 
 from __future__ import annotations
 
-from adapters.base import FailOpen, KeyValues
+from collections.abc import Mapping
+from typing import ClassVar
+
+from adapters.base import KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -36,6 +41,7 @@ from adapters.params import (
     find_param,
     first_params,
     identity_of,
+    mapped_properties,
     sanitise,
     split_url,
     text,
@@ -43,6 +49,7 @@ from adapters.params import (
 )
 from plugin.context import Content, Context
 from plugin.identity import Alias
+from plugin.request import KeyValues
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("adswizz_keyvalue", "adswizz")
 PREFIX = "aw_0_1st."
@@ -86,18 +93,23 @@ def _is_adswizz_path(path: str) -> bool:
     return len(parts) >= 3 and bool(parts[1]) and parts[2] == "request"
 
 
-class AdsWizzAdapter(FailOpen):
-    name: str = "adswizz"
-
+class AdsWizzAdapter(UrlAdapter):
+    name = "adswizz"
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
+    default_play_event = "AudioPlay"
+    default_content_section = "audio"
+    default_properties: ClassVar[Mapping[str, str]] = {
+        "aw_0_1st.episode_id": "episode_id",
+        "aw_0_1st.show": "show",
+        "aw_0_1st.title": "title",
+        "aw_0_1st.categories": "categories",
+        "aw_0_1st.duration": "duration_seconds",
+    }
 
-    def __repr__(self) -> str:
-        return "AdsWizzAdapter()"
+    def _url_unrecognised(self, url: str) -> str | None:
+        return None if _is_adswizz_path(url_path(split_url(url)[0])) else "path"
 
-    def _matches(self, url: str) -> bool:
-        return _is_adswizz_path(url_path(split_url(url)[0]))
-
-    def _parse(self, url: str) -> Context:
+    def _parse_url(self, url: str) -> Context:
         base, query, _ = split_url(url)
         path = url_path(base)
         if not _is_adswizz_path(path):
@@ -139,42 +151,43 @@ class AdsWizzAdapter(FailOpen):
         return Context(
             identity=identity_of(aliases),
             consent=consent,
-            content=Content(url=content_url),
+            content=Content(url=content_url, properties=mapped_properties(self.properties, p)),
         )
 
-    def _apply(self, url: str, keyvalues: KeyValues) -> str:
-        if not keyvalues:
-            return url
+    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         base, query, fragment = split_url(url)
         if not _is_adswizz_path(url_path(base)):
-            return url
+            return url, {}
         ours = sanitise(keyvalues, valid_key, clean_value)
         if not ours:
-            return url
+            return url, {}
 
         q = "" if query is None else query
         inserts: list[tuple[int, str]] = []  # (position in q, text), existing parameters
         tail: list[str] = []  # new parameters
+        written: KeyValues = {}
         for key, values in ours:
             name = PREFIX + encode(key)
             bounds = find_param(q, name)
             if bounds is None:
                 tail.append(f"{name}={','.join(encode(v) for v in values)}")
+                written[key] = list(values)
                 continue
             start, end = bounds
             value_at = start + len(name)
             raw = q[value_at + 1 : end] if value_at < end else ""
             seen = set(decode(raw).split(",")) if raw else set()
-            fresh = [encode(v) for v in values if v not in seen]
+            fresh = [v for v in values if v not in seen]
             if not fresh:
                 continue
+            written[key] = fresh
             lead = "," if raw else ("" if value_at < end else "=")
-            inserts.append((end, lead + ",".join(fresh)))
+            inserts.append((end, lead + ",".join(encode(v) for v in fresh)))
         if not inserts and not tail:
-            return url
+            return url, {}
 
         for at, insert in sorted(inserts, reverse=True):
             q = q[:at] + insert + q[at:]
         if tail:
             q = q + ("&" if q else "") + "&".join(tail)
-        return f"{base}?{q}{fragment}"
+        return f"{base}?{q}{fragment}", written

@@ -1,72 +1,175 @@
-"""The adapter interface: one ad platform's URL format, nothing else."""
+"""The adapter contract: one ad platform's request format, nothing else.
+
+An adapter says whether it recognises an `AdRequest` (and why not), reads a `Context` out of
+it, and writes key-values into it, returning the new request and exactly what it wrote. It
+depends only on the shared vocabulary (`plugin.request`, `plugin.context`, `plugin.identity`),
+never on the enricher or the configuration loader.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, ClassVar, Protocol
+
+import msgspec
 
 from plugin.context import Context
+from plugin.request import AdRequest, Applied
 
-KeyValues = Mapping[str, Sequence[str]]
+KeyValuesIn = Mapping[str, Sequence[str]]
+"""Key-values to write: key → values (a bare string counts as one value)."""
+
+ErrorHook = Callable[[str, str, BaseException], None]
+"""Called with (platform, stage, exception) when an adapter's own code raised: the stage is
+`recognise`, `parse` or `apply`. The request still goes out; the hook counts and logs."""
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^\S+$")]
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class AdapterSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
+    """`[adapters.<platform>]`: what every platform's section takes; None means the adapter's
+    own default (`Adapter.defaults`). Platforms with settings of their own subclass this."""
+
+    activation_platforms: tuple[str, ...] | None = None
+    """The API answers' activation names whose cohorts go into this platform's requests."""
+    play_event: Name | None = None
+    """The play event sent with the first ad request of a view (`Videoview`, `AudioPlay`)."""
+    content_section: KeyName | None = None
+    """The Contextual request's `page_properties` section that mirrors the play event."""
+    client_type: Name | None = None
+    """`client.type` for events and the Contextual request, when this platform's traffic is
+    of one kind (the host can also say it per request)."""
+    properties: dict[str, KeyName] | None = None
+    """Platform parameter → play-event property (a trailing `*` maps a whole prefix)."""
 
 
 class Adapter(Protocol):
-    """Reads a Context out of an ad request URL and writes key-values back into it.
+    @property
+    def name(self) -> str: ...
 
-    `parse` and `apply` never raise: a URL they cannot understand yields an empty Context, or
-    comes back unchanged. Only the platform's own parameter or section is ever rewritten.
-    """
-
-    name: str
     activation_platforms: tuple[str, ...]
+    play_event: str
+    content_section: str
+    client_type: str | None
 
-    def matches(self, url: str) -> bool: ...
+    def unrecognised(self, request: AdRequest) -> str | None:
+        """None when this is one of the platform's ad requests, else why not (a short reason,
+        used as a metric label: `path`, `method`, `body`, ...)."""
+        ...
 
-    def parse(self, url: str) -> Context: ...
+    def parse(self, request: AdRequest) -> Context: ...
 
-    def apply(self, url: str, keyvalues: KeyValues) -> str: ...
+    def apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied: ...
 
 
 class FailOpen:
-    """The never-raise shell every adapter shares: its public methods turn any exception from
-    the platform-specific `_matches` / `_parse` / `_apply` into "not mine", an empty Context,
-    or the URL unchanged. An ad request is never lost to a parser bug."""
+    """The never-raise shell every adapter shares: an exception from the platform-specific
+    `_unrecognised` / `_parse` / `_apply` becomes "not mine" (reason `error`), an empty
+    Context, or the request unchanged, and is reported to `on_error`. An ad request is never
+    lost to a parser bug, and never lost silently."""
 
-    name: str
-    default_activation_platforms: tuple[str, ...] = ()
-    activation_platforms: tuple[str, ...]
+    name: ClassVar[str]
+    Settings: ClassVar[type[AdapterSettings]] = AdapterSettings
+    auto_detect: ClassVar[bool] = True
+    """Whether `find_adapter` may pick this adapter by looking at a request."""
+    default_activation_platforms: ClassVar[tuple[str, ...]] = ()
+    default_play_event: ClassVar[str] = "Videoview"
+    default_content_section: ClassVar[str] = "video"
+    default_properties: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, activation_platforms: Sequence[str] | None = None) -> None:
-        """`activation_platforms`: the API answers' platform names to read; None: defaults."""
-        self.activation_platforms = (
+    def __init__(
+        self, settings: AdapterSettings | None = None, *, on_error: ErrorHook | None = None
+    ) -> None:
+        s = settings if settings is not None else self.Settings()
+        self.settings = s
+        self.activation_platforms: tuple[str, ...] = (
             self.default_activation_platforms
-            if activation_platforms is None
-            else tuple(activation_platforms)
+            if s.activation_platforms is None
+            else tuple(s.activation_platforms)
         )
+        self.play_event: str = s.play_event or self.default_play_event
+        self.content_section: str = s.content_section or self.default_content_section
+        self.client_type: str | None = s.client_type
+        self.properties: Mapping[str, str] = (
+            self.default_properties if s.properties is None else dict(s.properties)
+        )
+        self.on_error = on_error
 
-    def matches(self, url: str) -> bool:
-        try:
-            return self._matches(url)
-        except Exception:
-            return False
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"
 
-    def parse(self, url: str) -> Context:
+    def _failed(self, stage: str, e: BaseException) -> None:
+        hook = self.on_error
+        if hook is not None:
+            try:
+                hook(self.name, stage, e)
+            except Exception:  # a broken hook must not break the ad request either
+                pass
+
+    def unrecognised(self, request: AdRequest) -> str | None:
         try:
-            return self._parse(url)
-        except Exception:
+            return self._unrecognised(request)
+        except Exception as e:
+            self._failed("recognise", e)
+            return "error"
+
+    def matches(self, request: AdRequest) -> bool:
+        return self.unrecognised(request) is None
+
+    def parse(self, request: AdRequest) -> Context:
+        try:
+            return self._parse(request)
+        except Exception as e:
+            self._failed("parse", e)
             return Context()
 
-    def apply(self, url: str, keyvalues: KeyValues) -> str:
+    def apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
+        if not keyvalues:
+            return Applied(request, {})
         try:
-            return self._apply(url, keyvalues)
-        except Exception:
-            return url
+            return self._apply(request, keyvalues)
+        except Exception as e:
+            self._failed("apply", e)
+            return Applied(request, {})
 
-    def _matches(self, url: str) -> bool:
+    def _unrecognised(self, request: AdRequest) -> str | None:
         raise NotImplementedError
 
-    def _parse(self, url: str) -> Context:
+    def _parse(self, request: AdRequest) -> Context:
         raise NotImplementedError
 
-    def _apply(self, url: str, keyvalues: KeyValues) -> str:
+    def _apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
+        raise NotImplementedError
+
+
+class UrlAdapter(FailOpen):
+    """A platform whose ad requests carry everything in the URL: only the URL is read, and
+    only the platform's own parameter or section of it is rewritten, byte for byte."""
+
+    def _unrecognised(self, request: AdRequest) -> str | None:
+        return self._url_unrecognised(request.url)
+
+    def _parse(self, request: AdRequest) -> Context:
+        return self._parse_url(request.url)
+
+    def _apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
+        url, written = self._apply_url(request.url, keyvalues)
+        return Applied(request.with_url(url), written) if written else Applied(request, {})
+
+    def parse_url(self, url: str) -> Context:
+        """`parse` of a GET of `url`."""
+        return self.parse(AdRequest(url))
+
+    def apply_url(self, url: str, keyvalues: KeyValuesIn) -> str:
+        """`apply` to a GET of `url`: the URL as it goes out."""
+        return self.apply(AdRequest(url), keyvalues).request.url
+
+    def _url_unrecognised(self, url: str) -> str | None:
+        raise NotImplementedError
+
+    def _parse_url(self, url: str) -> Context:
+        raise NotImplementedError
+
+    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, dict[str, list[str]]]:
         raise NotImplementedError

@@ -16,9 +16,10 @@ Parsing reads the key-value section first and the global section as a fallback:
 - consent: `_fw_gdpr`, `_fw_gdpr_consent`, `_fw_us_privacy` (or `us_privacy`), `gpp`, `gpp_sid`,
   read from both sections: a parameter whose copies disagree is a conflict and denies;
   `_fw_coppa=1` in any copy denies outright, whatever the host says;
-- content: every `_fw_content_<name>` pair becomes property `<name>` (a list when repeated);
-  the URL is `_fw_content_url` when given, else `freewheel://{nw}/asset/{caid}` (without `nw`:
-  `freewheel://asset/{caid}`); `caid` → `video_id`, `vdur` → `duration_seconds`;
+- content: the `properties` mapping (default: every `_fw_content_<name>` pair becomes property
+  `<name>`, a list when repeated; `caid` → `video_id`, `vdur` → `duration_seconds`); the URL is
+  `_fw_content_url` when given, else `freewheel://{nw}/asset/{caid}` (without `nw`:
+  `freewheel://asset/{caid}`);
 - `vprn` (video view random number, one per video view) is the view id, raw; the enricher turns
   non-UUID ids into uuid5 ones. `pvrn` (page view random number, shared by all the videos of one
   page or app screen) is `ssai_session_id`, the string session and view ids are derived from.
@@ -26,7 +27,10 @@ Parsing reads the key-value section first and the global section as a fallback:
 
 from __future__ import annotations
 
-from adapters.base import FailOpen, KeyValues
+from collections.abc import Mapping
+from typing import ClassVar
+
+from adapters.base import KeyValuesIn, UrlAdapter
 from adapters.params import (
     DEVICE_ID_TAGS,
     SignalReader,
@@ -37,7 +41,7 @@ from adapters.params import (
     encode,
     first_params,
     identity_of,
-    number,
+    mapped_properties,
     sanitise,
     split_url,
     text,
@@ -45,6 +49,7 @@ from adapters.params import (
 )
 from plugin.context import Content, Context
 from plugin.identity import Alias
+from plugin.request import KeyValues
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("freewheel",)
 BARE_DEVICE_ID_TAG = "device_id"
@@ -53,7 +58,7 @@ RESERVED_KEYS = frozenset(("gpp", "gpp_sid"))
 
 _PATH = "/ad/g/1"
 _CONTENT_PREFIX = "_fw_content_"
-_CONTENT_URL = "url"
+_CONTENT_URL = _CONTENT_PREFIX + "url"
 
 
 def valid_key(key: object) -> bool:
@@ -72,18 +77,19 @@ def clean_value(value: object) -> str | None:
     return value
 
 
-class FreeWheelAdapter(FailOpen):
-    name: str = "freewheel"
-
+class FreeWheelAdapter(UrlAdapter):
+    name = "freewheel"
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
+    default_properties: ClassVar[Mapping[str, str]] = {
+        "caid": "video_id",
+        "vdur": "duration_seconds",
+        "_fw_content_*": "*",
+    }
 
-    def __repr__(self) -> str:
-        return "FreeWheelAdapter()"
+    def _url_unrecognised(self, url: str) -> str | None:
+        return None if url_path(split_url(url)[0]).endswith(_PATH) else "path"
 
-    def _matches(self, url: str) -> bool:
-        return url_path(split_url(url)[0]).endswith(_PATH)
-
-    def _parse(self, url: str) -> Context:
+    def _parse_url(self, url: str) -> Context:
         base, query, _ = split_url(url)
         if query is None or not url_path(base).endswith(_PATH):
             return Context()
@@ -117,23 +123,17 @@ class FreeWheelAdapter(FailOpen):
             child_directed=("_fw_coppa",),
         )
 
-        props = _content_properties(kv_section)
-        for name, value in _content_properties(glob_section).items():
+        props = mapped_properties(self.properties, kv)
+        for name, value in mapped_properties(self.properties, glob).items():
             props.setdefault(name, value)
-        given_url = props.pop(_CONTENT_URL, None)
-        if isinstance(given_url, list):
-            given_url = given_url[0]
-        content_url = given_url if isinstance(given_url, str) else None
+        given_url = text(get(_CONTENT_URL))
+        props.pop(_CONTENT_URL[len(_CONTENT_PREFIX) :], None)
+        content_url = given_url
         caid = text(get("caid"))
-        if caid is not None:
-            props["video_id"] = caid
-            if content_url is None:
-                nw = text(get("nw"))
-                where = f"{encode(nw)}/asset" if nw is not None else "asset"
-                content_url = f"freewheel://{where}/{encode(caid)}"
-        duration = number(get("vdur"))
-        if duration is not None:
-            props["duration_seconds"] = duration
+        if caid is not None and content_url is None:
+            nw = text(get("nw"))
+            where = f"{encode(nw)}/asset" if nw is not None else "asset"
+            content_url = f"freewheel://{where}/{encode(caid)}"
 
         return Context(
             identity=identity_of(aliases),
@@ -143,15 +143,13 @@ class FreeWheelAdapter(FailOpen):
             ssai_session_id=text(get("pvrn")),
         )
 
-    def _apply(self, url: str, keyvalues: KeyValues) -> str:
-        if not keyvalues:
-            return url
+    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         base, query, fragment = split_url(url)
         if query is None or not url_path(base).endswith(_PATH):
-            return url
+            return url, {}
         ours = sanitise(keyvalues, valid_key, clean_value)
         if not ours:
-            return url
+            return url, {}
 
         first = query.find(";")
         if first < 0:
@@ -167,12 +165,16 @@ class FreeWheelAdapter(FailOpen):
                 present.setdefault(decode(name), set()).add(decode(value))
 
         added: list[str] = []
+        written: KeyValues = {}
         for key, values in ours:
             seen = present.get(key, set())
             enc_key = encode(key)
-            added.extend(f"{enc_key}={encode(v)}" for v in values if v not in seen)
+            fresh = [v for v in values if v not in seen]
+            if fresh:
+                written[key] = fresh
+                added.extend(f"{enc_key}={encode(v)}" for v in fresh)
         if not added:
-            return url
+            return url, {}
 
         new_kv = kv + ("&" if kv else "") + "&".join(added)
         if first < 0:
@@ -182,27 +184,4 @@ class FreeWheelAdapter(FailOpen):
             new_query = query[: first + 1] + new_kv + ("" if kv else ";")
         else:
             new_query = query[: first + 1] + new_kv + query[second:]
-        return f"{base}?{new_query}{fragment}"
-
-
-def _content_properties(section: str) -> dict[str, object]:
-    props: dict[str, object] = {}
-    if _CONTENT_PREFIX not in section:
-        return props
-    for pair in section.split("&"):
-        raw_name, _, raw_value = pair.partition("=")
-        name = decode(raw_name)
-        if not name.startswith(_CONTENT_PREFIX) or len(name) == len(_CONTENT_PREFIX):
-            continue
-        value = text(raw_value)
-        if value is None:
-            continue
-        prop = name[len(_CONTENT_PREFIX) :]
-        existing = props.get(prop)
-        if existing is None:
-            props[prop] = value
-        elif isinstance(existing, list):
-            existing.append(value)
-        else:
-            props[prop] = [existing, value]
-    return props
+        return f"{base}?{new_query}{fragment}", written

@@ -26,9 +26,12 @@ one video stream) is the view id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
 
-from adapters.base import FailOpen, KeyValues
+import msgspec
+
+from adapters.base import AdapterSettings, ErrorHook, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -39,6 +42,7 @@ from adapters.params import (
     find_param,
     first_params,
     identity_of,
+    mapped_properties,
     sanitise,
     split_url,
     text,
@@ -46,6 +50,7 @@ from adapters.params import (
 )
 from plugin.context import Content, Context
 from plugin.identity import Alias
+from plugin.request import KeyValues
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("dfp", "gam", "target_dfp")
 MAX_KEY_LENGTH = 20
@@ -53,6 +58,7 @@ MAX_VALUE_LENGTH = 40
 FORBIDDEN_CHARS = frozenset("\"'=!+#*~;^()<>[],&")
 
 _PARAM = "cust_params"
+_CUST_PREFIX = _PARAM + "."
 _AMP, _EQ, _COMMA = "%26", "%3D", "%2C"
 _PATHS = ("/gampad/ads", "/gampad/live/ads")
 _CHILD_FLAGS = ("tfcd", "tfua")
@@ -87,25 +93,39 @@ def valid_key(key: object) -> bool:
     ) and encodable(key)
 
 
-class GamAdapter(FailOpen):
-    name: str = "gam"
+class GamSettings(AdapterSettings, frozen=True):
+    """`[adapters.gam]`."""
+
+    max_url_length: Annotated[int, msgspec.Meta(gt=0)] = 8000
+    """Our cohorts are dropped (never truncated) to keep the whole tag within this."""
+
+
+class GamAdapter(UrlAdapter):
+    name = "gam"
+    Settings = GamSettings
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
+    default_properties: ClassVar[Mapping[str, str]] = {
+        "vid": "video_id",
+        "cmsid": "cms_id",
+        "cust_params.title": "title",
+        "cust_params.categories": "categories",
+    }
 
     def __init__(
-        self,
-        activation_platforms: Sequence[str] | None = None,
-        max_url_length: int = 8000,
+        self, settings: AdapterSettings | None = None, *, on_error: ErrorHook | None = None
     ) -> None:
-        super().__init__(activation_platforms)
-        self.max_url_length = max_url_length
+        super().__init__(settings, on_error=on_error)
+        self.max_url_length = (
+            settings.max_url_length
+            if isinstance(settings, GamSettings)
+            else GamSettings().max_url_length
+        )
+        self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
 
-    def __repr__(self) -> str:
-        return f"GamAdapter(max_url_length={self.max_url_length})"
+    def _url_unrecognised(self, url: str) -> str | None:
+        return None if url_path(split_url(url)[0]).endswith(_PATHS) else "path"
 
-    def _matches(self, url: str) -> bool:
-        return url_path(split_url(url)[0]).endswith(_PATHS)
-
-    def _parse(self, url: str) -> Context:
+    def _parse_url(self, url: str) -> Context:
         base, query, _ = split_url(url)
         if query is None or not url_path(base).endswith(_PATHS):
             return Context()
@@ -131,13 +151,13 @@ class GamAdapter(FailOpen):
             restricted=_RESTRICT_FLAGS,
         )
 
-        props: dict[str, object] = {}
-        vid = text(p.get("vid"))
-        if vid is not None:
-            props["video_id"] = vid
-        cmsid = text(p.get("cmsid"))
-        if cmsid is not None:
-            props["cms_id"] = cmsid
+        props = mapped_properties(self.properties, p)
+        if self._cust_properties:
+            cust = p.get(_PARAM)
+            if cust:
+                inner = first_params(decode(cust))
+                for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
+                    props.setdefault(name, value)
         content = Content(
             url=_content_url(p.get("description_url")) or _content_url(p.get("url")),
             properties=props,
@@ -150,15 +170,13 @@ class GamAdapter(FailOpen):
             view_id=text(p.get("scor")),
         )
 
-    def _apply(self, url: str, keyvalues: KeyValues) -> str:
-        if not keyvalues:
-            return url
+    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         base, query, fragment = split_url(url)
         if not url_path(base).endswith(_PATHS):
-            return url
+            return url, {}
         ours = sanitise(keyvalues, valid_key, clean_value)
         if not ours:
-            return url
+            return url, {}
 
         q = "" if query is None else query
         bounds = find_param(q, _PARAM)
@@ -171,40 +189,42 @@ class GamAdapter(FailOpen):
         entries = raw.split(_AMP)
         present = _present(entries)
 
-        # One item per value to add, in the order of `keyvalues`: (key, encoded value, length
-        # it adds to the URL including its separator). Dropping from the end keeps costs exact.
-        items: list[tuple[str, str, int]] = []
+        # One item per value to add, in the order of `keyvalues`: (key, value, encoded value,
+        # length it adds to the URL with its separator). Dropping from the end keeps costs exact.
+        items: list[tuple[str, str, str, int]] = []
         need_amp = bool(raw) and not raw.endswith(_AMP)
         for key, values in ours:
             found = present.get(key)
             if found is not None:
                 _, seen, state = found
-                fresh = [encode(v) for v in values if v not in seen]
                 lead = _LEAD[state]
-                for n, enc in enumerate(fresh):
-                    items.append((key, enc, len(_COMMA if n else lead) + len(enc)))
+                for n, v in enumerate(v for v in values if v not in seen):
+                    enc = encode(v)
+                    items.append((key, v, enc, len(_COMMA if n else lead) + len(enc)))
             else:
                 head = len(_AMP if need_amp else "") + len(encode(key)) + len(_EQ)
                 need_amp = True
                 for n, v in enumerate(values):
                     enc = encode(v)
-                    items.append((key, enc, (len(_COMMA) if n else head) + len(enc)))
+                    items.append((key, v, enc, (len(_COMMA) if n else head) + len(enc)))
         if not items:
-            return url
+            return url, {}
 
         if bounds is None:  # "?" when there was no query, "&" when it was not empty
             extra = len(_PARAM) + 1 + (1 if query is None or q else 0)
         else:  # "=" after a bare "cust_params"
             extra = 0 if value_at < end else 1
-        total = len(url) + extra + sum(cost for _, _, cost in items)
+        total = len(url) + extra + sum(item[3] for item in items)
         while items and total > self.max_url_length:
-            total -= items.pop()[2]
+            total -= items.pop()[3]
         if not items:
-            return url
+            return url, {}
 
         kept: dict[str, list[str]] = {}
-        for key, enc, _ in items:
+        written: KeyValues = {}
+        for key, value, enc, _ in items:
             kept.setdefault(key, []).append(enc)
+            written.setdefault(key, []).append(value)
         appended: dict[int, str] = {}
         tail: list[str] = []
         for key, encoded in kept.items():
@@ -221,8 +241,8 @@ class GamAdapter(FailOpen):
 
         if bounds is None:
             amp = "&" if q else ""
-            return f"{base}?{q}{amp}{_PARAM}={raw}{fragment}"
-        return f"{base}?{q[:value_at]}={raw}{q[end:]}{fragment}"
+            return f"{base}?{q}{amp}{_PARAM}={raw}{fragment}", written
+        return f"{base}?{q[:value_at]}={raw}{q[end:]}{fragment}", written
 
 
 def _present(entries: list[str]) -> dict[str, tuple[int, set[str], int]]:

@@ -351,3 +351,39 @@ def sanitise(
         if kept:
             out.append((key, kept))
     return out
+
+
+def mapped_properties(
+    mapping: Mapping[str, str], params: Params, prefix: str = ""
+) -> dict[str, object]:
+    """Play-event properties from a platform's parameters, as `mapping` names them:
+    `{"vid": "video_id"}` renames one parameter, `{"_fw_content_*": "*"}` maps every parameter
+    with that prefix to the rest of its name. `prefix` is put before each parameter's name
+    first (`cust_params.` for GAM's key-values). A repeated parameter gives a list; values
+    stay text (the enricher types them as `[events.properties]` says)."""
+    out: dict[str, object] = {}
+    for source, prop in mapping.items():
+        if not source.startswith(prefix):
+            continue
+        name = source[len(prefix) :]
+        if name.endswith("*"):
+            stem = name[:-1]
+            for found in params:
+                if found.startswith(stem) and len(found) > len(stem):
+                    target = prop.replace("*", found[len(stem) :])
+                    value = _values(params, found)
+                    if value is not None:
+                        out.setdefault(target, value)
+        else:
+            value = _values(params, name)
+            if value is not None:
+                out[prop] = value
+    return out
+
+
+def _values(params: Params, name: str) -> str | list[str] | None:
+    raws = params.every(name)
+    if len(raws) == 1:
+        return text(raws[0])
+    values = [v for v in (text(r) for r in raws) if v is not None]
+    return values or None

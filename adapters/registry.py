@@ -1,42 +1,55 @@
-"""The adapters a deployment knows, built from configuration.
+"""The one list of ad platforms. Everything that names platforms (the CLI's `--platform`, the
+`[adapters.*]` config sections, the sidecar's per-upstream `platform`, the demo, `verify`)
+reads it from here.
 
-A new platform is one new module plus one line in `_FACTORIES`.
+A new platform is one new module plus one line in `ADAPTERS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 
 from adapters.adswizz import AdsWizzAdapter
-from adapters.base import Adapter
+from adapters.base import Adapter, AdapterSettings, ErrorHook, FailOpen
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
-from plugin.config import AdaptersConfig
+from plugin.request import AdRequest
 
-_FACTORIES: dict[str, Callable[[AdaptersConfig], Adapter]] = {
-    "gam": lambda c: GamAdapter(c.gam.activation_platforms, c.gam.max_url_length),
-    "freewheel": lambda c: FreeWheelAdapter(c.freewheel.activation_platforms),
-    "adswizz": lambda c: AdsWizzAdapter(c.adswizz.activation_platforms),
-}
+ADAPTERS: tuple[type[FailOpen], ...] = (
+    GamAdapter,
+    FreeWheelAdapter,
+    AdsWizzAdapter,
+)
+"""Every platform, in the order `find_adapter` tries the auto-detectable ones."""
 
-KNOWN_ADAPTERS: tuple[str, ...] = tuple(_FACTORIES)
-"""Adapter names in the order `find_adapter` tries them."""
+KNOWN_ADAPTERS: tuple[str, ...] = tuple(a.name for a in ADAPTERS)
 
-
-def default_adapters(cfg: AdaptersConfig | None = None) -> tuple[Adapter, ...]:
-    """One adapter per known platform, configured from `cfg` (defaults when None)."""
-    cfg = AdaptersConfig() if cfg is None else cfg
-    return tuple(factory(cfg) for factory in _FACTORIES.values())
+_BY_NAME: dict[str, type[FailOpen]] = {a.name: a for a in ADAPTERS}
 
 
-def find_adapter(adapters: Iterable[Adapter], url: str) -> Adapter | None:
-    """The first adapter that recognises the URL; None when none does. Never raises."""
+def settings_type(name: str) -> type[AdapterSettings] | None:
+    """The `[adapters.<name>]` settings struct of platform `name`; None for no such platform."""
+    adapter = _BY_NAME.get(name)
+    return None if adapter is None else adapter.Settings
+
+
+def build_adapters(
+    settings: Mapping[str, AdapterSettings] | None = None, *, on_error: ErrorHook | None = None
+) -> tuple[Adapter, ...]:
+    """One adapter per platform, each with its settings (defaults where none are given)."""
+    given = settings or {}
+    return tuple(a(given.get(a.name), on_error=on_error) for a in ADAPTERS)
+
+
+def default_adapters() -> tuple[Adapter, ...]:
+    return build_adapters()
+
+
+def find_adapter(adapters: Iterable[Adapter], request: AdRequest) -> Adapter | None:
+    """The first auto-detectable adapter that recognises the request; None when none does."""
     for adapter in adapters:
-        try:
-            if adapter.matches(url):
-                return adapter
-        except Exception:
-            continue
+        if getattr(adapter, "auto_detect", True) and adapter.unrecognised(request) is None:
+            return adapter
     return None
 
 

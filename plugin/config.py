@@ -16,6 +16,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from adapters.base import AdapterSettings
+from adapters.registry import KNOWN_ADAPTERS, settings_type
+from plugin.events import PropertyType
+
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -48,9 +52,6 @@ class CacheConfig(_Section, frozen=True):
     contextual_max_entries: PositiveInt = 20_000
     contextual_stale_s: PositiveFloat = 86400.0
     """How long an expired contextual answer may still serve as fallback when the API fails."""
-    views_max_entries: PositiveInt = 100_000
-    """Views whose play event was sent; later ad breaks of a view reuse its answer."""
-    views_ttl_s: PositiveFloat = 4 * 3600.0
     redis_url: str | None = None
     """Shared cache for many replicas (`redis://host:6379/0`); needs `cohortkv[redis]`."""
     redis_cluster: bool = False
@@ -83,34 +84,62 @@ class KeysConfig(_Section, frozen=True):
     """Key for the Permutive user id (e.g. `puid`); absent means it is not sent."""
 
 
+DEFAULT_PROPERTY_TYPES: dict[str, PropertyType] = {
+    "categories": "list",
+    "duration_seconds": "number",
+    "time_spent_seconds": "number",
+    "percentage_watched": "number",
+    "percentage_listened": "number",
+}
+"""The Direct API guide's example schema; `[events.properties]` adds to and overrides it."""
+
+
 class EventsConfig(_Section, frozen=True):
-    play_event: Annotated[str, msgspec.Meta(min_length=1)] = "Videoview"
     view_namespace: str = "6f1c2b8e-3d4a-4f5e-9a7b-2c1d0e9f8a7b"
-    """uuid5 namespace for deriving session/view ids from an SSAI session id."""
-    content_section: KeyName = "video"
-    """`page_properties` section of the Contextual request that mirrors the play event."""
+    """uuid5 namespace for mapping host and SSAI session / view ids that are not UUIDv4s."""
+    properties: dict[str, PropertyType] = {}
+    """Play-event property → type, for values that come from URLs as text (adapters'
+    parameters, `cohortkv_p.*`): lists split on commas; names not listed stay strings."""
+
+    def property_types(self) -> dict[str, PropertyType]:
+        return {**DEFAULT_PROPERTY_TYPES, **self.properties}
 
 
-class AdapterConfig(_Section, frozen=True):
-    activation_platforms: tuple[str, ...] | None = None
-    """Activation names read from API answers; None means the adapter's defaults."""
+class SessionsConfig(_Section, frozen=True):
+    idle_timeout_s: PositiveFloat = 1800.0
+    """A generated session ends after this long with no ad request or event from its user."""
+    max_entries: PositiveInt = 200_000
 
 
-class GamConfig(AdapterConfig, frozen=True):
-    max_url_length: PositiveInt = 8000
+class ViewsConfig(_Section, frozen=True):
+    idle_timeout_s: PositiveFloat = 1800.0
+    """A view without a host view id ends after this long without an ad request for it; the
+    next ad request for the same content starts a new view, with a new play event."""
+    max_entries: PositiveInt = 200_000
 
 
-class AdaptersConfig(_Section, frozen=True):
-    gam: GamConfig = GamConfig()
-    freewheel: AdapterConfig = AdapterConfig()
-    adswizz: AdapterConfig = AdapterConfig()
+class BehavioralConfig(_Section, frozen=True):
+    wait: Literal["always", "if_uncached"] = "always"
+    """`always` (the guide's fidelity): a view's first ad break waits, within the budget, for
+    the play event's answer. `if_uncached`: when the user has a cached answer, that first break
+    uses it at once, and the play event's answer serves the view's later breaks."""
+
+
+class UpstreamConfig(_Section, frozen=True):
+    """`[serve.upstreams.NAME]`: an ad server the proxy may reach, and its platform."""
+
+    url: str
+    platform: str | None = None
+    """The adapter that reads this ad server's requests (`gam`, `query`, `openrtb`, ...);
+    None: the one named like the upstream, else whichever recognises each request."""
 
 
 class ServeConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
-    upstreams: dict[str, str] = {}
-    """Ad servers the proxy may reach, by name: `gam = "https://pubads.g.doubleclick.net"`."""
+    upstreams: dict[str, str | UpstreamConfig] = {}
+    """Ad servers the proxy may reach, by name: `gam = "https://pubads.g.doubleclick.net"`, or
+    `[serve.upstreams.vast]` with `url = "..."` and `platform = "query"`."""
     ad_timeout_ms: PositiveInt = 2000
     max_url_length: PositiveInt = 8192
     max_header_bytes: PositiveInt = 16384
@@ -152,7 +181,12 @@ class Config(_Section, frozen=True):
     http: HttpConfig = HttpConfig()
     keys: KeysConfig = KeysConfig()
     events: EventsConfig = EventsConfig()
-    adapters: AdaptersConfig = AdaptersConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    views: ViewsConfig = ViewsConfig()
+    behavioral: BehavioralConfig = BehavioralConfig()
+    adapters: dict[str, dict[str, Any]] = {}
+    """`[adapters.<platform>]` tables; each is checked against its platform's settings
+    (`adapters.registry`): see `adapter_settings`."""
     serve: ServeConfig = ServeConfig()
     log_json: bool = False
 
@@ -180,7 +214,20 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return config_from_dict(data)
 
 
+MOVED: dict[tuple[str, str], str] = {
+    ("cache", "views_ttl_s"): "[views] idle_timeout_s (a view now ends after that long idle)",
+    ("cache", "views_max_entries"): "[views] max_entries",
+    ("events", "play_event"): "[adapters.<platform>] play_event (one per platform)",
+    ("events", "content_section"): "[adapters.<platform>] content_section (one per platform)",
+}
+"""Settings that moved: using the old place is an error that says where they went."""
+
+
 def config_from_dict(data: Mapping[str, Any]) -> Config:
+    for (section, key), where in MOVED.items():
+        table = data.get(section)
+        if isinstance(table, Mapping) and key in table:
+            raise ConfigError(f"config: {section}.{key}: moved to {where}")
     try:
         cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as e:
@@ -197,6 +244,7 @@ NO_KEY_MESSAGE = (
 
 def check_config(cfg: Config) -> Config:
     """Rules across fields that the types cannot say; a ConfigError names the field."""
+    adapter_settings(cfg)
     if cfg.api_key is not None and not cfg.api_key.strip():
         raise ConfigError("config: api_key: expected a non-empty API key, got a blank one")
     if cfg.sandbox and cfg.api_key is not None:
@@ -212,6 +260,22 @@ def require_api(cfg: Config) -> Config:
     if cfg.api_key is None and not cfg.sandbox:
         raise ConfigError(NO_KEY_MESSAGE)
     return cfg
+
+
+def adapter_settings(cfg: Config) -> dict[str, AdapterSettings]:
+    """Each `[adapters.<platform>]` table as its platform's settings struct."""
+    out: dict[str, AdapterSettings] = {}
+    for name, table in cfg.adapters.items():
+        tp = settings_type(name)
+        if tp is None:
+            raise ConfigError(
+                f"config: adapters.{name}: expected a platform, one of {', '.join(KNOWN_ADAPTERS)}"
+            )
+        try:
+            out[name] = msgspec.convert(table, tp, strict=False)
+        except msgspec.ValidationError as e:
+            raise ConfigError(f"config: {_humanize(str(e), f'adapters.{name}')}") from None
+    return out
 
 
 def _env_value(raw: str) -> Any:
@@ -231,13 +295,14 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _humanize(msg: str) -> str:
+def _humanize(msg: str, base: str = "") -> str:
     """msgspec says `Expected int, got str - at $.cache.ttl`; lead with the field instead,
     and for a closed set of values say which ones are valid."""
-    text, sep, where = msg.rpartition(" - at `$.")
+    text, sep, where = msg.rpartition(" - at `$")
     if not sep:
-        return msg
-    path = where.rstrip("`")
+        return f"{base}: {msg[0].lower()}{msg[1:]}" if base else msg
+    path = where.rstrip("`").lstrip(".")
+    path = f"{base}.{path}" if base and path else (base or path)
     text = f"{text[0].lower()}{text[1:]}"
     choices = _literal_choices(path)
     if choices and text.startswith("invalid enum value"):

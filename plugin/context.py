@@ -34,13 +34,18 @@ class ConsentSignals(msgspec.Struct, omit_defaults=True, frozen=True):
 
 
 class Content(msgspec.Struct, omit_defaults=True, frozen=True):
-    """The content being played: its deterministic URL and the play event's properties."""
+    """The content being played: its deterministic URL and the play event's properties.
+
+    `user_agent` and `referrer` are accepted for compatibility and never sent anywhere: the
+    Contextual API gets content only. `client_type` becomes `client.type` when known.
+    """
 
     url: str | None = None
     properties: dict[str, Any] = {}
     title: str | None = None
     user_agent: str | None = None
     referrer: str | None = None
+    client_type: str | None = None
 
 
 class Context(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -63,6 +68,7 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
             title=explicit.content.title or self.content.title,
             user_agent=explicit.content.user_agent or self.content.user_agent,
             referrer=explicit.content.referrer or self.content.referrer,
+            client_type=explicit.content.client_type or self.content.client_type,
         )
         return Context(
             identity=explicit.identity or self.identity,

@@ -1,9 +1,11 @@
-"""The enricher: one ad request URL in, the same URL with cohort key-values out, within budget.
+"""The enricher: one ad request in, the same request with cohort key-values out, within budget.
 
-Behavioral (CCS, consented users only) and contextual cohorts are asked for concurrently and
-waited for under ONE deadline. A signal that fails or misses the deadline falls back to its
-last good answer; a late answer keeps running in the background and still refreshes the cache.
-Nothing here raises into the host for a machine's bad input: the worst case is the URL as given.
+It orchestrates: the adapter reads the request, the consent gate decides, the behavioral and
+contextual signals (`plugin.behavioral`, `plugin.contextual`) start concurrently and are waited
+for under ONE deadline, their cohorts are merged or split, and the adapter writes them. A
+signal that fails or misses the deadline falls back to its last good answer; a late answer
+keeps running in the background and still refreshes the cache. Nothing here raises into the
+host for a machine's bad input: the worst case is the request as given.
 """
 
 from __future__ import annotations
@@ -13,94 +15,42 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine, Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any, Literal, Self
-from urllib.parse import urlsplit
+from typing import Any, Self
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
-from adapters.registry import adapter_by_name, default_adapters, find_adapter
-from plugin.cache import AgedLru, Answer, Interner, Key, SingleFlight, compact_key
-from plugin.config import Config, require_api
+from adapters.registry import adapter_by_name, build_adapters, find_adapter
+from plugin.behavioral import BehavioralSignal, PlayEvent
+from plugin.cache import Answer
+from plugin.config import Config, adapter_settings, require_api
 from plugin.consent import decide, is_undecodable
 from plugin.context import ConsentSignals, Context
-from plugin.identity import Identity, IdentityError
+from plugin.contextual import ContextualSignal
+from plugin.events import now_rfc3339, parse_event_time, prune_empty, typed_properties
+from plugin.identity import Identity
 from plugin.merge import build_keyvalues
 from plugin.metrics import Metrics, RateLimitedLog
-from plugin.result import ConsentDecision, EnrichResult, SignalResult, Source
+from plugin.pending import Outcome, Pending, wait_all
+from plugin.request import AdRequest, as_request
+from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
+from plugin.sessions import SessionTracker
 from plugin.shared import SharedStore
-from plugin.sources import CcsClient, ContextualClient, UpstreamError, make_session
-from plugin.views import session_view
-from plugin.wire import CcsRequest, ClientProperties, ContextualRequest, Event
+from plugin.sources import CcsClient, ContextualClient, make_session
+from plugin.tracker import EventIds, EventSender
+from plugin.wire import Event
 
 __all__ = ["EnrichResult", "Enricher", "SignalResult"]
 
 log = logging.getLogger("cohortkv.enricher")
 
-MAX_EVENTS_PER_REQUEST = 10
 _FINISH_RESERVE_S = 0.002
-_NONE = SignalResult("none")
-_SKIPPED = SignalResult("skipped")
-
-
-Got = tuple[Source, Answer | None]
-
-
-class _Pending:
-    """One signal of one ad request: an answer now, or a call to wait for plus its fallback."""
-
-    __slots__ = ("key", "now", "shared", "task")
-
-    def __init__(
-        self,
-        now: Got,
-        task: asyncio.Task[Answer | None] | None = None,
-        key: Key | None = None,
-        shared: asyncio.Task[Answer | None] | None = None,
-    ) -> None:
-        self.now = now
-        self.task = task
-        self.key = key
-        self.shared = shared
-
-    def outcome(self, cache: AgedLru[Answer]) -> Got:
-        """The call's answer if it came in time, else the last good one, local or shared."""
-        task = self.task
-        if task is not None and task.done() and not task.cancelled():
-            if task.exception() is None and (answer := task.result()) is not None:
-                return self.now[0], answer
-        elif task is None and self.now[1] is not None:
-            return self.now
-        if self.key is None:
-            return self.now if task is None else ("none", None)
-        fallback = cache.get(self.key)
-        shared = self.shared
-        if fallback is None and shared is not None and shared.done() and not shared.cancelled():
-            fallback = shared.result() if shared.exception() is None else None
-            if fallback is not None:
-                cache.put(self.key, fallback)
-        return ("cache", fallback) if fallback is not None else ("none", None)
-
-
-class _Flight:
-    """A view's behavioral call: later ad breaks of the same view wait on it, never resend.
-
-    Once the call has answered only the answer is kept: a finished task (and its coroutine)
-    for each of a hundred thousand remembered views is that many more objects for every full
-    garbage collection to walk.
-    """
-
-    __slots__ = ("answer", "task")
-
-    def __init__(self, task: asyncio.Task[Answer | None]) -> None:
-        self.task: asyncio.Task[Answer | None] | None = task
-        self.answer: Answer | None = None
+_NOT_RECOGNISED = SignalResult("none", [], "not_recognised")
 
 
 class Enricher:
-    """`async with Enricher(config) as e: result = await e.enrich(url, context)`.
+    """`async with Enricher(config) as e: result = await e.enrich(url_or_request, context)`.
 
     It needs an API key, or `sandbox = true` to run the built-in sandbox of the Permutive APIs
     in-process on purpose (no credentials, no network; it logs a warning and sets the
@@ -117,38 +67,40 @@ class Enricher:
         clock: Any = None,
     ) -> None:
         self.config = require_api(config if config is not None else Config())
+        cfg = self.config
         self.metrics = Metrics(registry)
-        self.adapters: tuple[Adapter, ...] = (
-            tuple(adapters) if adapters is not None else default_adapters(self.config.adapters)
-        )
-        self._clock = clock or time.monotonic
-        c = self.config.cache
-        self._behavioral: AgedLru[Answer] = AgedLru(
-            c.behavioral_max_entries, c.behavioral_ttl_s, self._clock
-        )
-        self._contextual: AgedLru[Answer] = AgedLru(
-            c.contextual_max_entries, c.contextual_ttl_s + c.contextual_stale_s, self._clock
-        )
-        self._views: AgedLru[_Flight] = AgedLru(c.views_max_entries, c.views_ttl_s, self._clock)
-        self._intern = Interner()
-        self._ctx_flights: SingleFlight[bytes, Answer | None] = SingleFlight()
-        self._background: set[asyncio.Task[Any]] = set()
-        self._namespace = uuid.UUID(self.config.events.view_namespace)
         self._warn = RateLimitedLog(log)
+        self.adapters: tuple[Adapter, ...] = (
+            tuple(adapters)
+            if adapters is not None
+            else build_adapters(adapter_settings(cfg), on_error=self._adapter_failed)
+        )
+        clock = clock or time.monotonic
+        self.sessions = SessionTracker(
+            namespace=uuid.UUID(cfg.events.view_namespace),
+            session_idle_s=cfg.sessions.idle_timeout_s,
+            view_idle_s=cfg.views.idle_timeout_s,
+            max_sessions=cfg.sessions.max_entries,
+            max_views=cfg.views.max_entries,
+            clock=clock,
+        )
+        self.behavioral = BehavioralSignal(cfg, self.metrics, self.sessions, clock)
+        self.contextual = ContextualSignal(cfg.cache, self.metrics, clock)
+        self.behavioral.spawn = self._spawn
+        self.contextual.track = self._track
+        self.behavioral.late_after_s = self.contextual.late_after_s = cfg.budget_ms / 1000
+        self.events = EventSender(self.sessions, self._ccs_client, self.behavioral.remember)
+        self._property_types = cfg.events.property_types()
+        self._background: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._starting = asyncio.Lock()
         self._sandbox: Any = None
-        self._ccs: CcsClient | None = None
-        self._ctx: ContextualClient | None = None
         self._shared: SharedStore | None = None
-        self._gauges = {
-            name: self.metrics.cache_entries.labels(name)
-            for name in ("behavioral", "contextual", "views")
-        }
         # Labelled children looked up once: `labels()` costs more than the increment itself.
         self._decisions: dict[tuple[bool, str], Any] = {}
-        self._sources: dict[tuple[str, Source], Any] = {}
+        self._sources: dict[tuple[str, Source, Reason], Any] = {}
         self._timers: dict[str, Any] = {}
+        self._not_recognised: dict[tuple[str, str, str], Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -191,10 +143,13 @@ class Enricher:
                 timeout_s=cfg.cache.redis_timeout_ms / 1000,
                 cluster=cfg.cache.redis_cluster,
             )
+            self.behavioral.shared = self.contextual.shared = self._shared
+            self.sessions.shared = self._shared
         h = cfg.http
-        self._session = make_session(h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s)
-        self._ccs = CcsClient(self._session, ccs_url, api_key, self.metrics, h)
-        self._ctx = ContextualClient(self._session, ctx_url, api_key, self.metrics, h)
+        session = make_session(h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s)
+        self.behavioral.client = CcsClient(session, ccs_url, api_key, self.metrics, h)
+        self.contextual.client = ContextualClient(session, ctx_url, api_key, self.metrics, h)
+        self._session = session
 
     async def close(self) -> None:
         """Lets calls already made finish briefly (their answers fill the cache), then stops."""
@@ -208,14 +163,15 @@ class Enricher:
             self._session = None
         if self._shared is not None:
             await self._shared.close()
-            self._shared = None
+            self._shared = self.sessions.shared = None
+            self.behavioral.shared = self.contextual.shared = None
         if self._sandbox is not None:
             await self._sandbox.close()
             self._sandbox = None
 
     def upstream_states(self) -> dict[str, str]:
         """Circuit breaker state per API (`closed`, `open`, `half_open`), for readiness."""
-        clients = {"ccs": self._ccs, "contextual": self._ctx}
+        clients = {"ccs": self.behavioral.client, "contextual": self.contextual.client}
         return {
             api: c.breaker.state.name.lower() if c is not None else "closed"
             for api, c in clients.items()
@@ -223,68 +179,120 @@ class Enricher:
 
     @property
     def sandbox(self) -> Any:
-        """The in-process sandbox when running without an API key, else None."""
+        """The in-process sandbox when running with `sandbox = true`, else None."""
         return self._sandbox
+
+    def _ccs_client(self) -> CcsClient:
+        client = self.behavioral.client
+        if client is None:
+            raise RuntimeError("Enricher used before start()")
+        return client
 
     # -- the hot path ---------------------------------------------------------------------
 
     async def enrich(
         self,
-        url: str,
+        request: AdRequest | str,
         context: Context | None = None,
         *,
         platform: str | None = None,
         budget_ms: float | None = None,
+        origin: str = "library",
     ) -> EnrichResult:
-        """The URL with key-values for its platform; never raises for a machine's bad input.
+        """The request (or URL) with key-values for its platform; never raises for a
+        machine's bad input.
 
-        `platform` names an adapter (`gam`, `freewheel`, `adswizz`) or is None/`auto` to pick
-        the one whose URL format matches. A person's mistake (an unknown platform name, an
-        invalid explicit identity) raises ValueError.
+        `platform` names an adapter or is None/`auto` to pick the one that recognises the
+        request. `origin` says where the request came from (an upstream's name, `middleware`)
+        in the metrics and logs of requests that are not recognised. A person's mistake (an
+        unknown platform name, an invalid explicit identity) raises ValueError.
         """
         started = time.perf_counter()
-        adapter = self._adapter_for(url, platform)
+        req = as_request(request)
+        adapter = self.adapter_for(req, platform)
         if context is not None and context.identity is not None:
             context.identity.validate()
         if adapter is None:
-            self.metrics.bad_input.labels("url", "no_adapter").inc()
-            return self._unchanged(url, started)
+            return self._unchanged(req, started, origin, platform or "auto", "no_adapter")
+        why_not = adapter.unrecognised(req)
+        if why_not is not None:
+            return self._unchanged(req, started, origin, adapter.name, why_not)
         if self._session is None:
             await self.start()
 
-        parsed = adapter.parse(url)
+        parsed = adapter.parse(req)
         ctx = parsed.overlaid(context)
         decision = self.decide(parsed.consent, context.consent if context is not None else None)
+        loop = asyncio.get_running_loop()
         deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000
-        behavioral, contextual = await self._signals(ctx, decision, deadline)
+        # Stop waiting a little before the budget: merging and writing come after.
+        until = loop.time() + deadline - min(_FINISH_RESERVE_S, deadline * 0.05)
 
-        puid = behavioral[1].user_id if behavioral[1] is not None else None
+        content = ctx.content
+        props = self._properties(content.properties) if content.properties else {}
+        client_type = content.client_type or adapter.client_type
+        c = self.contextual.begin(
+            content.url,
+            props,
+            title=content.title,
+            client_type=client_type,
+            section=adapter.content_section,
+        )
+        has_content = bool(content.url) or bool(props)
+        play = None
+        if has_content:
+
+            def play() -> PlayEvent:
+                return PlayEvent(
+                    adapter.play_event,
+                    now_rfc3339(),
+                    _play_properties(props, content.title, client_type),
+                )
+
+        b = await self.behavioral.begin(ctx, decision, play)
+        waiting: list[asyncio.Task[Any]] = []
+        b.waiting(waiting)
+        c.waiting(waiting)
+        if waiting:
+            await wait_all(loop, waiting, until)
+        return self._finish(req, adapter, decision, b, c, started)
+
+    def _finish(
+        self,
+        req: AdRequest,
+        adapter: Adapter,
+        decision: ConsentDecision,
+        b: Pending,
+        c: Pending,
+        started: float,
+    ) -> EnrichResult:
+        behavioral, contextual = b.outcome(), c.outcome()
         platforms = adapter.activation_platforms
-        b_codes = behavioral[1].activated(platforms) if behavioral[1] else []
-        c_codes = contextual[1].activated(platforms) if contextual[1] else []
-        keyvalues = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
-        out_url = adapter.apply(url, keyvalues) if keyvalues else url
-        b = self._signal("behavioral", behavioral, b_codes)
-        c = self._signal("contextual", contextual, c_codes)
+        b_codes = behavioral.answer.activated(platforms) if behavioral.answer else []
+        c_codes = contextual.answer.activated(platforms) if contextual.answer else []
+        puid = behavioral.answer.user_id if behavioral.answer is not None else None
+        wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
+        applied = adapter.apply(req, wanted)
         elapsed = time.perf_counter() - started
         timer = self._timers.get(adapter.name)
         if timer is None:
             timer = self._timers[adapter.name] = self.metrics.enrich_seconds.labels(adapter.name)
         timer.observe(elapsed)
         return EnrichResult(
-            url=out_url,
-            keyvalues=keyvalues,
-            behavioral=b,
-            contextual=c,
+            url=applied.request.url,
+            keyvalues=applied.written,
+            behavioral=self._signal("behavioral", behavioral, b_codes),
+            contextual=self._signal("contextual", contextual, c_codes),
             consent=decision,
             elapsed_ms=round(elapsed * 1000, 3),
             platform=adapter.name,
             user_id=puid,
+            request=applied.request,
         )
 
-    def _adapter_for(self, url: str, platform: str | None) -> Adapter | None:
+    def adapter_for(self, request: AdRequest, platform: str | None) -> Adapter | None:
         if platform is None or platform == "auto":
-            return find_adapter(self.adapters, url)
+            return find_adapter(self.adapters, request)
         return adapter_by_name(self.adapters, platform)
 
     def decide(
@@ -304,196 +312,69 @@ class Enricher:
             self._warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
         return d
 
-    def _signal(self, name: str, got: Got, cohorts: list[str]) -> SignalResult:
-        source, answer = got
-        counter = self._sources.get((name, source))
+    def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Typed as `[events.properties]` says, empty values left out."""
+        typed, dropped = typed_properties(raw, self._property_types)
+        for name in dropped:
+            self.metrics.bad_input.labels("property", "untyped").inc()
+            self._warn.warning(
+                f"property:{name}", "property %r: value does not parse as its type; left out", name
+            )
+        pruned: dict[str, Any] = prune_empty(typed)
+        return pruned
+
+    def _signal(self, name: str, got: Outcome, cohorts: list[str]) -> SignalResult:
+        source, reason = got.source, got.reason
+        counter = self._sources.get((name, source, reason))
         if counter is None:
-            counter = self._sources[(name, source)] = self.metrics.signal_source.labels(
-                name, source
+            counter = self._sources[(name, source, reason)] = self.metrics.signal_source.labels(
+                name, source, reason
             )
         counter.inc()
-        if source == "skipped":
-            return _SKIPPED
-        if answer is None:
-            return _NONE
-        return SignalResult(source, list(cohorts))
+        if got.answer is None:
+            return SignalResult(source, [], reason)
+        return SignalResult(source, list(cohorts), reason)
 
-    async def _signals(
-        self, ctx: Context, decision: ConsentDecision, deadline_s: float
-    ) -> tuple[Got, Got]:
-        loop = asyncio.get_running_loop()
-        # Stop waiting a little before the budget: merging and writing the URL come after.
-        until = loop.time() + deadline_s - min(_FINISH_RESERVE_S, deadline_s * 0.05)
-        b = self._behavioral_call(ctx, decision)
-        c = self._contextual_call(ctx)
-        waiting = [t for t in (b.task, b.shared, c.task) if t is not None and not t.done()]
-        if waiting:
-            await _wait_all(loop, waiting, until)
-        return b.outcome(self._behavioral), c.outcome(self._contextual)
-
-    # -- behavioral -------------------------------------------------------------------------
-
-    def _behavioral_call(self, ctx: Context, decision: ConsentDecision) -> _Pending:
-        if not decision.allowed:
-            return _Pending(("skipped", None))
-        identity = ctx.identity
-        if identity is None:
-            return _Pending(("none", None))
-        try:
-            identity.validate()
-        except IdentityError:
-            self.metrics.bad_input.labels("identity", "invalid").inc()
-            return _Pending(("none", None))
-        identity_key = identity.cache_key()
-        key = compact_key(identity_key)
-        session_id, view_id = self.session_view(ctx, identity_key)
-        view_key = f"{identity_key}|{view_id}" if view_id else None
-        if view_key is not None:
-            flight = self._views.get(view_key)
-            if flight is not None:
-                # A later ad break of a view whose play event went out: reuse, never resend.
-                if flight.answer is not None:
-                    return _Pending(("cache", flight.answer))
-                if flight.task is not None and not flight.task.done():
-                    return _Pending(("cache", None), flight.task, key)
-        event = self._play_event(ctx, session_id, view_id)
-        shared = self._prefetch_shared(key)
-        if event is None:
-            return _Pending(("cache", None), None, key, shared)
-        request = CcsRequest(
-            events=[event], user_id=identity.user_id, alias=identity.alias, aliases=identity.aliases
+    def _unchanged(
+        self, req: AdRequest, started: float, origin: str, platform: str, why: str
+    ) -> EnrichResult:
+        """A request no adapter recognises goes out as it came: counted, logged, never called an
+        enrichment."""
+        counter = self._not_recognised.get((origin, platform, why))
+        if counter is None:
+            counter = self._not_recognised[(origin, platform, why)] = (
+                self.metrics.not_recognised.labels(origin, platform, why)
+            )
+        counter.inc()
+        self._warn.warning(
+            f"unrecognised:{origin}:{platform}:{why}",
+            "ad request from %s not recognised by platform %s (%s): sent on unchanged",
+            origin,
+            platform,
+            why,
         )
-        flight_holder: list[_Flight] = []
-        task = self._spawn(self._fetch_behavioral(key, request, view_key, flight_holder))
-        if view_key is not None:
-            flight = _Flight(task)
-            flight_holder.append(flight)
-            self._views.put(view_key, flight)
-            self._gauges["views"].set(len(self._views))
-        return _Pending(("live", None), task, key, shared)
-
-    def _prefetch_shared(self, key: bytes) -> asyncio.Task[Answer | None] | None:
-        """With a shared cache and nothing local, fetch the fleet's last answer meanwhile."""
-        if self._shared is None or self._behavioral.get(key) is not None:
-            return None
-        return self._spawn(self._shared.get("b", key.hex(), self.config.cache.behavioral_ttl_s))
-
-    async def _fetch_behavioral(
-        self, key: bytes, request: CcsRequest, view_key: str | None, holder: list[_Flight]
-    ) -> Answer | None:
-        assert self._ccs is not None
-        started = asyncio.get_running_loop().time()
-        try:
-            answer = await self._ccs.segment(request)
-        except UpstreamError:
-            if view_key is not None:
-                # The play event may not have landed: let the next ad break of the view retry.
-                self._views.discard(view_key)
-            return None
-        self._remember_behavioral(key, answer)
-        if holder:
-            holder[0].answer = answer
-            holder[0].task = None
-        self._count_late("ccs", started)
-        return answer
-
-    def _remember_behavioral(self, key: bytes, answer: Answer) -> None:
-        """Caches the answer compactly: interned cohorts, the user id only if it is sent."""
-        compact = self._intern(answer, keep_user=self.config.keys.puid is not None)
-        self._behavioral.put(key, compact)
-        self._gauges["behavioral"].set(len(self._behavioral))
-        if self._shared is not None:
-            self._shared.put("b", key.hex(), compact, self.config.cache.behavioral_ttl_s)
-
-    def session_view(self, ctx: Context, identity_key: str) -> tuple[str | None, str | None]:
-        """The session and view ids this context's events carry (see `plugin.views`)."""
-        return session_view(
-            self._namespace,
-            identity_key,
-            ctx.session_id,
-            ctx.view_id,
-            ctx.ssai_session_id,
-            ctx.content.url,
+        return EnrichResult(
+            url=req.url,
+            keyvalues={},
+            behavioral=_NOT_RECOGNISED,
+            contextual=_NOT_RECOGNISED,
+            consent=ConsentDecision(False, "not_recognised"),
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+            request=req,
+            recognised=False,
         )
 
-    def _play_event(
-        self, ctx: Context, session_id: str | None, view_id: str | None
-    ) -> Event | None:
-        content = ctx.content
-        if content.url is None and not content.properties:
-            return None
-        props = dict(content.properties)
-        if content.title and "title" not in props:
-            props["title"] = content.title
-        return Event(
-            name=self.config.events.play_event,
-            time=_iso_now(),
-            properties=props,
-            view_id=view_id,
-            session_id=session_id,
+    def _adapter_failed(self, platform: str, stage: str, e: BaseException) -> None:
+        self.metrics.adapter_errors.labels(platform, stage).inc()
+        self._warn.warning(
+            f"adapter:{platform}:{stage}",
+            "adapter %s failed in %s (%s): the request goes out %s",
+            platform,
+            stage,
+            type(e).__name__,
+            "unchanged" if stage != "parse" else "without what it carries",
         )
-
-    # -- contextual -------------------------------------------------------------------------
-
-    def _contextual_call(self, ctx: Context) -> _Pending:
-        url = ctx.content.url
-        if not url:
-            return _Pending(("none", None))
-        key = compact_key(url)  # content URLs never stand in the clear in a cache key
-        fresh = self._contextual.get(key, self.config.cache.contextual_ttl_s)
-        if fresh is not None:
-            return _Pending(("cache", fresh))
-        running = self._ctx_flights.get(key)
-        if running is None:
-            request = self._contextual_request(ctx, url)
-            running = self._ctx_flights.run(key, lambda: self._fetch_contextual(key, request))
-            self._track(running)
-        return _Pending(("live", None), running, key)
-
-    def _contextual_request(self, ctx: Context, url: str) -> ContextualRequest:
-        """Content only: the guide says "minus any user-related data", so no user agent,
-        referrer, IP or identifier ever goes to the Contextual API."""
-        content = ctx.content
-        client = ClientProperties(
-            url=url,
-            domain=urlsplit(url).hostname or None if "://" in url else None,
-            title=content.title,
-        )
-        props: dict[str, Any] = {"client": client}
-        if content.properties:
-            section = dict(content.properties)
-            if content.title and "title" not in section:
-                section["title"] = content.title
-            props[self.config.events.content_section] = section
-        return ContextualRequest(url=url, page_properties=props)
-
-    async def _fetch_contextual(self, key: bytes, request: ContextualRequest) -> Answer | None:
-        """The fleet's fresh answer if there is one, else the API; shared by all waiters."""
-        cfg = self.config.cache
-        shared_key = key.hex()
-        if self._shared is not None:
-            shared = await self._shared.get("c", shared_key, cfg.contextual_ttl_s)
-            if shared is not None:
-                self._contextual.put(key, shared)
-                return shared
-        assert self._ctx is not None
-        started = asyncio.get_running_loop().time()
-        try:
-            answer = await self._ctx.segment(request)
-        except UpstreamError:
-            if self._shared is not None and self._contextual.get(key) is None:
-                stale = await self._shared.get(
-                    "c", shared_key, cfg.contextual_ttl_s + cfg.contextual_stale_s
-                )
-                if stale is not None:
-                    self._contextual.put(key, stale, age=cfg.contextual_ttl_s)
-            return None
-        self._contextual.put(key, answer)
-        self._gauges["contextual"].set(len(self._contextual))
-        if self._shared is not None:
-            self._shared.put("c", shared_key, answer, cfg.contextual_ttl_s + cfg.contextual_stale_s)
-        self._count_late("contextual", started)
-        return answer
+        log.debug("adapter failure", exc_info=e)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -503,12 +384,15 @@ class Enricher:
         *,
         identity: Identity,
         consent: ConsentSignals | ConsentDecision | bool,
+        ids: EventIds | None = None,
     ) -> int:
         """Sends player events (completion with engagement metrics, ...) to the CCS API.
 
-        Consented users only; chronological order; at most 10 events per request. Returns how
-        many events were delivered. Raises `IdentityError` for an invalid identity (a person's
-        mistake); upstream failures are counted and reported as fewer events delivered.
+        Consented users only; chronological order; at most 10 events per request; empty
+        properties left out. Events without a view id land in the view whose play event went
+        out (`plugin.sessions`; `ids` says where, as the ad request did). Returns how many
+        events were delivered. Raises `IdentityError` / `RequestError` for a person's mistake
+        (an invalid identity, a bad event time); upstream failures mean fewer delivered.
         """
         identity.validate()
         if isinstance(consent, bool):
@@ -517,44 +401,24 @@ class Enricher:
             allowed = consent.allowed
         else:
             allowed = self.decide(consent).allowed
+        events = list(events)
         if not allowed:
+            for i, ev in enumerate(events):  # a person's mistake is one whatever the consent
+                parse_event_time(ev.time, f"events[{i}].time")
             return 0
-        ordered = sorted(events, key=lambda e: _parse_time(e.time))
-        sent = 0
-        for i in range(0, len(ordered), MAX_EVENTS_PER_REQUEST):
-            batch = ordered[i : i + MAX_EVENTS_PER_REQUEST]
-            try:
-                await self.send_batch(identity, batch)
-            except UpstreamError:
-                break
-            sent += len(batch)
-        return sent
+        await self.start()
+        prepared = await self.events.prepare(identity, events, ids or EventIds())
+        return await self.events.send(identity, prepared)
 
     async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:
-        """One CCS call with up to 10 events, no consent check: callers have made it.
-
-        Raises `UpstreamError` (with a `kind`) so that a queue can tell what to retry. The
-        answer refreshes the behavioral cache like any other.
-        """
-        if not 1 <= len(events) <= MAX_EVENTS_PER_REQUEST:
-            raise ValueError(f"events: expected 1 to {MAX_EVENTS_PER_REQUEST}, got {len(events)}")
-        if self._session is None:
-            await self.start()
-        assert self._ccs is not None
-        request = CcsRequest(
-            events=list(events),
-            user_id=identity.user_id,
-            alias=identity.alias,
-            aliases=identity.aliases,
-        )
-        answer = await self._ccs.segment(request)
-        self._remember_behavioral(compact_key(identity.cache_key()), answer)
-        return answer
+        """One CCS call with up to 10 prepared events, no consent check: callers made it."""
+        await self.start()
+        return await self.events.send_batch(identity, events)
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, Answer | None]) -> asyncio.Task[Answer | None]:
-        task: asyncio.Task[Answer | None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._track(task)
         return task
 
@@ -563,59 +427,16 @@ class Enricher:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def _count_late(self, api: Literal["ccs", "contextual"], started: float) -> None:
-        if asyncio.get_running_loop().time() - started > self.config.budget_ms / 1000:
-            self.metrics.late_answers.labels(api).inc()
 
-    def _unchanged(self, url: str, started: float) -> EnrichResult:
-        return EnrichResult(
-            url=url,
-            keyvalues={},
-            behavioral=_NONE,
-            contextual=_NONE,
-            consent=ConsentDecision(False, "no_adapter"),
-            elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+def _play_properties(
+    props: dict[str, Any], title: str | None, client_type: str | None
+) -> dict[str, Any]:
+    out = dict(props)
+    if title and "title" not in out:
+        out["title"] = title
+    if client_type:
+        client = out.get("client")
+        out["client"] = (
+            {**client, "type": client_type} if isinstance(client, dict) else {"type": client_type}
         )
-
-
-async def _wait_all(
-    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]], until: float
-) -> None:
-    """Until every task is done or the loop's clock reaches `until`; never cancels them.
-
-    `asyncio.wait` does the same with more bookkeeping per call, on the hot path.
-    """
-    waiter: asyncio.Future[None] = loop.create_future()
-    left = len(tasks)
-
-    def one_done(_: asyncio.Task[Any]) -> None:
-        nonlocal left
-        left -= 1
-        if left == 0 and not waiter.done():
-            waiter.set_result(None)
-
-    def timed_out() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    for t in tasks:
-        t.add_done_callback(one_done)
-    timer = loop.call_at(until, timed_out)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        for t in tasks:
-            t.remove_done_callback(one_done)
-
-
-def _iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"events: time: expected an ISO 8601 timestamp, got {value!r}") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    return out

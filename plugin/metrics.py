@@ -31,8 +31,20 @@ class Metrics:
         )
         self.signal_source = Counter(
             "cohortkv_signal_source_total",
-            "Where each signal of an enriched ad request came from.",
-            ["signal", "source"],
+            "Where each signal of an enriched ad request came from, and why.",
+            ["signal", "source", "reason"],
+            registry=r,
+        )
+        self.not_recognised = Counter(
+            "cohortkv_not_recognised_total",
+            "Ad requests sent on unchanged because their platform did not recognise them.",
+            ["origin", "platform", "reason"],
+            registry=r,
+        )
+        self.adapter_errors = Counter(
+            "cohortkv_adapter_errors_total",
+            "Exceptions inside an adapter; the ad request still went out.",
+            ["platform", "stage"],
             registry=r,
         )
         self.consent_decisions = Counter(

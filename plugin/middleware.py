@@ -18,12 +18,14 @@ from contextlib import contextmanager
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from aiohttp.client_middlewares import ClientMiddlewareType
+from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from adapters.registry import find_adapter
 from plugin.context import Context
 from plugin.enricher import Enricher
 from plugin.metrics import RateLimitedLog
+from plugin.request import AdRequest
 
 log = logging.getLogger("cohortkv.middleware")
 
@@ -47,29 +49,46 @@ def current_ad_context() -> Context | None:
 
 
 def cohortkv_middleware(
-    enricher: Enricher, *, methods: frozenset[str] = frozenset({"GET"})
+    enricher: Enricher, *, methods: frozenset[str] = frozenset({"GET", "POST"})
 ) -> ClientMiddlewareType:
     """A client middleware that enriches ad requests and passes everything else through.
 
-    It fails open: if enrichment itself breaks, the request goes out as it came.
+    It fails open: if enrichment itself breaks, the request goes out as it came. A POST is
+    read only when its body is already in memory (bytes, text, `json=`); a streamed body is
+    never consumed, and goes out as it came.
     """
     warn = RateLimitedLog(log)
 
     async def middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         if req.method not in methods:
             return await handler(req)
-        url = str(req.url)
-        adapter = find_adapter(enricher.adapters, url)
+        body = b""
+        if req.method != "GET":
+            payload = req.body
+            if isinstance(payload, BytesPayload):
+                body = await payload.as_bytes()
+            elif payload:
+                return await handler(req)
+        ad = AdRequest(
+            url=str(req.url), method=req.method, headers=tuple(req.headers.items()), body=body
+        )
+        adapter = find_adapter(enricher.adapters, ad)
         if adapter is None:
             return await handler(req)
         try:
-            result = await enricher.enrich(url, _current.get(), platform=adapter.name)
+            result = await enricher.enrich(
+                ad, _current.get(), platform=adapter.name, origin="middleware"
+            )
         except Exception as e:  # the host's request matters more than our key-values
             enricher.metrics.bad_input.labels("middleware", type(e).__name__).inc()
             warn.warning("middleware", "enrichment skipped: %s", type(e).__name__)
             return await handler(req)
-        if result.url != url:
-            req.url = URL(result.url, encoded=True)
+        out = result.request
+        if out is not None:
+            if out.url != ad.url:
+                req.url = URL(out.url, encoded=True)
+            if out.body is not ad.body:
+                await req.update_body(out.body)
         return await handler(req)
 
     return middleware

@@ -22,6 +22,8 @@ from plugin.cache import Answer
 from plugin.config import HttpConfig
 from plugin.metrics import Metrics, RateLimitedLog
 from plugin.wire import (
+    CCS_PATH,
+    CONTEXTUAL_PATH,
     CcsRequest,
     ContextualRequest,
     ccs_response_decoder,
@@ -251,7 +253,7 @@ class CcsClient(_Client):
         query = {"activations": "true"}
         if synchronous_validation:
             query["synchronous-validation"] = "true"
-        url = base_url.rstrip("/") + "/ccs/v1/segmentation"
+        url = base_url.rstrip("/") + CCS_PATH
         super().__init__(session, url, metrics, http, query)
         self._headers = {**_JSON, "X-Api-Key": api_key}
 
@@ -274,7 +276,7 @@ class ContextualClient(_Client):
         metrics: Metrics,
         http: HttpConfig,
     ) -> None:
-        url = base_url.rstrip("/") + "/ctx/v1/segment"
+        url = base_url.rstrip("/") + CONTEXTUAL_PATH
         super().__init__(session, url, metrics, http, {"k": api_key})
 
     async def segment(self, request: ContextualRequest) -> Answer:

@@ -1,5 +1,9 @@
 """IAB TCF v2 TC string decoder: the core segment, which is all the consent gate needs.
 
+The core segment runs to the end of the publisher restrictions: a restriction can forbid a
+purpose for a vendor the user consented to, so a segment that stops before them is refused
+rather than read as "no restrictions".
+
 Our own decoder rather than a consent library: it runs on every ad request, so it works on one
 big integer made from the base64url text, and identical strings (one user's many ad requests)
 are decoded once.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from enum import IntEnum
 from functools import lru_cache
 from typing import Literal
 
@@ -77,9 +82,64 @@ def _id_set(field: int, width: int) -> frozenset[int]:
     return frozenset(i + 1 for i in range(width) if (field >> (width - 1 - i)) & 1)
 
 
+VendorEncoding = Literal["bitfield", "range"]
+Ranges = tuple[tuple[int, int], ...]
+"""Inclusive (start, end) vendor id pairs; a single id is (id, id)."""
+
+
+def _in_vector(
+    vendor_id: int, max_id: int, encoding: VendorEncoding, bitfield: int, ranges: Ranges
+) -> bool:
+    """Membership in a vendor section (consent or LI). Ids above its MaxVendorId never are."""
+    if vendor_id < 1 or vendor_id > max_id:
+        return False
+    if encoding == "bitfield":
+        return bool((bitfield >> (max_id - vendor_id)) & 1)
+    return any(start <= vendor_id <= end for start, end in ranges)
+
+
+def _vector_ids(
+    max_id: int, encoding: VendorEncoding, bitfield: int, ranges: Ranges
+) -> frozenset[int]:
+    if encoding == "bitfield":
+        return _id_set(bitfield, max_id)
+    return frozenset(v for start, end in ranges for v in range(start, min(end, max_id) + 1))
+
+
+class RestrictionType(IntEnum):
+    """A publisher restriction's 2-bit RestrictionType."""
+
+    NOT_ALLOWED = 0
+    REQUIRE_CONSENT = 1
+    REQUIRE_LI = 2
+    UNDEFINED = 3
+    """Reserved by the spec: a string carrying it is malformed, so read it as a denial."""
+
+
+_MOST_RESTRICTIVE_FIRST: tuple[RestrictionType, ...] = (
+    RestrictionType.NOT_ALLOWED,
+    RestrictionType.UNDEFINED,
+    RestrictionType.REQUIRE_LI,
+    RestrictionType.REQUIRE_CONSENT,
+)
+"""For a vendor that relies on consent: which of several matching types wins."""
+
+
+class PublisherRestriction(msgspec.Struct, frozen=True):
+    """One PubRestrictionEntry: a restriction on one purpose for the vendors in its ranges."""
+
+    purpose_id: int
+    restriction_type: RestrictionType
+    vendor_ranges: Ranges
+
+    def covers(self, vendor_id: int) -> bool:
+        return any(start <= vendor_id <= end for start, end in self.vendor_ranges)
+
+
 class TcString(msgspec.Struct, frozen=True):
-    """The core segment of a TC string. Vendor consents stay in their encoded form (a bitfield
-    integer or a tuple of inclusive ranges); ask `vendor_consent(id)`."""
+    """The core segment of a TC string. Vendor consents and LI stay in their encoded form (a
+    bitfield integer or a tuple of inclusive ranges); ask `vendor_consent(id)`,
+    `vendor_legitimate_interest(id)` and `restriction_type(purpose, id)`."""
 
     version: int
     created: int
@@ -99,29 +159,67 @@ class TcString(msgspec.Struct, frozen=True):
     purpose_one_treatment: bool
     publisher_cc: str
     max_vendor_id: int
-    vendor_encoding: Literal["bitfield", "range"]
+    vendor_encoding: VendorEncoding
     vendor_bitfield: int = 0
     """Bitfield encoding: `max_vendor_id` bits, vendor 1 first (most significant)."""
-    vendor_ranges: tuple[tuple[int, int], ...] = ()
-    """Range encoding: inclusive (start, end) pairs; a single id is (id, id)."""
+    vendor_ranges: Ranges = ()
+    """Range encoding of the vendor consents."""
+    vendor_li_max_id: int = 0
+    """MaxVendorId of the vendor legitimate-interest section."""
+    vendor_li_encoding: VendorEncoding = "bitfield"
+    vendor_li_bitfield: int = 0
+    vendor_li_ranges: Ranges = ()
+    publisher_restrictions: tuple[PublisherRestriction, ...] = ()
+    """In the order encoded; more than one may name the same purpose and vendor."""
 
     def vendor_consent(self, vendor_id: int) -> bool:
         """Whether `vendor_id` has consent. Ids above MaxVendorId never have."""
-        if vendor_id < 1 or vendor_id > self.max_vendor_id:
-            return False
-        if self.vendor_encoding == "bitfield":
-            return bool((self.vendor_bitfield >> (self.max_vendor_id - vendor_id)) & 1)
-        return any(start <= vendor_id <= end for start, end in self.vendor_ranges)
+        return _in_vector(
+            vendor_id,
+            self.max_vendor_id,
+            self.vendor_encoding,
+            self.vendor_bitfield,
+            self.vendor_ranges,
+        )
 
     def vendor_consents(self) -> frozenset[int]:
         """All vendors with consent (materialised: for tests and diagnostics, not the hot path)."""
-        if self.vendor_encoding == "bitfield":
-            return _id_set(self.vendor_bitfield, self.max_vendor_id)
-        return frozenset(
-            v
-            for start, end in self.vendor_ranges
-            for v in range(start, min(end, self.max_vendor_id) + 1)
+        return _vector_ids(
+            self.max_vendor_id, self.vendor_encoding, self.vendor_bitfield, self.vendor_ranges
         )
+
+    def vendor_legitimate_interest(self, vendor_id: int) -> bool:
+        """Whether `vendor_id` has its legitimate interest established (not objected to)."""
+        return _in_vector(
+            vendor_id,
+            self.vendor_li_max_id,
+            self.vendor_li_encoding,
+            self.vendor_li_bitfield,
+            self.vendor_li_ranges,
+        )
+
+    def vendor_legitimate_interests(self) -> frozenset[int]:
+        """All vendors with legitimate interest (materialised, like `vendor_consents`)."""
+        return _vector_ids(
+            self.vendor_li_max_id,
+            self.vendor_li_encoding,
+            self.vendor_li_bitfield,
+            self.vendor_li_ranges,
+        )
+
+    def restriction_type(self, purpose_id: int, vendor_id: int) -> RestrictionType | None:
+        """The publisher restriction on `purpose_id` for `vendor_id`, or None if there is none.
+
+        The spec allows one type per purpose and vendor; a string naming several is malformed,
+        and the one most restrictive for a vendor relying on consent is returned (0, 3, 2, 1),
+        so a contradiction never loosens the gate.
+        """
+        found = {
+            r.restriction_type
+            for r in self.publisher_restrictions
+            if r.purpose_id == purpose_id and r.covers(vendor_id)
+        }
+        return next((t for t in _MOST_RESTRICTIVE_FIRST if t in found), None)
 
 
 def decode_tc_string(text: str) -> TcString:
@@ -164,14 +262,9 @@ def _decode_core(bits: Bits) -> TcString:
     purposes_li = _id_set(bits.read(24), 24)
     purpose_one_treatment = bits.read_bool()
     publisher_cc = _letters(bits.read(12))
-    max_vendor_id = bits.read(16)
-    is_range = bits.read_bool()
-    bitfield = 0
-    ranges: tuple[tuple[int, int], ...] = ()
-    if is_range:
-        ranges = _read_ranges(bits)
-    else:
-        bitfield = bits.read(max_vendor_id)
+    max_vendor_id, encoding, bitfield, ranges = _read_vendor_section(bits)
+    li_max_id, li_encoding, li_bitfield, li_ranges = _read_vendor_section(bits)
+    restrictions = tuple(_read_restriction(bits) for _ in range(bits.read(12)))
     return TcString(
         version=version,
         created=created,
@@ -190,13 +283,34 @@ def _decode_core(bits: Bits) -> TcString:
         purpose_one_treatment=purpose_one_treatment,
         publisher_cc=publisher_cc,
         max_vendor_id=max_vendor_id,
-        vendor_encoding="range" if is_range else "bitfield",
+        vendor_encoding=encoding,
         vendor_bitfield=bitfield,
         vendor_ranges=ranges,
+        vendor_li_max_id=li_max_id,
+        vendor_li_encoding=li_encoding,
+        vendor_li_bitfield=li_bitfield,
+        vendor_li_ranges=li_ranges,
+        publisher_restrictions=restrictions,
     )
 
 
-def _read_ranges(bits: Bits) -> tuple[tuple[int, int], ...]:
+def _read_vendor_section(bits: Bits) -> tuple[int, VendorEncoding, int, Ranges]:
+    """MaxVendorId, IsRangeEncoding, then a bitfield (read as one integer) or range entries."""
+    max_id = bits.read(16)
+    if bits.read_bool():
+        return max_id, "range", 0, _read_ranges(bits)
+    return max_id, "bitfield", bits.read(max_id), ()
+
+
+def _read_restriction(bits: Bits) -> PublisherRestriction:
+    """PurposeId (6 bits), RestrictionType (2 bits), then range entries like a vendor section."""
+    purpose_id = bits.read(6)
+    restriction_type = RestrictionType(bits.read(2))
+    return PublisherRestriction(purpose_id, restriction_type, _read_ranges(bits))
+
+
+def _read_ranges(bits: Bits) -> Ranges:
+    """NumEntries (12 bits), then IsARange, StartOrOnlyVendorId and, for a range, EndVendorId."""
     entries = bits.read(12)
     out: list[tuple[int, int]] = []
     for _ in range(entries):

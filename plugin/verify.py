@@ -22,8 +22,10 @@ import aiohttp
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from adapters.base import Adapter
+from adapters.registry import adapter_by_name, build_adapters
 from plugin.cli import UsageError, add_api_flags, config_from_args
-from plugin.config import Config
+from plugin.config import Config, adapter_settings
 from plugin.context import Content, Context
 from plugin.demo import (
     PREROLL,
@@ -369,17 +371,16 @@ class Verifier:
     def _play_event(self) -> Event:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return Event(
-            name=self.config.events.play_event,
+            name=self._adapter().play_event,
             time=now,
             properties={"video_id": "cohortkv-verify", "title": "cohortkv verification"},
         )
 
     def _activation_names(self) -> tuple[str, ...]:
-        from adapters.registry import adapter_by_name, default_adapters
+        return self._adapter().activation_platforms
 
-        return adapter_by_name(
-            default_adapters(self.config.adapters), self.platform
-        ).activation_platforms
+    def _adapter(self) -> Adapter:
+        return adapter_by_name(build_adapters(adapter_settings(self.config)), self.platform)
 
     def _cohort(self, code: str) -> str:
         if self.sandbox is not None:

@@ -12,6 +12,11 @@ import msgspec
 
 from plugin.identity import Alias
 
+CCS_PATH = "/ccs/v1/segmentation"
+CONTEXTUAL_PATH = "/ctx/v1/segment"
+MAX_EVENTS_PER_REQUEST = 10
+"""The CCS API takes 1 to 10 events per request."""
+
 
 class Event(msgspec.Struct, omit_defaults=True):
     name: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -66,7 +67,7 @@ class FakePermutive:
             return web.Response(body=raw, content_type="application/json")
         if self.status[api] != 200:
             return web.json_response(
-                {"request_id": "r", "error": {"status": self.status[api], "code": "boom"}},
+                {"request_id": "r", "error": {"status": HTTPStatus(self.status[api]).phrase, "code": 2000}},
                 status=self.status[api],
             )
         return web.json_response(body)

@@ -103,11 +103,11 @@ class FaultyPermutive:
             await f
         elif mode == "5xx":
             return web.json_response(
-                {"request_id": "r", "error": {"status": 503, "code": "Unavailable"}}, status=503
+                {"request_id": "r", "error": {"status": "Service Unavailable", "code": 2503}}, status=503
             )
         elif mode == "429":
             return web.json_response(
-                {"error": {"status": 429, "code": "TooManyRequests"}},
+                {"error": {"status": "Too Many Requests", "code": 2429}},
                 status=429,
                 headers={"Retry-After": "30"},
             )

@@ -7,6 +7,7 @@ import pytest
 from adapters.adswizz import AdsWizzAdapter
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
+from plugin.request import AdRequest
 
 SAMPLE = (
     "https://demo.deliveryengine.adswizz.com/vast/4.0/request/alias/demo_zone?listenerId=abc-123"
@@ -17,17 +18,17 @@ aw = AdsWizzAdapter()
 
 
 def test_sample_gains_a_prefixed_comma_list() -> None:
-    assert aw.apply(SAMPLE, {"permutive": ["1", "2"], "prmtvctx": ["c1"]}) == (
+    assert aw.apply_url(SAMPLE, {"permutive": ["1", "2"], "prmtvctx": ["c1"]}) == (
         SAMPLE + "&aw_0_1st.permutive=1,2&aw_0_1st.prmtvctx=c1"
     )
 
 
 def test_existing_parameter_is_extended_in_place() -> None:
     url = SAMPLE.replace("&aw_0_1st.genre", "&aw_0_1st.permutive=1&aw_0_1st.genre")
-    assert aw.apply(url, {"permutive": ["1", "2", "3", "2"]}) == url.replace(
+    assert aw.apply_url(url, {"permutive": ["1", "2", "3", "2"]}) == url.replace(
         "aw_0_1st.permutive=1&", "aw_0_1st.permutive=1,2,3&"
     )
-    assert aw.apply(url, {"permutive": ["1"]}) == url
+    assert aw.apply_url(url, {"permutive": ["1"]}) == url
 
 
 @pytest.mark.parametrize(
@@ -41,27 +42,27 @@ def test_existing_parameter_is_extended_in_place() -> None:
 def test_unusual_existing_values(existing: str, expected: str) -> None:
     url = f"https://h/vast/4.0/request/alias/z?a=1&{existing}&b=2"
     assert (
-        aw.apply(url, {"p": ["0", "1", "2"]})
+        aw.apply_url(url, {"p": ["0", "1", "2"]})
         == f"https://h/vast/4.0/request/alias/z?a=1&{expected}&b=2"
     )
 
 
 def test_values_encoded_and_commas_dropped() -> None:
     url = "https://h/vast/4.0/request/alias/z?a=1#frag"
-    assert aw.apply(url, {"p": ["a,b", "a b&c", "caf\u00e9", ""]}) == (
+    assert aw.apply_url(url, {"p": ["a,b", "a b&c", "caf\u00e9", ""]}) == (
         "https://h/vast/4.0/request/alias/z?a=1&aw_0_1st.p=a%20b%26c,caf%C3%A9#frag"
     )
-    assert aw.apply(url, {"p": ["a,b"]}) == url
+    assert aw.apply_url(url, {"p": ["a,b"]}) == url
 
 
 def test_url_without_query() -> None:
-    assert aw.apply("https://h/www/delivery/afr.php", {"p": ["1"]}) == (
+    assert aw.apply_url("https://h/www/delivery/afr.php", {"p": ["1"]}) == (
         "https://h/www/delivery/afr.php?aw_0_1st.p=1"
     )
 
 
 def test_parse_sample() -> None:
-    assert aw.parse(SAMPLE) == Context(
+    assert aw.parse_url(SAMPLE) == Context(
         identity=Identity(alias=Alias(tag="listener_id", id="abc-123")),
         consent=ConsentSignals(gdpr=True, tc_string="CONSENT"),
         content=Content(url="adswizz://zone/demo_zone"),
@@ -74,7 +75,7 @@ def test_parse_app_request_with_device_id() -> None:
         "&aw_0_1st.ifa=F1-2&aw_0_1st.ifaType=fireOS&aw_0_req.lmt=0&aw_0_req.gdpr=false"
         "&aw_0_req.usPrivacy=1YNN&gpp=DBABMA~x&gpp_sid=2,6"
     )
-    assert aw.parse(url) == Context(
+    assert aw.parse_url(url) == Context(
         identity=Identity(
             aliases=(
                 Alias(tag="afai", id="F1-2", priority=0),
@@ -96,14 +97,16 @@ def test_parse_app_request_with_device_id() -> None:
     ],
 )
 def test_unusable_ids_are_ignored(params: str) -> None:
-    assert aw.parse(f"https://h/vast/4.0/request/alias/z?{params}").identity is None
+    assert aw.parse_url(f"https://h/vast/4.0/request/alias/z?{params}").identity is None
 
 
 def test_content_url_parameter_wins_and_legacy_zone() -> None:
     url = "https://h/www/delivery/afr.php?zoneid=77&aw_0_1st.contentUrl=podcast%3A%2F%2Fshow%2F9"
-    assert aw.parse(url).content.url == "podcast://show/9"
-    assert aw.parse("https://h/www/delivery/afr.php?zoneid=77").content.url == "adswizz://zone/77"
-    assert aw.parse("https://h/www/delivery/afr.php").content.url is None
+    assert aw.parse_url(url).content.url == "podcast://show/9"
+    assert (
+        aw.parse_url("https://h/www/delivery/afr.php?zoneid=77").content.url == "adswizz://zone/77"
+    )
+    assert aw.parse_url("https://h/www/delivery/afr.php").content.url is None
 
 
 @pytest.mark.parametrize(
@@ -120,13 +123,13 @@ def test_content_url_parameter_wins_and_legacy_zone() -> None:
     ],
 )
 def test_matches(url: str, expected: bool) -> None:
-    assert aw.matches(url) is expected
+    assert aw.matches(AdRequest(url)) is expected
 
 
 def test_other_urls_are_left_alone() -> None:
     url = "https://h/gampad/ads?listenerId=x"
-    assert aw.apply(url, {"p": ["1"]}) == url
-    assert aw.parse(url) == Context()
+    assert aw.apply_url(url, {"p": ["1"]}) == url
+    assert aw.parse_url(url) == Context()
 
 
 def test_defaults() -> None:

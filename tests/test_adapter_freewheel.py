@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.base import AdapterSettings
 from adapters.freewheel import FreeWheelAdapter
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
+from plugin.request import AdRequest
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 GLOBAL = (
@@ -22,7 +24,7 @@ fw = FreeWheelAdapter()
 
 
 def test_sample_gains_repeated_pairs_in_the_key_value_section() -> None:
-    assert fw.apply(SAMPLE, {"permutive": ["1", "2"]}) == (
+    assert fw.apply_url(SAMPLE, {"permutive": ["1", "2"]}) == (
         f"https://5fd74.v.fwmrm.net/ad/g/1?{GLOBAL}"
         ";_fw_gdpr=1&_fw_gdpr_consent=CONSENT&existing=1&permutive=1&permutive=2"
         ";slid=pre&tpcl=PREROLL&ptgt=a;"
@@ -30,9 +32,9 @@ def test_sample_gains_repeated_pairs_in_the_key_value_section() -> None:
 
 
 def test_existing_pairs_are_merged_without_duplicates() -> None:
-    out = fw.apply(SAMPLE, {"existing": ["1", "2", "2"], "prmtvctx": ["c1"]})
+    out = fw.apply_url(SAMPLE, {"existing": ["1", "2", "2"], "prmtvctx": ["c1"]})
     assert out == SAMPLE.replace("existing=1;", "existing=1&existing=2&prmtvctx=c1;")
-    assert fw.apply(SAMPLE, {"existing": ["1"]}) == SAMPLE
+    assert fw.apply_url(SAMPLE, {"existing": ["1"]}) == SAMPLE
 
 
 @pytest.mark.parametrize(
@@ -52,33 +54,37 @@ def test_existing_pairs_are_merged_without_duplicates() -> None:
 )
 def test_section_shapes_and_trailing_semicolon_kept(query: str, expected: str) -> None:
     url = f"https://x.v.fwmrm.net/ad/g/1?{query}#frag;a=b"
-    assert fw.apply(url, {"p": ["1", "2"]}) == f"https://x.v.fwmrm.net/ad/g/1?{expected}#frag;a=b"
+    assert (
+        fw.apply_url(url, {"p": ["1", "2"]}) == f"https://x.v.fwmrm.net/ad/g/1?{expected}#frag;a=b"
+    )
 
 
 def test_values_are_percent_encoded() -> None:
-    out = fw.apply("https://x.v.fwmrm.net/ad/g/1?nw=1", {"p": ["a b&c;d=e", "caf\u00e9", ""]})
+    out = fw.apply_url("https://x.v.fwmrm.net/ad/g/1?nw=1", {"p": ["a b&c;d=e", "caf\u00e9", ""]})
     assert out == "https://x.v.fwmrm.net/ad/g/1?nw=1;p=a%20b%26c%3Bd%3De&p=caf%C3%A9"
 
 
 def test_reserved_keys_are_never_written() -> None:
     url = "https://x.v.fwmrm.net/ad/g/1?nw=1;k=1"
-    assert fw.apply(url, {"_fw_gdpr": ["0"], "gpp": ["x"], "gpp_sid": ["2"], "": ["1"]}) == url
+    assert fw.apply_url(url, {"_fw_gdpr": ["0"], "gpp": ["x"], "gpp_sid": ["2"], "": ["1"]}) == url
 
 
 def test_url_without_query_or_of_another_platform_is_left_alone() -> None:
-    assert fw.apply("https://x.v.fwmrm.net/ad/g/1", {"p": ["1"]}) == "https://x.v.fwmrm.net/ad/g/1"
+    assert (
+        fw.apply_url("https://x.v.fwmrm.net/ad/g/1", {"p": ["1"]}) == "https://x.v.fwmrm.net/ad/g/1"
+    )
     gam = "https://h/gampad/ads?nw=1;k=1"
-    assert fw.apply(gam, {"p": ["1"]}) == gam
-    assert fw.parse(gam + "&_fw_did=idfa:x") == Context()
+    assert fw.apply_url(gam, {"p": ["1"]}) == gam
+    assert fw.parse_url(gam + "&_fw_did=idfa:x") == Context()
 
 
 def test_parse_sample() -> None:
-    assert fw.parse(SAMPLE) == Context(
+    assert fw.parse_url(SAMPLE) == Context(
         identity=Identity(alias=Alias(tag="idfa", id=IDFA)),
         consent=ConsentSignals(gdpr=True, tc_string="CONSENT"),
         content=Content(
             url="freewheel://392564/asset/asset_123",
-            properties={"video_id": "asset_123", "duration_seconds": 600},
+            properties={"video_id": "asset_123", "duration_seconds": "600"},
         ),
     )
 
@@ -91,7 +97,7 @@ def test_parse_full_request() -> None:
         "&_fw_content_rating=TV-PG&_fw_content_url=https%3A%2F%2Fpub.example%2Fshow%2F7"
         "&_fw_gdpr=0;slid=pre"
     )
-    assert fw.parse(url) == Context(
+    assert fw.parse_url(url) == Context(
         identity=Identity(alias=Alias(tag="rida", id="roku-1")),
         consent=ConsentSignals(gdpr=False, us_privacy="1YYN", gpp="DBABMA~x", gpp_sid=(7,)),
         content=Content(
@@ -100,7 +106,7 @@ def test_parse_full_request() -> None:
                 "genre": ["sports", "news"],
                 "rating": "TV-PG",
                 "video_id": "show/7",
-                "duration_seconds": 29.5,
+                "duration_seconds": "29.5",
             },
         ),
         view_id="8812",
@@ -108,13 +114,16 @@ def test_parse_full_request() -> None:
     )
 
 
-def test_key_value_section_wins_over_global() -> None:
+def test_key_value_section_wins_over_global_but_consent_copies_must_agree() -> None:
     url = (
         "https://x.v.fwmrm.net/ad/g/1?_fw_gdpr=0&_fw_content_genre=a;_fw_gdpr=1&_fw_content_genre=b"
     )
-    ctx = fw.parse(url)
-    assert ctx.consent.gdpr is True
+    ctx = fw.parse_url(url)
     assert ctx.content.properties == {"genre": "b"}
+    # Two copies of a consent parameter that disagree are a conflict: the gate denies.
+    assert ctx.consent.conflicts == ("_fw_gdpr",) and ctx.consent.gdpr is None
+    agreeing = fw.parse_url(url.replace("_fw_gdpr=0", "_fw_gdpr=1"))
+    assert agreeing.consent.gdpr is True and agreeing.consent.conflicts == ()
 
 
 @pytest.mark.parametrize(
@@ -129,7 +138,7 @@ def test_key_value_section_wins_over_global() -> None:
     ],
 )
 def test_parse_device_ids(did: str, alias: Alias) -> None:
-    ctx = fw.parse(f"https://x.v.fwmrm.net/ad/g/1?nw=1&_fw_did={did}")
+    ctx = fw.parse_url(f"https://x.v.fwmrm.net/ad/g/1?nw=1&_fw_did={did}")
     assert ctx.identity == Identity(alias=alias)
 
 
@@ -144,26 +153,35 @@ def test_parse_device_ids(did: str, alias: Alias) -> None:
     ],
 )
 def test_parse_unusable_device_id(params: str) -> None:
-    assert fw.parse(f"https://x.v.fwmrm.net/ad/g/1?nw=1&{params}").identity is None
+    assert fw.parse_url(f"https://x.v.fwmrm.net/ad/g/1?nw=1&{params}").identity is None
 
 
-def test_coppa_denies() -> None:
+def test_coppa_is_a_child_flag() -> None:
     url = "https://x.v.fwmrm.net/ad/g/1?nw=1;_fw_coppa=1&_fw_gdpr=1&_fw_gdpr_consent=C"
-    assert fw.parse(url).consent == ConsentSignals(override=False, gdpr=True, tc_string="C")
-    assert fw.parse(url.replace("_fw_coppa=1", "_fw_coppa=0")).consent.override is None
+    assert fw.parse_url(url).consent == ConsentSignals(
+        child_directed=True, gdpr=True, tc_string="C"
+    )
+    assert fw.parse_url(url.replace("_fw_coppa=1", "_fw_coppa=0")).consent.child_directed is False
+    # In either section, in any copy.
+    glob = "https://x.v.fwmrm.net/ad/g/1?nw=1&_fw_coppa=1;_fw_coppa=0"
+    assert fw.parse_url(glob).consent.child_directed is True
 
 
 def test_content_url_without_network() -> None:
-    assert fw.parse("https://x.v.fwmrm.net/ad/g/1?caid=a%20b").content.url == (
+    assert fw.parse_url("https://x.v.fwmrm.net/ad/g/1?caid=a%20b").content.url == (
         "freewheel://asset/a%20b"
     )
-    assert fw.parse("https://x.v.fwmrm.net/ad/g/1?nw=1").content == Content()
+    assert fw.parse_url("https://x.v.fwmrm.net/ad/g/1?nw=1").content == Content()
 
 
-@pytest.mark.parametrize("vdur", ["-1", "nan", "inf", "1e999", "abc", ""])
-def test_bad_duration_is_ignored(vdur: str) -> None:
-    ctx = fw.parse(f"https://x.v.fwmrm.net/ad/g/1?nw=1&caid=a&vdur={vdur}")
-    assert "duration_seconds" not in ctx.content.properties
+@pytest.mark.parametrize("vdur", ["-1", "nan", "abc", "29.5"])
+def test_duration_is_passed_as_text_for_the_enricher_to_type(vdur: str) -> None:
+    ctx = fw.parse_url(f"https://x.v.fwmrm.net/ad/g/1?nw=1&caid=a&vdur={vdur}")
+    assert ctx.content.properties["duration_seconds"] == vdur
+    assert (
+        "duration_seconds"
+        not in fw.parse_url("https://x.v.fwmrm.net/ad/g/1?nw=1&caid=a&vdur=").content.properties
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,10 +196,12 @@ def test_bad_duration_is_ignored(vdur: str) -> None:
     ],
 )
 def test_matches(url: str, expected: bool) -> None:
-    assert fw.matches(url) is expected
+    assert fw.matches(AdRequest(url)) is expected
 
 
 def test_defaults() -> None:
     assert fw.name == "freewheel"
     assert fw.activation_platforms == ("freewheel",)
-    assert FreeWheelAdapter(("fw2",)).activation_platforms == ("fw2",)
+    assert FreeWheelAdapter(
+        AdapterSettings(activation_platforms=("fw2",))
+    ).activation_platforms == ("fw2",)

@@ -15,8 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters import AdsWizzAdapter, FreeWheelAdapter, GamAdapter, default_adapters
+from adapters.gam import GamSettings
 from adapters.params import decode, encode
 from plugin.context import Context
+from plugin.request import AdRequest
 
 ADAPTERS = default_adapters()
 BIG = 10**7
@@ -187,9 +189,9 @@ junk_keyvalues = st.dictionaries(
 @given(any_text, st.one_of(keyvalues, junk_keyvalues))
 def test_never_raises(url: str, kvs: dict[str, list[str]]) -> None:
     for adapter in ADAPTERS:
-        assert isinstance(adapter.matches(url), bool)
-        assert isinstance(adapter.parse(url), Context)
-        assert isinstance(adapter.apply(url, kvs), str)
+        assert isinstance(adapter.matches(AdRequest(url)), bool)
+        assert isinstance(adapter.parse_url(url), Context)
+        assert isinstance(adapter.apply_url(url, kvs), str)
 
 
 @given(st.one_of(st.text(), piece), keyvalues)
@@ -197,23 +199,27 @@ def test_url_no_adapter_recognises_comes_back_unchanged(
     url: str, kvs: dict[str, list[str]]
 ) -> None:
     for adapter in ADAPTERS:
-        if not adapter.matches(url):
-            assert adapter.apply(url, kvs) == url
-            assert adapter.parse(url) == Context()
+        if not adapter.matches(AdRequest(url)):
+            assert adapter.apply_url(url, kvs) == url
+            assert adapter.parse_url(url) == Context()
 
 
 @given(st.sampled_from(["", "not a url", "http://[::1", "%%%", "?&;#", "\ud800"]), keyvalues)
 def test_garbage_comes_back_unchanged(url: str, kvs: dict[str, list[str]]) -> None:
     for adapter in ADAPTERS:
-        assert adapter.apply(url, kvs) == url
-        assert adapter.parse(url) == Context()
+        assert adapter.apply_url(url, kvs) == url
+        assert adapter.parse_url(url) == Context()
 
 
 @given(st.one_of(gam_urls, fw_urls, aw_urls), keyvalues)
 def test_applying_twice_adds_nothing_more(url: str, kvs: dict[str, list[str]]) -> None:
-    for adapter in (GamAdapter(max_url_length=BIG), FreeWheelAdapter(), AdsWizzAdapter()):
-        once = adapter.apply(url, kvs)
-        assert adapter.apply(once, kvs) == once
+    for adapter in (
+        GamAdapter(GamSettings(max_url_length=BIG)),
+        FreeWheelAdapter(),
+        AdsWizzAdapter(),
+    ):
+        once = adapter.apply_url(url, kvs)
+        assert adapter.apply_url(once, kvs) == once
 
 
 @given(st.text())
@@ -232,7 +238,7 @@ def test_decode_encode_round_trip(s: str) -> None:
 def test_gam_touches_only_cust_params_and_writes_what_it_means(
     url: str, kvs: dict[str, list[str]]
 ) -> None:
-    out = GamAdapter(max_url_length=BIG).apply(url, kvs)
+    out = GamAdapter(GamSettings(max_url_length=BIG)).apply_url(url, kvs)
     base, query, frag = split(url)
     obase, oquery, ofrag = split(out)
     assert (obase, ofrag) == (base, frag)
@@ -274,14 +280,14 @@ def test_gam_touches_only_cust_params_and_writes_what_it_means(
 def test_gam_length_budget_keeps_a_prefix_of_our_values(
     url: str, kvs: dict[str, list[str]], budget: int
 ) -> None:
-    out = GamAdapter(max_url_length=budget).apply(url, kvs)
-    full = GamAdapter(max_url_length=BIG).apply(url, kvs)
+    out = GamAdapter(GamSettings(max_url_length=budget)).apply_url(url, kvs)
+    full = GamAdapter(GamSettings(max_url_length=BIG)).apply_url(url, kvs)
     if out != url:
         assert len(out) <= budget
     # the budget is tight: exactly the full length keeps everything, one less does not
-    assert GamAdapter(max_url_length=len(full)).apply(url, kvs) == full
+    assert GamAdapter(GamSettings(max_url_length=len(full))).apply_url(url, kvs) == full
     if full != url:
-        assert GamAdapter(max_url_length=len(full) - 1).apply(url, kvs) != full
+        assert GamAdapter(GamSettings(max_url_length=len(full) - 1)).apply_url(url, kvs) != full
     kept, everything = _added(url, out, kvs), _added(url, full, kvs)
     assert kept == everything[: len(kept)]
 
@@ -307,7 +313,7 @@ def _fw_key_ok(key: str) -> bool:
 
 @given(fw_urls, keyvalues)
 def test_freewheel_touches_only_the_key_value_section(url: str, kvs: dict[str, list[str]]) -> None:
-    out = FreeWheelAdapter().apply(url, kvs)
+    out = FreeWheelAdapter().apply_url(url, kvs)
     base, query, frag = split(url)
     obase, oquery, ofrag = split(out)
     assert (obase, ofrag) == (base, frag)
@@ -356,7 +362,7 @@ def test_freewheel_touches_only_the_key_value_section(url: str, kvs: dict[str, l
 
 @given(aw_urls, keyvalues)
 def test_adswizz_touches_only_its_parameters(url: str, kvs: dict[str, list[str]]) -> None:
-    out = AdsWizzAdapter().apply(url, kvs)
+    out = AdsWizzAdapter().apply_url(url, kvs)
     base, query, frag = split(url)
     obase, oquery, ofrag = split(out)
     assert (obase, ofrag) == (base, frag)

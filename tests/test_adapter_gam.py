@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.gam import GamAdapter
+from adapters.gam import GamAdapter, GamSettings
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
+from plugin.request import AdRequest
 
 SAMPLE = (
     "https://pubads.g.doubleclick.net/gampad/ads?iu=/21775744923/external/single_ad_samples"
@@ -30,7 +31,7 @@ gam = GamAdapter()
 
 
 def test_acceptance_sample_gains_keys_inside_cust_params() -> None:
-    out = gam.apply(SAMPLE, {"permutive": ["123", "456"]})
+    out = gam.apply_url(SAMPLE, {"permutive": ["123", "456"]})
     assert out == (
         "https://pubads.g.doubleclick.net/gampad/ads?iu=/21775744923/external/single_ad_samples"
         "&sz=640x480&cust_params=sample_ct%3Dlinear%26permutive%3D123%2C456"
@@ -40,7 +41,7 @@ def test_acceptance_sample_gains_keys_inside_cust_params() -> None:
 
 
 def test_merge_into_existing_keys_in_place() -> None:
-    out = gam.apply(APP, {"permutive": ["123", "456", "456"], "prmtvctx": ["ctx1"]})
+    out = gam.apply_url(APP, {"permutive": ["123", "456", "456"], "prmtvctx": ["ctx1"]})
     assert out == APP.replace(
         "cust_params=section%3Dsports%26permutive%3D111%2C123%26tags%3Da%2Cb",
         "cust_params=section%3Dsports%26permutive%3D111%2C123%2C456%26tags%3Da%2Cb"
@@ -49,22 +50,24 @@ def test_merge_into_existing_keys_in_place() -> None:
 
 
 def test_nothing_new_leaves_url_unchanged() -> None:
-    assert gam.apply(APP, {"permutive": ["111", "123"]}) == APP
-    assert gam.apply(APP, {}) == APP
-    assert gam.apply(APP, {"permutive": []}) == APP
+    assert gam.apply_url(APP, {"permutive": ["111", "123"]}) == APP
+    assert gam.apply_url(APP, {}) == APP
+    assert gam.apply_url(APP, {"permutive": []}) == APP
 
 
 def test_cust_params_appended_at_end_of_query_before_fragment() -> None:
     base = "https://securepubads.g.doubleclick.net/gampad/live/ads?iu=/1/x&sz=1x1"
     assert (
-        gam.apply(base + "#frag?x=1", {"permutive": ["1"]})
+        gam.apply_url(base + "#frag?x=1", {"permutive": ["1"]})
         == base + "&cust_params=permutive%3D1#frag?x=1"
     )
     assert (
-        gam.apply("https://h/gampad/ads", {"p": ["1"]}) == "https://h/gampad/ads?cust_params=p%3D1"
+        gam.apply_url("https://h/gampad/ads", {"p": ["1"]})
+        == "https://h/gampad/ads?cust_params=p%3D1"
     )
     assert (
-        gam.apply("https://h/gampad/ads?", {"p": ["1"]}) == "https://h/gampad/ads?cust_params=p%3D1"
+        gam.apply_url("https://h/gampad/ads?", {"p": ["1"]})
+        == "https://h/gampad/ads?cust_params=p%3D1"
     )
 
 
@@ -85,19 +88,19 @@ def test_merge_with_unusual_existing_cust_params(
     existing: str, values: list[str], expected: str
 ) -> None:
     url = f"https://h/gampad/ads?a=1&{existing}&z=2"
-    assert gam.apply(url, {"p": values}) == f"https://h/gampad/ads?a=1&{expected}&z=2"
+    assert gam.apply_url(url, {"p": values}) == f"https://h/gampad/ads?a=1&{expected}&z=2"
 
 
 def test_only_the_first_cust_params_is_rewritten() -> None:
     url = "https://h/gampad/ads?cust_params=a%3D1&x=cust_params&cust_params=b%3D2"
-    assert gam.apply(url, {"p": ["1"]}) == (
+    assert gam.apply_url(url, {"p": ["1"]}) == (
         "https://h/gampad/ads?cust_params=a%3D1%26p%3D1&x=cust_params&cust_params=b%3D2"
     )
 
 
 def test_invalid_characters_removed_and_bad_values_or_keys_dropped() -> None:
     url = "https://h/gampad/ads?sz=1x1"
-    out = gam.apply(
+    out = gam.apply_url(
         url,
         {
             "permutive": [
@@ -125,31 +128,44 @@ def test_length_budget_drops_our_values_from_the_end() -> None:
     url = "https://h/gampad/ads?sz=1x1&cust_params=a%3D1"
     full = url + "%26p%3D1%2C2%26q%3D3%2C4"
     kvs = {"p": ["1", "2"], "q": ["3", "4"]}
-    assert GamAdapter(max_url_length=len(full)).apply(url, kvs) == full
-    assert GamAdapter(max_url_length=len(full) - 1).apply(url, kvs) == url + "%26p%3D1%2C2%26q%3D3"
+    assert GamAdapter(GamSettings(max_url_length=len(full))).apply_url(url, kvs) == full
+    assert (
+        GamAdapter(GamSettings(max_url_length=len(full) - 1)).apply_url(url, kvs)
+        == url + "%26p%3D1%2C2%26q%3D3"
+    )
     # "q" loses its last value, then its first together with the "%26q%3D" it needed
     assert (
-        GamAdapter(max_url_length=len(url + "%26p%3D1%2C2%26q%3D3") - 1).apply(url, kvs)
+        GamAdapter(GamSettings(max_url_length=len(url + "%26p%3D1%2C2%26q%3D3") - 1)).apply_url(
+            url, kvs
+        )
         == url + "%26p%3D1%2C2"
     )
-    assert GamAdapter(max_url_length=len(url) + 8).apply(url, kvs) == url + "%26p%3D1"
-    assert GamAdapter(max_url_length=len(url) + 7).apply(url, kvs) == url
+    assert (
+        GamAdapter(GamSettings(max_url_length=len(url) + 8)).apply_url(url, kvs) == url + "%26p%3D1"
+    )
+    assert GamAdapter(GamSettings(max_url_length=len(url) + 7)).apply_url(url, kvs) == url
 
 
 def test_length_budget_counts_the_new_parameter() -> None:
     url = "https://h/gampad/ads?sz=1x1"
     added = "&cust_params=p%3D1"
-    assert GamAdapter(max_url_length=len(url + added)).apply(url, {"p": ["1"]}) == url + added
-    assert GamAdapter(max_url_length=len(url + added) - 1).apply(url, {"p": ["1"]}) == url
+    assert (
+        GamAdapter(GamSettings(max_url_length=len(url + added))).apply_url(url, {"p": ["1"]})
+        == url + added
+    )
+    assert (
+        GamAdapter(GamSettings(max_url_length=len(url + added) - 1)).apply_url(url, {"p": ["1"]})
+        == url
+    )
 
 
 def test_url_already_over_budget_is_never_cut() -> None:
     url = "https://h/gampad/ads?cust_params=a%3D" + "x" * 100
-    assert GamAdapter(max_url_length=50).apply(url, {"p": ["1"]}) == url
+    assert GamAdapter(GamSettings(max_url_length=50)).apply_url(url, {"p": ["1"]}) == url
 
 
 def test_parse_app_request() -> None:
-    assert gam.parse(APP) == Context(
+    assert gam.parse_url(APP) == Context(
         identity=Identity(
             aliases=(
                 Alias(tag="ppid", id="user-abc-12345678901234567890", priority=0),
@@ -166,7 +182,7 @@ def test_parse_app_request() -> None:
 
 
 def test_parse_sample_has_no_signals() -> None:
-    assert gam.parse(SAMPLE) == Context()
+    assert gam.parse_url(SAMPLE) == Context()
 
 
 @pytest.mark.parametrize(
@@ -186,7 +202,7 @@ def test_parse_sample_has_no_signals() -> None:
     ],
 )
 def test_parse_single_identity(params: str, alias: Alias) -> None:
-    assert gam.parse(f"https://h/gampad/ads?{params}").identity == Identity(alias=alias)
+    assert gam.parse_url(f"https://h/gampad/ads?{params}").identity == Identity(alias=alias)
 
 
 @pytest.mark.parametrize(
@@ -194,14 +210,27 @@ def test_parse_single_identity(params: str, alias: Alias) -> None:
     ["rdid=abc-1", "rdid=abc-1&idtype=", "rdid=abc-1&idtype=bad%20type", "rdid=&idtype=idfa"],
 )
 def test_parse_device_id_without_usable_type_is_ignored(params: str) -> None:
-    assert gam.parse(f"https://h/gampad/ads?{params}").identity is None
+    assert gam.parse_url(f"https://h/gampad/ads?{params}").identity is None
 
 
-@pytest.mark.parametrize("flag", ["rdp", "tfcd", "tfua", "npa", "ltd"])
-def test_restricting_flags_deny(flag: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "field"),
+    [
+        ("tfcd", "child_directed"),
+        ("tfua", "child_directed"),
+        ("rdp", "restricted"),
+        ("npa", "restricted"),
+        ("ltd", "restricted"),
+    ],
+)
+def test_child_and_restricting_flags(flag: str, field: str) -> None:
     url = f"https://h/gampad/ads?gdpr=1&gdpr_consent={TC}&{flag}=1"
-    assert gam.parse(url).consent == ConsentSignals(override=False, gdpr=True, tc_string=TC)
-    assert gam.parse(url.replace(f"{flag}=1", f"{flag}=0")).consent.override is None
+    expected = ConsentSignals(gdpr=True, tc_string=TC, **{field: True})
+    assert gam.parse_url(url).consent == expected
+    assert getattr(gam.parse_url(url.replace(f"{flag}=1", f"{flag}=0")).consent, field) is False
+    assert getattr(gam.parse_url(url.replace(f"&{flag}=1", "")).consent, field) is None
+    # A flag set in any copy holds: the most restrictive wins.
+    assert getattr(gam.parse_url(f"{url}&{flag}=0").consent, field) is True
 
 
 @pytest.mark.parametrize(
@@ -209,11 +238,11 @@ def test_restricting_flags_deny(flag: str) -> None:
     [("0", False), ("1", True), ("true", True), ("false", False), ("x", None)],
 )
 def test_gdpr_flag(value: str, expected: bool | None) -> None:
-    assert gam.parse(f"https://h/gampad/ads?gdpr={value}").consent.gdpr is expected
+    assert gam.parse_url(f"https://h/gampad/ads?gdpr={value}").consent.gdpr is expected
 
 
 def test_parse_gpp_and_content_url_fallback() -> None:
-    ctx = gam.parse(
+    ctx = gam.parse_url(
         "https://h/gampad/ads?gpp=DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"
         "&gpp_sid=2%2C6&url=https%3A%2F%2Fpub.example%2Fpage%3Fa%3D1"
     )
@@ -224,11 +253,11 @@ def test_parse_gpp_and_content_url_fallback() -> None:
 
 def test_parse_double_encoded_description_url() -> None:
     url = "https://h/gampad/ads?description_url=https%253A%252F%252Fpub.example%252Fv%253Fa%253D1"
-    assert gam.parse(url).content.url == "https://pub.example/v?a=1"
+    assert gam.parse_url(url).content.url == "https://pub.example/v?a=1"
 
 
 def test_parse_tolerates_malformed_escapes() -> None:
-    ctx = gam.parse("https://h/gampad/ads?description_url=a%zzb%ff%&ppid=%E2%82%AC")
+    ctx = gam.parse_url("https://h/gampad/ads?description_url=a%zzb%ff%&ppid=%E2%82%AC")
     assert ctx.content.url == "a%zzb\ufffd%"
     assert ctx.identity == Identity(alias=Alias(tag="ppid", id="\u20ac"))
 
@@ -248,16 +277,18 @@ def test_parse_tolerates_malformed_escapes() -> None:
     ],
 )
 def test_matches(url: str, expected: bool) -> None:
-    assert gam.matches(url) is expected
+    assert gam.matches(AdRequest(url)) is expected
 
 
 def test_other_urls_are_left_alone() -> None:
     url = "https://5fd74.v.fwmrm.net/ad/g/1?nw=1;cust_params=x"
-    assert gam.apply(url, {"p": ["1"]}) == url
-    assert gam.parse(url + "&ppid=x") == Context()
+    assert gam.apply_url(url, {"p": ["1"]}) == url
+    assert gam.parse_url(url + "&ppid=x") == Context()
 
 
 def test_defaults_and_overrides() -> None:
     assert gam.name == "gam"
     assert gam.activation_platforms == ("dfp", "gam", "target_dfp")
-    assert GamAdapter(["custom"]).activation_platforms == ("custom",)
+    assert GamAdapter(GamSettings(activation_platforms=("custom",))).activation_platforms == (
+        "custom",
+    )

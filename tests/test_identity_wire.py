@@ -26,6 +26,7 @@ from plugin.wire import (
     Event,
     ccs_response_decoder,
     ctx_response_decoder,
+    parse_error,
     error_decoder,
     json_encoder,
 )
@@ -100,9 +101,18 @@ def test_responses_decode_as_documented() -> None:
         b'{"activations":{"freewheel":["9"]}}'
     ) == ContextualResponse(cohorts=[], activations={"freewheel": ["9"]})
     e = error_decoder.decode(
-        b'{"request_id":"r","error":{"status":400,"code":"BadRequest","message":"m","x":1}}'
+        b'{"request_id":"r","error":{"status":"Bad Request","code":2000,"message":"m","x":1}}'
     )
-    assert isinstance(e, ErrorBody) and e.error is not None and e.error.code == "BadRequest"
+    assert isinstance(e, ErrorBody) and e.error is not None
+    assert (e.error.status, e.error.code) == ("Bad Request", 2000)
+
+
+def test_parse_error_keeps_the_fields_of_the_right_type() -> None:
+    """An upstream error body is diagnostic: a wrongly typed field loses only itself."""
+    e = parse_error(b'{"error":{"status":400,"code":"2001","message":"m"}}')
+    assert e is not None and (e.status, e.code, e.message) == (None, 2001, "m")
+    assert parse_error(b"<html>") is None
+    assert parse_error(b'{"error":"x"}') is None
 
 
 @given(st.binary(max_size=200))

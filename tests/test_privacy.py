@@ -407,7 +407,7 @@ async def test_content_urls_never_stand_in_the_clear_in_cache_keys(fake: FakePer
         await e.enrich(
             GAM, Context(identity=DEVICE, consent=GRANTED, content=Content(url=prefix_url))
         )
-        local_keys = list(e._contextual._data)  # the in-process cache
+        local_keys = list(e.contextual.cache._data)  # the in-process cache
     keys = [k.decode() async for k in client.scan_iter("cohortkv:*")]
     await client.aclose()
     assert f"cohortkv:c:{compact_key(prefix_url).hex()}" in keys

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from http import HTTPStatus
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -70,8 +71,17 @@ STATE = web.AppKey("sandbox_state", SandboxState)
 # --- errors ------------------------------------------------------------------------------------
 
 
+DOCS_URL = "https://developer.permutive.com/reference"
+
+# Permutive's numeric error codes, as its error bodies carry them.
+CODE_BAD_REQUEST = 2000
+CODE_UNAUTHORIZED = 2001
+CODE_INVALID_JSON = 2002
+CODE_SCHEMA = 2003
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, cause: str | None = None) -> None:
+    def __init__(self, status: int, code: int, message: str, cause: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -80,13 +90,19 @@ class ApiError(Exception):
 
 
 def _bad(message: str, cause: str | None = None) -> ApiError:
-    return ApiError(400, "bad_request", message, cause)
+    return ApiError(400, CODE_BAD_REQUEST, message, cause)
 
 
 def _error_response(e: ApiError) -> web.Response:
     body = ErrorBody(
         request_id=str(uuid.uuid4()),
-        error=ErrorDetail(status=e.status, code=e.code, message=e.message, cause=e.cause),
+        error=ErrorDetail(
+            status=HTTPStatus(e.status).phrase,
+            code=e.code,
+            message=e.message,
+            cause=e.cause,
+            docs=DOCS_URL,
+        ),
     )
     return web.Response(
         status=e.status, body=msgspec.json.encode(body), content_type="application/json"
@@ -108,10 +124,10 @@ def _check_key(request: web.Request, keys: frozenset[str]) -> None:
     key = request.headers.get("X-Api-Key") or request.query.get("k")
     if not key:
         raise ApiError(
-            401, "unauthorized", "missing API key: send it in the X-Api-Key header or as ?k="
+            401, CODE_UNAUTHORIZED, "missing API key: send it in the X-Api-Key header or as ?k="
         )
     if key not in keys:
-        raise ApiError(401, "unauthorized", "unknown API key")
+        raise ApiError(401, CODE_UNAUTHORIZED, "unknown API key")
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -269,7 +285,7 @@ async def _prologue(request: web.Request, api: str) -> tuple[SandboxState, Any]:
         await asyncio.sleep(delay)
     _check_key(request, st.api_keys)
     if err is not None:
-        raise ApiError(400, "invalid_json", "body: expected a JSON object", cause=err)
+        raise ApiError(400, CODE_INVALID_JSON, "body: expected a JSON object", cause=err)
     if not isinstance(body, dict):
         raise _bad(f"body: expected a JSON object, got {_got(body)}")
     return st, body
@@ -288,7 +304,7 @@ async def ccs_segmentation(request: web.Request) -> web.Response:
             if problem is None:
                 valid.append(ev)
             elif sync:
-                raise ApiError(400, "schema_validation", problem, cause="schema mismatch")
+                raise ApiError(400, CODE_SCHEMA, problem, cause="schema mismatch")
     except ApiError as e:
         return _error_response(e)
     users = st.users

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +18,11 @@ from aiohttp import web
 from plugin.config import Config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.enricher import Enricher
+from plugin.errors import CohortkvError, RequestError
+from plugin.events import parse_event_time, prune_empty
 from plugin.identity import Alias, Identity, IdentityError
 from plugin.metrics import RateLimitedLog
+from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, SignalResult, result_doc
 from plugin.serve.bodies import (
     ConsentBody,
@@ -33,11 +35,11 @@ from plugin.serve.bodies import (
     IdentityBody,
 )
 from plugin.serve.errors import json_error, json_response
-from plugin.serve.events import EventQueue, event_time
+from plugin.serve.events import EventQueue
 from plugin.serve.limits import Gate
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.validate import BodyError, decode
-from plugin.views import session_view
+from plugin.tracker import EventIds
 from plugin.wire import Event
 
 log = logging.getLogger("cohortkv.serve.api")
@@ -61,7 +63,6 @@ class Api:
         self._gate = gate
         self._metrics = metrics
         self._platforms = frozenset(a.name for a in enricher.adapters) | {"auto"}
-        self._namespace = uuid.UUID(config.events.view_namespace)
         self._shed = metrics.shed.labels("enrich_api")
         self._unconsented = metrics.events.labels("unconsented")
         self._warn = RateLimitedLog(log)
@@ -90,8 +91,18 @@ class Api:
         if not self._gate.enter():
             self._shed.inc()
             return json_error(503, "too many enrichments in flight", headers=_RETRY)
+        ad = AdRequest(body.url)
+        if body.method == "POST":
+            ad = AdRequest(
+                body.url,
+                method="POST",
+                headers=(("Content-Type", "application/json"),),
+                body=_encode(body.body),
+            )
         try:
-            result = await self._enricher.enrich(body.url, context, platform=body.platform)
+            result = await self._enricher.enrich(ad, context, platform=body.platform, origin="api")
+        except CohortkvError as e:
+            return _invalid([FieldError(e.field, e.expected)])
         except (ValueError, IdentityError) as e:
             return _invalid([_field_of(str(e))])
         except Exception as e:
@@ -120,28 +131,26 @@ class Api:
         if not decision.allowed:
             self._unconsented.inc(len(body.events))
             return _accepted(0, decision.reason)
-        key = identity.cache_key()
-        events = [
-            self._wire_event(ev, p, body, key) for ev, p in zip(body.events, props, strict=True)
+        given = [
+            Event(
+                name=ev.name,
+                time=ev.time,
+                properties=p,
+                view_id=ev.view_id,
+                session_id=ev.session_id,
+            )
+            for ev, p in zip(body.events, props, strict=True)
         ]
+        ids = EventIds(
+            session_id=body.session_id,
+            view_id=body.view_id,
+            ssai_session_id=body.ssai_session_id,
+            content_url=body.content_url,
+        )
+        events = await self._enricher.events.prepare(identity, given, ids)
         if not self._queue.offer(identity, events, msgspec.json.encode(identity)):
             return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
         return _accepted(len(events), decision.reason)
-
-    def _wire_event(
-        self, ev: EventBody, properties: dict[str, Any], body: EventsBody, identity_key: str
-    ) -> Event:
-        session, view = session_view(
-            self._namespace,
-            identity_key,
-            ev.session_id or body.session_id,
-            ev.view_id or body.view_id,
-            body.ssai_session_id,
-            body.content_url,
-        )
-        return Event(
-            name=ev.name, time=ev.time, properties=properties, view_id=view, session_id=session
-        )
 
 
 # -- conversions: body structs → engine types, collecting semantic errors ----------------------
@@ -213,6 +222,7 @@ def to_context(b: ContextBody | None, path: str, errors: list[FieldError]) -> Co
             title=c.title,
             user_agent=c.user_agent,
             referrer=c.referrer,
+            client_type=c.client_type,
         )
     return Context(
         identity=identity,
@@ -225,12 +235,12 @@ def to_context(b: ContextBody | None, path: str, errors: list[FieldError]) -> Co
 
 
 def check_event(ev: EventBody, path: str, errors: list[FieldError]) -> dict[str, Any]:
-    """The event's properties without nulls; its time and engagement metrics checked."""
+    """The event's properties without empty values; its time and engagement metrics checked."""
     try:
-        event_time(ev.time)
-    except ValueError:
-        errors.append(FieldError(f"{path}.time", "an ISO 8601 timestamp"))
-    props: dict[str, Any] = without_nulls(ev.properties, f"{path}.properties", errors)
+        parse_event_time(ev.time, f"{path}.time")
+    except RequestError as e:
+        errors.append(FieldError(e.field, e.expected))
+    props: dict[str, Any] = prune_empty(without_nulls(ev.properties, f"{path}.properties", errors))
     spent = props.get("time_spent_seconds")
     if spent is not None and not (_is_number(spent) and spent >= 0):
         errors.append(FieldError(f"{path}.properties.time_spent_seconds", "a number >= 0"))
@@ -267,7 +277,7 @@ def without_nulls(value: Any, path: str, errors: list[FieldError], depth: int = 
 
 
 def _unchanged(url: str) -> EnrichResult:
-    none = SignalResult("none")
+    none = SignalResult("none", [], "not_recognised")
     return EnrichResult(url, {}, none, none, ConsentDecision(False, "internal_error"), 0.0)
 
 

@@ -7,7 +7,7 @@ was expected there.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -84,7 +84,11 @@ class ContentBody(_Body, frozen=True):
     title: Text | None = None
     properties: Properties = {}
     user_agent: Text | None = None
+    """Accepted for compatibility; never sent anywhere (the Contextual API gets content only)."""
     referrer: Text | None = None
+    """Accepted for compatibility; never sent anywhere."""
+    client_type: Word | None = None
+    """`client.type` of the play event and the Contextual request (e.g. `ctv`)."""
 
 
 class ContextBody(_Body, frozen=True):
@@ -99,8 +103,12 @@ class ContextBody(_Body, frozen=True):
 class EnrichBody(_Body, frozen=True):
     url: Annotated[str, Meta(min_length=1, max_length=65536, description="an ad request URL")]
     platform: str | None = None
-    """An adapter name or `auto` (the default): which platform's URL format `url` is in."""
+    """An adapter name or `auto` (the default): which platform's format the request is in."""
     context: ContextBody | None = None
+    method: Literal["GET", "POST"] = "GET"
+    """POST with `body` for bid requests (the `openrtb` platform)."""
+    body: Any = None
+    """The JSON body of a POST ad request (an OpenRTB bid request)."""
 
 
 class EventBody(_Body, frozen=True):

@@ -19,32 +19,24 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from plugin.identity import Identity
 from plugin.metrics import RateLimitedLog
 from plugin.serve.metrics import ServeMetrics
 from plugin.sources import UpstreamError
-from plugin.wire import Event
+from plugin.wire import MAX_EVENTS_PER_REQUEST, Event
 
 log = logging.getLogger("cohortkv.serve.events")
 
-BATCH = 10
-"""Events per CCS API request, at most (the API's limit)."""
-
+BATCH = MAX_EVENTS_PER_REQUEST
 SendBatch = Callable[[Identity, Sequence[Event]], Awaitable[Any]]
 
 # The batch itself was refused: sending it again cannot help.
 _FINAL = frozenset({"http_4xx", "auth"})
 # The API answered 2xx with a body we could not read: the events were delivered.
 _DELIVERED = frozenset({"decode"})
-
-
-def event_time(value: str) -> float:
-    """POSIX seconds of an ISO 8601 timestamp (naive means UTC); ValueError if unreadable."""
-    t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
 
 
 class _User:
@@ -125,7 +117,7 @@ class EventQueue:
         if user is None:
             user = self._users[key] = _User(identity)
         for e in events:
-            heapq.heappush(user.pending, (event_time(e.time), next(self._seq), e))
+            heapq.heappush(user.pending, (_seconds(e.time), next(self._seq), e))
         self._depth += n
         self._gauge.set(self._depth)
         self._queued.inc(n)
@@ -240,3 +232,9 @@ class EventQueue:
     def _drop(self, n: int, reason: str) -> None:
         self._dropped.inc(n)
         self._drop_reason.labels(reason).inc(n)
+
+
+def _seconds(value: str) -> float:
+    """Events were checked when accepted (`plugin.events.parse_event_time`): RFC 3339 times
+    with a zone, which `fromisoformat` reads (after `Z`)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).timestamp()

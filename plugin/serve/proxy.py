@@ -1,15 +1,24 @@
-"""The enriching proxy: `GET /proxy/{upstream}/{path}?{query}` → the configured ad server.
+"""The enriching proxy: `GET|POST /proxy/{upstream}/{path}?{query}` → the configured ad server.
 
 Only configured upstreams are reachable, by name: the target is always `base + path + query`
 built from the raw request target, never a host or an absolute URL from the request, and paths
 with dot segments (raw or percent-encoded) are refused. Redirects are passed back, not followed.
+Other methods answer 405 with `Allow: GET, POST`.
+
+Each upstream has a platform (`[serve.upstreams.NAME] platform`): its adapter reads and writes
+the requests. A request the platform does not recognise goes out unchanged, counted in
+`cohortkv_not_recognised_total` and logged (rate-limited) with the upstream and the reason.
 
 The query goes out byte for byte as the adapter returned it (`yarl.URL(..., encoded=True)`),
-minus the reserved `cohortkv_*` parameters. Identity, consent and content come from the ad
-request itself, with `X-Cohortkv-*` headers (or the reserved parameters) on top. When too many
-enrichments are in flight the request is forwarded unenriched at once (counted), never queued.
-The ad server's status, headers (hop-by-hop removed) and body are streamed back unchanged: the
-body is not decompressed, the client's Accept-Encoding goes through.
+minus the reserved `cohortkv_*` parameters; a POST body (bounded by `serve.max_body_bytes`) goes
+out as the adapter returned it, with its Content-Length recomputed. Identity, consent and
+content come from the ad request itself, with `X-Cohortkv-*` headers (or the reserved
+parameters) on top; consent from either can deny, and grant only where the ad request carries
+no signal of its own. When too many enrichments are in flight the request is forwarded
+unenriched at once (counted), never queued. The ad server's status, headers (hop-by-hop
+removed) and body are streamed back unchanged: the body is not decompressed, the client's
+Accept-Encoding goes through. W3C trace context (`traceparent`, `tracestate`, `baggage`) is
+passed on to the ad server.
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ import re
 import ssl
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import msgspec
 import yarl
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -32,6 +43,7 @@ from plugin.context import ConsentSignals, Content, Context
 from plugin.enricher import Enricher
 from plugin.identity import Alias, Identity, IdentityError, is_uuid4, parse_alias_flag
 from plugin.metrics import RateLimitedLog
+from plugin.request import AdRequest
 from plugin.serve import reserved as rp
 from plugin.serve.errors import json_error
 from plugin.serve.health import ErrorWindow
@@ -53,7 +65,13 @@ FORWARDED_HEADERS: tuple[str, ...] = (
     "Accept",
     "Accept-Language",
     "Accept-Encoding",
+    "traceparent",
+    "tracestate",
+    "baggage",
 )
+BODY_HEADERS: tuple[str, ...] = ("Content-Type", "Content-Encoding")
+"""Headers that describe a POST body: passed on with it."""
+METHODS = ("GET", "POST")
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -107,12 +125,22 @@ def parse_upstreams(
     cfg: ServeConfig, adapter_names: Iterable[str], metrics: ServeMetrics
 ) -> dict[str, Upstream]:
     """`serve.upstreams` checked: a person's mistake there is a ConfigError naming the entry."""
-    names = set(adapter_names)
+    names = tuple(adapter_names)
     out: dict[str, Upstream] = {}
-    for name, url in cfg.upstreams.items():
+    for name, entry in cfg.upstreams.items():
         where = f"serve.upstreams.{name}"
         if UPSTREAM_NAME.fullmatch(name) is None:
             raise ConfigError(f"{where}: expected a name of letters, digits, '_' or '-'")
+        if isinstance(entry, str):
+            url, platform = entry, (name if name in names else None)
+        else:
+            url, platform = entry.url, entry.platform
+            where += ".url"
+            if platform is not None and platform not in names:
+                raise ConfigError(
+                    f"serve.upstreams.{name}.platform: expected one of {', '.join(names)}, "
+                    f"got {platform!r}"
+                )
         try:
             parts = urlsplit(url)
             ok = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -124,7 +152,6 @@ def parse_upstreams(
             raise ConfigError(
                 f"{where}: expected an http(s) URL with a host and no query, got {url!r}"
             )
-        platform = name if name in names else None
         out[name] = Upstream(name, url.rstrip("/"), platform, metrics, cfg.health_window_s)
     return out
 
@@ -213,12 +240,20 @@ class Proxy:
 
     def routes(self, app: web.Application) -> None:
         for up in self._upstreams.values():
-            app.router.add_get(f"/proxy/{up.name}/{{tail:.*}}", self._handler(up), allow_head=False)
+            app.router.add_route("*", f"/proxy/{up.name}/{{tail:.*}}", self._handler(up))
         app.router.add_route("*", "/proxy/{upstream}/{tail:.*}", self.unknown)
         app.router.add_route("*", "/proxy/{upstream}", self.unknown)
 
     def _handler(self, up: Upstream) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
+            if request.method not in METHODS:
+                return json_error(
+                    405,
+                    "method not allowed",
+                    method=request.method,
+                    allowed=list(METHODS),
+                    headers={"Allow": ", ".join(METHODS)},
+                )
             return await self.forward(request, up)
 
         return handle
@@ -244,22 +279,28 @@ class Proxy:
             query, found = rp.split_reserved(query)
             if not query:
                 sep = ""
-        url = up.base + path + sep + query
+        body = await request.read() if request.method == "POST" else b""
+        ad = AdRequest(
+            url=up.base + path + sep + query,
+            method=request.method,
+            headers=tuple((h, v) for h in BODY_HEADERS if (v := request.headers.get(h))),
+            body=body,
+        )
         if self._gate.enter():
             try:
-                url = await self._enrich(request, up, url, found)
+                ad = await self._enrich(request, up, ad, found)
             finally:
                 self._gate.leave()
         else:
             self._shed.inc()
-        return await self._relay(request, up, url)
+        return await self._relay(request, up, ad)
 
     async def _enrich(
-        self, request: web.Request, up: Upstream, url: str, found: dict[str, str]
-    ) -> str:
+        self, request: web.Request, up: Upstream, ad: AdRequest, found: dict[str, str]
+    ) -> AdRequest:
         try:
             result = await self._enricher.enrich(
-                url, self._context(request, found), platform=up.platform
+                ad, self._context(request, found), platform=up.platform, origin=up.name
             )
         except Exception as e:
             self._errors.inc()
@@ -267,13 +308,15 @@ class Proxy:
                 "proxy:enrich", "enrichment failed (%s): forwarded as is", type(e).__name__
             )
             log.debug("enrichment failed", exc_info=True)
-            return url
-        out = result.url
-        if out is url or out.startswith(up.base + "/"):
+            return ad
+        out = result.request
+        if out is None or out is ad:
+            return ad
+        if out.url is ad.url or out.url.startswith(up.base + "/"):
             return out
         self._errors.inc()
         self._warn.warning("proxy:host", "adapter changed the ad server; forwarding as is")
-        return url
+        return ad
 
     def _context(self, request: web.Request, found: dict[str, str]) -> Context:
         h = request.headers
@@ -307,14 +350,36 @@ class Proxy:
                 consent = ConsentSignals(override=word in _GRANTED)
             else:
                 self._bad.labels("proxy", "consent").inc()
-        user_agent = h.get("X-Device-User-Agent") or h.get("User-Agent") or None
         return Context(
             identity=identity,
             consent=consent,
-            content=Content(url=pick(rp.CONTENT_URL), user_agent=user_agent),
+            content=Content(
+                url=pick(rp.CONTENT_URL),
+                properties=self._properties(h.get(rp.PROPERTIES_HEADER), found),
+                client_type=pick(rp.CLIENT_TYPE),
+            ),
             view_id=pick(rp.VIEW_ID),
             ssai_session_id=pick(rp.SESSION_ID),
         )
+
+    def _properties(self, header: str | None, found: dict[str, str]) -> dict[str, Any]:
+        """Play-event properties from `X-Cohortkv-Properties` (a JSON object) and the
+        `cohortkv_p.<name>` parameters on top. They can change event properties, never
+        consent or identity. A header that is not a JSON object is counted and ignored."""
+        props: dict[str, Any] = {}
+        if header:
+            try:
+                doc = _decode_json(header.encode())
+            except msgspec.DecodeError:
+                doc = None
+            if isinstance(doc, dict):
+                props.update(doc)
+            else:
+                self._bad.labels("proxy", "properties").inc()
+        for name, value in found.items():
+            if name.startswith(rp.PROPERTY_PREFIX) and len(name) > len(rp.PROPERTY_PREFIX):
+                props[name[len(rp.PROPERTY_PREFIX) :]] = value
+        return props
 
     def _forward_headers(self, request: web.Request) -> dict[str, str]:
         h = request.headers
@@ -334,13 +399,18 @@ class Proxy:
             out[REQUEST_ID_HEADER] = rid
         return out
 
-    async def _relay(self, request: web.Request, up: Upstream, url: str) -> web.StreamResponse:
+    async def _relay(self, request: web.Request, up: Upstream, ad: AdRequest) -> web.StreamResponse:
         assert self.session is not None
         started = time.perf_counter()
+        headers = self._forward_headers(request)
+        if ad.method == "POST":
+            headers.update(ad.headers)  # the body's own Content-Type; aiohttp sets the length
         try:
-            async with self.session.get(
-                yarl.URL(url, encoded=True),
-                headers=self._forward_headers(request),
+            async with self.session.request(
+                ad.method,
+                yarl.URL(ad.url, encoded=True),
+                headers=headers,
+                data=ad.body if ad.method == "POST" else None,
                 allow_redirects=False,
             ) as answer:
                 up.seconds.observe(time.perf_counter() - started)
@@ -383,6 +453,7 @@ class Proxy:
 
 
 _STATUS_CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_decode_json = msgspec.json.Decoder().decode
 
 
 def _bad_target(up: Upstream) -> web.Response:

@@ -21,8 +21,19 @@ ALIAS = "cohortkv_alias"
 CONSENT = "cohortkv_consent"
 CONTENT_URL = "cohortkv_content_url"
 VIEW_ID = "cohortkv_vid"
+CLIENT_TYPE = "cohortkv_client_type"
+PROPERTY_PREFIX = "cohortkv_p."
+"""`cohortkv_p.<name>=<value>`: a play-event property (typed by `[events.properties]`)."""
 
-PARAMS: tuple[str, ...] = (SESSION_ID, USER_ID, ALIAS, CONSENT, CONTENT_URL, VIEW_ID)
+PARAMS: tuple[str, ...] = (
+    SESSION_ID,
+    USER_ID,
+    ALIAS,
+    CONSENT,
+    CONTENT_URL,
+    VIEW_ID,
+    CLIENT_TYPE,
+)
 
 HEADERS: dict[str, str] = {
     SESSION_ID: "X-Cohortkv-Session-Id",
@@ -31,7 +42,10 @@ HEADERS: dict[str, str] = {
     CONSENT: "X-Cohortkv-Consent",
     CONTENT_URL: "X-Cohortkv-Content-Url",
     VIEW_ID: "X-Cohortkv-View-Id",
+    CLIENT_TYPE: "X-Cohortkv-Client-Type",
 }
+PROPERTIES_HEADER = "X-Cohortkv-Properties"
+"""A JSON object of play-event properties; the `cohortkv_p.*` parameters win over it."""
 
 
 def split_reserved(query: str) -> tuple[str, dict[str, str]]:

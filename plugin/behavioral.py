@@ -1,0 +1,176 @@
+"""The behavioral signal: a consented user's cohorts from the CCS API, one play event per view.
+
+The first ad request of a view sends the view's play event and waits for its answer (within the
+deadline); the view's later ad breaks reuse that answer, or wait on the same call, and never
+send it again. A call that fails or misses the deadline falls back to the user's last good
+answer (local cache, then the shared one); a late answer still refreshes the cache. Without
+content there is no play event to send: the signal is then cache-only (`no_content`).
+
+With `[behavioral] wait = "if_uncached"`, a view's first break whose user has a cached answer
+uses it at once; the play event still goes out and its answer serves the later breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Literal
+
+from plugin.cache import AgedLru, Answer, Clock, Interner, compact_key
+from plugin.config import Config
+from plugin.context import Context
+from plugin.identity import IdentityError
+from plugin.metrics import Metrics
+from plugin.pending import Failed, Pending, ready
+from plugin.result import ConsentDecision
+from plugin.sessions import Claim, SessionTracker
+from plugin.shared import SharedStore
+from plugin.sources import CcsClient, UpstreamError
+from plugin.wire import CcsRequest, Event
+
+_DENIED = ready("skipped", None, "consent_denied")
+_NO_IDENTITY = ready("none", None, "no_identity")
+_INVALID_IDENTITY = ready("none", None, "invalid_identity")
+
+
+class PlayEvent:
+    """What the play event of a view carries, apart from its ids."""
+
+    __slots__ = ("name", "properties", "time")
+
+    def __init__(self, name: str, time: str, properties: dict[str, Any]) -> None:
+        self.name = name
+        self.time = time
+        self.properties = properties
+
+
+class BehavioralSignal:
+    def __init__(
+        self, config: Config, metrics: Metrics, sessions: SessionTracker, clock: Clock
+    ) -> None:
+        c = config.cache
+        self.cache: AgedLru[Answer] = AgedLru(c.behavioral_max_entries, c.behavioral_ttl_s, clock)
+        self._ttl_s = c.behavioral_ttl_s
+        self._keep_user = config.keys.puid is not None
+        self._cache_first = config.behavioral.wait == "if_uncached"
+        self._intern = Interner()
+        self.sessions = sessions
+        self._gauge = metrics.cache_entries.labels("behavioral")
+        self._views_gauge = metrics.cache_entries.labels("views")
+        self._late = metrics.late_answers.labels("ccs")
+        self._bad_identity = metrics.bad_input.labels("identity", "invalid")
+        self.client: CcsClient | None = None
+        self.shared: SharedStore | None = None
+        self.late_after_s = 0.0
+        self.spawn: Callable[[Any], asyncio.Task[Any]] = asyncio.ensure_future
+
+    async def begin(
+        self, ctx: Context, decision: ConsentDecision, play: Callable[[], PlayEvent] | None
+    ) -> Pending:
+        """`play` builds the play event (None: no content, so no play event is possible)."""
+        if not decision.allowed:
+            return _DENIED
+        identity = ctx.identity
+        if identity is None:
+            return _NO_IDENTITY
+        try:
+            identity.validate()
+        except IdentityError:
+            self._bad_identity.inc()
+            return _INVALID_IDENTITY
+        key = compact_key(identity.cache_key())
+        cached = self.cache.get(key)
+        if play is None:
+            return self._cache_only(key, cached, "no_content")
+        content_url = ctx.content.url or ""
+        claim = await self.sessions.claim(
+            key,
+            session=ctx.session_id,
+            ssai_session_id=ctx.ssai_session_id,
+            view_id=ctx.view_id,
+            content_url=content_url,
+        )
+        self._views_gauge.set(self.sessions.view_count)
+        view = claim.view
+        if not claim.new:
+            # A later ad break of a view whose play event went out: reuse, never resend.
+            if view.answer is not None:
+                return ready("cache", view.answer, "view_reuse")
+            flight = view.flight
+            if flight is not None and not flight.done():
+                return Pending(
+                    call=flight, source="cache", reason="view_reuse", fallback=self._local(key)
+                )
+            return self._cache_only(key, cached, "view_reuse")
+        event = play()
+        request = CcsRequest(
+            events=[
+                Event(
+                    name=event.name,
+                    time=event.time,
+                    properties=event.properties,
+                    view_id=view.id,
+                    session_id=claim.session_id,
+                )
+            ],
+            user_id=identity.user_id,
+            alias=identity.alias,
+            aliases=identity.aliases,
+        )
+        given = ctx.view_id is not None or ctx.ssai_session_id is not None
+        call = self.spawn(self._fetch(key, request, claim, content_url, given))
+        view.flight = call
+        if cached is not None and self._cache_first:
+            return ready("cache", cached, "cache_first")
+        prefetch = self._prefetch(key) if cached is None else None
+        return Pending(call=call, fallback=self._local(key), prefetch=prefetch)
+
+    def _cache_only(
+        self, key: bytes, cached: Answer | None, reason: Literal["no_content", "view_reuse"]
+    ) -> Pending:
+        if cached is not None:
+            return ready("cache", cached, reason)
+        prefetch = self._prefetch(key)
+        if prefetch is None:
+            return ready("none", None, reason)
+        return Pending(reason=reason, prefetch=prefetch, fallback=self._local(key))
+
+    def _local(self, key: bytes) -> Callable[[], Answer | None]:
+        cache = self.cache
+        return lambda: cache.get(key)
+
+    def _prefetch(self, key: bytes) -> asyncio.Task[Answer | None] | None:
+        """With a shared cache and nothing local, fetch the fleet's last answer meanwhile."""
+        if self.shared is None:
+            return None
+        task: asyncio.Task[Answer | None] = self.spawn(self.shared.get("b", key.hex(), self._ttl_s))
+        return task
+
+    async def _fetch(
+        self, key: bytes, request: CcsRequest, claim: Claim, content_url: str, given: bool
+    ) -> Answer | Failed:
+        assert self.client is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        view = claim.view
+        try:
+            answer = await self.client.segment(request)
+        except UpstreamError as e:
+            # The play event may not have landed: let the view's next ad break send it again.
+            view.flight = None
+            self.sessions.release(claim, key, content_url, given)
+            return Failed(e.kind)
+        self.remember(key, answer)
+        view.answer = answer
+        view.flight = None
+        if loop.time() - started > self.late_after_s:
+            self._late.inc()
+        return answer
+
+    def remember(self, key: bytes, answer: Answer) -> None:
+        """Caches the answer compactly: interned cohorts, the user id only if it is sent."""
+        compact = self._intern(answer, keep_user=self._keep_user)
+        self.cache.put(key, compact)
+        self._gauge.set(len(self.cache))
+        if self.shared is not None:
+            self.shared.put("b", key.hex(), compact, self._ttl_s)

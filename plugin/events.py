@@ -1,0 +1,119 @@
+"""Event rules shared by every way an event leaves: the play event, `track()`, `/v1/events`.
+
+The Direct API guide's rules, in one place: empty properties are omitted (never null, never
+empty), times are RFC 3339 date-times with a time zone, and properties that came from URLs are
+typed as the workspace schema expects (`[events.properties]`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from plugin.errors import RequestError
+
+PropertyType = Literal["string", "number", "boolean", "list"]
+
+MAX_PAST = timedelta(days=30)
+"""Oldest event time accepted: past the behavioral cache's life, an event is history, not news."""
+MAX_FUTURE = timedelta(minutes=5)
+"""Newest event time accepted: clocks drift, but not by more than this."""
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?P<frac>\.\d+)?(?P<tz>[Zz]|[+-]\d{2}:\d{2})"
+)
+_TRUE = frozenset(("true", "1", "yes"))
+_FALSE = frozenset(("false", "0", "no"))
+
+
+def parse_event_time(value: object, field: str = "time", now: datetime | None = None) -> datetime:
+    """An event's time as an aware datetime; `RequestError` naming `field` when it is not an
+    RFC 3339 date-time with a time zone within the accepted window."""
+    expected = "an RFC 3339 date-time with a time zone, e.g. 2024-01-15T14:00:00Z"
+    if not isinstance(value, str) or len(value) > 64:
+        raise RequestError(field, expected, value)
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise RequestError(field, expected, value)
+    text = value
+    frac = m.group("frac")
+    if frac is not None and len(frac) > 7:  # datetime keeps microseconds only
+        text = text[: m.start("frac") + 7] + text[m.end("frac") :]
+    tz = m.group("tz")
+    if tz in ("Z", "z"):
+        text = text[: -len(tz)] + "+00:00"
+    try:
+        t = datetime.fromisoformat(text.replace("t", "T"))
+    except ValueError:
+        raise RequestError(field, expected, value) from None
+    now = now if now is not None else datetime.now(UTC)
+    if not now - MAX_PAST <= t <= now + MAX_FUTURE:
+        raise RequestError(
+            field, "a time within the last 30 days and at most 5 minutes ahead", value
+        )
+    return t
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def is_empty(value: object) -> bool:
+    """The values the guide says to omit rather than send: null, "", [] and {}."""
+    return value is None or value == "" or value == [] or value == {} or value == ()
+
+
+def prune_empty(value: Any) -> Any:
+    """`value` with every empty property left out, recursively: a list or object that only
+    held empty values is itself empty, and left out of its parent."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = prune_empty(v)
+            if not is_empty(v):
+                out[k] = v
+        return out
+    if isinstance(value, list | tuple):
+        return [p for p in (prune_empty(v) for v in value) if not is_empty(p)]
+    return value
+
+
+def typed_properties(
+    properties: Mapping[str, Any], types: Mapping[str, PropertyType]
+) -> tuple[dict[str, Any], list[str]]:
+    """Text values (from URLs: adapters, `cohortkv_p.*`) typed as `types` says; values that
+    are already typed (a host's JSON) are kept. Returns the properties and the names of the
+    values that did not parse, which are dropped."""
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name, value in properties.items():
+        kind = types.get(name)
+        if kind is None or not isinstance(value, str):
+            out[name] = value
+            continue
+        typed = _typed(value, kind)
+        if typed is None:
+            dropped.append(name)
+        else:
+            out[name] = typed
+    return out, dropped
+
+
+def _typed(text: str, kind: PropertyType) -> Any:
+    if kind == "string":
+        return text
+    if kind == "list":
+        return [p for p in (piece.strip() for piece in text.split(",")) if p]
+    value = text.strip().lower()
+    if kind == "boolean":
+        return True if value in _TRUE else False if value in _FALSE else None
+    try:
+        number = float(value) if len(value) <= 32 else math.nan
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    return int(number) if number.is_integer() and "." not in value and "e" not in value else number

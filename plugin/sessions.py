@@ -1,0 +1,286 @@
+"""Sessions and views as the Direct API guide defines them.
+
+- A session groups one identity's events across content engagements. The host's session id
+  (or one derived from an SSAI session) is used as given; otherwise one is generated (UUIDv4)
+  and reused until `[sessions] idle_timeout_s` passes with no ad request or event from that
+  identity.
+- A view is one content engagement. The host's view id (or one derived from an SSAI session and
+  the content) is used as given; otherwise a view of (identity, session, content) is generated
+  and lasts until `[views] idle_timeout_s` passes without an ad request for it. A new session
+  therefore always starts new views. The first ad request of a view sends its play event.
+- Completion events find their view: their own or the host's view id; else the SSAI-derived
+  one; else the live view of (identity, content URL); else the identity's latest view.
+
+With a shared store (Redis) the same state is shared by every replica, through one atomic
+script per ad request, so the breaks of one view that land on different replicas send one play
+event and share one session. The local state is always kept too: a store that fails or is slow
+means per-replica state, never a failed or late ad request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from typing import Any, Protocol
+
+from plugin.cache import AgedLru, Answer, Clock
+from plugin.identity import is_uuid4
+
+
+class View:
+    """One content engagement on this replica, and the play event's call or answer."""
+
+    __slots__ = ("answer", "flight", "id", "session_id")
+
+    def __init__(self, view_id: str, session_id: str) -> None:
+        self.id = view_id
+        self.session_id = session_id
+        self.flight: asyncio.Task[Any] | None = None
+        """The play event's call while it runs."""
+        self.answer: Answer | None = None
+        """Its answer once it has one: later ad breaks of the view reuse it."""
+
+
+class _Session:
+    __slots__ = ("id", "last_view")
+
+    def __init__(self, session_id: str, last_view: str | None = None) -> None:
+        self.id = session_id
+        self.last_view = last_view
+
+
+class Claim:
+    """What an ad request's identity and content resolve to: its session and view, and
+    whether this request is the view's first (the one that sends the play event)."""
+
+    __slots__ = ("key", "new", "session_id", "view")
+
+    def __init__(self, session_id: str, view: View, new: bool, key: bytes) -> None:
+        self.session_id = session_id
+        self.view = view
+        self.new = new
+        self.key = key
+
+
+class SharedViews(Protocol):
+    """Fleet-wide session and view state (see `plugin.shared.RedisStore`)."""
+
+    async def claim_view(
+        self,
+        identity: str,
+        view_key: str,
+        *,
+        session_id: str,
+        view_id: str,
+        fixed_session: bool,
+        given_view: bool,
+        session_ttl_s: float,
+        view_ttl_s: float,
+    ) -> tuple[str, str, bool] | None:
+        """(session id, view id, first request of the view) as the fleet has them; None when
+        the store cannot answer (then the local state decides)."""
+        ...
+
+    def release_view(self, identity: str, view_key: str) -> None:
+        """Forget a view whose play event failed, so that its next ad break sends it again."""
+        ...
+
+    async def find_view(
+        self, identity: str, view_key: str | None, *, session_id: str, session_ttl_s: float
+    ) -> tuple[str, str | None] | None:
+        """(session id, view id) for an event: the live view of `view_key`, or the latest
+        view of the session when `view_key` is None; touches the session. None on failure."""
+        ...
+
+
+def digest(*parts: str) -> bytes:
+    """A 16-byte key for identities, content URLs and view keys: nothing in the clear."""
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
+
+
+class SessionTracker:
+    """Local sessions and views, with an optional fleet-wide store behind them."""
+
+    def __init__(
+        self,
+        *,
+        namespace: uuid.UUID,
+        session_idle_s: float,
+        view_idle_s: float,
+        max_sessions: int,
+        max_views: int,
+        clock: Clock,
+    ) -> None:
+        self._ns = namespace
+        self.session_idle_s = session_idle_s
+        self.view_idle_s = view_idle_s
+        self._sessions: AgedLru[_Session] = AgedLru(max_sessions, session_idle_s, clock)
+        self._views: AgedLru[View] = AgedLru(max_views, view_idle_s, clock)
+        self.shared: SharedViews | None = None
+
+    @property
+    def view_count(self) -> int:
+        return len(self._views)
+
+    # -- ids the host gave ---------------------------------------------------------------
+
+    def given_session(self, session_id: str | None, ssai_session_id: str | None) -> str | None:
+        """The host's session id (UUIDv4 as is, anything else mapped by uuid5), or one derived
+        from the SSAI session; None when the host gave neither."""
+        if session_id:
+            return session_id if is_uuid4(session_id) else self._uuid5("session:" + session_id)
+        if ssai_session_id:
+            return self._uuid5("ssai-session:" + ssai_session_id)
+        return None
+
+    def given_view(
+        self, view_id: str | None, ssai_session_id: str | None, content_url: str | None
+    ) -> str | None:
+        """The host's view id (mapped like session ids), or one derived from the SSAI session
+        and the content; None when the host gave neither."""
+        if view_id:
+            return view_id if is_uuid4(view_id) else self._uuid5("view:" + view_id)
+        if ssai_session_id:
+            return self._uuid5(f"ssai-view:{ssai_session_id}|{content_url or ''}")
+        return None
+
+    def _uuid5(self, name: str) -> str:
+        return str(uuid.uuid5(self._ns, name))
+
+    # -- ad requests ---------------------------------------------------------------------
+
+    def session(self, identity: bytes, given: str | None) -> str:
+        """The identity's session id, kept alive by this request."""
+        return given if given is not None else self._touch(identity).id
+
+    def _touch(self, identity: bytes) -> _Session:
+        found = self._sessions.get(identity)
+        if found is None:
+            found = _Session(str(uuid.uuid4()))
+        self._sessions.put(identity, found)
+        return found
+
+    def claim_local(
+        self,
+        identity: bytes,
+        *,
+        session: str | None,
+        ssai_session_id: str | None,
+        view_id: str | None,
+        content_url: str,
+    ) -> Claim:
+        """This replica's answer: the session and view of an ad request, the view kept alive."""
+        fixed = self.given_session(session, ssai_session_id)
+        record: _Session | None = None
+        if fixed is None:
+            record = self._touch(identity)
+            sid = record.id
+        else:
+            sid = fixed
+        given = self.given_view(view_id, ssai_session_id, content_url)
+        if given is not None:
+            key = digest(identity.hex(), "given", given)
+        else:
+            key = digest(identity.hex(), sid, content_url)
+        view = self._views.get(key)
+        new = view is None or view.session_id != sid
+        if view is None or new:
+            view = View(given if given is not None else str(uuid.uuid4()), sid)
+            if record is not None:
+                record.last_view = view.id
+        self._views.put(key, view)
+        return Claim(sid, view, new, key)
+
+    async def claim(
+        self,
+        identity: bytes,
+        *,
+        session: str | None,
+        ssai_session_id: str | None,
+        view_id: str | None,
+        content_url: str,
+    ) -> Claim:
+        """`claim_local`, then the fleet's word on it when a shared store is configured."""
+        local = self.claim_local(
+            identity,
+            session=session,
+            ssai_session_id=ssai_session_id,
+            view_id=view_id,
+            content_url=content_url,
+        )
+        shared = self.shared
+        if shared is None:
+            return local
+        fixed = self.given_session(session, ssai_session_id) is not None
+        given = self.given_view(view_id, ssai_session_id, content_url) is not None
+        fleet = await shared.claim_view(
+            identity.hex(),
+            local.key.hex() if given else digest(content_url).hex(),
+            session_id=local.session_id,
+            view_id=local.view.id,
+            fixed_session=fixed,
+            given_view=given,
+            session_ttl_s=self.session_idle_s,
+            view_ttl_s=self.view_idle_s,
+        )
+        if fleet is None:
+            return local
+        sid, vid, new = fleet
+        if sid != local.session_id and not fixed:
+            self._sessions.put(identity, _Session(sid, vid))
+        view = local.view
+        if vid != view.id or sid != view.session_id:
+            view = View(vid, sid)
+            self._views.put(local.key, view)
+        return Claim(sid, view, new, local.key)
+
+    def release(self, claim: Claim, identity: bytes, content_url: str, given: bool) -> None:
+        """The play event failed: the view's next ad break tries again."""
+        self._views.discard(claim.key)
+        if self.shared is not None:
+            self.shared.release_view(
+                identity.hex(), claim.key.hex() if given else digest(content_url).hex()
+            )
+
+    # -- events --------------------------------------------------------------------------
+
+    async def for_event(
+        self,
+        identity: bytes,
+        *,
+        session: str | None,
+        view_id: str | None,
+        ssai_session_id: str | None,
+        content_url: str | None,
+    ) -> tuple[str, str | None]:
+        """(session id, view id) for an event the host sent without ids of its own."""
+        fixed = self.given_session(session, ssai_session_id)
+        given = self.given_view(view_id, ssai_session_id, content_url)
+        if given is not None and (view_id or content_url):
+            return (fixed or self.session(identity, None)), given
+        sid = self.session(identity, fixed)
+        found: str | None = None
+        if content_url:
+            view = self._views.get(digest(identity.hex(), sid, content_url))
+            if view is not None and view.session_id == sid:
+                found = view.id
+        else:
+            record = self._sessions.get(identity)
+            if record is not None and record.id == sid:
+                found = record.last_view
+        shared = self.shared
+        if shared is None or fixed is not None:
+            return sid, found
+        fleet = await shared.find_view(
+            identity.hex(),
+            digest(content_url).hex() if content_url else None,
+            session_id=sid,
+            session_ttl_s=self.session_idle_s,
+        )
+        if fleet is None:
+            return sid, found
+        fleet_sid, fleet_view = fleet
+        if fleet_sid != sid:
+            self._sessions.put(identity, _Session(fleet_sid, fleet_view))
+        return fleet_sid, fleet_view if fleet_view else found
