@@ -171,15 +171,6 @@ def _expected_restriction(vector: dict[str, Any], purpose_id: int, vendor_id: in
     return next((t for t in CONSENT_FIRST if t in found), None)
 
 
-def _gate_reads_no_restrictions_yet(vector: dict[str, Any]) -> bool:
-    """Vectors that a restriction alone denies: the gate does not read restrictions yet."""
-    return (
-        vector["expect_restriction_361_p1"] in (0, 2, 3)
-        and 1 in vector["purposes_consent"]
-        and PERMUTIVE in vector["vendor_consents"]
-    )
-
-
 def test_vectors_cover_what_the_gate_depends_on() -> None:
     assert len(VECTORS) >= 12
     assert {v["encoding"] for v in VECTORS} == {"bitfield", "range"}
@@ -283,23 +274,7 @@ def test_decoded_fields_give_the_vectors_decision(vector: dict[str, Any]) -> Non
     assert allowed is vector["expect_allowed"]
 
 
-GATE_VECTORS = [
-    pytest.param(
-        v,
-        id=v["name"],
-        marks=pytest.mark.xfail(
-            strict=True, reason="plugin.consent does not apply publisher restrictions yet"
-        ),
-    )
-    if _gate_reads_no_restrictions_yet(v)
-    else pytest.param(v, id=v["name"])
-    for v in VECTORS
-]
-"""The vectors for tests of the consent gate. Strict xfail where only a restriction denies:
-once the gate reads restrictions they pass, fail as XPASS, and the mark is to be removed."""
-
-
-@pytest.mark.parametrize("vector", GATE_VECTORS)
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_gate_decision_for_permutive_matches_vector(vector: dict[str, Any]) -> None:
     d = decide(ConsentSignals(gdpr=True, tc_string=vector["tc_string"]), ConsentConfig())
     assert d.allowed is vector["expect_allowed"]
@@ -309,8 +284,9 @@ def test_gate_decision_for_permutive_matches_vector(vector: dict[str, Any]) -> N
         assert d.reason == "tcf_purpose_denied"
     elif PERMUTIVE not in vector["vendor_consents"]:
         assert d.reason == "tcf_vendor_denied"
-    else:  # denied by a restriction alone; the reason is the gate's to name
-        assert d.reason.startswith("tcf_")
+    else:  # consent to both, denied by a restriction on Purpose 1 for 361 alone
+        assert vector["expect_restriction_361_p1"] in (0, 2, 3)
+        assert d.reason == "tcf_restricted"
 
 
 # --- the test encoder against the decoder ---

@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { GVL, TCModel, TCString } from '@iabtechlabtcf/core';
+import { GVL, PurposeRestriction, TCModel, TCString } from '@iabtechlabtcf/core';
 
 // Output path: first argument, else tests/vectors/tcf_vectors.json next to this script's folder.
 const OUT = process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), '..', 'tcf_vectors.json');
@@ -24,8 +24,23 @@ const range = (lo, hi, step = 1) => {
 };
 const ALL_PURPOSES = range(1, 11);
 
+// Publisher restriction types (RestrictionType in the reference library).
+const NOT_ALLOWED = 0;
+const REQUIRE_CONSENT = 1;
+const REQUIRE_LI = 2;
+// The order plugin/tcf.py resolves several restrictions on one purpose and vendor in (the spec
+// allows one; a contradiction must never loosen the gate): most restrictive for a vendor that
+// relies on consent first. Type 3 is undefined, and the reference encoder cannot write it.
+const MOST_RESTRICTIVE_FIRST = [NOT_ALLOWED, 3, REQUIRE_LI, REQUIRE_CONSENT];
+
+// A publisher restriction as a case asks for it and as a vector records it.
+const restriction = (purpose, type, vendors) => ({ purpose, type, vendors });
+
 // name, purposes, vendors, extra options. Vendor sets are chosen so that the encoder (which
-// picks the shorter vendor encoding by itself) produces both bitfield and range sections.
+// picks the shorter vendor encoding by itself) produces both bitfield and range sections, for
+// vendor consent and for vendor legitimate interest alike. Publisher restrictions are encoded as
+// range entries; the encoder merges ids into one range only where no GVL vendor lies between
+// them, so a restriction covering a span of ids lists every id of it.
 const CASES = [
   { name: 'range_single_361_all_purposes', purposes: ALL_PURPOSES, vendors: [PERMUTIVE] },
   { name: 'range_single_361_purpose1_off', purposes: range(2, 11), vendors: [PERMUTIVE] },
@@ -58,8 +73,103 @@ const CASES = [
     forVendors: true,
     publisherConsents: [1, 2],
   },
+  { name: 'vendor_li_bitfield', purposes: ALL_PURPOSES, vendors: [PERMUTIVE], vendorsLI: range(1, 400, 3) },
+  {
+    name: 'vendor_li_range_with_361',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE, 755],
+    vendorsLI: [...range(100, 200), PERMUTIVE, 5000],
+  },
+  // Publisher restrictions, in service-specific strings (the reference library holds that they
+  // apply only there).
+  {
+    name: 'restriction_not_allowed_p1_361',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE, 755],
+    serviceSpecific: true,
+    restrictions: [restriction(1, NOT_ALLOWED, [PERMUTIVE])],
+  },
+  {
+    name: 'restriction_require_consent_p1_361',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE],
+    serviceSpecific: true,
+    restrictions: [restriction(1, REQUIRE_CONSENT, [PERMUTIVE])],
+  },
+  {
+    name: 'restriction_require_consent_p1_361_purpose1_off',
+    purposes: range(2, 11),
+    vendors: [PERMUTIVE],
+    serviceSpecific: true,
+    restrictions: [restriction(1, REQUIRE_CONSENT, [PERMUTIVE])],
+  },
+  {
+    name: 'restriction_require_li_p1_361',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE],
+    vendorsLI: [PERMUTIVE],
+    serviceSpecific: true,
+    restrictions: [restriction(1, REQUIRE_LI, [PERMUTIVE])],
+  },
+  {
+    name: 'restrictions_on_other_vendors_and_purposes_only',
+    purposes: ALL_PURPOSES,
+    vendors: [10, PERMUTIVE, 755],
+    serviceSpecific: true,
+    restrictions: [
+      restriction(1, NOT_ALLOWED, [10, 755]),
+      restriction(2, NOT_ALLOWED, [PERMUTIVE]),
+      restriction(7, NOT_ALLOWED, [PERMUTIVE, 755]),
+      restriction(1, REQUIRE_CONSENT, [PERMUTIVE - 1, PERMUTIVE + 1]),
+    ],
+  },
+  {
+    name: 'restriction_range_covers_361',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE],
+    serviceSpecific: true,
+    restrictions: [restriction(1, NOT_ALLOWED, range(300, 420))],
+  },
+  {
+    name: 'restriction_range_ends_below_361',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE],
+    serviceSpecific: true,
+    restrictions: [restriction(1, NOT_ALLOWED, range(300, PERMUTIVE - 1))],
+  },
+  {
+    name: 'several_restrictions_require_consent_p1_361',
+    purposes: ALL_PURPOSES,
+    vendors: [10, PERMUTIVE, 755],
+    vendorsLI: [10, 755],
+    serviceSpecific: true,
+    restrictions: [
+      restriction(2, NOT_ALLOWED, range(10, PERMUTIVE)),
+      restriction(1, REQUIRE_CONSENT, range(PERMUTIVE, 755)),
+      restriction(3, REQUIRE_LI, [PERMUTIVE]),
+      restriction(1, NOT_ALLOWED, [10]),
+    ],
+  },
+  {
+    name: 'conflicting_restrictions_p1_361_types_1_and_2',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE],
+    serviceSpecific: true,
+    restrictions: [restriction(1, REQUIRE_CONSENT, [PERMUTIVE]), restriction(1, REQUIRE_LI, [PERMUTIVE])],
+  },
+  {
+    name: 'conflicting_restrictions_p1_361_types_1_and_0',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE],
+    serviceSpecific: true,
+    restrictions: [restriction(1, REQUIRE_CONSENT, [PERMUTIVE]), restriction(1, NOT_ALLOWED, range(350, 370))],
+  },
 ];
 
+// Every synthetic vendor declares every purpose for consent and for legitimate interest, all of
+// them flexible: the encoder silently drops a publisher restriction that a vendor's declarations
+// do not allow (type 1 needs a flexible legitimate-interest purpose, type 2 a flexible consent
+// one), and a vendor LI bit for a vendor without legitimate-interest purposes.
 function syntheticGvl(vendorIds) {
   const named = (ids, kind) =>
     Object.fromEntries(ids.map((id) => [id, { id, name: `${kind} ${id}`, description: '' }]));
@@ -69,8 +179,8 @@ function syntheticGvl(vendorIds) {
       id,
       name: `Vendor ${id}`,
       purposes: ALL_PURPOSES,
-      legIntPurposes: [],
-      flexiblePurposes: [],
+      legIntPurposes: ALL_PURPOSES,
+      flexiblePurposes: ALL_PURPOSES,
       specialPurposes: [1],
       features: [],
       specialFeatures: [1, 2],
@@ -99,8 +209,15 @@ function base64UrlToBits(segment) {
 
 const sorted = (iterable) => [...iterable].sort((a, b) => a - b);
 const sameList = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+const ids = (vector) => {
+  const out = [];
+  vector.forEach((on, id) => on && out.push(id));
+  return sorted(out);
+};
 
-const allVendors = new Set(CASES.flatMap((c) => c.vendors));
+const allVendors = new Set(
+  CASES.flatMap((c) => [...c.vendors, ...(c.vendorsLI ?? []), ...(c.restrictions ?? []).flatMap((r) => r.vendors)]),
+);
 const gvl = syntheticGvl(sorted(allVendors));
 await gvl.readyPromise;
 
@@ -113,6 +230,11 @@ const vectors = CASES.map((c) => {
   model.isServiceSpecific = !!c.serviceSpecific;
   model.purposeConsents.set(c.purposes);
   model.vendorConsents.set(c.vendors);
+  model.vendorLegitimateInterests.set(c.vendorsLI ?? []);
+  for (const r of c.restrictions ?? []) {
+    const pr = new PurposeRestriction(r.purpose, r.type);
+    for (const vendorId of r.vendors) model.publisherRestrictions.add(vendorId, pr);
+  }
   model.specialFeatureOptins.set(c.specialFeatures ?? []);
   model.purposeLegitimateInterests.set(c.purposesLI ?? []);
   model.publisherConsents.set(c.publisherConsents ?? []);
@@ -124,21 +246,32 @@ const vectors = CASES.map((c) => {
   // The reference decoder must give back exactly what we asked for; otherwise the GVL dropped
   // something and the vector would not say what its name says.
   const back = TCString.decode(tcString);
-  const purposes = [];
-  back.purposeConsents.forEach((on, id) => on && purposes.push(id));
-  const vendorIds = [];
-  back.vendorConsents.forEach((on, id) => on && vendorIds.push(id));
-  if (!sameList(sorted(purposes), sorted(c.purposes))) throw new Error(`${c.name}: purposes differ`);
-  if (!sameList(sorted(vendorIds), sorted(c.vendors))) throw new Error(`${c.name}: vendors differ`);
+  if (!sameList(ids(back.purposeConsents), sorted(c.purposes))) throw new Error(`${c.name}: purposes differ`);
+  if (!sameList(ids(back.vendorConsents), sorted(c.vendors))) throw new Error(`${c.name}: vendors differ`);
+  const vendorsLI = ids(back.vendorLegitimateInterests);
+  if (!sameList(vendorsLI, sorted(c.vendorsLI ?? []))) throw new Error(`${c.name}: vendor LI differs`);
+  // Restrictions in encoded order, each with every vendor id its range entries cover.
+  const restrictions = back.publisherRestrictions
+    .getRestrictions()
+    .map((pr) => restriction(pr.purposeId, pr.restrictionType, back.publisherRestrictions.getVendors(pr)));
+  const asked = (c.restrictions ?? []).map((r) => restriction(r.purpose, r.type, sorted(r.vendors)));
+  if (JSON.stringify(restrictions) !== JSON.stringify(asked)) throw new Error(`${c.name}: restrictions differ`);
 
-  // Core segment bits: 213 bits of fixed fields, MaxVendorId(16), then IsRangeEncoding(1).
+  // Core segment bits: 213 bits of fixed fields, then the vendor consent section, then the
+  // vendor LI section; each section is MaxVendorId(16), IsRangeEncoding(1), then the vendors.
   const core = tcString.split('.')[0];
   const bits = base64UrlToBits(core);
   const encoding = bits[213 + 16] === '1' ? 'range' : 'bitfield';
-  const liPurposes = [];
-  back.purposeLegitimateInterests.forEach((on, id) => on && liPurposes.push(id));
-  const specialFeatures = [];
-  back.specialFeatureOptins.forEach((on, id) => on && specialFeatures.push(id));
+  const liStart = 213 + back.vendorConsents.bitLength;
+  const liEncoding = bits[liStart + 16] === '1' ? 'range' : 'bitfield';
+  if (parseInt(bits.slice(liStart, liStart + 16), 2) !== back.vendorLegitimateInterests.maxId) {
+    throw new Error(`${c.name}: vendor LI section not where expected`);
+  }
+  // Several restrictions on one purpose and vendor: the most restrictive one (see above).
+  const on361p1 = new Set(
+    restrictions.filter((r) => r.purpose === 1 && r.vendors.includes(PERMUTIVE)).map((r) => r.type),
+  );
+  const restriction361p1 = MOST_RESTRICTIVE_FIRST.find((t) => on361p1.has(t)) ?? null;
 
   return {
     name: c.name,
@@ -147,7 +280,17 @@ const vectors = CASES.map((c) => {
     vendor_consents: sorted(c.vendors),
     max_vendor_id: back.vendorConsents.maxId,
     encoding,
-    expect_allowed: c.purposes.includes(1) && c.vendors.includes(PERMUTIVE),
+    vendor_legitimate_interests: vendorsLI,
+    vendor_li_max_id: back.vendorLegitimateInterests.maxId,
+    vendor_li_encoding: liEncoding,
+    restrictions,
+    expect_restriction_361_p1: restriction361p1,
+    // Type 0 denies; type 2 denies too, as Purpose 1 can never rest on legitimate interest;
+    // type 1 requires the Purpose 1 consent asked for anyway.
+    expect_allowed:
+      c.purposes.includes(1) &&
+      c.vendors.includes(PERMUTIVE) &&
+      (restriction361p1 === null || restriction361p1 === REQUIRE_CONSENT),
     cmp_id: back.cmpId,
     cmp_version: back.cmpVersion,
     consent_screen: back.consentScreen,
@@ -155,8 +298,8 @@ const vectors = CASES.map((c) => {
     vendor_list_version: back.vendorListVersion,
     policy_version: back.policyVersion,
     is_service_specific: back.isServiceSpecific,
-    special_feature_optins: sorted(specialFeatures),
-    purposes_li_transparency: sorted(liPurposes),
+    special_feature_optins: ids(back.specialFeatureOptins),
+    purposes_li_transparency: ids(back.purposeLegitimateInterests),
     publisher_cc: back.publisherCountryCode,
     created_ds: Math.round(DATE.getTime() / 100),
   };
@@ -164,6 +307,12 @@ const vectors = CASES.map((c) => {
 
 const kinds = new Set(vectors.map((v) => v.encoding));
 if (kinds.size !== 2) throw new Error(`expected both vendor encodings, got ${[...kinds]}`);
+const liKinds = new Set(vectors.filter((v) => v.vendor_legitimate_interests.length).map((v) => v.vendor_li_encoding));
+if (liKinds.size !== 2) throw new Error(`expected both vendor LI encodings, got ${[...liKinds]}`);
+const on361 = new Set(vectors.filter((v) => v.restrictions.length).map((v) => v.expect_restriction_361_p1));
+for (const t of [null, NOT_ALLOWED, REQUIRE_CONSENT, REQUIRE_LI]) {
+  if (!on361.has(t)) throw new Error(`no restricted case with ${t} on Purpose 1 for ${PERMUTIVE}`);
+}
 
 writeFileSync(OUT, JSON.stringify(vectors, null, 2) + '\n');
 console.log(`wrote ${vectors.length} vectors to ${OUT}`);
