@@ -12,6 +12,7 @@ from adapters.registry import (
     default_adapters,
     find_adapter,
     settings_type,
+    supported_shapes,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "default_adapters",
     "find_adapter",
     "settings_type",
+    "supported_shapes",
 ]

@@ -95,6 +95,7 @@ def _is_adswizz_path(path: str) -> bool:
 
 class AdsWizzAdapter(UrlAdapter):
     name = "adswizz"
+    shape = "GET .../vast/<version>/request/... or .../afr.php (AdsWizz audio ad request)"
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
     default_play_event = "AudioPlay"
     default_content_section = "audio"

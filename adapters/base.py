@@ -8,6 +8,7 @@ never on the enricher or the configuration loader.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, ClassVar, Protocol
 
@@ -71,6 +72,9 @@ class FailOpen:
 
     name: ClassVar[str]
     Settings: ClassVar[type[AdapterSettings]] = AdapterSettings
+    shape: ClassVar[str] = ""
+    """What its ad requests look like, for people (`cohortkv enrich` on a request it cannot
+    handle lists every platform's shape)."""
     auto_detect: ClassVar[bool] = True
     """Whether `find_adapter` may pick this adapter by looking at a request."""
     default_activation_platforms: ClassVar[tuple[str, ...]] = ()
@@ -102,10 +106,9 @@ class FailOpen:
     def _failed(self, stage: str, e: BaseException) -> None:
         hook = self.on_error
         if hook is not None:
-            try:
+            # a broken hook must not break the ad request either
+            with contextlib.suppress(Exception):
                 hook(self.name, stage, e)
-            except Exception:  # a broken hook must not break the ad request either
-                pass
 
     def unrecognised(self, request: AdRequest) -> str | None:
         try:

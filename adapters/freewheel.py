@@ -79,6 +79,7 @@ def clean_value(value: object) -> str | None:
 
 class FreeWheelAdapter(UrlAdapter):
     name = "freewheel"
+    shape = "GET .../ad/g/1?globals;key-values;slots (FreeWheel ad request)"
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
     default_properties: ClassVar[Mapping[str, str]] = {
         "caid": "video_id",

@@ -102,6 +102,7 @@ class GamSettings(AdapterSettings, frozen=True):
 
 class GamAdapter(UrlAdapter):
     name = "gam"
+    shape = "GET .../gampad/ads?... or .../gampad/live/ads?... (Google Ad Manager VAST tag)"
     Settings = GamSettings
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
     default_properties: ClassVar[Mapping[str, str]] = {

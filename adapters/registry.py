@@ -45,6 +45,13 @@ def default_adapters() -> tuple[Adapter, ...]:
     return build_adapters()
 
 
+def supported_shapes(adapters: Iterable[Adapter | type[FailOpen]] = ADAPTERS) -> str:
+    """One line per platform: its name and what its ad requests look like."""
+    return "\n".join(
+        f"  {a.name}: {getattr(a, 'shape', '') or 'see adapters/README.md'}" for a in adapters
+    )
+
+
 def find_adapter(adapters: Iterable[Adapter], request: AdRequest) -> Adapter | None:
     """The first auto-detectable adapter that recognises the request; None when none does."""
     for adapter in adapters:

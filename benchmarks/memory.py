@@ -29,6 +29,7 @@ from benchmarks.library import bench_config
 from benchmarks.upstreams import _CCS_SETS
 from plugin import Enricher
 from plugin.config import HttpConfig
+from plugin.events import now_rfc3339
 from plugin.identity import Alias, Identity
 from plugin.sources import CcsClient
 from plugin.wire import Event
@@ -62,8 +63,10 @@ async def fill(users: int, seed: int, e: Enricher | None = None) -> tuple[Enrich
         await e.start()
         assert e._session is not None
         # `send_batch` keys, decodes and stores exactly as an ad request's CCS call does.
-        e._ccs = _Replay(e._session, "http://127.0.0.1:9", "k", e.metrics, HttpConfig())
-    events = [Event(name="Videoview", time="2024-01-15T14:00:00Z", properties={})]
+        e.behavioral.client = _Replay(
+            e._session, "http://127.0.0.1:9", "k", e.metrics, HttpConfig()
+        )
+    events = [Event(name="Videoview", time=now_rfc3339(), properties={})]
     rnd = random.Random(seed)
     sets = _CCS_SETS
     weights = [1 / (k + 1) for k in range(len(sets))]
@@ -83,7 +86,7 @@ async def measure(users: int, traced_users: int, seed: int) -> dict[str, Any]:
     e, per_answer_s = await fill(users, seed)
     gc.collect()
     after = rss_bytes()
-    entries = len(e._behavioral)
+    entries = len(e.behavioral.cache)
     # The same path once the cache is full: each answer stored now also evicts.
     probe = min(20_000, users)
     _, full_s = await fill(probe, seed + 7, e)
@@ -105,7 +108,7 @@ async def measure(users: int, traced_users: int, seed: int) -> dict[str, Any]:
         gc.collect()
         snap1 = tracemalloc.take_snapshot()
         tracemalloc.stop()
-        n = max(len(e2._behavioral), 1)
+        n = max(len(e2.behavioral.cache), 1)
         await e2.close()
         diff = snap1.compare_to(snap0, "lineno")
         total = sum(d.size_diff for d in diff)

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from adapters.registry import supported_shapes
 from plugin.config import Config, ConfigError, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Identity, IdentityError, is_uuid4, parse_alias_flag
@@ -185,7 +186,15 @@ async def _enrich(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     context = context_from_args(args)
     async with Enricher(cfg) as enricher:
-        result = await enricher.enrich(args.url, context, platform=args.platform)
+        result = await enricher.enrich(args.url, context, platform=args.platform, origin="cli")
+    if not result.recognised:
+        print(
+            f"cohortkv enrich: not an ad request {args.platform or 'any platform'} recognises"
+            f" ({result.unrecognised}); it was not enriched. Supported ad requests:\n"
+            f"{supported_shapes(enricher.adapters)}",
+            file=sys.stderr,
+        )
+        return 3
     if args.json:
         doc = result_doc(result)
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
@@ -195,7 +204,8 @@ async def _enrich(args: argparse.Namespace) -> int:
         print(
             f"# platform={result.platform or '-'} consent="
             f"{'allowed' if result.consent.allowed else 'denied'} ({result.consent.reason}) "
-            f"behavioral={b.source}{b.cohorts} contextual={c.source}{c.cohorts} "
+            f"behavioral={b.source}/{b.reason}{b.cohorts} "
+            f"contextual={c.source}/{c.reason}{c.cohorts} "
             f"elapsed={result.elapsed_ms:.1f}ms",
             file=sys.stderr,
         )

@@ -246,7 +246,9 @@ def check_config(cfg: Config) -> Config:
     """Rules across fields that the types cannot say; a ConfigError names the field."""
     adapter_settings(cfg)
     if cfg.api_key is not None and not cfg.api_key.strip():
-        raise ConfigError("config: api_key: expected a non-empty API key, got a blank one")
+        raise ConfigError(
+            "config: api_key (COHORTKV_API_KEY): expected a non-empty API key, got a blank one"
+        )
     if cfg.sandbox and cfg.api_key is not None:
         raise ConfigError(
             "config: sandbox: true cannot be combined with an api_key; remove one of them"

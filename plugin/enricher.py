@@ -358,10 +358,10 @@ class Enricher:
             keyvalues={},
             behavioral=_NOT_RECOGNISED,
             contextual=_NOT_RECOGNISED,
-            consent=ConsentDecision(False, "not_recognised"),
+            consent=ConsentDecision(False, "not_evaluated"),
             elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
             request=req,
-            recognised=False,
+            unrecognised=why,
         )
 
     def _adapter_failed(self, platform: str, stage: str, e: BaseException) -> None:

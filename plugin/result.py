@@ -59,8 +59,13 @@ class EnrichResult(msgspec.Struct, frozen=True):
     user_id: str | None = None
     request: AdRequest | None = None
     """The request as it goes out (`url` is its URL); its body for bid requests."""
-    recognised: bool = True
-    """False when no platform recognised the request: it went out unchanged."""
+    unrecognised: str | None = None
+    """Why no platform recognised the request (`no_adapter`, `path`, `body`, ...): it went
+    out unchanged. None when it was recognised."""
+
+    @property
+    def recognised(self) -> bool:
+        return self.unrecognised is None
 
 
 def result_doc(result: EnrichResult) -> dict[str, Any]:

@@ -61,7 +61,7 @@ DEFAULT_CONTENT_URL = "https://example.com/sport/football/pl-highlights-week-20"
 """A URL the sandbox's default workspace has contextual cohorts for (sport, football)."""
 DEFAULT_ALIAS_TAG = "tifa"
 VERIFICATION_PREFIX = "Verification"
-"""Name prefix of the sandbox workspace's test cohort (`any Videoview`)."""
+"""Name prefix of the sandbox workspace's test cohort (`any Videoview or AudioPlay`)."""
 MIN_ENRICH_BUDGET_MS = 2000
 """Steps 5-6 check wiring, not latency: a slow API must not turn them into cache answers."""
 

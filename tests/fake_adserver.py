@@ -123,6 +123,12 @@ class Running:
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
+    def total(self, name: str) -> float:
+        """The sum of sample `name` over every label set."""
+        return sum(
+            s.value for family in self.registry.collect() for s in family.samples if s.name == name
+        )
+
 
 @asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Running]:

@@ -67,7 +67,10 @@ class FakePermutive:
             return web.Response(body=raw, content_type="application/json")
         if self.status[api] != 200:
             return web.json_response(
-                {"request_id": "r", "error": {"status": HTTPStatus(self.status[api]).phrase, "code": 2000}},
+                {
+                    "request_id": "r",
+                    "error": {"status": HTTPStatus(self.status[api]).phrase, "code": 2000},
+                },
                 status=self.status[api],
             )
         return web.json_response(body)

@@ -103,7 +103,8 @@ class FaultyPermutive:
             await f
         elif mode == "5xx":
             return web.json_response(
-                {"request_id": "r", "error": {"status": "Service Unavailable", "code": 2503}}, status=503
+                {"request_id": "r", "error": {"status": "Service Unavailable", "code": 2503}},
+                status=503,
             )
         elif mode == "429":
             return web.json_response(

@@ -6,13 +6,20 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from adapters import KNOWN_ADAPTERS, adapter_by_name, default_adapters, find_adapter
+from adapters import (
+    KNOWN_ADAPTERS,
+    adapter_by_name,
+    build_adapters,
+    default_adapters,
+    find_adapter,
+)
 from adapters.adswizz import AdsWizzAdapter
-from adapters.base import Adapter
+from adapters.base import Adapter, FailOpen
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
-from plugin.config import AdaptersConfig, config_from_dict
+from plugin.config import ConfigError, adapter_settings, config_from_dict
 from plugin.context import Context
+from plugin.request import AdRequest, Applied
 
 GAM_URL = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&sz=640x480"
 FW_URL = "https://5fd74.v.fwmrm.net/ad/g/1?nw=392564;k=1;slid=pre;"
@@ -20,9 +27,9 @@ AW_URL = "https://demo.deliveryengine.adswizz.com/vast/4.0/request/alias/demo_zo
 
 
 def test_defaults_cover_every_known_platform_in_order() -> None:
-    adapters = default_adapters(AdaptersConfig())
-    assert tuple(a.name for a in adapters) == KNOWN_ADAPTERS == ("gam", "freewheel", "adswizz")
-    assert [type(a) for a in adapters] == [GamAdapter, FreeWheelAdapter, AdsWizzAdapter]
+    adapters = default_adapters()
+    assert tuple(a.name for a in adapters) == KNOWN_ADAPTERS[:3] == ("gam", "freewheel", "adswizz")
+    assert [type(a) for a in adapters[:3]] == [GamAdapter, FreeWheelAdapter, AdsWizzAdapter]
     assert adapters[0].activation_platforms == ("dfp", "gam", "target_dfp")
     assert adapters[1].activation_platforms == ("freewheel",)
     assert adapters[2].activation_platforms == ("adswizz_keyvalue", "adswizz")
@@ -31,20 +38,35 @@ def test_defaults_cover_every_known_platform_in_order() -> None:
 def test_configuration_reaches_the_adapters() -> None:
     cfg = config_from_dict(
         {
+            "sandbox": True,
             "adapters": {
                 "gam": {"activation_platforms": ["dfp_custom"], "max_url_length": 120},
-                "adswizz": {"activation_platforms": []},
-            }
+                "adswizz": {"activation_platforms": [], "play_event": "Podcastplay"},
+            },
         }
-    ).adapters
-    gam, fw, aw = default_adapters(cfg)
+    )
+    gam, fw, aw = build_adapters(adapter_settings(cfg))[:3]
     assert gam.activation_platforms == ("dfp_custom",)
     assert fw.activation_platforms == ("freewheel",)
     assert aw.activation_platforms == ()
+    assert (aw.play_event, aw.content_section) == ("Podcastplay", "audio")
+    assert (fw.play_event, fw.content_section) == ("Videoview", "video")
     # the configured budget is the one applied: a 150-character tag gets nothing added
     long_url = GAM_URL + "&x=" + "y" * (150 - len(GAM_URL) - 3)
-    assert gam.apply(long_url, {"permutive": ["1"]}) == long_url
-    assert default_adapters()[0].apply(long_url, {"permutive": ["1"]}) != long_url
+    assert isinstance(gam, GamAdapter)
+    assert gam.apply_url(long_url, {"permutive": ["1"]}) == long_url
+    default_gam = default_adapters()[0]
+    assert isinstance(default_gam, GamAdapter)
+    assert default_gam.apply_url(long_url, {"permutive": ["1"]}) != long_url
+
+
+def test_unknown_platform_section_and_unknown_setting_name_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"adapters\.dfp: expected a platform"):
+        adapter_settings(config_from_dict({"sandbox": True, "adapters": {"dfp": {}}}))
+    with pytest.raises(ConfigError, match=r"adapters\.freewheel"):
+        adapter_settings(
+            config_from_dict({"sandbox": True, "adapters": {"freewheel": {"max_url_length": 10}}})
+        )
 
 
 @pytest.mark.parametrize(
@@ -52,34 +74,41 @@ def test_configuration_reaches_the_adapters() -> None:
     [(GAM_URL, "gam"), (FW_URL, "freewheel"), (AW_URL, "adswizz"), ("https://x/ads?y=1", None)],
 )
 def test_find_adapter(url: str, name: str | None) -> None:
-    found = find_adapter(default_adapters(), url)
+    found = find_adapter(default_adapters(), AdRequest(url))
     assert (found.name if found else None) == name
 
 
-class _Broken:
+class _Broken(FailOpen):
     name = "broken"
-    activation_platforms: tuple[str, ...] = ()
 
-    def matches(self, url: str) -> bool:
+    def _unrecognised(self, request: AdRequest) -> str | None:
         raise RuntimeError("boom")
 
-    def parse(self, url: str) -> Context:
-        return Context()
+    def _parse(self, request: AdRequest) -> Context:
+        raise RuntimeError("boom")
 
-    def apply(self, url: str, keyvalues: Mapping[str, Sequence[str]]) -> str:
-        return url
+    def _apply(self, request: AdRequest, keyvalues: Mapping[str, Sequence[str]]) -> Applied:
+        raise RuntimeError("boom")
 
 
-def test_find_adapter_skips_an_adapter_that_raises() -> None:
-    adapters: tuple[Adapter, ...] = (_Broken(), *default_adapters())
-    found = find_adapter(adapters, FW_URL)
+def test_an_adapter_that_raises_is_skipped_and_reported() -> None:
+    seen: list[tuple[str, str, str]] = []
+    broken = _Broken(on_error=lambda p, stage, e: seen.append((p, stage, str(e))))
+    adapters: tuple[Adapter, ...] = (broken, *default_adapters())
+    found = find_adapter(adapters, AdRequest(FW_URL))
     assert found is not None and found.name == "freewheel"
+    request = AdRequest(FW_URL)
+    assert broken.parse(request) == Context()
+    assert broken.apply(request, {"permutive": ["1"]}) == Applied(request, {})
+    assert seen == [
+        ("broken", "recognise", "boom"),
+        ("broken", "parse", "boom"),
+        ("broken", "apply", "boom"),
+    ]
 
 
 def test_adapter_by_name() -> None:
     adapters = default_adapters()
     assert adapter_by_name(adapters, "adswizz") is adapters[2]
-    with pytest.raises(
-        ValueError, match="unknown name 'dfp'; expected one of: gam, freewheel, adswizz"
-    ):
+    with pytest.raises(ValueError, match="unknown name 'dfp'; expected one of: gam, freewheel"):
         adapter_by_name(adapters, "dfp")

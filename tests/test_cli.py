@@ -28,7 +28,8 @@ def cohortkv(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 def test_enrich_json_on_the_builtin_sandbox() -> None:
     p = cohortkv(
-        "enrich", GAM_SAMPLE, "--json", "--alias", "tifa:demo-device-1", "--consent", "granted",
+        "enrich", GAM_SAMPLE, "--json", "--sandbox", "--alias", "tifa:demo-device-1",
+        "--consent", "granted",
         "--content-url", "https://example.com/sport/football/match-1",
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
@@ -43,11 +44,17 @@ def test_enrich_json_on_the_builtin_sandbox() -> None:
 
 
 def test_enrich_auto_consent_from_the_url_denies_without_signals() -> None:
-    p = cohortkv("enrich", GAM_SAMPLE + "&gdpr=1", "--json", "--alias", "tifa:x",
+    p = cohortkv("enrich", GAM_SAMPLE + "&gdpr=1", "--json", "--sandbox", "--alias", "tifa:x",
                  "--content-url", "https://example.com/sport/x")  # fmt: skip
     doc = json.loads(p.stdout)
     assert doc["consent"]["allowed"] is False
-    assert doc["behavioral"] == {"source": "skipped", "cohorts": []}
+    assert doc["behavioral"] == {"source": "skipped", "cohorts": [], "reason": "consent_denied"}
+
+
+def test_without_a_key_it_refuses_and_says_how_to_use_the_sandbox() -> None:
+    p = cohortkv("enrich", GAM_SAMPLE, "--json")
+    assert p.returncode == 2 and p.stdout == ""
+    assert "COHORTKV_API_KEY" in p.stderr and "--sandbox" in p.stderr
 
 
 async def test_enrich_split_against_given_urls() -> None:
@@ -83,7 +90,12 @@ def test_person_mistakes_get_one_line_naming_the_flag() -> None:
     assert p.returncode == 2 and "PRIORITY" in p.stderr
 
 
-def test_unrecognised_url_comes_back_unchanged() -> None:
-    p = cohortkv("enrich", "https://example.com/page?a=1", "--json")
-    assert p.returncode == 0
-    assert json.loads(p.stdout)["url"] == "https://example.com/page?a=1"
+def test_unrecognised_input_fails_with_the_reason_and_the_supported_shapes() -> None:
+    for url in ("https://example.com/page?a=1", "not a url at all"):
+        p = cohortkv("enrich", url, "--json", "--sandbox")
+        assert p.returncode == 3, p.stderr
+        assert p.stdout == ""
+        assert "no_adapter" in p.stderr and "it was not enriched" in p.stderr
+        assert "/gampad/ads" in p.stderr and "freewheel" in p.stderr and "adswizz" in p.stderr
+    p = cohortkv("enrich", "https://x.example/ads?a=1", "--platform", "gam", "--sandbox")
+    assert p.returncode == 3 and "(path)" in p.stderr

@@ -17,7 +17,9 @@ def test_defaults_match_the_documented_ones() -> None:
     assert (c.keys.mode, c.keys.behavioral, c.keys.contextual) == ("merge", "permutive", "prmtvctx")
     assert c.consent.vendor_id == 361 and c.consent.purposes == (1,)
     assert c.consent.default == "denied"
-    assert c.events.play_event == "Videoview"
+    assert c.sessions.idle_timeout_s == c.views.idle_timeout_s == 1800
+    assert c.behavioral.wait == "always"
+    assert c.sandbox is False
 
 
 def test_toml_then_environment_overrides(tmp_path: Path) -> None:
@@ -39,7 +41,7 @@ def test_toml_then_environment_overrides(tmp_path: Path) -> None:
     assert c.keys.mode == "split" and c.keys.puid == "puid"
     assert c.cache.contextual_ttl_s == 60
     assert c.consent.purposes == (1, 3)
-    assert c.adapters.gam.max_url_length == 4000
+    assert c.adapters == {"gam": {"max_url_length": 4000}}
     assert c.serve.upstreams == {"gam": "http://x"}
 
 

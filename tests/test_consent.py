@@ -348,11 +348,13 @@ def test_decide_never_raises_and_speaks_the_vocabulary(
 
 
 def _carries_anything(signals: ConsentSignals) -> bool:
-    """A consent signal or a denying flag of the request's own."""
+    """A consent signal or a denying flag of the request's own. A flag that says "not child
+    directed" or "not restricted" (`tfcd=0`, `rdp=0`) grants nothing and denies nothing: it
+    leaves the request without a signal, so an override may still decide."""
     return (
         carries_signal(signals)
-        or signals.child_directed is not None
-        or signals.restricted is not None
+        or bool(signals.child_directed)
+        or bool(signals.restricted)
         or bool(signals.conflicts)
     )
 

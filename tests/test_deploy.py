@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plugin.cli import build_parser
 from plugin.config import Config, config_from_dict
+from plugin.events import now_rfc3339
 from plugin.serve import make_app
 from plugin.serve.reserved import PREFIX as RESERVED_PREFIX
 from tests.fake_adserver import FakeAdServer
@@ -174,7 +175,7 @@ def local_config(
 ) -> Config:
     """The ConfigMap's configuration, pointed at loopback stand-ins instead of the internet.
 
-    Without `fake` there is no API key: the sidecar runs on its built-in sandbox.
+    Without `fake` there is no API key: the sidecar runs on its built-in sandbox, asked for.
     """
     data = configmap_toml()
     data["serve"]["upstreams"] = {name: ads.url for name in data["serve"]["upstreams"]}
@@ -184,6 +185,8 @@ def local_config(
         del data["cache"]["redis_url"]
     if fake is not None:
         data.update(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
+    else:
+        data["sandbox"] = True
     return config_from_dict(data)
 
 
@@ -276,7 +279,7 @@ async def _drive(ads: FakeAdServer) -> Scrape:
                     "events": [
                         {
                             "name": "VideoCompletion",
-                            "time": "2025-01-01T00:00:00Z",
+                            "time": now_rfc3339(),
                             "properties": {"video_id": "v1", "percentage_watched": 1},
                         }
                     ],
@@ -410,7 +413,8 @@ def test_the_scrape_saw_real_traffic(scrape: Scrape) -> None:
     """The traffic reached every part that the lint and the name checks below rely on."""
     assert scrape.probes == {"/healthz": 200, "/readyz": 200, "/metrics": 200}
     assert scrape.value("cohortkv_proxy_requests_total", upstream="gam", outcome="2xx") == 3
-    assert scrape.value("cohortkv_signal_source_total", signal="behavioral", source="live") >= 1
+    live = {"signal": "behavioral", "source": "live", "reason": "live"}
+    assert scrape.value("cohortkv_signal_source_total", **live) >= 1
     assert scrape.value("cohortkv_events_total", state="sent") == 1
     assert scrape.value("cohortkv_http_rejected_total", limit="url") == 1
     assert scrape.value("cohortkv_bad_input_total", source="proxy", kind="user_id") == 1
@@ -592,7 +596,8 @@ def test_configmap_is_a_valid_sidecar_configuration() -> None:
     data = configmap_toml()
     assert "api_key" not in data, "the API key belongs in the Secret"
     config = config_from_dict(data)
-    make_app(config)  # a bad serve section (upstream names or URLs) raises ConfigError
+    # a bad serve section (upstream names or URLs) raises ConfigError; the key is the Secret's
+    make_app(config.with_overrides(api_key="from-the-secret"))
     serve = config.serve
     assert serve.host == "0.0.0.0"
     assert set(serve.upstreams) == {"gam", "freewheel", "adswizz"}

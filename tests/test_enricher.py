@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
-from plugin.config import KeysConfig
+from plugin.config import ConfigError, KeysConfig
 from plugin.identity import Alias
 from tests.fakes import API_KEY, FakePermutive
 
@@ -67,7 +69,8 @@ async def test_ccs_request_carries_identity_and_play_event(fake: FakePermutive) 
     assert event["name"] == "Videoview"
     assert event["view_id"] == "a2b3c4d5-e6f7-4901-a345-6789abcdef01"
     assert event["properties"] == {"video_id": "v1"}
-    assert "session_id" not in event  # absent, never null
+    # no host session: one is generated per identity (a UUIDv4), never null
+    assert uuid.UUID(event["session_id"]).version == 4
     (cbody,) = [b["body"] for b in fake.bodies["contextual"]]
     assert cbody["url"] == "https://example.com/v/1"
     assert cbody["page_properties"]["video"] == {"video_id": "v1"}
@@ -225,7 +228,19 @@ async def test_url_no_adapter_knows_comes_back_unchanged(fake: FakePermutive) ->
         r2 = await e.enrich("::::not a url", None)
     assert r.url == "https://example.com/not/an/ad?x=1" and r2.url == "::::not a url"
     assert fake.calls["ccs"] == 0 and fake.calls["contextual"] == 0
-    assert sample(registry, "cohortkv_bad_input_total", source="url", kind="no_adapter") == 2
+    assert r.recognised is False and r.keyvalues == {}
+    assert r.behavioral.reason == r.contextual.reason == "not_recognised"
+    assert (
+        sample(
+            registry,
+            "cohortkv_not_recognised_total",
+            origin="library",
+            platform="auto",
+            reason="no_adapter",
+        )
+        == 2
+    )
+    assert sample(registry, "cohortkv_enrich_seconds_count", platform="gam") == 0
 
 
 async def test_unknown_platform_name_is_a_person_error(fake: FakePermutive) -> None:
@@ -242,11 +257,13 @@ async def test_metrics_match_what_was_driven(fake: FakePermutive) -> None:
         await e.enrich(GAM_SAMPLE, ctx("https://example.com/b", consent=DENIED))
     s = lambda name, **kw: sample(registry, name, **kw)  # noqa: E731
     assert s("cohortkv_enrich_seconds_count", platform="gam") == 3
-    assert s("cohortkv_signal_source_total", signal="behavioral", source="live") == 1
-    assert s("cohortkv_signal_source_total", signal="behavioral", source="none") == 1
-    assert s("cohortkv_signal_source_total", signal="behavioral", source="skipped") == 1
-    assert s("cohortkv_signal_source_total", signal="contextual", source="live") == 2
-    assert s("cohortkv_signal_source_total", signal="contextual", source="cache") == 1
+    b = {"signal": "behavioral"}
+    c = {"signal": "contextual"}
+    assert s("cohortkv_signal_source_total", **b, source="live", reason="live") == 1
+    assert s("cohortkv_signal_source_total", **b, source="none", reason="no_identity") == 1
+    assert s("cohortkv_signal_source_total", **b, source="skipped", reason="consent_denied") == 1
+    assert s("cohortkv_signal_source_total", **c, source="live", reason="live") == 2
+    assert s("cohortkv_signal_source_total", **c, source="cache", reason="fresh_cache") == 1
     assert s("cohortkv_upstream_seconds_count", api="ccs", outcome="ok") == 1
     assert s("cohortkv_upstream_seconds_count", api="contextual", outcome="ok") == 2
     assert s("cohortkv_consent_decisions_total", decision="allowed", reason="override_granted") == 2
@@ -273,8 +290,13 @@ async def test_track_sends_batches_of_ten_in_order_for_consented_users(
 ) -> None:
     from plugin.wire import Event
 
+    start = datetime.now(UTC) - timedelta(hours=1)
     events = [
-        Event(name="VideoCompletion", time=f"2024-01-15T14:{59 - i:02d}:00Z", properties={"i": i})
+        Event(
+            name="VideoCompletion",
+            time=(start - timedelta(minutes=i)).isoformat().replace("+00:00", "Z"),
+            properties={"i": i},
+        )
         for i in range(23)
     ]
     async with Enricher(config(fake)) as e:
@@ -287,8 +309,10 @@ async def test_track_sends_batches_of_ten_in_order_for_consented_users(
     assert times == sorted(times)
 
 
-async def test_no_api_key_runs_on_the_builtin_sandbox() -> None:
-    async with Enricher(Config()) as e:
+async def test_no_api_key_refuses_to_start_unless_the_sandbox_is_asked_for() -> None:
+    with pytest.raises(ConfigError, match=r"api_key.*COHORTKV_API_KEY.*sandbox = true"):
+        Enricher(Config())
+    async with Enricher(Config(sandbox=True)) as e:
         assert e.sandbox is not None
         r = await e.enrich(
             GAM_SAMPLE,

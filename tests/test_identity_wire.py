@@ -26,9 +26,9 @@ from plugin.wire import (
     Event,
     ccs_response_decoder,
     ctx_response_decoder,
-    parse_error,
     error_decoder,
     json_encoder,
+    parse_error,
 )
 
 UID = "2008c38f-dece-4570-976d-87593ed001c3"

@@ -17,7 +17,7 @@ from plugin.sandbox.server import STATE
 from plugin.sandbox.users import UserStore
 
 CCS = "/ccs/v1/segmentation?k=sandbox"
-VIDEO_ONLY = "10000"  # "Verification: any Videoview" in the default workspace
+VIDEO_ONLY = "10000"  # "Verification: any Videoview or AudioPlay" in the default workspace
 
 Client = TestClient[Any, Any]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from http import HTTPStatus
 import re
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp

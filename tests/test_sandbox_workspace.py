@@ -81,7 +81,7 @@ def test_default_workspace_is_a_realistic_publisher() -> None:
     )
     by_code = {c.code: c for c in ws.cohorts}
     verify = by_code["10000"]
-    assert verify.name == "Verification: any Videoview"
+    assert verify.name == "Verification: any Videoview or AudioPlay"
     assert set(verify.activations) == {"freewheel", "dfp", "adswizz_keyvalue"}
     platforms = {p for c in ws.cohorts for p in c.activations}
     assert platforms == {"freewheel", "dfp", "adswizz_keyvalue"}

@@ -14,6 +14,7 @@ import pytest
 from plugin.cli import main as cli_main
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
+from tests.times import recent
 
 GAM = (
     "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&output=vast"
@@ -105,7 +106,7 @@ async def test_enrich_names_each_bad_field(side: Running, fake: FakePermutive) -
     fields = {f["field"]: f["expected"] for f in doc["fields"]}
     assert fields == {
         "url": "an ad request URL",
-        "extra": "no such field (one of: context, platform, url)",
+        "extra": "no such field (one of: body, context, method, platform, url)",
         "context.identity.user_id": "a UUIDv4",
         "context.consent.granted": "a boolean",
         "context.consent.gdpr": "a boolean",
@@ -187,7 +188,7 @@ async def test_enrich_raw_consent_signals_go_to_the_gate(
 async def test_events_are_delivered_in_order_in_batches_of_ten(
     side: Running, fake: FakePermutive
 ) -> None:
-    times = [f"2024-01-15T14:{m:02d}:00Z" for m in range(25)]
+    times = [recent(m) for m in range(25)]
     shuffled = times[13:] + times[:13]
     body = {
         "identity": {"alias": {"tag": "idfa", "id": "DEV-1"}},
@@ -223,7 +224,7 @@ async def test_completion_event_shares_the_view_of_the_proxied_play_event(
         "content_url": content,
         "events": [
             event(
-                "2024-01-15T14:07:30Z",
+                recent(7, 30),
                 "VideoCompletion",
                 time_spent_seconds=450,
                 percentage_watched=0.75,
@@ -244,7 +245,7 @@ async def test_given_ids_are_kept_or_mapped_to_uuids_and_nulls_left_out(
     side: Running, fake: FakePermutive
 ) -> None:
     view = str(uuid.uuid4())
-    ev = event("2024-01-15T14:00:00Z", genre=None, tags=["a", None], meta={"x": None, "y": 1})
+    ev = event(recent(0), genre=None, tags=["a", None], meta={"x": None, "y": 1})
     body = {
         "identity": {"user_id": USER},
         "consent": GRANTED,
@@ -265,8 +266,8 @@ async def test_events_names_each_bad_field(side: Running, fake: FakePermutive) -
         "consent": GRANTED,
         "events": [
             {"name": "", "time": "yesterday", "properties": {}},
-            event("2024-01-15T14:00:00Z", percentage_watched=1.5, time_spent_seconds=-1),
-            {"time": "2024-01-15T14:00:00Z", "properties": {"percentage_watched": "half"}},
+            event(recent(0), percentage_watched=1.5, time_spent_seconds=-1),
+            {"time": recent(0), "properties": {"percentage_watched": "half"}},
         ],
     }
     status, doc = await post(side, "/v1/events", body)
@@ -283,7 +284,7 @@ async def test_events_names_each_bad_field(side: Running, fake: FakePermutive) -
     fields = {f["field"]: f["expected"] for f in doc["fields"]}
     assert fields == {
         "identity": "exactly one of user_id, alias, aliases",
-        "events[0].time": "an ISO 8601 timestamp",
+        "events[0].time": "an RFC 3339 date-time with a time zone, e.g. 2024-01-15T14:00:00Z",
         "events[1].properties.time_spent_seconds": "a number >= 0",
         "events[1].properties.percentage_watched": "a number from 0 to 1",
         "events[2].properties.percentage_watched": "a number from 0 to 1",
@@ -294,7 +295,7 @@ async def test_events_names_each_bad_field(side: Running, fake: FakePermutive) -
 async def test_events_without_consent_are_counted_and_never_queued(
     side: Running, fake: FakePermutive
 ) -> None:
-    body = {"identity": {"user_id": USER}, "events": [event("2024-01-15T14:00:00Z")]}
+    body = {"identity": {"user_id": USER}, "events": [event(recent(0))]}
     status, doc = await post(side, "/v1/events", body)
     assert (status, doc) == (202, {"accepted": 0, "reason": "no_signal"})
     status, doc = await post(side, "/v1/events", {**body, "consent": {"gdpr": True}})
@@ -311,13 +312,9 @@ async def test_full_queue_refuses_with_503_and_counts(
     fake.delay["ccs"] = 1.0
     async with running(sidecar_config(fake, ads, events_queue_max=3, events_workers=1)) as side:
         one = {"identity": {"user_id": USER}, "consent": GRANTED}
-        status, _ = await post(
-            side, "/v1/events", {**one, "events": [event("2024-01-15T14:00:00Z")] * 3}
-        )
+        status, _ = await post(side, "/v1/events", {**one, "events": [event(recent(0))] * 3})
         assert status == 202
-        status, doc = await post(
-            side, "/v1/events", {**one, "events": [event("2024-01-15T14:01:00Z")]}
-        )
+        status, doc = await post(side, "/v1/events", {**one, "events": [event(recent(1))]})
         assert status == 503
         assert doc == {"error": "event queue full", "limit": 3}
         assert side.sample("cohortkv_events_dropped_total", reason="queue_full") == 1
@@ -330,7 +327,7 @@ async def test_5xx_is_retried_until_delivered(fake: FakePermutive, ads: FakeAdSe
     cfg = sidecar_config(fake, ads, events_backoff_ms=1, events_backoff_max_ms=5)
     async with running(cfg) as side:
         body = {"identity": {"user_id": USER}, "consent": GRANTED}
-        await post(side, "/v1/events", {**body, "events": [event("2024-01-15T14:00:00Z")] * 2})
+        await post(side, "/v1/events", {**body, "events": [event(recent(0))] * 2})
         await until(lambda: fake.calls["ccs"] >= 3)
         fake.status["ccs"] = 200
         await until(lambda: side.sample("cohortkv_events_total", state="sent") == 2)
@@ -342,7 +339,7 @@ async def test_4xx_is_dropped_without_retry(fake: FakePermutive, ads: FakeAdServ
     fake.status["ccs"] = 400
     async with running(sidecar_config(fake, ads, events_backoff_ms=1)) as side:
         body = {"identity": {"user_id": USER}, "consent": GRANTED}
-        await post(side, "/v1/events", {**body, "events": [event("2024-01-15T14:00:00Z")] * 2})
+        await post(side, "/v1/events", {**body, "events": [event(recent(0))] * 2})
         await until(lambda: side.sample("cohortkv_events_total", state="dropped") == 2)
         assert fake.calls["ccs"] == 1
         assert side.sample("cohortkv_events_dropped_total", reason="rejected") == 2
@@ -356,7 +353,7 @@ async def test_retries_give_up_after_max_attempts(fake: FakePermutive, ads: Fake
     )
     async with running(cfg) as side:
         body = {"identity": {"user_id": USER}, "consent": GRANTED}
-        await post(side, "/v1/events", {**body, "events": [event("2024-01-15T14:00:00Z")]})
+        await post(side, "/v1/events", {**body, "events": [event(recent(0))]})
         await until(lambda: side.sample("cohortkv_events_dropped_total", reason="exhausted") == 1)
         assert fake.calls["ccs"] == 3
         assert side.sample("cohortkv_events_total", state="retried") == 2

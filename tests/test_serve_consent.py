@@ -10,6 +10,7 @@ import yarl
 
 from tests.fake_adserver import FakeAdServer, Running
 from tests.fakes import FakePermutive
+from tests.times import recent
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
@@ -70,13 +71,13 @@ async def test_unconsented_traffic_on_every_route_makes_no_ccs_call(
         doc = await resp.json()
         assert resp.status == 200
         assert doc["consent"]["allowed"] is False
-        assert doc["behavioral"] == {"source": "skipped", "cohorts": []}
+        assert doc["behavioral"] == {"source": "skipped", "cohorts": [], "reason": "consent_denied"}
         assert doc["keyvalues"] == {"permutive": ["99999"]}
 
         events = {
             "identity": identity,
             "consent": consent,
-            "events": [{"name": "VideoCompletion", "time": "2024-01-15T14:07:30Z"}],
+            "events": [{"name": "VideoCompletion", "time": recent(7, 30)}],
         }
         resp = await side.client.post("/v1/events", data=json.dumps(events))
         assert resp.status == 202
@@ -88,10 +89,17 @@ async def test_unconsented_traffic_on_every_route_makes_no_ccs_call(
     assert side.sample("cohortkv_events_total", state="queued") == 0
     assert side.sidecar.queue.depth == 0
 
-    # Control: the same request with consent does reach the CCS API.
+    # The header cannot upgrade the request's own denial (gdpr=1 without a TC string)...
     target, _ = UNCONSENTED["gam"]
     resp = await side.client.session.get(
         yarl.URL(f"{base}/proxy/gam{target}", encoded=True),
+        headers={"X-Cohortkv-Consent": "granted"},
+    )
+    assert resp.status == 200
+    assert fake.calls["ccs"] == 0
+    # ...but grants where the request carries no consent signal of its own (control).
+    resp = await side.client.session.get(
+        yarl.URL(f"{base}/proxy/gam{target.replace('&gdpr=1', '')}", encoded=True),
         headers={"X-Cohortkv-Consent": "granted"},
     )
     assert resp.status == 200

@@ -10,6 +10,7 @@ import pytest
 
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
+from tests.times import recent
 
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 
@@ -44,7 +45,7 @@ async def test_large_body_gets_413_json_with_or_without_content_length(
     body = {
         "identity": {"user_id": USER},
         "consent": {"granted": True},
-        "events": [{"name": "x", "time": "2024-01-15T14:00:00Z", "properties": {"p": "v" * 3000}}],
+        "events": [{"name": "x", "time": recent(0), "properties": {"p": "v" * 3000}}],
     }
     data = json.dumps(body).encode()
     resp = await side.client.post("/v1/events", data=data)

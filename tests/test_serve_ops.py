@@ -13,6 +13,7 @@ from plugin.config import ConfigError
 from plugin.serve import make_app
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
+from tests.times import recent
 
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 CONSENTED = {"X-Cohortkv-Consent": "granted", "X-Cohortkv-User-Id": USER}
@@ -70,10 +71,14 @@ async def test_readiness_goes_when_shutdown_begins(fake: FakePermutive, ads: Fak
         assert (await resp.json())["ready"] is False
 
 
-async def test_without_api_key_it_runs_on_the_sandbox(
+async def test_without_api_key_it_refuses_unless_the_sandbox_is_asked_for(
     fake: FakePermutive, ads: FakeAdServer
 ) -> None:
-    async with running(sidecar_config(fake, ads, api_key=None)) as side:
+    with pytest.raises(ConfigError, match="COHORTKV_API_KEY"):
+        async with running(sidecar_config(fake, ads, api_key=None)):
+            pass
+    cfg = sidecar_config(fake, ads, api_key=None).with_overrides(sandbox=True)
+    async with running(cfg) as side:
         assert side.sidecar.enricher.sandbox is not None
         doc = await (await side.client.get("/readyz")).json()
         assert doc["sandbox"] is True
@@ -160,7 +165,7 @@ async def test_the_api_key_never_leaves(
                 {
                     "identity": {"user_id": USER},
                     "consent": {"granted": True},
-                    "events": [{"name": "Videoview", "time": "2024-01-15T14:00:00Z"}],
+                    "events": [{"name": "Videoview", "time": recent(0)}],
                 },
             ),
         ):

@@ -24,6 +24,7 @@ from plugin.serve.reserved import split_reserved
 from plugin.serve.validate import BodyError, decode
 from plugin.sources import UpstreamError
 from plugin.wire import Event
+from tests.times import recent
 
 # -- reserved parameters ------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ def test_error_window_ages_failures_out() -> None:
 
 
 def ev(t: int) -> Event:
-    return Event(name="e", time=f"2024-01-15T14:00:{t:02d}Z", properties={})
+    return Event(name="e", time=recent(0, t), properties={})
 
 
 class Recorder:

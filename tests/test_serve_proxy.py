@@ -204,7 +204,8 @@ async def test_unknown_upstream_is_refused_and_reaches_nothing(
         b"GET /proxy/gam/gampad/ads?iu=1#frag HTTP/1.1",
         b"GET /proxy HTTP/1.1",
         b"GET /proxy/gam HTTP/1.1",
-        b"POST /proxy/gam/gampad/ads?iu=1 HTTP/1.1",
+        b"PUT /proxy/gam/gampad/ads?iu=1 HTTP/1.1",
+        b"DELETE /proxy/gam/gampad/ads?iu=1 HTTP/1.1",
     ],
 )
 async def test_never_an_open_proxy(request_line: bytes, side: Running, ads: FakeAdServer) -> None:

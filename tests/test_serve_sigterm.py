@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from tests.fakes import API_KEY, FakePermutive
+from tests.times import recent
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = 20
@@ -28,10 +29,7 @@ def events_for(i: int) -> dict[str, Any]:
     return {
         "identity": {"alias": {"tag": "idfa", "id": f"DEVICE-{i % USERS}"}},
         "consent": {"granted": True},
-        "events": [
-            {"name": "Videoview", "time": f"2024-01-15T14:{minute % 60:02d}:{s:02d}Z"}
-            for s in range(3)
-        ],
+        "events": [{"name": "Videoview", "time": recent(minute % 60, s)} for s in range(3)],
     }
 
 
@@ -94,10 +92,27 @@ async def test_sigterm_under_load_delivers_every_accepted_event(tmp_path: Path) 
         assert API_KEY not in logs
 
 
-async def test_without_api_key_it_says_it_serves_the_sandbox(tmp_path: Path) -> None:
+async def test_without_api_key_it_refuses_to_start(tmp_path: Path) -> None:
+    for blank in (None, "", "   "):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
+        if blank is not None:
+            env["COHORTKV_API_KEY"] = blank
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "plugin", "serve", "--port", "0",
+            cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 2, err
+        assert b"api_key" in err and b"COHORTKV_API_KEY" in err
+        assert blank is not None or b"--sandbox" in err
+        assert b"Traceback" not in err and b"listening" not in err
+
+
+async def test_with_sandbox_asked_for_it_says_it_serves_the_sandbox(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "plugin", "serve", "--port", "0", "--access-log",
+        sys.executable, "-m", "plugin", "serve", "--sandbox", "--port", "0", "--access-log",
         cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -106,7 +121,7 @@ async def test_without_api_key_it_says_it_serves_the_sandbox(tmp_path: Path) -> 
     while "listening" not in line:
         line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
         assert line
-    assert "against the built-in sandbox (no API key configured)" in line
+    assert "against the built-in sandbox (sandbox = true" in line
     port = int(re.search(r":(\d+) ", line).group(1))  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}/readyz"
     async with aiohttp.ClientSession() as session, session.get(url) as resp:

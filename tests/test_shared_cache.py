@@ -140,17 +140,29 @@ async def test_answers_from_one_replica_serve_as_fallback_on_another(
 ) -> None:
     alias = f"tifa:{uuid.uuid4()}"
     first = await asyncio.to_thread(_enrich_in_process, fake, shared_redis, alias)
-    assert first["behavioral"] == {"source": "live", "cohorts": ["12345", "67890"]}
+    assert first["behavioral"] == {
+        "source": "live",
+        "cohorts": ["12345", "67890"],
+        "reason": "live",
+    }
 
     fake.status["ccs"] = 503  # the second replica cannot reach the CCS API
     fake.ccs_answer = {"user_id": "x", "cohorts": [], "activations": {}}
     second = await asyncio.to_thread(_enrich_in_process, fake, shared_redis, alias)
-    assert second["behavioral"] == {"source": "cache", "cohorts": ["12345", "67890"]}
+    assert second["behavioral"] == {
+        "source": "cache",
+        "cohorts": ["12345", "67890"],
+        "reason": "cache_fallback_error",
+    }
 
     stranger = await asyncio.to_thread(
         _enrich_in_process, fake, shared_redis, f"tifa:{uuid.uuid4()}"
     )
-    assert stranger["behavioral"] == {"source": "none", "cohorts": []}
+    assert stranger["behavioral"] == {
+        "source": "none",
+        "cohorts": [],
+        "reason": "cache_fallback_error",
+    }
 
 
 async def test_contextual_answers_are_fetched_once_per_fleet(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from http import HTTPStatus
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any

@@ -85,7 +85,7 @@ async def serve(cfg: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     host, port = runner.addresses[0][:2]
     mode = (
-        "built-in sandbox (no API key configured)"
+        "built-in sandbox (sandbox = true: not Permutive's cohorts)"
         if sidecar.enricher.sandbox is not None
         else "Permutive APIs"
     )
