@@ -632,3 +632,34 @@ def test_ccs_decoder_accepts_or_names_the_field(body: dict[str, Any]) -> None:
     for i, ev in enumerate(events):
         problem = engine.check_event(ev.name, ev.properties, f"events[{i}]")
         assert problem is None or problem.startswith(f"events[{i}].")
+
+
+async def test_this_session_is_the_session_of_the_current_request(client: Client) -> None:
+    """A user read news in an old session: a request from a new session, or one naming no
+    session, is not "this session" (cohort 10005, News readers this session)."""
+
+    def pageview(session: str | None) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "name": "Pageview",
+            "time": "2024-01-15T14:00:00Z",
+            "properties": {"article": {"section": "news"}},
+        }
+        if session is not None:
+            ev["session_id"] = session
+        return ev
+
+    old, new = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def cohorts(events: list[dict[str, Any]]) -> list[str]:
+        resp = await client.post(CCS, json={"user_id": USER, "events": events}, headers=KEY)
+        assert resp.status == 200, await resp.text()
+        got: list[str] = (await resp.json())["cohorts"]
+        return got
+
+    assert "10005" in await cohorts([pageview(old)])
+    assert "10005" in await cohorts([{**videoview(), "session_id": old}])
+    assert "10005" not in await cohorts([{**videoview(), "session_id": new}])
+    assert "10005" not in await cohorts([videoview()])  # yet another session
+    no_session = {k: v for k, v in videoview().items() if k != "session_id"}
+    assert "10005" not in await cohorts([no_session])  # a request naming no session
+    assert "10005" in await cohorts([{**videoview(), "session_id": old}])  # the old one again

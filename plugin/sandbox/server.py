@@ -315,7 +315,12 @@ async def ccs_segmentation(request: web.Request) -> web.Response:
     user = users.user(user_id)
     for ev in valid:
         users.add_event(user, ev.name, ev.ts, ev.properties, ev.session_id, ev.view_id)
-    cohorts = engine.cohorts(user.context(st.now()))
+    # The request's session and view: those of its latest event that names them.
+    with_session = [e for e in valid if e.session_id]
+    with_view = [e for e in valid if e.view_id]
+    session_id = max(with_session, key=lambda e: e.ts).session_id if with_session else None
+    view_id = max(with_view, key=lambda e: e.ts).view_id if with_view else None
+    cohorts = engine.cohorts(user.context(st.now(), session_id, view_id))
     out = _CcsOut(user_id, cohorts)
     if _flag(request, "activations"):
         out.activations = engine.activations(cohorts)

@@ -25,17 +25,15 @@ MAX_ALIASES = 400_000
 
 
 class User:
-    """One user's kept events, by name in arrival order, and the current session and view."""
+    """One user's kept events, by name in arrival order."""
 
-    __slots__ = ("by_name", "seq", "session_id", "size", "user_id", "view_id")
+    __slots__ = ("by_name", "seq", "size", "user_id")
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         self.by_name: dict[str, list[StoredEvent]] = {}
         self.size = 0
         self.seq = 0
-        self.session_id: str | None = None
-        self.view_id: str | None = None
 
     def events(self) -> list[StoredEvent]:
         """All kept events in arrival order."""
@@ -43,8 +41,12 @@ class User:
         out.sort(key=lambda e: e.seq)
         return out
 
-    def context(self, now: float) -> EvalContext:
-        return EvalContext(self.by_name, now, self.session_id, self.view_id)
+    def context(
+        self, now: float, session_id: str | None = None, view_id: str | None = None
+    ) -> EvalContext:
+        """What rules see; "this session" / "this view" are the current request's, never a
+        remembered one: a request that names no session is in none."""
+        return EvalContext(self.by_name, now, session_id, view_id)
 
 
 class UserStore:
@@ -112,10 +114,6 @@ class UserStore:
         ev = StoredEvent(name, ts, properties, session_id, view_id, u.seq)
         u.by_name.setdefault(name, []).append(ev)
         u.size += 1
-        if session_id is not None:
-            u.session_id = session_id
-        if view_id is not None:
-            u.view_id = view_id
         if u.size > self.max_events:
             self._drop_oldest(u)
 
