@@ -214,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run: Command = args.run
     try:
-        cfg = load_config(getattr(args, "config", None))
+        # Unknown COHORTKV_* variables are warned about by the command's own load, once logging
+        # is set up (plain or JSON lines).
+        cfg = load_config(getattr(args, "config", None), warn_unknown_env=False)
         configure_logging(
             json_lines=cfg.log_json,
             level=logging.DEBUG if args.verbose else logging.WARNING,
