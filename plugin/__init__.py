@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from plugin.config import Config, ConfigError, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity, IdentityError, email_sha256, generate_permutive_id
+from plugin.version import __version__
 
 if TYPE_CHECKING:
     from plugin.enricher import Enricher, EnrichResult, SignalResult
@@ -23,6 +24,7 @@ __all__ = [
     "Identity",
     "IdentityError",
     "SignalResult",
+    "__version__",
     "email_sha256",
     "generate_permutive_id",
     "load_config",

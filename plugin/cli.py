@@ -16,11 +16,13 @@ from typing import Any
 import msgspec
 
 from adapters.registry import supported_shapes
+from plugin.cli_args import DefaultsHelpFormatter, base_url, listen_error
 from plugin.config import Config, ConfigError, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Identity, IdentityError, is_uuid4, parse_alias_flag
 from plugin.logs import configure_logging
 from plugin.result import result_doc
+from plugin.version import __version__
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -32,8 +34,19 @@ class UsageError(ValueError):
 def add_api_flags(p: argparse.ArgumentParser) -> None:
     """`--config`, `--ccs-url`, `--ctx-url`, `--api-key`, `--sandbox`: see `config_from_args`."""
     p.add_argument("--config", metavar="FILE", help="TOML config file (plus COHORTKV_* env)")
-    p.add_argument("--ccs-url", metavar="URL", help="CCS API base URL")
-    p.add_argument("--ctx-url", metavar="URL", help="Contextual API base URL")
+    defaults = Config()
+    p.add_argument(
+        "--ccs-url",
+        metavar="URL",
+        type=base_url("--ccs-url", defaults.ccs_url),
+        help=f"CCS API base URL (default: ccs_url from the config, {defaults.ccs_url})",
+    )
+    p.add_argument(
+        "--ctx-url",
+        metavar="URL",
+        type=base_url("--ctx-url", defaults.ctx_url),
+        help=f"Contextual API base URL (default: ctx_url from the config, {defaults.ctx_url})",
+    )
     p.add_argument("--api-key", metavar="KEY", help="Permutive API key (or COHORTKV_API_KEY)")
     p.add_argument(
         "--sandbox",
@@ -44,16 +57,28 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = Config()
     parser = argparse.ArgumentParser(
         prog="cohortkv",
         description="Permutive audience key-values for outgoing ad requests.",
+        formatter_class=DefaultsHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    e = sub.add_parser("enrich", help="enrich one ad request URL and print it")
+    e = sub.add_parser(
+        "enrich",
+        help="enrich one ad request URL and print it",
+        formatter_class=DefaultsHelpFormatter,
+    )
     e.add_argument("url", help="the ad request URL (GAM, FreeWheel or AdsWizz)")
-    e.add_argument("--platform", default="auto", choices=("auto", "gam", "freewheel", "adswizz"))
+    e.add_argument(
+        "--platform",
+        default="auto",
+        choices=("auto", "gam", "freewheel", "adswizz"),
+        help="the adapter that reads the URL; auto: the one that recognises it",
+    )
     who = e.add_mutually_exclusive_group()
     who.add_argument("--user-id", metavar="UUID", help="Permutive user id (UUIDv4)")
     who.add_argument(
@@ -70,16 +95,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--content-url", metavar="URL", help="the content's deterministic URL")
     mode = e.add_mutually_exclusive_group()
-    mode.add_argument("--split", dest="mode", action="store_const", const="split")
-    mode.add_argument("--merge", dest="mode", action="store_const", const="merge")
-    e.add_argument("--budget-ms", type=_positive_int("--budget-ms"), metavar="N")
+    keys = defaults.keys
+    mode.add_argument(
+        "--split",
+        dest="mode",
+        action="store_const",
+        const="split",
+        help=f"behavioral cohorts under {keys.behavioral!r}, contextual under {keys.contextual!r}"
+        " (keys.behavioral, keys.contextual)",
+    )
+    mode.add_argument(
+        "--merge",
+        dest="mode",
+        action="store_const",
+        const="merge",
+        help=f"behavioral then contextual cohorts under one key, {keys.behavioral!r}"
+        f" (default: keys.mode from the config, {keys.mode})",
+    )
+    e.add_argument(
+        "--budget-ms",
+        type=_positive_int("--budget-ms"),
+        metavar="N",
+        help="deadline for the cohorts, in milliseconds; the ad request never waits longer"
+        f" (default: budget_ms from the config, {defaults.budget_ms})",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     add_api_flags(e)
     e.set_defaults(run=_enrich)
 
-    s = sub.add_parser("sandbox", help="run the local sandbox of the Permutive APIs")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=port_type("--port"), default=8787)
+    s = sub.add_parser(
+        "sandbox",
+        help="run the local sandbox of the Permutive APIs",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    s.add_argument("--host", default="127.0.0.1", help="listen address")
+    s.add_argument("--port", type=port_type("--port"), default=8787, help="listen port")
     s.add_argument("--workspace", metavar="FILE", help="workspace TOML (default: shipped)")
     s.set_defaults(run=_sandbox)
 
@@ -105,7 +155,7 @@ def _register_extra(sub: Any, name: str, module: str, help_text: str) -> None:
         if e.name is not None and module.startswith(e.name):
             return  # not part of this build
         raise
-    p = sub.add_parser(name, help=help_text)
+    p = sub.add_parser(name, help=help_text, formatter_class=DefaultsHelpFormatter)
     mod.configure(p)
 
 
@@ -215,7 +265,10 @@ async def _enrich(args: argparse.Namespace) -> int:
 async def _sandbox(args: argparse.Namespace) -> int:
     from plugin.sandbox import serve_forever
 
-    await serve_forever(args.host, args.port, args.workspace)
+    try:
+        await serve_forever(args.host, args.port, args.workspace)
+    except OSError as e:
+        raise UsageError(listen_error(args.host, args.port, e)) from None
     return 0
 
 
@@ -224,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run: Command = args.run
     try:
-        cfg = load_config(getattr(args, "config", None))
+        # Unknown COHORTKV_* variables are warned about by the command's own load, once logging
+        # is set up (plain or JSON lines).
+        cfg = load_config(getattr(args, "config", None), warn_unknown_env=False)
         configure_logging(
             json_lines=cfg.log_json,
             level=logging.DEBUG if args.verbose else logging.WARNING,

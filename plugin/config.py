@@ -1,13 +1,13 @@
 """One configuration struct, loaded from TOML with `COHORTKV_*` environment overrides.
 
 Nested fields are reached from the environment with double underscores:
-`COHORTKV_CACHE__CONTEXTUAL_TTL_S=120`, `COHORTKV_KEYS__MODE=split`. Values are read as JSON
-where they parse (numbers, booleans, lists) and as plain strings otherwise.
+`COHORTKV_CACHE__CONTEXTUAL_TTL_S=120`, `COHORTKV_KEYS__MODE=split`. Each value is read as the
+type of the field it sets, and variables that name no setting are only warned about: see
+`plugin.config_env`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -18,14 +18,13 @@ import msgspec
 
 from adapters.base import AdapterSettings
 from adapters.registry import KNOWN_ADAPTERS, settings_type
+from plugin.config_env import EnvError, name_variable, overlay, read_env, warn_unknown
 from plugin.events import PropertyType
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_\-]+$")]
-
-ENV_PREFIX = "COHORTKV_"
 
 
 class ConfigError(ValueError):
@@ -198,8 +197,17 @@ class Config(_Section, frozen=True):
         return msgspec.structs.replace(self, **changes)
 
 
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read `path` (TOML, optional), apply `COHORTKV_*` overrides from `env`, validate."""
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    warn_unknown_env: bool = True,
+) -> Config:
+    """Read `path` (TOML, optional), apply `COHORTKV_*` overrides from `env`, validate.
+
+    `COHORTKV_*` variables that name no setting are logged in one warning (unless
+    `warn_unknown_env` is false); an error about a value a variable set names the variable.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -208,13 +216,31 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"config file {str(path)!r}: not found") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {str(path)!r}: invalid TOML: {e}") from None
-    for name, raw in (os.environ if env is None else env).items():
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
-            _set_path(data, name[len(ENV_PREFIX) :].lower().split("__"), _env_value(raw))
-    return config_from_dict(data)
+    try:
+        found = read_env(
+            os.environ if env is None else env,
+            Config,
+            tables={("adapters",): _adapter_settings_type},
+            moved=MOVED,
+        )
+    except EnvError as e:
+        raise ConfigError(str(e)) from None
+    if warn_unknown_env:
+        warn_unknown(found.unknown)
+    try:
+        return config_from_dict(overlay(data, found.data))
+    except ConfigError as e:
+        raise ConfigError(name_variable(str(e), found.origins, data)) from None
 
 
-MOVED: dict[tuple[str, str], str] = {
+def _adapter_settings_type(name: str) -> type[AdapterSettings]:
+    tp = settings_type(name)
+    if tp is None:
+        raise ValueError(f"expected a platform, one of {', '.join(KNOWN_ADAPTERS)}")
+    return tp
+
+
+MOVED: dict[tuple[str, ...], str] = {
     ("cache", "views_ttl_s"): "[views] idle_timeout_s (a view now ends after that long idle)",
     ("cache", "views_max_entries"): "[views] max_entries",
     ("events", "play_event"): "[adapters.<platform>] play_event (one per platform)",
@@ -247,7 +273,8 @@ def check_config(cfg: Config) -> Config:
     adapter_settings(cfg)
     if cfg.api_key is not None and not cfg.api_key.strip():
         raise ConfigError(
-            "config: api_key (COHORTKV_API_KEY): expected a non-empty API key, got a blank one"
+            "config: api_key: expected a non-empty API key (in the config file or"
+            " COHORTKV_API_KEY), got a blank one"
         )
     if cfg.sandbox and cfg.api_key is not None:
         raise ConfigError(
@@ -278,23 +305,6 @@ def adapter_settings(cfg: Config) -> dict[str, AdapterSettings]:
         except msgspec.ValidationError as e:
             raise ConfigError(f"config: {_humanize(str(e), f'adapters.{name}')}") from None
     return out
-
-
-def _env_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
-def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
-    node = data
-    for part in path[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[path[-1]] = value
 
 
 def _humanize(msg: str, base: str = "") -> str:

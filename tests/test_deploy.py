@@ -58,8 +58,10 @@ CM_KEY = "cohortkv.toml"
 
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 DEVICE = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
-METRIC = re.compile(r"\bcohortkv_[a-z0-9_]+")
-SELECTOR = re.compile(r"\b(cohortkv_[a-z0-9_]+)\{([^}]*)\}")
+FAMILY = r"(?:cohortkv|process|python)_[a-z0-9_]+"
+"""Ours, and prometheus_client's process, GC and platform collectors' (the sidecar has them)."""
+METRIC = re.compile(rf"\b{FAMILY}")
+SELECTOR = re.compile(rf"\b({FAMILY})\{{([^}}]*)\}}")
 MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*,?')
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 TARGET_LABELS = frozenset({"job", "instance"})
@@ -234,6 +236,10 @@ def _exported(
         family = getattr(collector, "_name", None)
         if names is not None and family is not None:
             labels[family] = frozenset(names)
+    # Collectors that are not metric objects (process, GC, platform): the labels they expose.
+    for f in text_string_to_metric_families(text):
+        if f.name not in labels:
+            labels[f.name] = frozenset(k for s in f.samples for k in s.labels)
     return exported, labels
 
 

@@ -261,7 +261,8 @@ def test_an_enricher_without_key_or_sandbox_opt_in_refuses_to_start() -> None:
 @pytest.mark.parametrize("blank", ["", "   ", "\t"])
 def test_a_blank_api_key_is_an_error(blank: str) -> None:
     with pytest.raises(
-        ConfigError, match=r"api_key \(COHORTKV_API_KEY\): expected a non-empty API key"
+        ConfigError,
+        match=r"api_key: expected a non-empty API key \(in the config file or COHORTKV_API_KEY\)",
     ):
         Enricher(Config(api_key=blank))
     from plugin.config import load_config

@@ -27,6 +27,7 @@ from plugin.serve.limits import Gate, add_request_id, guard, handler_args
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.openapi import openapi_document
 from plugin.serve.proxy import Proxy, parse_upstreams
+from plugin.serve.runtime_metrics import register_runtime_metrics
 
 log = logging.getLogger("cohortkv.serve")
 
@@ -43,6 +44,7 @@ class Sidecar:
         self.enricher = enricher
         self._owns_enricher = owns_enricher
         self.metrics = ServeMetrics(enricher.metrics.registry)
+        register_runtime_metrics(enricher.metrics.registry)
         self.gate = Gate(serve.max_inflight_enrichments)
         self.upstreams = parse_upstreams(serve, (a.name for a in enricher.adapters), self.metrics)
         self.queue = EventQueue(

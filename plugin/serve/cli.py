@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import signal
 import sys
 
@@ -20,15 +21,25 @@ from plugin.config import Config
 from plugin.serve.accesslog import stdout_logger
 from plugin.serve.app import SIDECAR, make_app
 
+NO_UPSTREAMS = (
+    "no upstreams configured: /proxy/ answers 404 for every ad server until [serve.upstreams] "
+    'names one (gam = "https://pubads.g.doubleclick.net"); /v1/enrich and /v1/events still work'
+)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_api_flags(parser)
-    parser.add_argument("--host", metavar="H", help="listen address (default: serve.host)")
+    defaults = Config().serve
+    parser.add_argument(
+        "--host",
+        metavar="H",
+        help=f"listen address (default: serve.host from the config, {defaults.host})",
+    )
     parser.add_argument(
         "--port",
         type=port_type("--port"),
         metavar="N",
-        help="listen port (default: serve.port; 0: any free)",
+        help=f"listen port; 0: any free (default: serve.port from the config, {defaults.port})",
     )
     parser.add_argument(
         "--access-log", action="store_true", default=None, help="JSON access log on stdout"
@@ -64,6 +75,8 @@ async def serve(cfg: Config) -> int:
     """Runs the sidecar with `cfg` until SIGTERM or SIGINT; 0 after a clean shutdown."""
     if cfg.serve.access_log:
         stdout_logger()
+    if not cfg.serve.upstreams:
+        logging.getLogger("cohortkv.serve").warning(NO_UPSTREAMS)
     app = make_app(cfg)
     sidecar = app[SIDECAR]
     grace = cfg.serve.grace_s

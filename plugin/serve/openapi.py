@@ -13,6 +13,7 @@ import msgspec
 
 from plugin.result import EnrichResult
 from plugin.serve.bodies import EnrichBody, ErrorBody, EventsAccepted, EventsBody
+from plugin.version import __version__
 
 REF = "#/components/schemas/{name}"
 
@@ -35,7 +36,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ref("ErrorBody"), text[s]) for s in statuses}
 
 
-def openapi_document(platforms: Sequence[str], version: str = "0.1.0") -> dict[str, Any]:
+def openapi_document(platforms: Sequence[str], version: str = __version__) -> dict[str, Any]:
     (_, _, _, _, _), components = msgspec.json.schema_components(
         [EnrichBody, EventsBody, EnrichResult, EventsAccepted, ErrorBody], ref_template=REF
     )

@@ -1,0 +1,90 @@
+"""Command-line pieces shared by the commands: checked flag values, help with defaults, and a
+one-line reason when a server cannot listen.
+
+A flag value that cannot work is refused while the arguments are parsed, before anything
+starts, with the flag's name and what was expected (argparse exits with status 2). Values that
+can carry a secret (a URL with credentials or `?k=KEY`) are never echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+API_PATHS = ("/ccs/v1", "/ctx/v1")
+"""Endpoint paths the clients append to a base URL themselves."""
+
+
+def base_url(flag: str, example: str) -> Callable[[str], str]:
+    """An argparse `type` for an API base URL: http(s), a host, no credentials, query or
+    fragment, and not an endpoint's own path (the clients add `/ccs/v1/...`, `/ctx/v1/...`)."""
+
+    def parse(value: str) -> str:
+        expected = f"expected the API's base URL, like {example}"
+        try:
+            parts = urlsplit(value.strip())
+            port = parts.port
+        except ValueError as e:  # a bad port: "Port out of range 0-65535"
+            raise argparse.ArgumentTypeError(
+                f"{expected}; {str(e)[:1].lower()}{str(e)[1:]}"
+            ) from None
+        if parts.scheme.lower() not in ("http", "https"):
+            shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise argparse.ArgumentTypeError(f"{expected} (http:// or https://), got {shown}")
+        if not parts.hostname:
+            raise argparse.ArgumentTypeError(f"{expected}, got one without a host")
+        if parts.username is not None or parts.password is not None:
+            raise argparse.ArgumentTypeError(
+                f"{expected}, without credentials (the API key goes in --api-key)"
+            )
+        if parts.query or parts.fragment:
+            raise argparse.ArgumentTypeError(
+                f"{expected}, without a query or fragment (the API key goes in --api-key)"
+            )
+        if port == 0:
+            raise argparse.ArgumentTypeError(f"{expected}, got port 0")
+        path = parts.path.rstrip("/")
+        for api in API_PATHS:
+            if api in path:
+                raise argparse.ArgumentTypeError(
+                    f"{expected}, without the endpoint path ({api}/... is added by cohortkv)"
+                )
+        return value.strip()
+
+    parse.__name__ = flag
+    return parse
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds `(default: X)` to an option's help when it has a default worth showing (not None
+    or False, and not already said in the help text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if (
+            text is None
+            or not action.option_strings
+            or "(default" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def listen_error(host: str, port: int, error: OSError) -> str:
+    """One line saying why a server could not listen, blaming the flag that can fix it."""
+    if isinstance(error, socket.gaierror):
+        return f"--host: cannot resolve {host!r}: {error.strerror or error}"
+    code = error.errno
+    reason = os.strerror(code).lower() if code is not None and code > 0 else str(error)
+    if code == errno.EADDRNOTAVAIL:
+        return f"--host: cannot listen on {host}: {reason} (not an address of this machine)"
+    hint = {
+        errno.EADDRINUSE: " (another process listens there; pick another --port)",
+        errno.EACCES: " (ports below 1024 need privileges; pick another --port)",
+    }.get(code or 0, "")
+    return f"--port: cannot listen on {host}:{port}: {reason}{hint}"
