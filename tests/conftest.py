@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
+from tests.helpers.redis import shared_redis_url
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -43,3 +44,9 @@ async def ads() -> AsyncIterator[FakeAdServer]:
 async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
     async with running(sidecar_config(fake, ads)) as r:
         yield r
+
+
+@pytest.fixture
+def shared_redis() -> str:
+    """The machine's Redis (127.0.0.1:6379); under CI=true its absence fails the test."""
+    return shared_redis_url()

@@ -10,7 +10,7 @@ from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.breaker import Breaker, State
 from plugin.config import HttpConfig
 from tests.fakes import API_KEY, FakePermutive
-from tests.test_enricher import DEVICE, GAM_SAMPLE
+from tests.helpers.samples import DEVICE, GAM_SAMPLE
 
 
 class Clock:

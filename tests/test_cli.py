@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.fakes import API_KEY, FakePermutive
-from tests.test_enricher import GAM_SAMPLE
+from tests.helpers.samples import GAM_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 

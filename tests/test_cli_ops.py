@@ -19,7 +19,7 @@ import pytest
 
 from plugin.cli import build_parser
 from plugin.version import __version__
-from tests.test_config_env import KUBERNETES_SERVICE_LINKS
+from tests.helpers.samples import KUBERNETES_SERVICE_LINKS
 
 ROOT = Path(__file__).resolve().parent.parent
 GAM = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&sz=640x480"

@@ -15,23 +15,7 @@ from hypothesis import strategies as st
 
 from plugin.config import Config, ConfigError, load_config
 from plugin.config_env import EnvError, coerce, overlay, read_env
-
-KUBERNETES_SERVICE_LINKS = {
-    # `kubectl apply -k deploy/kubernetes` without enableServiceLinks: false: Services
-    # `cohortkv` (port 80) and `cohortkv-redis` (port 6379).
-    "COHORTKV_SERVICE_HOST": "10.96.0.10",
-    "COHORTKV_SERVICE_PORT": "80",
-    "COHORTKV_SERVICE_PORT_HTTP": "80",
-    "COHORTKV_PORT": "tcp://10.96.0.10:80",
-    "COHORTKV_PORT_80_TCP": "tcp://10.96.0.10:80",
-    "COHORTKV_PORT_80_TCP_PROTO": "tcp",
-    "COHORTKV_PORT_80_TCP_PORT": "80",
-    "COHORTKV_PORT_80_TCP_ADDR": "10.96.0.10",
-    "COHORTKV_REDIS_SERVICE_HOST": "10.96.0.11",
-    "COHORTKV_REDIS_SERVICE_PORT": "6379",
-    "COHORTKV_REDIS_PORT": "tcp://10.96.0.11:6379",
-    "COHORTKV_REDIS_PORT_6379_TCP": "tcp://10.96.0.11:6379",
-}
+from tests.helpers.samples import KUBERNETES_SERVICE_LINKS
 
 CONFIG_WARNINGS = "cohortkv.config"
 

@@ -14,8 +14,8 @@ from plugin.config import ConsentConfig
 from plugin.consent import REASONS, UNDECODABLE_REASONS, carries_signal, decide, is_undecodable
 from plugin.context import ConsentSignals
 from plugin.result import ConsentDecision
-from tests.test_gpp import SPEC_GPP_TCF_USP, encode_gpp, encode_usnat
-from tests.test_tcf import B64URL, VECTORS, encode_tc_core
+from tests.helpers.gpp_encoder import SPEC_GPP_TCF_USP, encode_gpp, encode_usnat
+from tests.helpers.tcf_encoder import B64URL, VECTORS, encode_tc_core
 
 CFG = ConsentConfig()
 LENIENT = ConsentConfig(default="granted")

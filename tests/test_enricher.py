@@ -11,17 +11,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
+from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.config import ConfigError, KeysConfig
-from plugin.identity import Alias
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.samples import DEVICE, GAM_SAMPLE
 
-GAM_SAMPLE = (
-    "https://pubads.g.doubleclick.net/gampad/ads?iu=/21775744923/external/single_ad_samples"
-    "&sz=640x480&cust_params=sample_ct%3Dlinear&ciu_szs=300x250%2C728x90&gdfp_req=1"
-    "&output=vast&unviewed_position_start=1&env=vp&impl=s&correlator="
-)
-DEVICE = Identity(alias=Alias(tag="idfa", id="6D92078A-8246-4BA4-AE5B-76104861E7DC"))
 GRANTED = ConsentSignals(override=True)
 DENIED = ConsentSignals(override=False)
 

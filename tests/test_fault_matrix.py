@@ -23,7 +23,7 @@ from plugin.middleware import ad_context, cohortkv_middleware
 from plugin.serve import make_app
 from tests.fakes import API_KEY
 from tests.faults import MODES, FaultyPermutive
-from tests.test_enricher import DEVICE
+from tests.helpers.samples import DEVICE
 
 BUDGET_S = 0.3
 MARGIN_S = 0.2

@@ -27,24 +27,11 @@ from plugin.identity import Alias
 from plugin.metrics import Metrics
 from plugin.shared import RedisStore
 from tests.fakes import API_KEY, FakePermutive
-from tests.test_enricher import GAM_SAMPLE
+from tests.helpers.redis import missing as _missing
+from tests.helpers.redis import port_open as _port_open
+from tests.helpers.samples import GAM_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
-
-
-def _missing(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"Redis is required under CI=true: {why}")
-    pytest.skip(why)
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _free_port() -> int:
@@ -68,13 +55,6 @@ def _free_cluster_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port pair for a cluster node")
-
-
-@pytest.fixture
-def shared_redis() -> str:
-    if not _port_open(6379):
-        _missing("no Redis on 127.0.0.1:6379")
-    return SHARED_REDIS
 
 
 class RedisProcess:

@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules (never imported from another test module)."""
