@@ -10,10 +10,13 @@ UTF-8 become U+FFFD) and never raises on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import quote, unquote
 
 from plugin.context import ConsentSignals
 from plugin.identity import Alias, Identity
+
+T = TypeVar("T")
 
 DEVICE_ID_TAGS: dict[str, str] = {
     "idfa": "idfa",
@@ -160,23 +163,18 @@ class SignalReader:
 
     def text(self, *names: str) -> str | None:
         """The one value the parameters agree on; None when absent or in conflict."""
-        found: str | None = None
-        for raw in self._raw(names):
-            value = text(raw)
-            if value is None:
-                continue
-            if found is None:
-                found = value
-            elif value != found:
-                self.conflicts.append(names[0])
-                return None
-        return found
+        return self._agreed(names, text)
 
     def flag(self, *names: str) -> bool | None:
         """A boolean the parameters agree on (`gdpr`); None when absent or in conflict."""
-        found: bool | None = None
+        return self._agreed(names, flag)
+
+    def _agreed(self, names: tuple[str, ...], read: Callable[[str | None], T | None]) -> T | None:
+        """The one value every occurrence reads as; a disagreement is a conflict (which the
+        consent gate treats as a denial), recorded under the first name."""
+        found: T | None = None
         for raw in self._raw(names):
-            value = flag(raw)
+            value = read(raw)
             if value is None:
                 continue
             if found is None:

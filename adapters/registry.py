@@ -13,6 +13,7 @@ from adapters.adswizz import AdsWizzAdapter
 from adapters.base import Adapter, AdapterSettings, ErrorHook, FailOpen
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
+from plugin.errors import CohortkvError
 from plugin.request import AdRequest
 
 ADAPTERS: tuple[type[FailOpen], ...] = (
@@ -61,11 +62,11 @@ def find_adapter(adapters: Iterable[Adapter], request: AdRequest) -> Adapter | N
 
 
 def adapter_by_name(adapters: Iterable[Adapter], name: str) -> Adapter:
-    """The adapter called `name`; a ValueError naming the valid ones otherwise (a person's
-    mistake: configuration, CLI flag or HTTP request)."""
+    """The adapter called `name`; a `CohortkvError` naming the valid ones otherwise (a
+    person's mistake: configuration, CLI flag or HTTP request)."""
     available = tuple(adapters)
     for adapter in available:
         if adapter.name == name:
             return adapter
     valid = ", ".join(a.name for a in available) or "none configured"
-    raise ValueError(f"adapter: unknown name {name!r}; expected one of: {valid}")
+    raise CohortkvError("platform", f"one of: {valid}", name)

@@ -17,9 +17,10 @@ import msgspec
 
 from adapters.registry import supported_shapes
 from plugin.cli_args import DefaultsHelpFormatter, base_url, listen_error
-from plugin.config import Config, ConfigError, load_config
+from plugin.config import Config, load_config
 from plugin.context import ConsentSignals, Content, Context
-from plugin.identity import Identity, IdentityError, is_uuid4, parse_alias_flag
+from plugin.errors import CohortkvError
+from plugin.identity import Identity, is_uuid4, parse_alias_flag
 from plugin.logs import configure_logging
 from plugin.result import result_doc
 from plugin.version import __version__
@@ -27,8 +28,8 @@ from plugin.version import __version__
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-class UsageError(ValueError):
-    """A command-line value a person typed that cannot be used; the message names the flag."""
+class UsageError(CohortkvError):
+    """A command-line value a person typed that cannot be used: `field` is the flag."""
 
 
 def add_api_flags(p: argparse.ArgumentParser) -> None:
@@ -210,7 +211,7 @@ def context_from_args(args: argparse.Namespace) -> Context | None:
     identity: Identity | None = None
     if args.user_id is not None:
         if not is_uuid4(args.user_id):
-            raise UsageError(f"--user-id: expected a UUIDv4, got {args.user_id!r}")
+            raise UsageError("--user-id", "a UUIDv4", args.user_id)
         identity = Identity(user_id=args.user_id)
     elif args.alias:
         aliases = tuple(parse_alias_flag(a) for a in args.alias)
@@ -218,7 +219,7 @@ def context_from_args(args: argparse.Namespace) -> Context | None:
             identity = Identity(alias=aliases[0])
         else:
             if any(a.priority is None for a in aliases):
-                raise UsageError("--alias: with several aliases give each one TAG:ID:PRIORITY")
+                raise UsageError("--alias", "TAG:ID:PRIORITY for each one of several aliases")
             identity = Identity(aliases=aliases)
         identity.validate()
     consent = ConsentSignals()
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             secrets=[s for s in (cfg.api_key, getattr(args, "api_key", None)) if s],
         )
         return _run(run(args))
-    except (ConfigError, IdentityError, UsageError, ValueError) as e:
+    except CohortkvError as e:
         print(f"cohortkv {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

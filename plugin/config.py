@@ -19,6 +19,7 @@ import msgspec
 from adapters.base import AdapterSettings
 from adapters.registry import KNOWN_ADAPTERS, settings_type
 from plugin.config_env import EnvError, name_variable, overlay, read_env, warn_unknown
+from plugin.errors import CohortkvError, msgspec_problem
 from plugin.events import PropertyType
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -27,8 +28,16 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
-class ConfigError(ValueError):
-    """A person's configuration mistake; the message names the field and what was expected."""
+class ConfigError(CohortkvError):
+    """A person's configuration mistake (file, environment or flag). The message is whole, as
+    it was written where the mistake was found; `field` names the setting when known."""
+
+    def __init__(self, message: str, *, field: str = "config") -> None:
+        ValueError.__init__(self, message)
+        self.field = field
+        self.expected = message
+        self.got = None
+        self.where = "config"
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
@@ -257,7 +266,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     try:
         cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"config: {_humanize(str(e))}") from None
+        raise ConfigError(f"config: {_humanize(e)}") from None
     return check_config(cfg)
 
 
@@ -303,17 +312,17 @@ def adapter_settings(cfg: Config) -> dict[str, AdapterSettings]:
         try:
             out[name] = msgspec.convert(table, tp, strict=False)
         except msgspec.ValidationError as e:
-            raise ConfigError(f"config: {_humanize(str(e), f'adapters.{name}')}") from None
+            raise ConfigError(f"config: {_humanize(e, f'adapters.{name}')}") from None
     return out
 
 
-def _humanize(msg: str, base: str = "") -> str:
+def _humanize(e: msgspec.ValidationError, base: str = "") -> str:
     """msgspec says `Expected int, got str - at $.cache.ttl`; lead with the field instead,
     and for a closed set of values say which ones are valid."""
-    text, sep, where = msg.rpartition(" - at `$")
-    if not sep:
-        return f"{base}: {msg[0].lower()}{msg[1:]}" if base else msg
-    path = where.rstrip("`").lstrip(".")
+    where, text = msgspec_problem(e)
+    if not where:
+        return f"{base}: {text[0].lower()}{text[1:]}" if base else text
+    path = where.lstrip(".")
     path = f"{base}.{path}" if base and path else (base or path)
     text = f"{text[0].lower()}{text[1:]}"
     choices = _literal_choices(path)

@@ -30,6 +30,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 import msgspec
 
+from plugin.errors import CohortkvError
+
 ENV_PREFIX = "COHORTKV_"
 SEPARATOR = "__"
 SECRET_FIELDS = frozenset({"api_key"})
@@ -48,7 +50,7 @@ TableTypes = Mapping[Path, Callable[[str], Any]]
 ValueError (`expected a platform, one of ...`) when there is no such entry."""
 
 
-class EnvError(ValueError):
+class EnvError(CohortkvError):
     """A `COHORTKV_*` variable that cannot be used; the message names it and its field."""
 
     def __init__(self, variable: str, path: Path, expected: str, inner: str = "") -> None:
@@ -56,7 +58,10 @@ class EnvError(ValueError):
         self.path = path
         self.expected = expected
         where = ".".join(path) + inner
-        super().__init__(f"environment {variable}: {where}: {expected}")
+        ValueError.__init__(self, f"environment {variable}: {where}: {expected}")
+        self.field = where
+        self.got = None
+        self.where = f"environment {variable}"
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ class Enricher:
         `platform` names an adapter or is None/`auto` to pick the one that recognises the
         request. `origin` says where the request came from (an upstream's name, `middleware`)
         in the metrics and logs of requests that are not recognised. A person's mistake (an
-        unknown platform name, an invalid explicit identity) raises ValueError.
+        unknown platform name, an invalid explicit identity) raises `CohortkvError`.
         """
         started = time.perf_counter()
         req = as_request(request)

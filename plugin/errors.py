@@ -7,20 +7,39 @@ bug of ours, and is reported as one (a traceback, a counted 500), never blamed o
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import msgspec
 
 _NOTHING: Any = object()
 
 
 class CohortkvError(ValueError):
-    """A person's mistake: `field` names where, `expected` says what would have been right."""
+    """A person's mistake: `field` names where, `expected` says what would have been right.
 
-    def __init__(self, field: str, expected: str, got: Any = _NOTHING) -> None:
+    Without `expected`, `field` is a whole message (a mistake that is not one field's).
+    `where` says whose input it was (`config`, `environment COHORTKV_X`, `--flag`); `got`, when
+    given, is shown (a short repr; `got_text` is shown as is, for a description)."""
+
+    def __init__(
+        self,
+        field: str,
+        expected: str = "",
+        got: Any = _NOTHING,
+        *,
+        where: str = "",
+        got_text: str | None = None,
+    ) -> None:
         self.field = field
         self.expected = expected
         self.got = got
-        shown = "" if got is _NOTHING else f", got {_shown(got)}"
-        super().__init__(f"{field}: expected {expected}{shown}")
+        self.where = where
+        shown = f", got {got_text}" if got_text is not None else ""
+        if got is not _NOTHING:
+            shown = f", got {_shown(got)}"
+        head = f"{where}: {field}" if where else field
+        super().__init__(f"{head}: expected {expected}{shown}" if expected else head)
 
 
 class RequestError(CohortkvError):
@@ -30,3 +49,18 @@ class RequestError(CohortkvError):
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+
+
+def msgspec_problem(e: msgspec.ValidationError) -> tuple[str, str]:
+    """(path, problem) out of msgspec's message: the one place its text is read.
+
+    `Expected `int` >= 1, got `str` - at `$.cache.ttl`` → (`.cache.ttl`, `Expected `int` >= 1,
+    got `str``). The path keeps msgspec's form (`.a.b`, `[2]`) and is "" at the root."""
+    message = str(e)
+    m = _AT.search(message)
+    if m is None:
+        return "", message
+    return m.group(1), message[: m.start()]

@@ -7,9 +7,11 @@ import uuid
 
 import msgspec
 
+from plugin.errors import CohortkvError
 
-class IdentityError(ValueError):
-    """A person supplied an identity the CCS API would reject; the message names the field."""
+
+class IdentityError(CohortkvError):
+    """A person supplied an identity the CCS API would reject."""
 
 
 class Alias(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -29,23 +31,27 @@ class Identity(msgspec.Struct, omit_defaults=True, frozen=True):
         forms = [f for f in ("user_id", "alias", "aliases") if getattr(self, f) is not None]
         if len(forms) != 1:
             raise IdentityError(
-                f"identity: expected exactly one of user_id, alias, aliases; got {forms or 'none'}"
+                "identity",
+                "exactly one of user_id, alias, aliases",
+                got_text=", ".join(forms) or "none",
             )
         if self.user_id is not None and not is_uuid4(self.user_id):
-            raise IdentityError(f"identity.user_id: expected a UUIDv4, got {self.user_id!r}")
+            raise IdentityError("identity.user_id", "a UUIDv4", self.user_id)
         if self.alias is not None:
             _check_alias(self.alias, "identity.alias")
         if self.aliases is not None:
             if not self.aliases:
-                raise IdentityError("identity.aliases: expected at least one alias")
+                raise IdentityError("identity.aliases", "at least one alias")
             seen: set[int] = set()
             for i, a in enumerate(self.aliases):
                 where = f"identity.aliases[{i}]"
                 _check_alias(a, where)
                 if a.priority is None or a.priority < 0:
-                    raise IdentityError(f"{where}.priority: expected an integer >= 0")
+                    raise IdentityError(f"{where}.priority", "an integer >= 0")
                 if a.priority in seen:
-                    raise IdentityError(f"{where}.priority: priority {a.priority} is used twice")
+                    raise IdentityError(
+                        f"{where}.priority", "a priority no other alias has", a.priority
+                    )
                 seen.add(a.priority)
         return self
 
@@ -62,9 +68,9 @@ class Identity(msgspec.Struct, omit_defaults=True, frozen=True):
 
 def _check_alias(a: Alias, where: str) -> None:
     if not a.tag or not a.tag.strip():
-        raise IdentityError(f"{where}.tag: expected a non-empty tag")
+        raise IdentityError(f"{where}.tag", "a non-empty tag")
     if not a.id or not a.id.strip():
-        raise IdentityError(f"{where}.id: expected a non-empty id")
+        raise IdentityError(f"{where}.id", "a non-empty id")
 
 
 def is_uuid4(value: str) -> bool:
@@ -93,5 +99,5 @@ def parse_alias_flag(value: str) -> Alias:
         priority = int(parts.pop())
     tag, ident = parts[0], ":".join(parts[1:])
     if not tag or not ident:
-        raise IdentityError(f"--alias: expected TAG:ID[:PRIORITY], got {value!r}")
+        raise IdentityError("--alias", "TAG:ID[:PRIORITY]", value)
     return Alias(tag=tag, id=ident, priority=priority)

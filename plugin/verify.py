@@ -104,9 +104,7 @@ class Verifier:
         sandbox: Sandbox | None = None,
     ) -> None:
         if platform not in PLATFORMS:
-            raise UsageError(
-                f"--platform: expected one of {', '.join(PLATFORMS)}, got {platform!r}"
-            )
+            raise UsageError("--platform", f"one of {', '.join(PLATFORMS)}", platform)
         if config.api_key is None:
             raise UsageError("--api-key: an API key is needed to verify an API")
         self.config = config
@@ -474,11 +472,9 @@ async def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     if not args.alias_tag.strip():
-        raise UsageError("--alias-tag: expected a non-empty identifier tag")
+        raise UsageError("--alias-tag", "a non-empty identifier tag")
     if not args.content_url.strip() or "://" not in args.content_url:
-        raise UsageError(
-            f"--content-url: expected a URL such as {DEFAULT_CONTENT_URL}, got {args.content_url!r}"
-        )
+        raise UsageError("--content-url", f"a URL such as {DEFAULT_CONTENT_URL}", args.content_url)
     sandbox = None
     if config.api_key is None:
         default = Config()

@@ -19,6 +19,7 @@ from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
 from plugin.config import ConfigError, adapter_settings, config_from_dict
 from plugin.context import Context
+from plugin.errors import CohortkvError
 from plugin.request import AdRequest, Applied
 
 GAM_URL = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&sz=640x480"
@@ -110,5 +111,5 @@ def test_an_adapter_that_raises_is_skipped_and_reported() -> None:
 def test_adapter_by_name() -> None:
     adapters = default_adapters()
     assert adapter_by_name(adapters, "adswizz") is adapters[2]
-    with pytest.raises(ValueError, match="unknown name 'dfp'; expected one of: gam, freewheel"):
+    with pytest.raises(CohortkvError, match=r"platform: expected one of: gam, freewheel.*'dfp'"):
         adapter_by_name(adapters, "dfp")

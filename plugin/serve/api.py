@@ -103,8 +103,6 @@ class Api:
             result = await self._enricher.enrich(ad, context, platform=body.platform, origin="api")
         except CohortkvError as e:
             return _invalid([FieldError(e.field, e.expected)])
-        except (ValueError, IdentityError) as e:
-            return _invalid([_field_of(str(e))])
         except Exception as e:
             self._metrics.internal_errors.labels("enrich").inc()
             self._warn.warning("api:enrich", "enrichment failed: %s", type(e).__name__)
@@ -182,8 +180,7 @@ def to_identity(b: IdentityBody, path: str, errors: list[FieldError]) -> Identit
     try:
         return identity.validate()
     except IdentityError as e:
-        f = _field_of(str(e))
-        errors.append(FieldError(path + f.field.removeprefix("identity"), f.expected))
+        errors.append(FieldError(path + e.field.removeprefix("identity"), e.expected))
         return None
 
 
@@ -279,13 +276,6 @@ def without_nulls(value: Any, path: str, errors: list[FieldError], depth: int = 
 def _unchanged(url: str) -> EnrichResult:
     none = SignalResult("none", [], "not_recognised")
     return EnrichResult(url, {}, none, none, ConsentDecision(False, "internal_error"), 0.0)
-
-
-def _field_of(message: str) -> FieldError:
-    """`identity.user_id: expected a UUIDv4, got 'x'` → FieldError(identity.user_id, a UUIDv4)."""
-    field, _, rest = message.partition(": ")
-    expected = rest.removeprefix("expected ").split(", got ")[0].split("; got ")[0]
-    return FieldError(field or "body", expected or message)
 
 
 def _is_number(v: Any) -> bool:

@@ -150,7 +150,8 @@ def parse_upstreams(
             ok = False
         if not ok or _UNSAFE.search(url) is not None:
             raise ConfigError(
-                f"{where}: expected an http(s) URL with a host and no query, got {url!r}"
+                f"{where}: expected an http(s) URL with a host and no query, credentials or"
+                " fragment (the value is not shown: it may hold a secret)"
             )
         out[name] = Upstream(name, url.rstrip("/"), platform, metrics, cfg.health_window_s)
     return out

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, Union
 
 import msgspec
 
+from plugin.errors import CohortkvError, msgspec_problem
 from plugin.serve.bodies import FieldError
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -22,7 +23,6 @@ S = TypeVar("S", bound=msgspec.Struct)
 ROOT = "body"
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_AT = re.compile(r" - at `\$(.*)`$")
 _NAMES = {
     "str": "a string",
     "int": "an integer",
@@ -34,9 +34,13 @@ _NAMES = {
 }
 
 
-class BodyError(ValueError):
+class BodyError(CohortkvError):
+    """Every bad field of a request body at once (`field` / `expected` are the first's)."""
+
     def __init__(self, fields: list[FieldError]) -> None:
-        super().__init__("; ".join(f"{f.field}: expected {f.expected}" for f in fields))
+        first = fields[0] if fields else FieldError(ROOT, "a valid request")
+        super().__init__(first.field, first.expected)
+        ValueError.__init__(self, "; ".join(f"{f.field}: expected {f.expected}" for f in fields))
         self.fields = fields
 
 
@@ -58,7 +62,7 @@ def decode(raw: bytes, tp: type[S]) -> S:
         try:
             return msgspec.convert(data, tp)
         except msgspec.ValidationError as e:
-            errors.append(_from_msgspec(str(e), ROOT, None))
+            errors.append(_from_msgspec(e, ROOT, None))
     raise BodyError(errors)
 
 
@@ -132,7 +136,7 @@ def _leaf(value: Any, tp: Any, path: str, description: str | None, out: list[Fie
     try:
         msgspec.convert(value, tp)
     except msgspec.ValidationError as e:
-        out.append(_from_msgspec(str(e), path, description))
+        out.append(_from_msgspec(e, path, description))
 
 
 def _check_length(
@@ -150,12 +154,10 @@ def _check_length(
     return True
 
 
-def _from_msgspec(message: str, path: str, description: str | None) -> FieldError:
+def _from_msgspec(e: msgspec.ValidationError, path: str, description: str | None) -> FieldError:
     """`Expected `int` >= 0, got `str` - at `$[1]`` → (path[1], "an integer >= 0")."""
-    m = _AT.search(message)
-    if m is not None:
-        suffix = m.group(1)
-        message = message[: m.start()]
+    suffix, message = msgspec_problem(e)
+    if suffix:
         path = path + suffix if path != ROOT or suffix.startswith("[") else suffix.lstrip(".")
     if description is not None:
         return FieldError(path, description)
