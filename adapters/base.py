@@ -8,6 +8,7 @@ never on the enricher or the configuration loader.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, ClassVar, Protocol
 
@@ -102,10 +103,9 @@ class FailOpen:
     def _failed(self, stage: str, e: BaseException) -> None:
         hook = self.on_error
         if hook is not None:
-            try:
+            # a broken hook must not break the ad request either
+            with contextlib.suppress(Exception):
                 hook(self.name, stage, e)
-            except Exception:  # a broken hook must not break the ad request either
-                pass
 
     def unrecognised(self, request: AdRequest) -> str | None:
         try:

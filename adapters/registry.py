@@ -13,12 +13,16 @@ from adapters.adswizz import AdsWizzAdapter
 from adapters.base import Adapter, AdapterSettings, ErrorHook, FailOpen
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
+from adapters.openrtb import OpenRtbAdapter
+from adapters.query import QueryAdapter
 from plugin.request import AdRequest
 
 ADAPTERS: tuple[type[FailOpen], ...] = (
     GamAdapter,
     FreeWheelAdapter,
     AdsWizzAdapter,
+    QueryAdapter,
+    OpenRtbAdapter,
 )
 """Every platform, in the order `find_adapter` tries the auto-detectable ones."""
 
