@@ -4,6 +4,8 @@ from adapters.adswizz import AdsWizzAdapter
 from adapters.base import Adapter, AdapterSettings, FailOpen, KeyValuesIn, UrlAdapter
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter, GamSettings
+from adapters.openrtb import OpenRtbAdapter, OpenRtbSettings
+from adapters.query import QueryAdapter, QuerySettings
 from adapters.registry import (
     ADAPTERS,
     KNOWN_ADAPTERS,
@@ -26,6 +28,10 @@ __all__ = [
     "GamAdapter",
     "GamSettings",
     "KeyValuesIn",
+    "OpenRtbAdapter",
+    "OpenRtbSettings",
+    "QueryAdapter",
+    "QuerySettings",
     "UrlAdapter",
     "adapter_by_name",
     "build_adapters",

@@ -34,6 +34,7 @@ import msgspec
 from adapters.base import AdapterSettings, ErrorHook, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
+    content_url,
     decode,
     device_id,
     device_tag,
@@ -160,7 +161,7 @@ class GamAdapter(UrlAdapter):
                 for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
                     props.setdefault(name, value)
         content = Content(
-            url=_content_url(p.get("description_url")) or _content_url(p.get("url")),
+            url=content_url(p.get("description_url")) or content_url(p.get("url")),
             properties=props,
         )
 
@@ -260,12 +261,3 @@ def _present(entries: list[str]) -> dict[str, tuple[int, set[str], int]]:
             found[1].update(values)
             present[key] = (i, found[1], state)
     return present
-
-
-def _content_url(raw: str | None) -> str | None:
-    """Decoded once, or twice when a player encoded it twice (`https%3A%2F%2F…`), so that one
-    page always yields the same content URL."""
-    url = text(raw)
-    if url is not None and url[:8].lower().startswith(("http%3a", "https%3a")):
-        url = decode(url, plus=False)
-    return url

@@ -40,6 +40,9 @@ DEVICE_ID_TAGS: dict[str, str] = {
 """Device id types as ad platforms name them (GAM `idtype`, FreeWheel `_fw_did` prefixes,
 AdsWizz `ifaType`) → the Permutive alias tag they are sent under."""
 
+NOT_A_USER_ID_TYPES = frozenset(("sessionid",))
+"""IAB `ifa_type` values whose ids name a session, not a person: never used as identity."""
+
 _MAX_ID_LENGTH = 256
 _MAX_INT_DIGITS = 6
 _TRUE = frozenset(("1", "true"))
@@ -309,12 +312,23 @@ def device_tag(kind: str | None) -> str | None:
     if kind is None:
         return None
     kind = kind.strip().lower()
+    if kind in NOT_A_USER_ID_TYPES:
+        return None
     known = DEVICE_ID_TAGS.get(kind)
     if known is not None:
         return known
     if 0 < len(kind) <= 32 and kind.isascii() and set(kind) <= _TAG_CHARS:
         return kind
     return None
+
+
+def content_url(raw: str | None) -> str | None:
+    """A content URL parameter, decoded once, or twice when a player encoded it twice
+    (`https%3A%2F%2F…`), so that one page always yields the same content URL."""
+    url = text(raw)
+    if url is not None and url[:8].lower().startswith(("http%3a", "https%3a")):
+        url = decode(url, plus=False)
+    return url
 
 
 def identity_of(aliases: list[Alias]) -> Identity | None:

@@ -13,6 +13,8 @@ from adapters.adswizz import AdsWizzAdapter
 from adapters.base import Adapter, AdapterSettings, ErrorHook, FailOpen
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
+from adapters.openrtb import OpenRtbAdapter
+from adapters.query import QueryAdapter
 from plugin.errors import CohortkvError
 from plugin.request import AdRequest
 
@@ -20,6 +22,8 @@ ADAPTERS: tuple[type[FailOpen], ...] = (
     GamAdapter,
     FreeWheelAdapter,
     AdsWizzAdapter,
+    QueryAdapter,
+    OpenRtbAdapter,
 )
 """Every platform, in the order `find_adapter` tries the auto-detectable ones."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.registry import supported_shapes
+from adapters.registry import KNOWN_ADAPTERS, supported_shapes
 from plugin.cli_args import DefaultsHelpFormatter, base_url, listen_error
 from plugin.config import Config, load_config
 from plugin.context import ConsentSignals, Content, Context
@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--platform",
         default="auto",
-        choices=("auto", "gam", "freewheel", "adswizz"),
-        help="the adapter that reads the URL; auto: the one that recognises it",
+        choices=("auto", *KNOWN_ADAPTERS),
+        help="the adapter that reads the ad request; auto: the one that recognises it",
     )
     who = e.add_mutually_exclusive_group()
     who.add_argument("--user-id", metavar="UUID", help="Permutive user id (UUIDv4)")

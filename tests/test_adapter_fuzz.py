@@ -14,13 +14,14 @@ from urllib.parse import quote, unquote_plus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters import AdsWizzAdapter, FreeWheelAdapter, GamAdapter, default_adapters
+from adapters import AdsWizzAdapter, FreeWheelAdapter, GamAdapter, UrlAdapter, default_adapters
 from adapters.gam import GamSettings
 from adapters.params import decode, encode
 from plugin.context import Context
 from plugin.request import AdRequest
 
-ADAPTERS = default_adapters()
+ADAPTERS = tuple(a for a in default_adapters() if isinstance(a, UrlAdapter))
+"""The URL-shaped platforms (bid requests are fuzzed in `tests/adapters/test_fuzz.py`)."""
 BIG = 10**7
 
 # ---------------------------------------------------------------------------------------------

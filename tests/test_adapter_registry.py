@@ -29,7 +29,8 @@ AW_URL = "https://demo.deliveryengine.adswizz.com/vast/4.0/request/alias/demo_zo
 
 def test_defaults_cover_every_known_platform_in_order() -> None:
     adapters = default_adapters()
-    assert tuple(a.name for a in adapters) == KNOWN_ADAPTERS[:3] == ("gam", "freewheel", "adswizz")
+    assert tuple(a.name for a in adapters) == KNOWN_ADAPTERS
+    assert KNOWN_ADAPTERS == ("gam", "freewheel", "adswizz", "query", "openrtb")
     assert [type(a) for a in adapters[:3]] == [GamAdapter, FreeWheelAdapter, AdsWizzAdapter]
     assert adapters[0].activation_platforms == ("dfp", "gam", "target_dfp")
     assert adapters[1].activation_platforms == ("freewheel",)

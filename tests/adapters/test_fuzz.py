@@ -1,0 +1,422 @@
+"""Property tests for the `query` and `openrtb` adapters: they never raise (nor report an
+internal error), never touch what is not theirs, write what they say they wrote, and a second
+pass changes nothing.
+
+The oracles are plain code of their own: the URL is split with `str.partition`, the bid
+request is changed with `copy.deepcopy` and in-place edits rather than the adapter's copy on
+write. The number of examples comes from the hypothesis profile (`tests/conftest.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+from urllib.parse import quote, unquote_plus
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.openrtb import OpenRtbAdapter, OpenRtbSettings
+from adapters.query import QueryAdapter, QuerySettings
+from plugin.context import Context
+from plugin.request import AdRequest
+
+Failure = tuple[str, str, BaseException]
+
+# ---------------------------------------------------------------------------------------------
+# shared strategies and oracles
+
+ATOMS = [*"&=;,|%#?+/ :.~_-", "%2", "%zz", "%26", "%3D", "%2C", "%25", "%ff", "%C3%A9"]
+ATOMS += ["\ud800", "\x00", "\u00e9", "\U0001f600", "a", "Z", "0", "9", "\\u0063", '"']
+atom = st.one_of(st.sampled_from(ATOMS), st.characters(exclude_categories=()))
+piece = st.lists(atom, max_size=8).map("".join)
+
+VALUE = st.one_of(
+    st.sampled_from(["1", "2", "123", "c1", "a b", "a,b", "a|b", "", " ", "é"]), piece
+)
+KEY = st.one_of(
+    st.sampled_from(["permutive", "prmtvctx", "p", "puid", "gdpr", "uid", "", " "]), piece
+)
+keyvalues = st.dictionaries(KEY, st.lists(VALUE, max_size=4), max_size=3)
+junk_keyvalues = st.dictionaries(
+    st.one_of(st.text(), st.integers()),
+    st.one_of(st.lists(st.one_of(st.text(), st.integers(), st.none())), st.text(), st.none()),
+    max_size=3,
+)
+"""What a buggy caller might pass despite the annotations: apply must still not raise (an
+internal error may be reported for it, as for any adapter)."""
+any_keyvalues = st.one_of(
+    keyvalues.map(lambda kv: (kv, True)), junk_keyvalues.map(lambda kv: (kv, False))
+)
+
+
+def utf8(s: str) -> bool:
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def dedup(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def recording() -> tuple[list[Failure], Any]:
+    failures: list[Failure] = []
+    return failures, lambda *a: failures.append(a)
+
+
+# ---------------------------------------------------------------------------------------------
+# query
+
+
+def _query(names: list[str]) -> st.SearchStrategy[str]:
+    name = st.one_of(st.sampled_from(names), piece)
+    segment = st.one_of(
+        st.tuples(name, piece).map(lambda t: f"{t[0]}={t[1]}"),
+        st.tuples(
+            st.sampled_from(["permutive", "prmtvctx", "p"]),
+            st.lists(st.sampled_from(["1", "2", "c1", ""]), max_size=3),
+        ).map(lambda t: f"{t[0]}=" + ",".join(t[1])),
+        name,
+        st.just(""),
+    )
+    return st.lists(segment, max_size=6).map("&".join)
+
+
+QUERY_NAMES = ["permutive", "prmtvctx", "p", "ifa", "ifa_type", "lmt", "uid", "gdpr", "coppa"]
+query_urls = st.tuples(
+    st.sampled_from(["https://ads.example.com/vast", "http://127.0.0.1:8081/a/b", "HTTPS://h"]),
+    st.one_of(st.none(), _query(QUERY_NAMES)),
+    st.one_of(st.none(), piece),
+).map(lambda t: t[0] + ("" if t[1] is None else "?" + t[1]) + ("" if t[2] is None else "#" + t[2]))
+any_url = st.one_of(query_urls, st.text(), piece)
+
+READ = {"gdpr", "gdpr_consent", "us_privacy", "gpp", "gpp_sid", "coppa"}
+READ |= {"ifa", "ifa_type", "lmt", "is_lat", "uid", "content_url", "url", "description_url"}
+
+
+def split(url: str) -> tuple[str, str | None, str]:
+    rest, hash_, frag = url.partition("#")
+    base, q, query = rest.partition("?")
+    return base, (query if q else None), hash_ + frag
+
+
+def segments(query: str | None) -> list[str]:
+    return query.split("&") if query else []
+
+
+def named(segment: str, name: str) -> bool:
+    return segment == name or segment.startswith(name + "=")
+
+
+@given(any_url, any_keyvalues)
+def test_query_never_raises(url: str, given_kvs: tuple[dict[str, Any], bool]) -> None:
+    kvs, typed = given_kvs
+    failures, hook = recording()
+    adapter = QueryAdapter(on_error=hook)
+    request = AdRequest(url)
+    reason = adapter.unrecognised(request)
+    assert reason in (None, "url")
+    assert isinstance(adapter.parse(request), Context)
+    applied = adapter.apply(request, kvs)
+    if reason is not None:
+        assert applied.request == request and adapter.parse(request) == Context()
+    assert failures == [] or not typed
+
+
+@given(query_urls, keyvalues)
+def test_query_touches_only_its_parameters(url: str, kvs: dict[str, list[str]]) -> None:
+    out = QueryAdapter().apply_url(url, kvs)
+    if not utf8(url) or any(ch <= " " or ch == "\x7f" for ch in url):
+        assert out == url  # no request line carries these: not a URL to rewrite
+        return
+    base, query, frag = split(url)
+    obase, oquery, ofrag = split(out)
+    assert (obase, ofrag) == (base, frag)
+
+    ours = []
+    for key, values in kvs.items():
+        if key.strip() and utf8(key) and key not in READ:
+            kept = dedup([v for v in values if v and "," not in v and utf8(v)])
+            if kept:
+                ours.append((quote(key, safe=""), kept))
+    names = [n for n, _ in ours]
+    before, after = segments(query), segments(oquery)
+
+    def others(segs: list[str]) -> list[str]:
+        return [s for s in segs if not any(named(s, n) for n in names)]
+
+    assert others(after) == others(before)
+    changed = False
+    for name, values in ours:
+        old = next((s for s in before if named(s, name)), None)
+        new = next((s for s in after if named(s, name)), None)
+        old_vals = unquote_plus(old.partition("=")[2]).split(",") if old and "=" in old else []
+        old_vals = [] if old_vals == [""] else old_vals
+        fresh = [v for v in values if v not in set(old_vals)]
+        if fresh:
+            changed = True
+            assert new is not None
+            assert unquote_plus(new.partition("=")[2]).split(",") == old_vals + fresh
+        else:
+            assert new == old
+    if not changed:
+        assert out == url
+
+
+@given(query_urls, keyvalues)
+def test_query_applying_twice_adds_nothing_more(url: str, kvs: dict[str, list[str]]) -> None:
+    adapter = QueryAdapter(QuerySettings(separator="|", prefix="kv_"))
+    once = adapter.apply_url(url, kvs)
+    assert adapter.apply_url(once, kvs) == once
+
+
+# ---------------------------------------------------------------------------------------------
+# openrtb
+
+CTX = "prmtvctx"
+text = st.one_of(
+    st.sampled_from(["permutive", "prmtvctx", "gdpr", "coppa", "1", "", "consent"]),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=8),
+)
+scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text,
+)
+json_value = st.recursive(
+    scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(text, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def _members(fixed: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    """Objects with some of the `fixed` members and random others, in random order."""
+    return st.tuples(
+        st.fixed_dictionaries({}, optional=fixed),
+        st.dictionaries(text, json_value, max_size=3),
+        st.randoms(use_true_random=False),
+    ).map(_shuffled)
+
+
+def _shuffled(t: tuple[dict[str, Any], dict[str, Any], Any]) -> dict[str, Any]:
+    fixed, extra, rnd = t
+    items = list({**extra, **fixed}.items())
+    rnd.shuffle(items)
+    return dict(items)
+
+
+entry = st.one_of(
+    _members(
+        {
+            "name": st.one_of(st.sampled_from(["permutive", "prmtvctx", "p", "x.com"]), text),
+            "segment": st.lists(st.fixed_dictionaries({"id": text}), max_size=3),
+        }
+    ),
+    json_value,
+)
+data_list = st.one_of(st.lists(entry, max_size=4), json_value)
+ext = st.one_of(
+    _members({"data": st.one_of(st.dictionaries(text, json_value, max_size=3), json_value)}),
+    json_value,
+)
+content = st.one_of(_members({"data": data_list, "url": text, "id": text}), json_value)
+inventory = st.one_of(_members({"content": content, "ext": ext, "page": text}), json_value)
+user = st.one_of(_members({"data": data_list, "ext": ext, "id": text, "consent": text}), json_value)
+regs = st.one_of(
+    _members(
+        {
+            "gdpr": st.one_of(st.sampled_from([0, 1]), json_value),
+            "coppa": st.one_of(st.sampled_from([0, 1]), json_value),
+            "ext": json_value,
+        }
+    ),
+    json_value,
+)
+bid_request = _members(
+    {
+        "id": st.one_of(text, json_value),
+        "imp": st.one_of(st.lists(json_value, max_size=2), json_value),
+        "user": user,
+        "site": inventory,
+        "app": inventory,
+        "dooh": inventory,
+        "regs": regs,
+        "device": json_value,
+    }
+)
+URLS = ["https://pbs.example.com/openrtb2/auction", "https://ssp.example.com/bid"]
+
+
+def post(url: str, body: bytes, method: str = "POST") -> AdRequest:
+    return AdRequest(url, method=method, headers=(("Content-Type", "application/json"),), body=body)
+
+
+def oracle(
+    body: dict[str, Any], kvs: dict[str, list[str]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the adapter should make of a bid request: a deep copy changed in place."""
+    out = copy.deepcopy(body)
+    written: dict[str, Any] = {}
+    for key, values in kvs.items():
+        if not key.strip() or not utf8(key):
+            continue
+        ids = dedup([v for v in values if v.strip() and utf8(v)])
+        if not ids:
+            continue
+        if key == CTX:
+            where = next((n for n in ("site", "app", "dooh") if isinstance(out.get(n), dict)), None)
+            if where is None:
+                continue
+            holder = out[where]
+            holder.setdefault("content", {})
+            done = (
+                _entry(holder["content"], key, ids)
+                if isinstance(holder["content"], dict)
+                else False
+            )
+        else:
+            out.setdefault("user", {})
+            if not isinstance(out["user"], dict):
+                continue
+            holder = out["user"]
+            done = _entry(holder, key, ids)
+        holder.setdefault("ext", {})
+        if isinstance(holder["ext"], dict):
+            holder["ext"].setdefault("data", {})
+            if isinstance(holder["ext"]["data"], dict):
+                holder["ext"]["data"][key] = list(ids)
+                done = True
+        if done:
+            written[key] = ids
+    return out, written
+
+
+def _entry(parent: dict[str, Any], key: str, ids: list[str]) -> bool:
+    mine = {"name": key, "segment": [{"id": v} for v in ids]}
+    data = parent.setdefault("data", [])
+    if not isinstance(data, list):
+        return False
+    at = [i for i, e in enumerate(data) if isinstance(e, dict) and e.get("name") == key]
+    if not at:
+        data.append(mine)
+        return True
+    data[at[0]] = mine
+    for i in reversed(at[1:]):
+        del data[i]
+    return True
+
+
+def _is_bid_request(body: Any, url: str) -> bool:
+    if not isinstance(body, dict):
+        return False
+    return (isinstance(body.get("id"), str) and isinstance(body.get("imp"), list)) or url.endswith(
+        "/openrtb2/auction"
+    )
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.text(max_size=40).map(lambda s: s.encode(errors="surrogatepass")),
+        json_value.map(msgspec.json.encode),
+        bid_request.map(msgspec.json.encode),
+    ),
+    st.sampled_from(URLS),
+    st.sampled_from(["POST", "GET", "post", "PUT"]),
+    any_keyvalues,
+)
+def test_openrtb_never_raises(
+    body: bytes, url: str, method: str, given_kvs: tuple[dict[str, Any], bool]
+) -> None:
+    kvs, typed = given_kvs
+    failures, hook = recording()
+    adapter = OpenRtbAdapter(on_error=hook)
+    request = post(url, body, method)
+    reason = adapter.unrecognised(request)
+    assert reason in (None, "method", "json", "body")
+    assert isinstance(adapter.parse(request), Context)
+    applied = adapter.apply(request, kvs)
+    if reason is not None:
+        assert applied.request == request and applied.written == {}
+        assert adapter.parse(request) == Context()
+    else:
+        msgspec.json.decode(applied.request.body)
+    assert failures == [] or not typed
+
+
+@given(bid_request, st.sampled_from(URLS), keyvalues)
+def test_openrtb_changes_only_our_members(
+    body: dict[str, Any], url: str, kvs: dict[str, list[str]]
+) -> None:
+    failures, hook = recording()
+    adapter = OpenRtbAdapter(on_error=hook)
+    raw = msgspec.json.encode(body)
+    request = post(url, raw)
+    applied = adapter.apply(request, kvs)
+    assert failures == []
+    if not _is_bid_request(body, url):
+        assert applied.request == request
+        return
+
+    expected, written = oracle(body, kvs)
+    assert applied.written == written
+    assert applied.request.url == request.url and applied.request.headers == request.headers
+    if expected == body:  # nothing new: not even the formatting changes
+        assert applied.request.body == raw
+    else:  # same values, same member order, same array order
+        assert applied.request.body == msgspec.json.encode(expected)
+
+    again = adapter.apply(applied.request, kvs)
+    assert again.request == applied.request
+
+
+@given(bid_request, st.sampled_from(URLS), keyvalues)
+def test_openrtb_parse_never_fails_on_bid_requests(
+    body: dict[str, Any], url: str, kvs: dict[str, list[str]]
+) -> None:
+    failures, hook = recording()
+    adapter = OpenRtbAdapter(OpenRtbSettings(user_id_tag="uid"), on_error=hook)
+    request = post(url, msgspec.json.encode(body))
+    context = adapter.parse(request)
+    # what the adapter writes never changes what it reads
+    assert adapter.parse(adapter.apply(request, kvs).request) == context
+    assert failures == []
+
+
+FLAGS = st.lists(st.sampled_from(["0", "1", "true", '"1"', "null", "2"]), min_size=1, max_size=3)
+
+
+@given(FLAGS, FLAGS, st.booleans(), keyvalues)
+def test_openrtb_duplicate_keys_count_every_copy(
+    gdprs: list[str], coppas: list[str], escaped: bool, kvs: dict[str, list[str]]
+) -> None:
+    name = "copp\\u0061" if escaped else "coppa"
+    members = [f'"gdpr":{g}' for g in gdprs] + [f'"{name}":{c}' for c in coppas]
+    regs = ",".join(members)
+    raw = f'{{"id":"x","imp":[],"site":{{"page":"https://e.example/"}},"regs":{{{regs}}}}}'.encode()
+    adapter = OpenRtbAdapter()
+    request = post(URLS[1], raw)
+    consent = adapter.parse(request).consent
+
+    def flag(v: str) -> bool | None:
+        return {"0": False, "1": True, "true": True, '"1"': True}.get(v)
+
+    assert consent.child_directed is (
+        True
+        if any(flag(c) is True for c in coppas)
+        else (False if any(flag(c) is False for c in coppas) else None)
+    )
+    known = {flag(g) for g in gdprs} - {None}
+    if len(known) > 1:
+        assert consent.gdpr is None and "regs.gdpr" in consent.conflicts
+    else:
+        assert consent.gdpr == (known.pop() if known else None)
+    if len(gdprs) > 1 or len(coppas) > 1:  # a repeated key: the body is never rewritten
+        assert adapter.apply(request, kvs).request == request
