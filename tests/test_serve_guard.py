@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from plugin.config import Config, ConfigError, load_config
 from plugin.serve import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
+from plugin.serve.validate import MAX_DEPTH
 from tests.fake_adserver import FakeAdServer, sidecar_config
 from tests.fakes import FakePermutive
 
@@ -227,6 +229,39 @@ async def test_connections_beyond_the_cap_are_refused_at_once(
         assert (status, json.loads(body)) == (200, {"status": "alive"})
         for _, w in held[1:]:
             w.close()
+
+
+# -- deep JSON -----------------------------------------------------------------------------
+
+
+async def test_deep_json_is_a_400_naming_the_depth(fake: FakePermutive, ads: FakeAdServer) -> None:
+    too_deep = {
+        "field": "body",
+        "expected": f"JSON nested at most {MAX_DEPTH} levels deep",
+    }
+    url = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/ctv"
+    enrich = '{"url": "%s", "method": "POST", "body": %s}'
+    events = json.dumps(events_body(1)).replace(
+        '"events": [{', '"events": [{"properties": {"p": %s}, '
+    )
+    async with serving(sidecar_config(fake, ads)) as side, aiohttp.ClientSession() as http:
+        for path, template in (("/v1/enrich", enrich % (url, "%s")), ("/v1/events", events)):
+            for depth in (1000, 100_000, MAX_DEPTH + 1):
+                async with http.post(side.url + path, data=template % nested(depth)) as resp:
+                    assert resp.status == 400, (path, depth, await resp.text())
+                    assert resp.content_type == "application/json"
+                    assert await resp.json() == {"error": "invalid request", "fields": [too_deep]}
+        # Brackets inside strings are not nesting, and reasonable nesting passes.
+        brackets = json.dumps("[" * 5000 + '\\"{' * 100)
+        async with http.post(side.url + "/v1/enrich", data=enrich % (url, brackets)) as resp:
+            assert resp.status == 200, await resp.text()
+        async with http.post(side.url + "/v1/events", data=events % nested(20)) as resp:
+            assert resp.status == 202, await resp.text()
+        # The proxy's JSON header of event properties: counted and ignored, never a 500.
+        headers = {"X-Cohortkv-Properties": f'{{"p": {nested(3000)}}}'}
+        async with http.get(side.url + GAM, headers=headers) as resp:
+            assert resp.status == 200
+        assert side.sample("cohortkv_bad_input_total", source="proxy", kind="properties") == 1
 
 
 # -- what aiohttp's parser refuses ---------------------------------------------------------
