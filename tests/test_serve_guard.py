@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -22,12 +26,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from plugin.config import Config, ConfigError, load_config
+from plugin.config import Config, ConfigError, ServeConfig, load_config
 from plugin.serve import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
 from plugin.serve.validate import MAX_DEPTH
 from tests.fake_adserver import FakeAdServer, sidecar_config
-from tests.fakes import FakePermutive
+from tests.fakes import API_KEY, FakePermutive
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
@@ -356,3 +360,96 @@ def test_guard_settings_load_with_defaults() -> None:
         75.0,
         100,
     )
+
+
+# -- shutdown that loses events ------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_shutdown_with_ccs_unreachable_logs_the_lost_events(
+    ads: FakeAdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    cfg = Config(
+        api_key=API_KEY,
+        ccs_url=dead,
+        ctx_url=dead,
+        serve=ServeConfig(upstreams={"gam": ads.url}, grace_s=1.0),
+    )
+    with caplog.at_level(logging.WARNING, logger="cohortkv.serve.events"):
+        async with serving(cfg) as side, aiohttp.ClientSession() as http:
+            async with http.post(side.url + "/v1/events", json=events_body(3)) as resp:
+                assert resp.status == 202
+                assert (await resp.json())["accepted"] == 3
+            await until(lambda: side.sample("cohortkv_events_total", state="retried") >= 3)
+    (line,) = [r.getMessage() for r in caplog.records if "shutdown:" in r.getMessage()]
+    assert line.startswith("shutdown: 3 accepted events were not delivered to the CCS API: ")
+    assert "ccs: connect" in line or "ccs: breaker_open" in line, line
+
+
+async def test_shutdown_that_delivers_everything_says_nothing(
+    fake: FakePermutive, ads: FakeAdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="cohortkv.serve.events"):
+        async with (
+            serving(sidecar_config(fake, ads, grace_s=5.0)) as side,
+            aiohttp.ClientSession() as http,
+            http.post(side.url + "/v1/events", json=events_body(3)) as resp,
+        ):
+            assert resp.status == 202
+    assert sum(len(call["body"]["events"]) for call in fake.bodies["ccs"]) == 3
+    assert not [r for r in caplog.records if "shutdown:" in r.getMessage()]
+
+
+async def test_sigterm_with_ccs_failing_fast_logs_how_many_events_were_lost(
+    tmp_path: Path,
+) -> None:
+    """`python -m plugin serve` as a process: the CCS API answers 503 at once (and its breaker
+    opens); on SIGTERM the queue cannot be flushed, and one line says how many and why."""
+    async with FakePermutive() as fake:
+        fake.status["ccs"] = 503
+        config = tmp_path / "cohortkv.toml"
+        config.write_text(
+            f'api_key = "{API_KEY}"\nccs_url = "{fake.url}"\nctx_url = "{fake.url}"\n'
+            '[serve]\nhost = "127.0.0.1"\nport = 0\ngrace_s = 2.0\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "plugin", "serve", "--config", str(config),
+            cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        err: list[str] = []
+        port = None
+        while port is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "".join(err)
+            err.append(line)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            port = int(m.group(1)) if m else None
+        accepted = 0
+        async with aiohttp.ClientSession() as http:
+            for i in range(4):
+                body = events_body(3)
+                body["identity"] = {"alias": {"tag": "idfa", "id": f"DEVICE-{i}"}}
+                url = f"http://127.0.0.1:{port}/v1/events"
+                async with http.post(url, json=body) as resp:
+                    assert resp.status == 202, await resp.text()
+                    accepted += (await resp.json())["accepted"]
+        assert accepted == 12
+        await until(lambda: fake.calls["ccs"] >= 4)  # every user's first try has failed
+        proc.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(proc.communicate(), 30)
+        logs = "".join(err) + rest.decode()
+        assert proc.returncode == 0, logs
+        lines = [x for x in logs.splitlines() if "shutdown: " in x and "accepted events" in x]
+        assert len(lines) == 1, logs
+        assert "shutdown: 12 accepted events were not delivered to the CCS API: " in lines[0]
+        assert re.search(r"ccs: (http_5xx|breaker_open)", lines[0]), lines[0]
+        assert API_KEY not in logs
