@@ -154,6 +154,15 @@ class ServeConfig(_Section, frozen=True):
     max_body_bytes: PositiveInt = 1_048_576
     max_inflight_enrichments: PositiveInt = 512
     grace_s: PositiveFloat = 10.0
+    header_timeout_s: PositiveFloat = 10.0
+    """A client connection whose request head (request line and headers) is not complete this
+    long after its first byte (for a new connection: after it was accepted) is closed."""
+    keepalive_timeout_s: PositiveFloat = 75.0
+    """An idle keep-alive connection is closed after this long without a new request."""
+    max_connections: NonNegInt = 0
+    """Client connections open at once; beyond it new ones are refused at accept (503 and
+    closed). 0: half the process's open-file limit (`ulimit -n`), so that the other half
+    stays free for connections to ad servers and the Permutive APIs."""
     access_log: bool = False
     events_queue_max: PositiveInt = 10_000
     events_workers: PositiveInt = 16

@@ -129,7 +129,7 @@ async def test_enrich_semantic_errors_are_named_too(side: Running) -> None:
     assert status == 400
     fields = {f["field"]: f["expected"] for f in doc["fields"]}
     assert fields == {
-        "platform": "one of: adswizz, auto, freewheel, gam",
+        "platform": "one of: adswizz, auto, freewheel, gam, openrtb, query",
         "context.identity": "exactly one of user_id, alias, aliases",
         "context.consent": "either granted, or raw signals (gdpr, tc_string, ...), not both",
     }

@@ -9,6 +9,7 @@ import re
 import pytest
 import yarl
 
+from adapters.registry import KNOWN_ADAPTERS
 from plugin.config import ConfigError
 from plugin.serve import make_app
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
@@ -54,12 +55,10 @@ async def test_health_readiness_metrics_openapi(fake: FakePermutive, ads: FakeAd
         assert doc["openapi"] == "3.1.0"
         assert set(doc["paths"]) == {"/v1/enrich", "/v1/events", "/healthz", "/readyz"}
         schemas = doc["components"]["schemas"]
-        assert schemas["EnrichBody"]["properties"]["platform"]["enum"] == [
-            "adswizz",
-            "auto",
-            "freewheel",
-            "gam",
-        ]
+        # the registry's platforms, every one of them
+        assert schemas["EnrichBody"]["properties"]["platform"]["enum"] == sorted(
+            ("auto", *KNOWN_ADAPTERS)
+        )
         assert schemas["EventsBody"]["required"] == ["identity", "events"]
 
 

@@ -23,6 +23,7 @@ from plugin.serve.accesslog import LOGGER, JsonAccessLogger
 from plugin.serve.api import Api
 from plugin.serve.errors import json_response
 from plugin.serve.events import EventQueue
+from plugin.serve.guard import ConnectionGuard
 from plugin.serve.limits import Gate, add_request_id, guard, handler_args
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.openapi import openapi_document
@@ -46,6 +47,8 @@ class Sidecar:
         self.metrics = ServeMetrics(enricher.metrics.registry)
         register_runtime_metrics(enricher.metrics.registry)
         self.gate = Gate(serve.max_inflight_enrichments)
+        self.connections = ConnectionGuard(serve, self.metrics)
+        """Header deadline and connection cap, for `GuardedSite` (`cohortkv serve` uses it)."""
         self.upstreams = parse_upstreams(serve, (a.name for a in enricher.adapters), self.metrics)
         self.queue = EventQueue(
             enricher.send_batch,

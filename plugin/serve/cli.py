@@ -20,6 +20,7 @@ from plugin.cli import add_api_flags, config_from_args, port_type
 from plugin.config import Config
 from plugin.serve.accesslog import stdout_logger
 from plugin.serve.app import SIDECAR, make_app
+from plugin.serve.guard import GuardedSite
 
 NO_UPSTREAMS = (
     "no upstreams configured: /proxy/ answers 404 for every ad server until [serve.upstreams] "
@@ -83,7 +84,9 @@ async def serve(cfg: Config) -> int:
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace / 2)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, cfg.serve.host, cfg.serve.port, backlog=1024)
+        site = GuardedSite(
+            runner, sidecar.connections, cfg.serve.host, cfg.serve.port, backlog=1024
+        )
         await site.start()
     except OSError as e:
         await runner.cleanup()

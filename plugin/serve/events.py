@@ -18,6 +18,7 @@ import heapq
 import itertools
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,14 @@ SendBatch = Callable[[Identity, Sequence[Event]], Awaitable[Any]]
 _FINAL = frozenset({"http_4xx", "auth"})
 # The API answered 2xx with a body we could not read: the events were delivered.
 _DELIVERED = frozenset({"decode"})
+# Why accepted events were lost during shutdown, as the shutdown line says it.
+_LOSSES = {
+    "grace": "{n} still queued or being sent when the {timeout_s:.1f} s left for the queue ran out",
+    "retrying": "{n} waiting to retry after failed tries when the time ran out",
+    "exhausted": "{n} failed all {attempts} tries",
+    "rejected": "{n} refused by the CCS API (4xx)",
+    "bug": "{n} failed with an unexpected error",
+}
 
 
 class _User:
@@ -78,7 +87,9 @@ class EventQueue:
         self._idle.set()
         self._closing = asyncio.Event()
         self._deadline: float | None = None
-        self._cut_off = 0
+        self._lost: Counter[str] = Counter()
+        """Accepted events lost once closing began, by cause (see `_LOSSES`)."""
+        self._last_error: dict[str, str] = {}
         self._warn = RateLimitedLog(log)
         m = metrics
         self._queued = m.events.labels("queued")
@@ -126,27 +137,49 @@ class EventQueue:
         return True
 
     async def close(self, timeout_s: float) -> int:
-        """Stops accepting, delivers what it can within `timeout_s`; returns events dropped."""
+        """Stops accepting, delivers what it can within `timeout_s`; returns events lost.
+
+        Whenever accepted events are lost from the moment closing begins, for whatever reason
+        (time ran out, the CCS API failed or refused them, its breaker stayed open), one line
+        says how many and why; it is not rate-limited. Also when `close` itself is cancelled.
+        """
+        timeout_s = max(0.0, timeout_s)
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + max(0.0, timeout_s)
+        self._deadline = loop.time() + timeout_s
         self._closing.set()
-        if self._depth and self._workers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, timeout_s))
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        left = self._depth
-        if left:
-            self._drop(left, "shutdown")
-            self._users.clear()
-            self._depth = 0
-            self._gauge.set(0)
-        lost = left + self._cut_off
-        if lost:
-            log.warning("shutdown: %d accepted events could not be delivered in time", lost)
+        try:
+            if self._depth and self._workers:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
+        finally:
+            for task in self._workers:
+                task.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers = []
+            left = self._depth
+            if left:
+                self._drop(left, "shutdown", "grace")
+                self._users.clear()
+                self._depth = 0
+                self._gauge.set(0)
+            lost = sum(self._lost.values())
+            if lost:
+                log.warning(
+                    "shutdown: %d accepted events were not delivered to the CCS API: %s",
+                    lost,
+                    self._losses(timeout_s),
+                )
         return lost
+
+    def _losses(self, timeout_s: float) -> str:
+        parts = []
+        for cause, text in _LOSSES.items():
+            n = self._lost.get(cause, 0)
+            if n:
+                why = text.format(n=n, attempts=self._max_attempts, timeout_s=timeout_s)
+                error = self._last_error.get(cause)
+                parts.append(f"{why} (last error: {error})" if error else why)
+        return "; ".join(parts)
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -167,8 +200,7 @@ class EventQueue:
             try:
                 await self._deliver(user.identity, batch)
             except asyncio.CancelledError:
-                self._drop(len(batch), "shutdown")
-                self._cut_off += len(batch)
+                self._drop(len(batch), "shutdown", "grace")
                 raise
             finally:
                 user.busy = False
@@ -190,17 +222,20 @@ class EventQueue:
                 if e.kind in _DELIVERED:
                     break
                 if e.kind in _FINAL:
-                    self._drop(n, "rejected")
+                    self._drop(n, "rejected", "rejected", str(e))
                     self._warn.warning(f"events:{e.kind}", "events refused by the CCS API: %s", e)
                     return
-                if attempt == self._max_attempts or not await self._pause(attempt, e):
-                    self._drop(n, "exhausted")
+                if attempt == self._max_attempts:
+                    self._drop(n, "exhausted", "exhausted", str(e))
                     self._warn.warning("events:exhausted", "events dropped after retries: %s", e)
+                    return
+                if not await self._pause(attempt, e):
+                    self._drop(n, "exhausted", "retrying", str(e))
                     return
                 self._retried.inc(n)
                 continue
             except Exception as e:
-                self._drop(n, "rejected")
+                self._drop(n, "rejected", "bug", type(e).__name__)
                 self._warn.warning("events:bug", "event delivery failed: %s", type(e).__name__)
                 log.debug("event delivery failed", exc_info=True)
                 return
@@ -229,9 +264,15 @@ class EventQueue:
         await asyncio.sleep(max(0.0, min(until - now, left / 2)))
         return True
 
-    def _drop(self, n: int, reason: str) -> None:
+    def _drop(self, n: int, reason: str, cause: str | None = None, error: str = "") -> None:
+        """Counts `n` events dropped for metric `reason`; `cause` (a key of `_LOSSES`) when
+        they had been accepted, `error` the last error that made them go."""
         self._dropped.inc(n)
         self._drop_reason.labels(reason).inc(n)
+        if cause is not None and self._closing.is_set():
+            self._lost[cause] += n
+            if error:
+                self._last_error[cause] = error
 
 
 def _seconds(value: str) -> float:

@@ -49,10 +49,12 @@ class Gate:
 
 
 def handler_args(cfg: ServeConfig) -> dict[str, Any]:
-    """Parser limits for aiohttp's request handler (given to `web.Application(handler_args=)`)."""
+    """Parser limits and the idle keep-alive timeout for aiohttp's request handler (given to
+    `web.Application(handler_args=)`)."""
     return {
         "max_line_size": max(8190, cfg.max_url_length * PARSER_SLACK),
         "max_field_size": max(8190, cfg.max_header_bytes * PARSER_SLACK),
+        "keepalive_timeout": cfg.keepalive_timeout_s,
     }
 
 

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from plugin.metrics import LATENCY_BUCKETS
 
 EVENT_STATES = ("queued", "sent", "retried", "dropped", "unconsented")
+CLOSE_REASONS = ("header_timeout", "max_connections", "malformed")
 
 
 class ServeMetrics:
@@ -62,5 +63,26 @@ class ServeMetrics:
             ["route"],
             registry=r,
         )
+        self.connections_closed = Counter(
+            "cohortkv_http_connections_closed_total",
+            "Client connections the sidecar closed or refused itself, by reason: header_timeout"
+            " (request head not complete within serve.header_timeout_s), max_connections"
+            " (refused at accept, serve.max_connections open), malformed (HTTP the parser"
+            " rejects, answered 400).",
+            ["reason"],
+            registry=r,
+        )
+        self.connections = Gauge(
+            "cohortkv_http_connections",
+            "Client connections open now.",
+            registry=r,
+        )
+        self.connections_max = Gauge(
+            "cohortkv_http_connections_max",
+            "The effective serve.max_connections (0 in the file: half the open-file limit).",
+            registry=r,
+        )
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)
         for state in EVENT_STATES:
             self.events.labels(state)

@@ -49,6 +49,7 @@ from plugin.serve.errors import json_error
 from plugin.serve.health import ErrorWindow
 from plugin.serve.limits import REQUEST_ID, REQUEST_ID_HEADER, Gate
 from plugin.serve.metrics import ServeMetrics
+from plugin.serve.validate import too_deep
 
 log = logging.getLogger("cohortkv.serve.proxy")
 
@@ -369,9 +370,10 @@ class Proxy:
         consent or identity. A header that is not a JSON object is counted and ignored."""
         props: dict[str, Any] = {}
         if header:
+            raw = header.encode()
             try:
-                doc = _decode_json(header.encode())
-            except msgspec.DecodeError:
+                doc = None if too_deep(raw) else _decode_json(raw)
+            except (msgspec.DecodeError, RecursionError):
                 doc = None
             if isinstance(doc, dict):
                 props.update(doc)
