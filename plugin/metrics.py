@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from cachetools import TTLCache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 1 ms to 2.5 s, with a bound at the default 300 ms budget so `le="0.3"` reads it exactly.
@@ -108,17 +109,49 @@ class Metrics:
         )
 
 
-class RateLimitedLog:
-    """Logs a given kind of problem at most once per interval: garbage is counted, not echoed."""
+class _Held(TTLCache[str, list[int]]):
+    """Kinds logged this interval, each with a count of the lines held back; the counts of
+    intervals that end are kept for the kind's next line."""
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
+        super().__init__(maxsize, ttl, timer=timer)
+        self.ended: dict[str, int] = {}
+
+    def expire(self, time: float | None = None) -> list[tuple[str, list[int]]]:
+        expired = list(super().expire(time))
+        for kind, (count,) in expired:
+            if count and len(self.ended) < self.maxsize:
+                self.ended[kind] = count
+        return expired
+
+
+class RateLimitedLog:
+    """Logs a given kind of problem at most once per interval: garbage is counted, not echoed.
+
+    Kinds can carry names from outside (a property name, an upstream), so the memory of which
+    kinds were logged is a bounded TTL cache: a flood of distinct kinds costs at most
+    `max_kinds` entries. The next line of a kind says how many were held back before it."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float = 60.0,
+        *,
+        max_kinds: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._logger = logger
-        self._interval = interval_s
-        self._last: dict[str, float] = {}
+        self._held = _Held(max_kinds, interval_s, clock)
 
     def warning(self, kind: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is None or now - last >= self._interval:
-            self._last[kind] = now
-            self._logger.warning(msg, *args)
+        held = self._held.get(kind)
+        if held is not None:
+            held[0] += 1  # in place: the interval runs from the line that was logged
+            return
+        self._held.expire()
+        suppressed = self._held.ended.pop(kind, 0)
+        if suppressed:
+            msg += " (%d more like it were not logged)"
+            args = (*args, suppressed)
+        self._logger.warning(msg, *args)
+        self._held[kind] = [0]
