@@ -1,4 +1,12 @@
-"""Ad platform adapters: read a Context out of an ad request, write key-values into it."""
+"""Ad platform adapters: read a Context out of an ad request, write key-values into it.
+
+The adapters use `plugin`'s shared vocabulary (AdRequest, Context, Identity); `plugin` is
+initialised first so that importing an adapter before `plugin` finds that vocabulary ready.
+"""
+
+import plugin as _plugin  # noqa: F401  (initialisation order, see above)
+
+# isort: split
 
 from adapters.adswizz import AdsWizzAdapter
 from adapters.base import Adapter, AdapterSettings, FailOpen, KeyValuesIn, UrlAdapter

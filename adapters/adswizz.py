@@ -128,7 +128,8 @@ class AdsWizzAdapter(UrlAdapter):
         aliases: list[Alias] = []
         ifa = device_id(p.get("aw_0_1st.ifa"))
         tag = device_tag(text(p.get("aw_0_1st.ifaType")))
-        if ifa is not None and tag is not None and reader.any_set(*_LMT_PARAMS) is not True:
+        lat = reader.any_set(*_LMT_PARAMS) is True
+        if ifa is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=ifa))
         listener = device_id(first(_LISTENER_PARAMS))
         if listener is not None:
@@ -153,6 +154,7 @@ class AdsWizzAdapter(UrlAdapter):
             identity=identity_of(aliases),
             consent=consent,
             content=Content(url=content_url, properties=mapped_properties(self.properties, p)),
+            limit_ad_tracking=lat,
         )
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:

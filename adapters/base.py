@@ -25,6 +25,9 @@ ErrorHook = Callable[[str, str, BaseException], None]
 `recognise`, `parse` or `apply`. The request still goes out; the hook counts and logs."""
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^\S+$")]
+PropertyName = Annotated[str, msgspec.Meta(pattern=r"^(\*|[A-Za-z0-9_\-]{1,64})$")]
+"""A play-event property, or `*` for "the rest of the parameter's name" (with a key that ends
+in `*`: `"_fw_content_*" = "*"`)."""
 KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
@@ -41,7 +44,7 @@ class AdapterSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     client_type: Name | None = None
     """`client.type` for events and the Contextual request, when this platform's traffic is
     of one kind (the host can also say it per request)."""
-    properties: dict[str, KeyName] | None = None
+    properties: dict[str, PropertyName] | None = None
     """Platform parameter → play-event property (a trailing `*` maps a whole prefix)."""
 
 

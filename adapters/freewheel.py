@@ -32,7 +32,6 @@ from typing import ClassVar
 
 from adapters.base import KeyValuesIn, UrlAdapter
 from adapters.params import (
-    DEVICE_ID_TAGS,
     SignalReader,
     decode,
     device_id,
@@ -48,7 +47,7 @@ from adapters.params import (
     url_path,
 )
 from plugin.context import Content, Context
-from plugin.identity import Alias
+from plugin.identity import DEVICE_ID_TAGS, Alias
 from plugin.request import KeyValues
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("freewheel",)
@@ -106,7 +105,8 @@ class FreeWheelAdapter(UrlAdapter):
         reader = SignalReader(kv, glob)
         aliases: list[Alias] = []
         did = text(get("_fw_did"))
-        if did is not None and reader.any_set("_fw_is_lat") is not True:
+        lat = reader.any_set("_fw_is_lat") is True
+        if did is not None and not lat:
             kind, sep, ident = did.partition(":")
             tag = device_tag(kind) if sep and kind.strip().lower() in DEVICE_ID_TAGS else None
             if tag is None:
@@ -142,6 +142,7 @@ class FreeWheelAdapter(UrlAdapter):
             content=Content(url=content_url, properties=props),
             view_id=text(get("vprn")),
             ssai_session_id=text(get("pvrn")),
+            limit_ad_tracking=lat,
         )
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:

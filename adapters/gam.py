@@ -140,7 +140,8 @@ class GamAdapter(UrlAdapter):
             aliases.append(Alias(tag="ppid", id=ppid))
         rdid = device_id(p.get("rdid"))
         tag = device_tag(text(p.get("idtype")))
-        if rdid is not None and tag is not None and reader.any_set("is_lat") is not True:
+        lat = reader.any_set("is_lat") is True
+        if rdid is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=rdid))
 
         consent = reader.signals(
@@ -170,6 +171,7 @@ class GamAdapter(UrlAdapter):
             consent=consent,
             content=content,
             view_id=text(p.get("scor")),
+            limit_ad_tracking=lat,
         )
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:

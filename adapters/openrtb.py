@@ -380,7 +380,10 @@ class OpenRtbAdapter(FailOpen):
         root: Any = _with_every_copy(request.body) if _suspicious(request.body, tree) else tree
 
         return Context(
-            identity=self._identity(root), consent=self._consent(root), content=self._content(root)
+            identity=self._identity(root),
+            consent=self._consent(root),
+            content=self._content(root),
+            limit_ad_tracking=SignalReader(_params(root, _LMT)).any_set(*_names(_LMT)) is True,
         )
 
     @staticmethod

@@ -14,31 +14,9 @@ from typing import TypeVar
 from urllib.parse import quote, unquote
 
 from plugin.context import ConsentSignals
-from plugin.identity import Alias, Identity
+from plugin.identity import DEVICE_ID_TAGS, Alias, Identity
 
 T = TypeVar("T")
-
-DEVICE_ID_TAGS: dict[str, str] = {
-    "idfa": "idfa",
-    "tvos": "idfa",
-    "adid": "aaid",
-    "aaid": "aaid",
-    "gaid": "aaid",
-    "google_advertising_id": "aaid",
-    "afai": "afai",
-    "fireos": "afai",
-    "amazon_advertising_id": "afai",
-    "rida": "rida",
-    "roku": "rida",
-    "roku_rida": "rida",
-    "tifa": "tifa",
-    "samsung_tifa": "tifa",
-    "msai": "msai",
-    "vida": "vida",
-    "lgudid": "lgudid",
-}
-"""Device id types as ad platforms name them (GAM `idtype`, FreeWheel `_fw_did` prefixes,
-AdsWizz `ifaType`) → the Permutive alias tag they are sent under."""
 
 NOT_A_USER_ID_TYPES = frozenset(("sessionid",))
 """IAB `ifa_type` values whose ids name a session, not a person: never used as identity."""

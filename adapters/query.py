@@ -212,7 +212,8 @@ class QueryAdapter(UrlAdapter):
         aliases: list[Alias] = []
         ifa = device_id(first(self.device_id))
         tag = device_tag(text(first(self.device_id_type)))
-        if ifa is not None and tag is not None and not reader.any_set(*self.limit_ad_tracking):
+        lat = reader.any_set(*self.limit_ad_tracking) is True
+        if ifa is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=ifa))
         for param, alias_tag in self.aliases.items():
             ident = device_id(p.get(param))
@@ -234,6 +235,7 @@ class QueryAdapter(UrlAdapter):
                 url=content_url(first(self.content_url)),
                 properties=mapped_properties(self.properties, p),
             ),
+            limit_ad_tracking=lat,
         )
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:

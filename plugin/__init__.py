@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from plugin.config import Config, ConfigError, load_config
 from plugin.context import ConsentSignals, Content, Context
+from plugin.enricher import Enricher
+from plugin.errors import CohortkvError, RequestError
 from plugin.identity import Alias, Identity, IdentityError, email_sha256, generate_permutive_id
+from plugin.request import AdRequest
+from plugin.result import EnrichResult, SignalResult
 from plugin.version import __version__
 
-if TYPE_CHECKING:
-    from plugin.enricher import Enricher, EnrichResult, SignalResult
-
 __all__ = [
+    "AdRequest",
     "Alias",
+    "CohortkvError",
     "Config",
     "ConfigError",
     "ConsentSignals",
@@ -23,19 +24,10 @@ __all__ = [
     "Enricher",
     "Identity",
     "IdentityError",
+    "RequestError",
     "SignalResult",
     "__version__",
     "email_sha256",
     "generate_permutive_id",
     "load_config",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The enricher imports the adapters, which import plugin.context: load it lazily so that
-    # `import adapters.gam` first does not form an import cycle.
-    if name in ("Enricher", "EnrichResult", "SignalResult"):
-        from plugin import enricher
-
-        return getattr(enricher, name)
-    raise AttributeError(name)

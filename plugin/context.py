@@ -55,6 +55,9 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
     session_id: str | None = None
     view_id: str | None = None
     ssai_session_id: str | None = None
+    limit_ad_tracking: bool = False
+    """The ad request flags limit-ad-tracking (`is_lat=1`, `device.lmt=1`, ...): no advertising
+    id is used as identity, whoever supplies it."""
 
     def overlaid(self, explicit: Context | None) -> Context:
         """This (parsed) context with every field the host set explicitly taking precedence,
@@ -62,6 +65,10 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
         them (`plugin.consent.decide`), so that nothing can upgrade a denial."""
         if explicit is None:
             return self
+        lat = self.limit_ad_tracking or explicit.limit_ad_tracking
+        identity = explicit.identity or self.identity
+        if lat and identity is not None:
+            identity = identity.without_advertising_ids()
         content = Content(
             url=explicit.content.url or self.content.url,
             properties={**self.content.properties, **explicit.content.properties},
@@ -71,10 +78,11 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
             client_type=explicit.content.client_type or self.content.client_type,
         )
         return Context(
-            identity=explicit.identity or self.identity,
+            identity=identity,
             consent=self.consent,
             content=content,
             session_id=explicit.session_id or self.session_id,
             view_id=explicit.view_id or self.view_id,
             ssai_session_id=explicit.ssai_session_id or self.ssai_session_id,
+            limit_ad_tracking=lat,
         )

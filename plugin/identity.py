@@ -9,6 +9,31 @@ import msgspec
 
 from plugin.errors import CohortkvError
 
+DEVICE_ID_TAGS: dict[str, str] = {
+    "idfa": "idfa",
+    "tvos": "idfa",
+    "adid": "aaid",
+    "aaid": "aaid",
+    "gaid": "aaid",
+    "google_advertising_id": "aaid",
+    "afai": "afai",
+    "fireos": "afai",
+    "amazon_advertising_id": "afai",
+    "rida": "rida",
+    "roku": "rida",
+    "roku_rida": "rida",
+    "tifa": "tifa",
+    "samsung_tifa": "tifa",
+    "msai": "msai",
+    "vida": "vida",
+    "lgudid": "lgudid",
+}
+"""Device id types as ad platforms name them (GAM `idtype`, FreeWheel `_fw_did` prefixes,
+AdsWizz `ifaType`) → the Permutive alias tag they are sent under."""
+
+ADVERTISING_ID_TAGS = frozenset(DEVICE_ID_TAGS.values())
+"""The alias tags of advertising (device) ids: never used when a request limits ad tracking."""
+
 
 class IdentityError(CohortkvError):
     """A person supplied an identity the CCS API would reject."""
@@ -53,6 +78,17 @@ class Identity(msgspec.Struct, omit_defaults=True, frozen=True):
                         f"{where}.priority", "a priority no other alias has", a.priority
                     )
                 seen.add(a.priority)
+        return self
+
+    def without_advertising_ids(self) -> Identity | None:
+        """This identity without device advertising ids (limit-ad-tracking); None if nothing
+        else is left."""
+        if self.alias is not None and self.alias.tag in ADVERTISING_ID_TAGS:
+            return None
+        if self.aliases is not None:
+            kept = tuple(a for a in self.aliases if a.tag not in ADVERTISING_ID_TAGS)
+            if len(kept) != len(self.aliases):
+                return Identity(aliases=kept) if kept else None
         return self
 
     def cache_key(self) -> str:

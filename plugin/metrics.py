@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from cachetools import TTLCache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -109,6 +110,9 @@ class Metrics:
         )
 
 
+_OVERFLOW = "\x00overflow"
+
+
 class _Held(TTLCache[str, list[int]]):
     """Kinds logged this interval, each with a count of the lines held back; the counts of
     intervals that end are kept for the kind's next line."""
@@ -149,6 +153,13 @@ class RateLimitedLog:
             held[0] += 1  # in place: the interval runs from the line that was logged
             return
         self._held.expire()
+        if len(self._held) >= self._held.maxsize - 1:
+            # More kinds in one interval than it keeps: the rest share one line per interval.
+            kind = _OVERFLOW
+            held = self._held.get(kind)
+            if held is not None:
+                held[0] += 1
+                return
         suppressed = self._held.ended.pop(kind, 0)
         if suppressed:
             msg += " (%d more like it were not logged)"

@@ -114,3 +114,19 @@ def test_adapter_by_name() -> None:
     assert adapter_by_name(adapters, "adswizz") is adapters[2]
     with pytest.raises(CohortkvError, match=r"platform: expected one of: gam, freewheel.*'dfp'"):
         adapter_by_name(adapters, "dfp")
+
+
+def test_a_configured_property_mapping_may_map_a_whole_prefix() -> None:
+    cfg = config_from_dict(
+        {
+            "sandbox": True,
+            "adapters": {"freewheel": {"properties": {"caid": "video_id", "_fw_content_*": "*"}}},
+        }
+    )
+    fw = build_adapters(adapter_settings(cfg))[1]
+    ctx = fw.parse(AdRequest("https://x.v.fwmrm.net/ad/g/1?nw=1&caid=a1;_fw_content_genre=drama;"))
+    assert ctx.content.properties == {"video_id": "a1", "genre": "drama"}
+    with pytest.raises(ConfigError, match="properties"):
+        adapter_settings(
+            config_from_dict({"sandbox": True, "adapters": {"gam": {"properties": {"vid": "a b"}}}})
+        )

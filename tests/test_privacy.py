@@ -22,6 +22,7 @@ from plugin.logs import configure_logging
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
 
+USER = "2008c38f-dece-4570-976d-87593ed001c3"
 VECTORS = {
     v["name"]: v
     for v in json.loads(
@@ -161,6 +162,46 @@ async def test_a_limit_ad_tracking_device_id_is_never_used_as_identity(
             assert fake.calls["ccs"] == 1
             sent = fake.bodies["ccs"][0]["body"]
             assert IDFA in json.dumps(sent)
+
+
+@pytest.mark.parametrize("case", ["gam", "freewheel", "adswizz"])
+async def test_a_limit_ad_tracking_request_drops_advertising_ids_from_every_source(
+    fake: FakePermutive, case: str
+) -> None:
+    """The host (library argument, reserved parameter, header) cannot bring back the device id
+    the request flagged; a Permutive user id or a first-party alias is no advertising id."""
+    flagged, _ = LAT_REQUESTS[case]
+    device = Context(identity=Identity(alias=Alias(tag="idfa", id=IDFA)))
+    first_party = Identity(
+        aliases=(
+            Alias(tag="idfa", id=IDFA, priority=0),
+            Alias(tag="email_sha256", id="e", priority=1),
+        )
+    )
+    async with Enricher(config(fake)) as e:
+        r = await e.enrich(flagged, device)
+        assert (r.behavioral.source, r.behavioral.reason) == ("none", "no_identity")
+        assert fake.calls["ccs"] == 0
+        await e.enrich(flagged, Context(identity=first_party))
+        await e.enrich(flagged, Context(identity=Identity(user_id=USER)))
+    sent = [c["body"] for c in fake.bodies["ccs"]]
+    assert len(sent) == 2 and IDFA not in json.dumps(sent)
+    assert sent[0]["aliases"] == [{"tag": "email_sha256", "id": "e", "priority": 1}]
+    assert sent[1]["user_id"] == USER
+
+
+async def test_sidecar_alias_cannot_bring_back_a_limit_ad_tracking_device_id(
+    fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    async with running(sidecar_config(fake, ads)) as side:
+        tail = "/gampad/ads?iu=/1/ctv&description_url=https%3A%2F%2Fpub.example%2Fv%2F1&is_lat=1"
+        resp = await side.client.get(f"/proxy/gam{tail}&cohortkv_alias=idfa%3A{IDFA}")
+        assert resp.status == 200
+        resp = await side.client.get(
+            f"/proxy/gam{tail}", headers={"X-Cohortkv-Alias": f"tifa:{IDFA}"}
+        )
+        assert resp.status == 200
+    assert fake.calls["ccs"] == 0
 
 
 async def test_sidecar_reserved_parameter_and_header_cannot_grant_over_the_request(
