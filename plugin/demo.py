@@ -24,6 +24,7 @@ from urllib.parse import quote
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from plugin.cli_args import positive_int
 from plugin.config import Config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
@@ -639,23 +640,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget-ms",
-        type=_positive_int,
+        type=positive_int("--budget-ms"),
         default=300,
         metavar="N",
         help="latency budget per ad request (default: 300)",
     )
     parser.add_argument("--no-color", action="store_true", help="plain output, no ANSI colour")
     parser.set_defaults(run=run)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 async def run(args: argparse.Namespace) -> int:
