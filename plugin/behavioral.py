@@ -1,10 +1,12 @@
 """The behavioral signal: a consented user's cohorts from the CCS API, one play event per view.
 
 The first ad request of a view sends the view's play event and waits for its answer (within the
-deadline); the view's later ad breaks reuse that answer, or wait on the same call, and never
-send it again. A call that fails or misses the deadline falls back to the user's last good
-answer (local cache, then the shared one); a late answer still refreshes the cache. Without
-content there is no play event to send: the signal is then cache-only (`no_content`).
+deadline); the view's later ad breaks reuse that answer (`cache`, reason `view_reuse`), and the
+other requests of the same break wait on the same call (`live`, `view_reuse`, when it answers
+in time); none sends it again. A call that fails or misses the deadline falls back to the
+user's last good answer (local cache, then the shared one); a late answer still refreshes the
+cache. Without content there is no play event to send: the signal is then cache-only
+(`no_content`).
 
 With `[behavioral] wait = "if_uncached"`, a view's first break whose user has a cached answer
 uses it at once; the play event still goes out and its answer serves the later breaks.
@@ -98,8 +100,10 @@ class BehavioralSignal:
                 return ready("cache", view.answer, "view_reuse")
             flight = view.flight
             if flight is not None and not flight.done():
+                # The view's play-event call is still running (another platform's request of
+                # the same ad break): its answer, if in time, is live and shared.
                 return Pending(
-                    call=flight, source="cache", reason="view_reuse", fallback=self._local(key)
+                    call=flight, source="live", reason="view_reuse", fallback=self._local(key)
                 )
             return self._cache_only(key, cached, "view_reuse")
         event = play()

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from adapters.registry import KNOWN_ADAPTERS, supported_shapes
-from plugin.cli_args import DefaultsHelpFormatter, base_url, listen_error
+from plugin.cli_args import DefaultsHelpFormatter, base_url, listen_error, positive_int
 from plugin.config import Config, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--budget-ms",
-        type=_positive_int("--budget-ms"),
+        type=positive_int("--budget-ms"),
         metavar="N",
         help="deadline for the cohorts, in milliseconds; the ad request never waits longer"
         f" (default: budget_ms from the config, {defaults.budget_ms})",
@@ -158,22 +158,6 @@ def _register_extra(sub: Any, name: str, module: str, help_text: str) -> None:
         raise
     p = sub.add_parser(name, help=help_text, formatter_class=DefaultsHelpFormatter)
     mod.configure(p)
-
-
-def _positive_int(flag: str) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a positive integer, got {value!r}"
-            ) from None
-        if n <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-        return n
-
-    parse.__name__ = flag
-    return parse
 
 
 def port_type(flag: str) -> Callable[[str], int]:

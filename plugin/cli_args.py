@@ -59,6 +59,22 @@ def base_url(flag: str, example: str) -> Callable[[str], str]:
     return parse
 
 
+def positive_int(flag: str) -> Callable[[str], int]:
+    """An argparse `type` for a count or a duration in whole units: an integer above 0."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+        return n
+
+    parse.__name__ = flag
+    return parse
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Adds `(default: X)` to an option's help when it has a default worth showing (not None
     or False, and not already said in the help text)."""

@@ -4,8 +4,10 @@ One process runs the sandbox of the Permutive APIs and an enricher against it, t
 scripted CTV scenario: a consented viewer watches two football videos (play events go out with
 each view's first ad request, completion events through `Enricher.track`), an unconsented viewer
 watches the news. Every ad break is requested from GAM, FreeWheel and AdsWizz at once, and the
-demo prints each original and enriched ad request, where each signal came from and how long it
-took, then a summary read from the enricher's Prometheus registry. No API key, no network.
+demo prints one row per ad request (consent, where each signal came from and why, how long it
+took), the cohorts written and the parameter that changed (`--verbose`: the full URLs), then a
+summary read from the enricher's Prometheus registry and a legend. Everything fits 100 columns
+(`plugin.demo_report`). No API key, no network.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,11 +26,23 @@ from urllib.parse import quote
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from adapters.base import Adapter
+from adapters.registry import adapter_by_name
+from plugin.cli_args import positive_int
 from plugin.config import Config
 from plugin.context import ConsentSignals, Content, Context
+from plugin.demo_report import (
+    DETAIL_INDENT,
+    REASON_TEXT,
+    SOURCE_TEXT,
+    Break,
+    Report,
+    Request,
+    signal_cell,
+)
 from plugin.identity import Alias, Identity
-from plugin.result import EnrichResult, Source
-from plugin.term import Color, Style, UrlChange, table, wants_color
+from plugin.result import EnrichResult
+from plugin.term import wants_color
 from plugin.wire import Event
 
 if TYPE_CHECKING:
@@ -45,13 +59,6 @@ TC_PURPOSE1_DENIED = "CP60aCAP60aCAAKACBENAwEAAH_gAAAAAAYgC0wAQC0gAAAA.IAAA"
 
 SLOW_CCS_MIN_S = 0.5
 """The sandbox delay for the slow-API ad break (at least; always beyond the budget)."""
-
-_SOURCE_COLORS: dict[str, Color] = {
-    "live": "green",
-    "cache": "yellow",
-    "skipped": "magenta",
-    "none": "dim",
-}
 
 
 class Video(msgspec.Struct, frozen=True):
@@ -210,23 +217,6 @@ def histogram_quantile(
 # --- the walk-through --------------------------------------------------------------------------
 
 
-class _Out:
-    def __init__(self, stream: IO[str], style: Style) -> None:
-        self.stream = stream
-        self.s = style
-
-    def __call__(self, text: str = "") -> None:
-        self.stream.write(text + "\n")
-
-    def heading(self, text: str) -> None:
-        self()
-        self(self.s(f"== {text} ", "bold") + self.s("=" * max(3, 76 - len(text)), "dim"))
-
-    def rows(self, rows: Sequence[Sequence[str]], indent: str = "  ") -> None:
-        for line in table(rows, indent=indent):
-            self(line)
-
-
 class Demo:
     """One scripted run; `run()` returns the exit status."""
 
@@ -240,15 +230,20 @@ class Demo:
         platforms: Sequence[str] = PLATFORMS,
         budget_ms: int = 300,
         color: bool = False,
+        verbose: bool = False,
     ) -> None:
-        self.out = _Out(stream, Style(color))
+        self.out = Report(stream, color=color, verbose=verbose)
         self.s = self.out.s
         self.platforms = tuple(platforms)
         self.budget_ms = budget_ms
+        self.verbose = verbose
         self.registry = CollectorRegistry()
         self._correlator = 7_000_000
         self._seen: dict[str, set[str]] = {}
         self._codes: dict[str, None] = {}
+        self._reasons: dict[str, None] = {}
+        self._since = ""
+        """What refreshed the viewer's cached answer since the last ad break, if anything."""
         self._slowest_ms = 0.0
         self._unconsented_ccs_calls = 0
 
@@ -271,6 +266,7 @@ class Demo:
                 await self._unconsented_viewer()
                 self._summary()
                 self._legend()
+                self._cohorts()
         finally:
             await self.sandbox.close()
         return 0
@@ -280,33 +276,29 @@ class Demo:
     def _intro(self, config: Config) -> None:
         o, s = self.out, self.s
         o(s("cohortkv demo", "bold") + ": Permutive cohorts in CTV ad requests, end to end")
-        o.rows(
+        servers = ", ".join(PLATFORM_LABELS[p] for p in self.platforms)
+        if len(self.platforms) > 1:
+            servers += ": each ad break is requested from all of them at once"
+        urls = "full URLs, before and after" if self.verbose else "--verbose: full URLs"
+        o.wrapped(
             [
-                [
+                (
                     "sandbox",
-                    f"{self.sandbox.base_url}  CCS + Contextual APIs in this process "
-                    "(shipped workspace; no API key, no network)",
-                ],
-                [
+                    f"{self.sandbox.base_url}, the CCS and Contextual APIs in this process "
+                    "(no API key, no network)",
+                ),
+                (
                     "budget",
                     f"{config.budget_ms} ms per ad request; behavioral and contextual cohorts "
                     f'merged under "{config.keys.behavioral}"',
-                ],
-                [
-                    "ad servers",
-                    ", ".join(PLATFORM_LABELS[p] for p in self.platforms)
-                    + (
-                        ": each ad break is requested from all of them at once"
-                        if len(self.platforms) > 1
-                        else ""
-                    ),
-                ],
-                [
-                    "sources",
-                    f"{self._src('live')} answered in time, {self._src('cache')} last good "
-                    f"answer or the view's answer, {self._src('skipped')} not asked (no "
-                    f"consent), {self._src('none')} nothing to use",
-                ],
+                ),
+                ("ad servers", servers),
+                (
+                    "each row",
+                    "one ad request: consent, where each signal's cohorts came from and why "
+                    f"(source reason), time; under it what was written ({urls}). Legend at "
+                    "the end.",
+                ),
             ]
         )
 
@@ -317,12 +309,11 @@ class Demo:
 
         view = str(uuid.uuid4())
         self._view_heading(1, FOOTBALL_1, view)
-        shared = (
-            "; the other ad servers' requests share its answer" if len(self.platforms) > 1 else ""
-        )
+        first = PLATFORM_LABELS[self.platforms[0]]
+        shared = "; the others share its answer" if len(self.platforms) > 1 else ""
         await self._ad_break(
             viewer, FOOTBALL_1, PREROLL, session, view,
-            f"the view's play event (Videoview) goes out once, with the first ad request{shared}",
+            f"play event with {first}'s request{shared}",
         )  # fmt: skip
         await self._ad_break(
             viewer, FOOTBALL_1, MIDROLL, session, view,
@@ -337,8 +328,8 @@ class Demo:
         try:
             await self._ad_break(
                 viewer, FOOTBALL_2, PREROLL, session, view,
-                f"the CCS API is slow now: it answers after {delay * 1000:.0f} ms, the budget "
-                f"is {self.budget_ms} ms",
+                f"the CCS API is slow now: {delay * 1000:.0f} ms, the budget is "
+                f"{self.budget_ms} ms",
             )  # fmt: skip
         finally:
             self.sandbox.delays["ccs"] = 0.0
@@ -359,16 +350,18 @@ class Demo:
         self._view_heading(3, NEWS, view)
         await self._ad_break(
             viewer, NEWS, PREROLL, session, view,
-            "consent denied: no CCS call at all; contextual cohorts still flow",
+            "no consent: no CCS call at all; contextual cohorts still flow",
         )  # fmt: skip
-        await self._ad_break(viewer, NEWS, MIDROLL, session, view, "same view")
+        await self._ad_break(
+            viewer, NEWS, MIDROLL, session, view, "same view: still no CCS call"
+        )  # fmt: skip
         await self._completion(viewer, NEWS, session, view, spent=1200, watched=0.66)
         ccs = self._unconsented_ccs_calls = self.sandbox.calls["ccs"] - ccs_before
         ctx = self.sandbox.calls["ctx"] - ctx_before
         self.out()
         self.out(
-            f"  CCS calls for this viewer: {self.s(str(ccs), 'bold')} "
-            f"(Contextual calls: {ctx}) - fail closed for the user's data, open for the ad"
+            f"  CCS calls for this viewer: {self.s(str(ccs), 'bold')} (Contextual: {ctx}): "
+            "fail closed for the user's data, open for the ad"
         )
 
     # -- pieces -----------------------------------------------------------------------------
@@ -379,20 +372,18 @@ class Demo:
         decision = decide(viewer.consent, self.enricher.config.consent)
         verdict = "allowed" if decision.allowed else "denied"
         self.out.heading(f"Viewer {n}: {viewer.label}")
-        self.out.rows(
+        self.out.wrapped(
             [
-                [
+                (
                     "identity",
-                    f"{viewer.device_tag}:{viewer.device_id}  (device id, read from each ad "
-                    "request: rdid+idtype, _fw_did, aw_0_1st.ifa)",
-                ],
-                [
+                    f"{viewer.device_tag}:{viewer.device_id} (rdid+idtype, _fw_did, aw_0_1st.ifa)",
+                ),
+                (
                     "consent",
-                    f"TCF v2 string in gdpr_consent / _fw_gdpr_consent / aw_0_req.userConsentV2"
-                    f" -> {self.s(verdict, 'green' if decision.allowed else 'magenta')} "
-                    f"({decision.reason})",
-                ],
-                ["session", session],
+                    f"{verdict} ({decision.reason}), the TCF v2 string in gdpr_consent, "
+                    "_fw_gdpr_consent, aw_0_req.userConsentV2",
+                ),
+                ("session", session),
             ]
         )
 
@@ -404,7 +395,8 @@ class Demo:
             + f'  "{video.title}"  {video.video_id}, {video.duration_seconds} s, '
             + "/".join(video.categories)
         )
-        o(f"          {video.url}  (view {view})")
+        ids = f"  view {view}" if self.verbose else ""
+        o(f"          {video.url}{ids}", fit=not self.verbose)
 
     def _context(self, video: Video, session: str, view: str) -> Context:
         # What the player or stitcher knows beyond the URL: the view, the session and the
@@ -418,69 +410,40 @@ class Demo:
     async def _ad_break(
         self, viewer: Viewer, video: Video, slot: Slot, session: str, view: str, note: str
     ) -> None:
-        o, s = self.out, self.s
         self._correlator += 1
         urls = {p: ad_request(p, viewer, video, slot, self._correlator) for p in self.platforms}
-        calls_before = Counter(self.sandbox.calls)
+        before = Counter(self.sandbox.calls)
         ctx = self._context(video, session, view)
         results: list[EnrichResult] = list(
             await asyncio.gather(
                 *(self.enricher.enrich(urls[p], ctx, platform=p) for p in self.platforms)
             )
         )
-        ccs = self.sandbox.calls["ccs"] - calls_before["ccs"]
-        ctxc = self.sandbox.calls["ctx"] - calls_before["ctx"]
-
-        label = "pre-roll" if slot is PREROLL else "mid-roll"
-        o()
-        o(f"    {s(label, 'bold', 'cyan')}  {note}")
-        rows = [["platform", "consent", "behavioral", "contextual", "time", "key-values"]]
-        rows[0] = [s(h, "dim") for h in rows[0]]
-        for p, r in zip(self.platforms, results, strict=True):
-            rows.append(
-                [
-                    PLATFORM_LABELS[p],
-                    s("allowed", "green") if r.consent.allowed else s("denied", "magenta"),
-                    self._src(r.behavioral.source),
-                    self._src(r.contextual.source),
-                    f"{r.elapsed_ms:.1f} ms",
-                    _keyvalues(r.keyvalues) or s("(none)", "dim"),
-                ]
-            )
-        o.rows(rows, indent="      ")
-        slowest = max(r.elapsed_ms for r in results)
-        self._slowest_ms = max(self._slowest_ms, slowest)
-        o(
-            f"      sandbox calls in this break: CCS +{ccs}, Contextual +{ctxc}; "
-            f"slowest ad request {slowest:.1f} ms (budget {self.budget_ms} ms)"
+        calls = self.sandbox.calls
+        requests = [
+            Request(PLATFORM_LABELS[p], urls[p], r)
+            for p, r in zip(self.platforms, results, strict=True)
+        ]
+        self.out()
+        self.out.ad_break(
+            Break(
+                "pre-roll" if slot is PREROLL else "mid-roll",
+                note,
+                requests,
+                f"CCS +{calls['ccs'] - before['ccs']}, Contextual +{calls['ctx'] - before['ctx']}",
+            ),
+            header=slot is PREROLL,
         )
-        gained = self._gained(viewer, results)
-        if gained:
-            o(f"      behavioral cohorts gained: {s(', '.join(gained), 'green')}")
-        lines: list[list[str]] = []
-        for p, r in zip(self.platforms, results, strict=True):
-            lines.extend(self._urls(PLATFORM_LABELS[p], urls[p], r))
-        o.rows(lines, indent="      ")
+        self._slowest_ms = max(self._slowest_ms, *(r.elapsed_ms for r in results))
+        for r in results:
+            self._reasons.update(dict.fromkeys((r.behavioral.reason, r.contextual.reason)))
+        since = f" ({self._since})" if self._since else ""
+        for code, name in self._gained(viewer, results):
+            self.out(f"{DETAIL_INDENT}{self.s('gained', 'green')} {code} {name}{since}")
+        self._since = ""
 
-    def _urls(self, label: str, original: str, r: EnrichResult) -> list[list[str]]:
-        """Rows `platform | what | URL`: the original, the enriched (changed part painted) and
-        the changed parameter before and after."""
-        s = self.s
-        change = UrlChange(original, r.url)
-        lines = [[label, s("original", "dim"), original]]
-        if change.changed:
-            lines.append(["", s("enriched", "dim"), change.highlighted(s, "green", "bold")])
-            if change.param_before:
-                lines.append(["", s("changed", "dim"), s("- " + change.param_before, "red")])
-                lines.append(["", "", s("+ " + change.param_after, "green")])
-            else:
-                lines.append(["", s("changed", "dim"), s("+ " + change.param_after, "green")])
-        else:
-            note = s("(unchanged: no cohorts for this platform)", "dim")
-            lines.append(["", s("enriched", "dim"), note])
-        return lines
-
-    def _gained(self, viewer: Viewer, results: Sequence[EnrichResult]) -> list[str]:
+    def _gained(self, viewer: Viewer, results: Sequence[EnrichResult]) -> list[tuple[str, str]]:
+        """Behavioral cohorts this viewer's requests carry now and did not before."""
         now: set[str] = set()
         for r in results:
             now.update(r.behavioral.cohorts)
@@ -490,7 +453,7 @@ class Demo:
         self._seen[viewer.device_id] = (before or set()) | now
         if before is None:
             return []
-        return [f"{c} {self._cohort_name(c)}".rstrip() for c in sorted(now - before)]
+        return [(c, self._cohort_info(c)[1]) for c in sorted(now - before)]
 
     async def _completion(
         self, viewer: Viewer, video: Video, session: str, view: str, *, spent: int, watched: float
@@ -511,12 +474,13 @@ class Demo:
             [event], identity=viewer.identity, consent=viewer.consent
         )
         ccs = self.sandbox.calls["ccs"] - before
-        why = "" if delivered else " - no consent: nothing sent"
+        if delivered:
+            self._since = "the completion event's answer"
+        sent = f"{delivered} sent" if delivered else "not sent, no consent"
         self.out()
         self.out(
-            f"    {self.s('completion', 'bold', 'cyan')}  VideoCompletion time_spent_seconds="
-            f"{spent} percentage_watched={watched} -> enricher.track: {delivered} event(s) "
-            f"delivered (CCS +{ccs}){why}"
+            f"    {self.s('completion', 'bold', 'cyan')}  VideoCompletion ({watched:.0%} "
+            f"watched) via enricher.track: {sent}  " + self.s(f"(CCS +{ccs})", "dim")
         )
 
     async def _late_answer(self) -> None:
@@ -529,12 +493,13 @@ class Demo:
                 return
             await asyncio.sleep(0.02)
         late = sample_sum(registry, "cohortkv_late_answers_total", api="ccs")
+        self._since = "the play event's late answer"
         self.out(
-            "      ...the late CCS answer arrived after the ad requests had gone out and "
-            f'refreshed the cache (cohortkv_late_answers_total{{api="ccs"}} = {late:.0f})'
+            f"    {self.s('late answer', 'bold', 'cyan')}  CCS answered after the requests went "
+            f"out; the answer is cached (late: {late:.0f})"
         )
 
-    # -- summary ----------------------------------------------------------------------------
+    # -- summary and legend -----------------------------------------------------------------
 
     def _summary(self) -> None:
         o, s, reg = self.out, self.s, self.registry
@@ -542,85 +507,113 @@ class Demo:
         rows = [[s(h, "dim") for h in ("upstream", "calls", "ok", "failed", "p50", "late")]]
         for api in ("ccs", "contextual"):
             count = "cohortkv_upstream_seconds_count"
-            calls = sample_sum(reg, count, api=api)
+            n = sample_sum(reg, count, api=api)
             ok = sample_sum(reg, count, api=api, outcome="ok")
             p50 = histogram_quantile(reg, "cohortkv_upstream_seconds", 0.5, api=api)
             rows.append(
                 [
                     api,
-                    f"{calls:.0f}",
+                    f"{n:.0f}",
                     f"{ok:.0f}",
-                    f"{calls - ok:.0f}",
+                    f"{n - ok:.0f}",
                     "-" if p50 is None else f"~{p50 * 1000:.1f} ms",
                     f"{sample_sum(reg, 'cohortkv_late_answers_total', api=api):.0f}",
                 ]
             )
         o.rows(rows)
         o()
+        o.wrapped(self._totals())
+
+    def _totals(self) -> list[tuple[str, str]]:
+        """Ad requests, where their signals came from and why, consent, the sandbox's calls."""
+        reg = self.registry
         enrich_n = sample_sum(reg, "cohortkv_enrich_seconds_count")
         p50 = histogram_quantile(reg, "cohortkv_enrich_seconds", 0.5)
         mix: dict[str, list[str]] = {}
         for labels, value in samples(reg, "cohortkv_signal_source_total"):
             if value:
-                mix.setdefault(labels["signal"], []).append(
-                    f"{self._src(labels['source'])} {value:.0f}"
-                )
+                cell = signal_cell(labels["source"], labels["reason"])
+                mix.setdefault(labels["signal"], []).append(f"{cell} {value:.0f}")
         consent = [
             f"{labels['decision']} ({labels['reason']}) {value:.0f}"
             for labels, value in samples(reg, "cohortkv_consent_decisions_total")
             if value
         ]
-        sandbox_calls = self.sandbox.calls
-        o.rows(
-            [
-                [
-                    "ad requests",
-                    f"{enrich_n:.0f} enriched, p50 ~{(p50 or 0) * 1000:.1f} ms, "
-                    f"slowest {self._slowest_ms:.1f} ms (budget {self.budget_ms} ms)",
-                ],
-                ["behavioral", ", ".join(mix.get("behavioral", [])) or "-"],
-                ["contextual", ", ".join(mix.get("contextual", [])) or "-"],
-                ["consent", ", ".join(consent) or "-"],
-                [
-                    "sandbox",
-                    f"CCS {sandbox_calls['ccs']} calls (the unconsented viewer's: "
-                    f"{self._unconsented_ccs_calls}), Contextual {sandbox_calls['ctx']} calls",
-                ],
-            ]
-        )
+        calls = self.sandbox.calls
+        return [
+            (
+                "ad requests",
+                f"{enrich_n:.0f} enriched, p50 ~{(p50 or 0) * 1000:.1f} ms, "
+                f"slowest {self._slowest_ms:.1f} ms (budget {self.budget_ms} ms)",
+            ),
+            ("behavioral", ", ".join(mix.get("behavioral", [])) or "-"),
+            ("contextual", ", ".join(mix.get("contextual", [])) or "-"),
+            ("consent", ", ".join(consent) or "-"),
+            (
+                "sandbox",
+                f"CCS {calls['ccs']} calls (the unconsented viewer's: "
+                f"{self._unconsented_ccs_calls}), Contextual {calls['ctx']} calls",
+            ),
+        ]
 
     def _legend(self) -> None:
+        reads = "; ".join(
+            f"{PLATFORM_LABELS[p]}: {', '.join(self._adapter(p).activation_platforms)}"
+            for p in self.platforms
+        )
+        rows = [("source", "; ".join(f"{k}: {v}" for k, v in SOURCE_TEXT.items()))]
+        rows += [(reason, REASON_TEXT.get(reason, "")) for reason in self._reasons]
+        rows += [
+            (
+                "platforms",
+                "why one answer gives each platform different cohorts: the workspace "
+                "activates each cohort for some platforms (the answer's activations), and a "
+                f"request gets only those of its own ({reads}): 'written for' below",
+            ),
+            (
+                "gained",
+                "why a cached answer can gain cohorts: a completion event (enricher.track) "
+                "is a CCS call too, and its answer, with the cohorts the completion earns, "
+                "replaces the cached one, as a late answer does; the next break has them",
+            ),
+        ]
+        self.out.heading("Legend")
+        self.out.wrapped(rows)
+
+    def _cohorts(self) -> None:
         if not self._codes:
             return
+        s = self.s
         self.out.heading("Cohorts seen (sandbox workspace)")
-        rows = [
-            [code, kind, name]
-            for code in sorted(self._codes)
-            for kind, name in [self._cohort_info(code)]
-        ]
+        rows = [[s(h, "dim") for h in ("code", "signal", "written for", "name")]]
+        for code in sorted(self._codes):
+            kind, name, activations = self._cohort_info(code)
+            rows.append([code, kind, self._written_for(activations), name])
         self.out.rows(rows)
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _src(self, source: Source | str) -> str:
-        return self.s(source, _SOURCE_COLORS.get(source, "dim"))
+    def _adapter(self, platform: str) -> Adapter:
+        return adapter_by_name(self.enricher.adapters, platform)
 
-    def _cohort_info(self, code: str) -> tuple[str, str]:
+    def _written_for(self, activations: Sequence[str]) -> str:
+        """The platforms shown whose adapters read one of these activation names."""
+        return " ".join(
+            PLATFORM_LABELS[p]
+            for p in self.platforms
+            if set(self._adapter(p).activation_platforms) & set(activations)
+        )
+
+    def _cohort_info(self, code: str) -> tuple[str, str, list[str]]:
+        """The cohort's signal, name and activations in the sandbox's workspace."""
         ws = self.sandbox.state.workspace
         for c in ws.cohorts:
             if c.code == code:
-                return "behavioral", c.name
+                return "behavioral", c.name, c.activations
         for cc in ws.contextual:
             if cc.code == code:
-                return "contextual", cc.name
-        return "", ""
-
-    def _cohort_name(self, code: str) -> str:
-        return self._cohort_info(code)[1]
-
-
-def _keyvalues(kv: Mapping[str, Sequence[str]]) -> str:
-    return " ".join(f"{k}={','.join(v)}" for k, v in kv.items())
+                return "contextual", cc.name, cc.activations
+        return "", "", []
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -629,7 +622,8 @@ def _keyvalues(kv: Mapping[str, Sequence[str]]) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Walk a scripted CTV scenario on the built-in sandbox: consented and unconsented "
-        "viewers, ad breaks enriched for GAM, FreeWheel and AdsWizz, a slow API, metrics."
+        "viewers, ad breaks enriched for GAM, FreeWheel and AdsWizz, a slow API, metrics. "
+        "One row per ad request, within 100 columns."
     )
     parser.add_argument(
         "--platform",
@@ -639,23 +633,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget-ms",
-        type=_positive_int,
+        type=positive_int("--budget-ms"),
         default=300,
         metavar="N",
         help="latency budget per ad request (default: 300)",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="full_urls",
+        action="store_true",
+        help="also print each ad request's full URL, before and after, and the view ids",
+    )
     parser.add_argument("--no-color", action="store_true", help="plain output, no ANSI colour")
     parser.set_defaults(run=run)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -665,5 +656,6 @@ async def run(args: argparse.Namespace) -> int:
         platforms=platforms,
         budget_ms=args.budget_ms,
         color=wants_color(sys.stdout, args.no_color),
+        verbose=args.full_urls,
     )
     return await demo.run()

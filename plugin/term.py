@@ -55,9 +55,30 @@ def visible_len(text: str) -> int:
     return len(_ANSI.sub("", text))
 
 
+def plain(text: str) -> str:
+    """`text` without its colour codes."""
+    return _ANSI.sub("", text)
+
+
 def pad(text: str, width: int) -> str:
     """Left-aligned to `width` visible characters, whatever colour codes it holds."""
     return text + " " * max(0, width - visible_len(text))
+
+
+def clip(text: str, width: int, mark: str = "...", *, at: str = "") -> str:
+    """Plain `text` cut to at most `width` characters, ending in `mark` when it was cut; with
+    `at`, the cut falls before one of those characters when one is near (a whole cohort id
+    rather than half of one)."""
+    if len(text) <= width:
+        return text
+    if width <= len(mark):
+        return text[: max(0, width)]
+    end = width - len(mark)
+    if at:
+        near = max(text.rfind(c, 0, end + 1) for c in at)
+        if near >= end // 2:
+            end = near
+    return text[:end] + mark
 
 
 def table(rows: Sequence[Sequence[str]], indent: str = "", gap: str = "  ") -> list[str]:
@@ -83,9 +104,19 @@ class UrlChange:
     `inserted` is the exact span that differs (`after[start:end]` replacing `before[start:b_end]`);
     `param_before`/`param_after` widen it to whole parameters (between `?`, `&`, `;`), which is
     what a person wants to compare: `cust_params=a%3Db` → `cust_params=a%3Db%26permutive%3D1`.
+    `lead` is how much of `param_after` comes before the change (`cust_params=a%3Db`: 17).
     """
 
-    __slots__ = ("after", "b_end", "before", "end", "param_after", "param_before", "start")
+    __slots__ = (
+        "after",
+        "b_end",
+        "before",
+        "end",
+        "lead",
+        "param_after",
+        "param_before",
+        "start",
+    )
 
     def __init__(self, before: str, after: str) -> None:
         self.before = before
@@ -113,7 +144,10 @@ class UrlChange:
             while hi < len(tail) and tail[hi] not in _SEPARATORS:
                 hi += 1
         self.param_before = before[lo : self.b_end + hi].strip(_SEPARATORS)
-        self.param_after = after[lo : self.end + hi].strip(_SEPARATORS)
+        widened = after[lo : self.end + hi]
+        self.param_after = widened.strip(_SEPARATORS)
+        stripped = len(widened) - len(widened.lstrip(_SEPARATORS))
+        self.lead = max(0, p - lo - stripped)
 
     @property
     def changed(self) -> bool:

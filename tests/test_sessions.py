@@ -3,6 +3,7 @@ what the CCS API receives (session ids, view ids, play events) as time passes.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -83,6 +84,25 @@ async def test_a_view_is_one_engagement_and_a_session_spans_views(
     assert a["name"] == b["name"] == "Videoview"
     assert is_uuid4(a["session_id"]) and a["session_id"] == b["session_id"]
     assert is_uuid4(a["view_id"]) and is_uuid4(b["view_id"]) and a["view_id"] != b["view_id"]
+
+
+async def test_the_other_requests_of_a_break_share_the_play_events_live_answer(
+    fake: FakePermutive, clock: Clock
+) -> None:
+    # One ad break asked of several ad servers at once: one play event, and the requests that
+    # wait on its call get its answer as it comes in, live, not as a cached one.
+    async with enricher(fake, clock) as e:
+        first, other = await asyncio.gather(
+            e.enrich(GAM, ctx("https://example.com/v/a")),
+            e.enrich(GAM, ctx("https://example.com/v/a")),
+        )
+        clock.advance(1)
+        later = await e.enrich(GAM, ctx("https://example.com/v/a"))  # the next break
+    assert (first.behavioral.source, first.behavioral.reason) == ("live", "live")
+    assert (other.behavioral.source, other.behavioral.reason) == ("live", "view_reuse")
+    assert (later.behavioral.source, later.behavioral.reason) == ("cache", "view_reuse")
+    assert other.behavioral.cohorts == later.behavioral.cohorts == first.behavioral.cohorts
+    assert len(play_events(fake)) == 1
 
 
 async def test_a_rewatch_after_the_session_timeout_is_a_new_session_and_a_new_view(
