@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from adapters.base import KeyValuesIn, UrlAdapter
+from adapters.base import Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -49,7 +49,7 @@ from adapters.params import (
 )
 from plugin.context import Content, Context
 from plugin.identity import Alias
-from plugin.request import KeyValues
+from plugin.request import AdRequest, KeyValues
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("adswizz_keyvalue", "adswizz")
 PREFIX = "aw_0_1st."
@@ -95,6 +95,7 @@ def _is_adswizz_path(path: str) -> bool:
 
 class AdsWizzAdapter(UrlAdapter):
     name = "adswizz"
+    label = "AdsWizz"
     shape = "GET .../vast/<version>/request/... or .../afr.php (AdsWizz audio ad request)"
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
     default_play_event = "AudioPlay"
@@ -106,6 +107,16 @@ class AdsWizzAdapter(UrlAdapter):
         "aw_0_1st.categories": "categories",
         "aw_0_1st.duration": "duration_seconds",
     }
+
+    @classmethod
+    def example(cls, e: Example) -> AdRequest:
+        return AdRequest(
+            f"https://demo.deliveryengine.adswizz.com/vast/4.0/request/alias/ctv-{e.section}"
+            f"?aw_0_1st.ifa={e.device_id}&aw_0_1st.ifaType={e.device_tag}"
+            f"&aw_0_req.lmt=0&aw_0_req.gdpr=1&aw_0_req.userConsentV2={e.tc_string}"
+            f"&aw_0_1st.contentUrl={encode(e.content_url)}&aw_0_1st.section={e.section}"
+            f"&aw_0_1st.slot={e.slot}&cb={e.correlator}"
+        )
 
     def _url_unrecognised(self, url: str) -> str | None:
         return None if _is_adswizz_path(url_path(split_url(url)[0])) else "path"

@@ -48,6 +48,23 @@ class AdapterSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     """Platform parameter → play-event property (a trailing `*` maps a whole prefix)."""
 
 
+class Example(msgspec.Struct, frozen=True):
+    """A viewer's ad request as a player or stitcher would make it: the demo and `verify`
+    build each platform's request from its adapter's `example`, so both follow the registry."""
+
+    device_tag: str
+    device_id: str
+    tc_string: str
+    content_url: str
+    section: str
+    video_id: str
+    duration_s: int
+    slot: str
+    """`preroll` or `midroll`."""
+    position_s: int
+    correlator: int
+
+
 class Adapter(Protocol):
     @property
     def name(self) -> str: ...
@@ -75,6 +92,8 @@ class FailOpen:
 
     name: ClassVar[str]
     Settings: ClassVar[type[AdapterSettings]] = AdapterSettings
+    label: ClassVar[str] = ""
+    """The platform's name for people (`GAM`); its `name` when empty."""
     shape: ClassVar[str] = ""
     """What its ad requests look like, for people (`cohortkv enrich` on a request it cannot
     handle lists every platform's shape)."""
@@ -105,6 +124,12 @@ class FailOpen:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
+
+    @classmethod
+    def example(cls, e: Example) -> AdRequest | None:
+        """A realistic ad request of this platform, carrying the device id, the consent string
+        and the content; None when the platform has none to show."""
+        return None
 
     def _failed(self, stage: str, e: BaseException) -> None:
         hook = self.on_error

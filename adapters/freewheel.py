@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from adapters.base import KeyValuesIn, UrlAdapter
+from adapters.base import Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -48,7 +48,7 @@ from adapters.params import (
 )
 from plugin.context import Content, Context
 from plugin.identity import DEVICE_ID_TAGS, Alias
-from plugin.request import KeyValues
+from plugin.request import AdRequest, KeyValues
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("freewheel",)
 BARE_DEVICE_ID_TAG = "device_id"
@@ -78,6 +78,7 @@ def clean_value(value: object) -> str | None:
 
 class FreeWheelAdapter(UrlAdapter):
     name = "freewheel"
+    label = "FreeWheel"
     shape = "GET .../ad/g/1?globals;key-values;slots (FreeWheel ad request)"
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
     default_properties: ClassVar[Mapping[str, str]] = {
@@ -85,6 +86,18 @@ class FreeWheelAdapter(UrlAdapter):
         "vdur": "duration_seconds",
         "_fw_content_*": "*",
     }
+
+    @classmethod
+    def example(cls, e: Example) -> AdRequest:
+        return AdRequest(
+            "https://5fd74.v.fwmrm.net/ad/g/1?nw=381747&prof=381747%3Actv_live"
+            f"&csid=ctv_{e.section}&caid={e.video_id}&vdur={e.duration_s}"
+            f"&resp=vast4&flag=+scpv+emcr+slcb+aeti"
+            f";_fw_did={e.device_tag}%3A{e.device_id}&_fw_is_lat=0&_fw_gdpr=1"
+            f"&_fw_gdpr_consent={e.tc_string}&_fw_content_url={encode(e.content_url)}"
+            f"&section={e.section};slid={e.slot}&tpos={e.position_s}&ptgt=a&slau={e.slot}"
+            "&mind=30&maxd=120;"
+        )
 
     def _url_unrecognised(self, url: str) -> str | None:
         return None if url_path(split_url(url)[0]).endswith(_PATH) else "path"

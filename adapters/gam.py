@@ -31,7 +31,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
-from adapters.base import AdapterSettings, ErrorHook, KeyValuesIn, UrlAdapter
+from adapters.base import AdapterSettings, ErrorHook, Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
     content_url,
@@ -51,7 +51,7 @@ from adapters.params import (
 )
 from plugin.context import Content, Context
 from plugin.identity import Alias
-from plugin.request import KeyValues
+from plugin.request import AdRequest, KeyValues
 
 DEFAULT_ACTIVATION_PLATFORMS: tuple[str, ...] = ("dfp", "gam", "target_dfp")
 MAX_KEY_LENGTH = 20
@@ -103,6 +103,7 @@ class GamSettings(AdapterSettings, frozen=True):
 
 class GamAdapter(UrlAdapter):
     name = "gam"
+    label = "GAM"
     shape = "GET .../gampad/ads?... or .../gampad/live/ads?... (Google Ad Manager VAST tag)"
     Settings = GamSettings
     default_activation_platforms = DEFAULT_ACTIVATION_PLATFORMS
@@ -123,6 +124,18 @@ class GamAdapter(UrlAdapter):
             else GamSettings().max_url_length
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
+
+    @classmethod
+    def example(cls, e: Example) -> AdRequest:
+        content_url = encode(e.content_url)
+        return AdRequest(
+            "https://pubads.g.doubleclick.net/gampad/ads?iu=/21775744923/ctv/"
+            f"{e.section}&sz=1920x1080&gdfp_req=1&output=vast&env=vp&impl=s"
+            f"&unviewed_position_start=1&vpos={e.slot}&vid={e.video_id}&cmsid=2553"
+            f"&description_url={content_url}&rdid={e.device_id}&idtype={e.device_tag}"
+            f"&is_lat=0&gdpr=1&gdpr_consent={e.tc_string}&cust_params=section%3D{e.section}"
+            f"&correlator={e.correlator}"
+        )
 
     def _url_unrecognised(self, url: str) -> str | None:
         return None if url_path(split_url(url)[0]).endswith(_PATHS) else "path"

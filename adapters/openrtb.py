@@ -50,7 +50,14 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from adapters.base import AdapterSettings, ErrorHook, FailOpen, KeyName, KeyValuesIn
+from adapters.base import (
+    AdapterSettings,
+    ErrorHook,
+    Example,
+    FailOpen,
+    KeyName,
+    KeyValuesIn,
+)
 from adapters.params import (
     Params,
     SignalReader,
@@ -327,6 +334,7 @@ def _auction_path(url: str) -> bool:
 
 class OpenRtbAdapter(FailOpen):
     name = "openrtb"
+    label = "OpenRTB"
     shape = "POST of an OpenRTB 2.5/2.6 bid request (JSON body), e.g. /openrtb2/auction"
     Settings = OpenRtbSettings
     default_properties: ClassVar[Mapping[str, str]] = {
@@ -367,6 +375,32 @@ class OpenRtbAdapter(FailOpen):
         if _auction_path(request.url):
             return tree, None
         return None, "body"
+
+    @classmethod
+    def example(cls, e: Example) -> AdRequest:
+        """A CTV app's bid request as Prebid Server receives it."""
+        body = {
+            "id": f"auction-{e.correlator}",
+            "imp": [
+                {
+                    "id": e.slot,
+                    "video": {"mimes": ["video/mp4"], "startdelay": e.position_s},
+                }
+            ],
+            "app": {
+                "bundle": "com.example.ctv",
+                "content": {"id": e.video_id, "url": e.content_url, "len": e.duration_s},
+            },
+            "device": {"ifa": e.device_id, "lmt": 0, "ext": {"ifa_type": e.device_tag}},
+            "user": {"ext": {"consent": e.tc_string}},
+            "regs": {"ext": {"gdpr": 1}},
+        }
+        return AdRequest(
+            "https://pbs.example.com/openrtb2/auction",
+            method="POST",
+            headers=(("Content-Type", "application/json"),),
+            body=msgspec.json.encode(body),
+        )
 
     def _unrecognised(self, request: AdRequest) -> str | None:
         return self._bid_request(request)[1]

@@ -36,7 +36,14 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from adapters.base import AdapterSettings, ErrorHook, KeyName, KeyValuesIn, UrlAdapter
+from adapters.base import (
+    AdapterSettings,
+    ErrorHook,
+    Example,
+    KeyName,
+    KeyValuesIn,
+    UrlAdapter,
+)
 from adapters.params import (
     SignalReader,
     content_url,
@@ -55,7 +62,7 @@ from adapters.params import (
 )
 from plugin.context import Content, Context
 from plugin.identity import Alias
-from plugin.request import KeyValues
+from plugin.request import AdRequest, KeyValues
 
 ParamName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.~\-]+$")
@@ -145,6 +152,7 @@ def is_http_url(url: str) -> bool:
 
 class QueryAdapter(UrlAdapter):
     name = "query"
+    label = "query"
     shape = "GET ...?key=value... of any VAST ad server, when an upstream names platform query"
     Settings = QuerySettings
     auto_detect = False
@@ -191,6 +199,14 @@ class QueryAdapter(UrlAdapter):
         if not isinstance(value, str) or not value or self.separator in value:
             return None
         return value if encodable(value) else None
+
+    @classmethod
+    def example(cls, e: Example) -> AdRequest:
+        return AdRequest(
+            f"https://vast.example.com/ads?ifa={e.device_id}&ifa_type={e.device_tag}&lmt=0"
+            f"&gdpr=1&gdpr_consent={e.tc_string}&content_url={encode(e.content_url)}"
+            f"&content_id={e.video_id}&content_len={e.duration_s}&pod={e.slot}&cb={e.correlator}"
+        )
 
     def _url_unrecognised(self, url: str) -> str | None:
         return None if is_http_url(url) else "url"

@@ -32,6 +32,23 @@ KNOWN_ADAPTERS: tuple[str, ...] = tuple(a.name for a in ADAPTERS)
 _BY_NAME: dict[str, type[FailOpen]] = {a.name: a for a in ADAPTERS}
 
 
+def _has_example(adapter: type[FailOpen]) -> bool:
+    own: object = getattr(adapter.example, "__func__", None)
+    return own is not getattr(FailOpen.example, "__func__", None)
+
+
+EXAMPLE_PLATFORMS: tuple[str, ...] = tuple(a.name for a in ADAPTERS if _has_example(a))
+"""The platforms with an example ad request (`FailOpen.example`), for the demo and `verify`."""
+
+
+def adapter_class(name: str) -> type[FailOpen]:
+    """The adapter class called `name`; a `CohortkvError` naming the valid ones otherwise."""
+    found = _BY_NAME.get(name)
+    if found is None:
+        raise CohortkvError("platform", f"one of: {', '.join(KNOWN_ADAPTERS)}", name)
+    return found
+
+
 def settings_type(name: str) -> type[AdapterSettings] | None:
     """The `[adapters.<name>]` settings struct of platform `name`; None for no such platform."""
     adapter = _BY_NAME.get(name)

@@ -21,13 +21,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from adapters.base import Adapter
-from adapters.registry import adapter_by_name
+from adapters.base import Adapter, Example
+from adapters.registry import ADAPTERS, EXAMPLE_PLATFORMS, adapter_by_name, adapter_class
 from plugin.cli_args import positive_int
 from plugin.config import Config
 from plugin.context import ConsentSignals, Content, Context
@@ -40,7 +39,9 @@ from plugin.demo_report import (
     Request,
     signal_cell,
 )
+from plugin.errors import CohortkvError
 from plugin.identity import Alias, Identity
+from plugin.request import AdRequest
 from plugin.result import EnrichResult
 from plugin.term import wants_color
 from plugin.wire import Event
@@ -49,8 +50,11 @@ if TYPE_CHECKING:
     from plugin.enricher import Enricher
     from plugin.sandbox import Sandbox
 
-PLATFORMS: tuple[str, ...] = ("gam", "freewheel", "adswizz")
-PLATFORM_LABELS: dict[str, str] = {"gam": "GAM", "freewheel": "FreeWheel", "adswizz": "AdsWizz"}
+PLATFORMS: tuple[str, ...] = tuple(
+    a.name for a in ADAPTERS if a.default_activation_platforms and a.name in EXAMPLE_PLATFORMS
+)
+"""The registry's platforms that activate cohorts out of the box: the demo shows each."""
+PLATFORM_LABELS: dict[str, str] = {a.name: a.label or a.name for a in ADAPTERS}
 
 # Real TC strings (tests/vectors/tcf_vectors.json): all purposes and vendor 361 consented; the
 # same with Purpose 1 (store/access information on a device) not consented.
@@ -139,37 +143,27 @@ NEWS = Video(
 # --- ad requests as each platform's player or stitcher would send them ----------------------
 
 
-def ad_request(platform: str, viewer: Viewer, video: Video, slot: Slot, correlator: int) -> str:
-    """A realistic ad request carrying the device id, the consent string and the content."""
-    content_url = quote(video.url, safe="")
-    tc = viewer.tc_string
-    if platform == "gam":
-        return (
-            "https://pubads.g.doubleclick.net/gampad/ads?iu=/21775744923/ctv/"
-            f"{video.section}&sz=1920x1080&gdfp_req=1&output=vast&env=vp&impl=s"
-            f"&unviewed_position_start=1&vpos={slot.name}&vid={video.video_id}&cmsid=2553"
-            f"&description_url={content_url}&rdid={viewer.device_id}&idtype={viewer.device_tag}"
-            f"&is_lat=0&gdpr=1&gdpr_consent={tc}&cust_params=section%3D{video.section}"
-            f"&correlator={correlator}"
-        )
-    if platform == "freewheel":
-        return (
-            "https://5fd74.v.fwmrm.net/ad/g/1?nw=381747&prof=381747%3Actv_live"
-            f"&csid=ctv_{video.section}&caid={video.video_id}&vdur={video.duration_seconds}"
-            f"&resp=vast4&flag=+scpv+emcr+slcb+aeti"
-            f";_fw_did={viewer.device_tag}%3A{viewer.device_id}&_fw_is_lat=0&_fw_gdpr=1"
-            f"&_fw_gdpr_consent={tc}&_fw_content_url={content_url}&section={video.section}"
-            f";slid={slot.name}&tpos={slot.position_s}&ptgt=a&slau={slot.name}&mind=30&maxd=120;"
-        )
-    if platform == "adswizz":
-        return (
-            f"https://demo.deliveryengine.adswizz.com/vast/4.0/request/alias/ctv-{video.section}"
-            f"?aw_0_1st.ifa={viewer.device_id}&aw_0_1st.ifaType={viewer.device_tag}"
-            f"&aw_0_req.lmt=0&aw_0_req.gdpr=1&aw_0_req.userConsentV2={tc}"
-            f"&aw_0_1st.contentUrl={content_url}&aw_0_1st.section={video.section}"
-            f"&aw_0_1st.slot={slot.name}&cb={correlator}"
-        )
-    raise ValueError(f"platform: expected one of {', '.join(PLATFORMS)}, got {platform!r}")
+def ad_request(
+    platform: str, viewer: Viewer, video: Video, slot: Slot, correlator: int
+) -> AdRequest:
+    """The platform's own example request (its adapter's `example`) for this viewer, content
+    and ad break."""
+    example = Example(
+        device_tag=viewer.device_tag,
+        device_id=viewer.device_id,
+        tc_string=viewer.tc_string,
+        content_url=video.url,
+        section=video.section,
+        video_id=video.video_id,
+        duration_s=video.duration_seconds,
+        slot=slot.name,
+        position_s=slot.position_s,
+        correlator=correlator,
+    )
+    request = adapter_class(platform).example(example)
+    if request is None:
+        raise CohortkvError("platform", f"one of {', '.join(EXAMPLE_PLATFORMS)}", platform)
+    return request
 
 
 # --- reading the enricher's metrics ------------------------------------------------------------
@@ -421,7 +415,7 @@ class Demo:
         )
         calls = self.sandbox.calls
         requests = [
-            Request(PLATFORM_LABELS[p], urls[p], r)
+            Request(PLATFORM_LABELS[p], urls[p].url, r)
             for p, r in zip(self.platforms, results, strict=True)
         ]
         self.out()

@@ -268,6 +268,14 @@ class Enricher:
     ) -> EnrichResult:
         behavioral, contextual = b.outcome(), c.outcome()
         platforms = adapter.activation_platforms
+        if not platforms:
+            self._warn.warning(
+                f"activation:{adapter.name}",
+                "platform %s has no activation_platforms: nothing can be written into its"
+                " requests; set [adapters.%s] activation_platforms",
+                adapter.name,
+                adapter.name,
+            )
         b_codes = behavioral.answer.activated(platforms) if behavioral.answer else []
         c_codes = contextual.answer.activated(platforms) if contextual.answer else []
         puid = behavioral.answer.user_id if behavioral.answer is not None else None

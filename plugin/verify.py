@@ -23,7 +23,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
-from adapters.registry import adapter_by_name, build_adapters
+from adapters.registry import EXAMPLE_PLATFORMS, adapter_by_name, build_adapters
 from plugin.cli import UsageError, add_api_flags, config_from_args
 from plugin.config import Config, adapter_settings
 from plugin.context import Content, Context
@@ -37,6 +37,7 @@ from plugin.demo import (
     sample_sum,
 )
 from plugin.identity import Alias
+from plugin.request import AdRequest
 from plugin.result import EnrichResult
 from plugin.term import Style, UrlChange, table, wants_color
 from plugin.wire import (
@@ -56,7 +57,8 @@ if TYPE_CHECKING:
     from plugin.sandbox import Sandbox
     from plugin.sandbox.workspace import Workspace
 
-PLATFORMS: tuple[str, ...] = ("gam", "freewheel", "adswizz")
+PLATFORMS: tuple[str, ...] = EXAMPLE_PLATFORMS
+"""Every platform of the registry with an example ad request to check with."""
 DEFAULT_CONTENT_URL = "https://example.com/sport/football/pl-highlights-week-20"
 """A URL the sandbox's default workspace has contextual cohorts for (sport, football)."""
 DEFAULT_ALIAS_TAG = "tifa"
@@ -225,13 +227,21 @@ class Verifier:
             )
         names = self._activation_names()
         mine = sorted({c for p, codes in answer.activations.items() if p in names for c in codes})
-        return [got, f"activated for {self.platform}: {_codes(mine)}"]
+        return [got, f"activated for {self.platform}: {_codes(mine)}{self._no_names()}"]
+
+    def _no_names(self) -> str:
+        if self._activation_names():
+            return ""
+        return (
+            f" ([adapters.{self.platform}] activation_platforms is empty: set the activation"
+            " names your workspace uses for this platform)"
+        )
 
     async def merging(self) -> list[str]:
         alias = self._alias or self._fresh_alias()
         viewer = Viewer("verify", alias.tag, alias.id, TC_GRANTED)
         registry = CollectorRegistry()
-        r, url = await self._enrich(viewer, registry)
+        r, ad = await self._enrich(viewer, registry)
         b, c = r.behavioral, r.contextual
         got = (
             f"{self.platform} ad request (consent {_decision(r)}): behavioral {b.source} "
@@ -240,7 +250,8 @@ class Verifier:
         )
         sent = {v for values in r.keyvalues.values() for v in values}
         missing = [x for x in (*b.cohorts, *c.cohorts) if x not in sent]
-        if not b.cohorts or not c.cohorts or missing or r.url == url:
+        unchanged = r.request is None or r.request == ad
+        if not b.cohorts or not c.cohorts or missing or unchanged:
             why = []
             if not b.cohorts:
                 why.append(f"no behavioral cohorts for {self.platform} ({b.source})")
@@ -248,10 +259,12 @@ class Verifier:
                 why.append(f"no contextual cohorts for {self.platform} ({c.source})")
             if missing:
                 why.append(f"not in the key-values: {', '.join(missing)}")
-            if r.url == url:
-                why.append("the ad request URL was not changed")
+            if unchanged:
+                why.append("the ad request was not changed" + self._no_names())
             raise _Fail(got, "; ".join(why))
-        change = UrlChange(url, r.url)
+        if ad.method != "GET":
+            return [got, f"{ad.method} body gained {_keyvalues(r.keyvalues)}"]
+        change = UrlChange(ad.url, r.url)
         return [got, f"URL gained {change.param_after}"]
 
     async def consent_gating(self) -> list[str]:
@@ -347,19 +360,19 @@ class Verifier:
 
     async def _enrich(
         self, viewer: Viewer, registry: CollectorRegistry
-    ) -> tuple[EnrichResult, str]:
+    ) -> tuple[EnrichResult, AdRequest]:
         from plugin.enricher import Enricher
 
         video = Video(
             "cohortkv-verify", "cohortkv verification", (), 60, self.content_url, "verify"
         )
-        url = ad_request(self.platform, viewer, video, PREROLL, 1)
+        ad = ad_request(self.platform, viewer, video, PREROLL, 1)
         props = {"video_id": video.video_id, "title": video.title}
         context = Context(content=Content(url=video.url, properties=props))
         budget = max(self.config.budget_ms, MIN_ENRICH_BUDGET_MS)
         async with Enricher(self.config, registry=registry) as enricher:
-            result = await enricher.enrich(url, context, platform=self.platform, budget_ms=budget)
-        return result, url
+            result = await enricher.enrich(ad, context, platform=self.platform, budget_ms=budget)
+        return result, ad
 
     # -- helpers --------------------------------------------------------------------------
 

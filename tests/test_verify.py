@@ -88,6 +88,28 @@ async def test_each_platform_passes_on_the_sandbox(
     assert f"URL gained {wanted}" in merged
 
 
+@pytest.mark.parametrize(
+    ("platform", "gained"), [("query", "URL gained"), ("openrtb", "POST body")]
+)
+async def test_the_registry_platforms_pass_once_they_have_activation_names(
+    platform: str,
+    gained: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.toml"
+    code, out = await run_verify(capsys, "--platform", platform, monkeypatch=monkeypatch)
+    assert code != 0 and f"[adapters.{platform}] activation_platforms" in out
+    config.write_text(f'[adapters.{platform}]\nactivation_platforms = ["dfp"]\n')
+    code, out = await run_verify(
+        capsys, "--platform", platform, "--config", str(config), monkeypatch=monkeypatch
+    )
+    assert code == 0, out
+    assert verdicts(out) == dict.fromkeys(range(1, 7), "PASS")
+    assert gained in evidence(out, 5)
+
+
 # --- broken APIs ---------------------------------------------------------------------------
 
 
