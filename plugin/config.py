@@ -113,6 +113,13 @@ class EventsConfig(_Section, frozen=True):
         return {**DEFAULT_PROPERTY_TYPES, **self.properties}
 
 
+class TracingConfig(_Section, frozen=True):
+    enabled: bool = False
+    """OpenTelemetry spans around enrich and the two API calls (needs `cohortkv[otel]`)."""
+    service_name: str = "cohortkv"
+    """`service.name` of the spans `cohortkv serve` exports (OTLP/HTTP, `OTEL_*` variables)."""
+
+
 class SessionsConfig(_Section, frozen=True):
     idle_timeout_s: PositiveFloat = 1800.0
     """A generated session ends after this long with no ad request or event from its user."""
@@ -198,6 +205,7 @@ class Config(_Section, frozen=True):
     http: HttpConfig = HttpConfig()
     keys: KeysConfig = KeysConfig()
     events: EventsConfig = EventsConfig()
+    tracing: TracingConfig = TracingConfig()
     sessions: SessionsConfig = SessionsConfig()
     views: ViewsConfig = ViewsConfig()
     behavioral: BehavioralConfig = BehavioralConfig()

@@ -38,6 +38,7 @@ from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, S
 from plugin.sessions import SessionTracker
 from plugin.shared import SharedStore
 from plugin.sources import CcsClient, ContextualClient, make_session
+from plugin.tracing import client_trace_configs, make_tracer, result_attributes
 from plugin.tracker import EventIds, EventSender
 from plugin.wire import Event
 
@@ -65,6 +66,7 @@ class Enricher:
         registry: CollectorRegistry | None = None,
         adapters: Sequence[Adapter] | None = None,
         clock: Any = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.config = require_api(config if config is not None else Config())
         cfg = self.config
@@ -94,6 +96,8 @@ class Enricher:
         self._background: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._starting = asyncio.Lock()
+        self._tracer_provider = tracer_provider
+        self.tracer = make_tracer(cfg.tracing, tracer_provider)
         self._sandbox: Any = None
         self._shared: SharedStore | None = None
         # Labelled children looked up once: `labels()` costs more than the increment itself.
@@ -146,9 +150,13 @@ class Enricher:
             self.behavioral.shared = self.contextual.shared = self._shared
             self.sessions.shared = self._shared
         h = cfg.http
-        session = make_session(h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s)
+        traced = client_trace_configs(cfg.tracing, self._tracer_provider)
+        session = make_session(
+            h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s, trace_configs=traced
+        )
         self.behavioral.client = CcsClient(session, ccs_url, api_key, self.metrics, h)
         self.contextual.client = ContextualClient(session, ctx_url, api_key, self.metrics, h)
+        self.behavioral.client.tracer = self.contextual.client.tracer = self.tracer
         self._session = session
 
     async def close(self) -> None:
@@ -200,13 +208,28 @@ class Enricher:
         origin: str = "library",
     ) -> EnrichResult:
         """The request (or URL) with key-values for its platform; never raises for a
-        machine's bad input.
+        machine's bad input. With tracing on, inside a `cohortkv.enrich` span.
 
         `platform` names an adapter or is None/`auto` to pick the one that recognises the
         request. `origin` says where the request came from (an upstream's name, `middleware`)
         in the metrics and logs of requests that are not recognised. A person's mistake (an
         unknown platform name, an invalid explicit identity) raises `CohortkvError`.
         """
+        if self.tracer is None:
+            return await self._enrich(request, context, platform, budget_ms, origin)
+        with self.tracer.start_as_current_span("cohortkv.enrich") as span:
+            result = await self._enrich(request, context, platform, budget_ms, origin)
+            span.set_attributes(result_attributes(result))
+            return result
+
+    async def _enrich(
+        self,
+        request: AdRequest | str,
+        context: Context | None,
+        platform: str | None,
+        budget_ms: float | None,
+        origin: str,
+    ) -> EnrichResult:
         started = time.perf_counter()
         req = as_request(request)
         adapter = self.adapter_for(req, platform)

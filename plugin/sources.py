@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import msgspec
@@ -77,7 +77,10 @@ class UpstreamError(Exception):
 
 
 def make_session(
-    pool_limit: int, pool_limit_per_host: int, keepalive_timeout_s: float
+    pool_limit: int,
+    pool_limit_per_host: int,
+    keepalive_timeout_s: float,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
 ) -> aiohttp.ClientSession:
     """The one session an enricher uses for both APIs: keep-alive pool, no cookies, raw JSON."""
     connector = aiohttp.TCPConnector(
@@ -91,6 +94,7 @@ def make_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
         raise_for_status=False,
+        trace_configs=trace_configs or None,
     )
 
 
@@ -126,6 +130,22 @@ class _Client:
         self._max_bytes = http.max_response_bytes
         self.inflight = 0
         self._inflight_gauge = metrics.inflight.labels(self.api)
+        self.tracer: Any = None
+        """An OpenTelemetry tracer when tracing is on (`plugin.tracing`); None costs nothing."""
+
+    async def _traced(self, body: bytes, headers: dict[str, str]) -> bytes:
+        """`_post` inside a `permutive.<api>` span: the failure kind, never the payload."""
+        from opentelemetry.trace import SpanKind, StatusCode
+
+        with self.tracer.start_as_current_span(
+            f"permutive.{self.api}", kind=SpanKind.CLIENT
+        ) as span:
+            try:
+                return await self._post(body, headers)
+            except UpstreamError as e:
+                span.set_attribute("cohortkv.error", e.kind)
+                span.set_status(StatusCode.ERROR, e.kind)
+                raise
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> bytes:
         """One call through the breaker and the in-flight bound; failures are counted once."""
@@ -258,7 +278,11 @@ class CcsClient(_Client):
         self._headers = {**_JSON, "X-Api-Key": api_key}
 
     async def segment(self, request: CcsRequest) -> Answer:
-        payload = await self._post(json_encoder.encode(request), self._headers)
+        body = json_encoder.encode(request)
+        if self.tracer is None:
+            payload = await self._post(body, self._headers)
+        else:
+            payload = await self._traced(body, self._headers)
         r = self._decoded(payload, ccs_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations, r.user_id)
 
@@ -280,6 +304,10 @@ class ContextualClient(_Client):
         super().__init__(session, url, metrics, http, {"k": api_key})
 
     async def segment(self, request: ContextualRequest) -> Answer:
-        payload = await self._post(json_encoder.encode(request), _JSON)
+        body = json_encoder.encode(request)
+        if self.tracer is None:
+            payload = await self._post(body, _JSON)
+        else:
+            payload = await self._traced(body, _JSON)
         r = self._decoded(payload, ctx_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations)

@@ -29,6 +29,7 @@ from plugin.serve.metrics import ServeMetrics
 from plugin.serve.openapi import openapi_document
 from plugin.serve.proxy import Proxy, parse_upstreams
 from plugin.serve.runtime_metrics import register_runtime_metrics
+from plugin.tracing import server_middleware
 
 log = logging.getLogger("cohortkv.serve")
 
@@ -158,7 +159,10 @@ def make_app(
         args["access_log"] = None
     app = web.Application(
         client_max_size=serve.max_body_bytes,
-        middlewares=[guard(serve, sidecar.metrics)],
+        middlewares=[
+            guard(serve, sidecar.metrics),
+            *([server_middleware(enricher.tracer)] if enricher.tracer is not None else []),
+        ],
         handler_args=args,
     )
     app[SIDECAR] = sidecar

@@ -17,10 +17,13 @@ import msgspec
 from aiohttp import web
 
 from plugin.cli import add_api_flags, config_from_args, port_type
+from plugin.cli_args import listen_error
 from plugin.config import Config
+from plugin.errors import CohortkvError
 from plugin.serve.accesslog import stdout_logger
 from plugin.serve.app import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
+from plugin.tracing import setup_sdk
 
 NO_UPSTREAMS = (
     "no upstreams configured: /proxy/ answers 404 for every ad server until [serve.upstreams] "
@@ -78,6 +81,8 @@ async def serve(cfg: Config) -> int:
         stdout_logger()
     if not cfg.serve.upstreams:
         logging.getLogger("cohortkv.serve").warning(NO_UPSTREAMS)
+    if cfg.tracing.enabled:
+        setup_sdk(cfg.tracing)
     app = make_app(cfg)
     sidecar = app[SIDECAR]
     grace = cfg.serve.grace_s
@@ -90,9 +95,7 @@ async def serve(cfg: Config) -> int:
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        raise ValueError(
-            f"--port: cannot listen on {cfg.serve.host}:{cfg.serve.port}: {e}"
-        ) from None
+        raise CohortkvError(listen_error(cfg.serve.host, cfg.serve.port, e)) from None
 
     _tune_gc(cfg.serve.gc_threshold)
     loop = asyncio.get_running_loop()
