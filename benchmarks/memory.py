@@ -29,10 +29,10 @@ from benchmarks.library import bench_config
 from benchmarks.upstreams import _CCS_SETS
 from plugin import Enricher
 from plugin.config import HttpConfig
-from plugin.events import now_rfc3339
 from plugin.identity import Alias, Identity
-from plugin.sources import CcsClient
-from plugin.wire import Event
+from plugin.permutive.clients import CcsClient
+from plugin.permutive.wire import Event
+from plugin.signals.events import now_rfc3339
 
 
 def rss_bytes() -> int:

@@ -1,5 +1,5 @@
-"""Runs `cohortkv serve` exactly as the command does (`plugin.cli.main`), with two knobs the
-benchmark needs: the event loop (`--loop asyncio` hides uvloop, so the CLI falls back to
+"""Runs `cohortkv serve` exactly as the command does (`plugin.commands.cli.main`), with two
+knobs the benchmark needs: the event loop (`--loop asyncio` hides uvloop, so the CLI falls back to
 asyncio) and an optional cProfile, from SIGUSR1 to shutdown, written as JSON.
 
     python -m benchmarks.sidecar --config FILE [--loop asyncio] [--profile OUT.json]
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.callbacks.append(pauses)
     if a.loop == "asyncio":
         sys.modules["uvloop"] = None  # type: ignore[assignment]  # the CLI then uses asyncio.run
-    from plugin.cli import main as cohortkv
+    from plugin.commands.cli import main as cohortkv
 
     threading.Thread(target=_stop_on_stdin_eof, daemon=True).start()
     if not a.profile:

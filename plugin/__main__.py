@@ -2,6 +2,6 @@
 
 import sys
 
-from plugin.cli import main
+from plugin.commands.cli import main
 
 sys.exit(main())

@@ -20,12 +20,15 @@ from adapters.base import AdapterSettings
 from adapters.registry import KNOWN_ADAPTERS, settings_type
 from plugin.config_env import EnvError, name_variable, overlay, read_env, warn_unknown
 from plugin.errors import CohortkvError, msgspec_problem
-from plugin.events import PropertyType
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+PropertyType = Literal["string", "number", "boolean", "list"]
+"""How a play-event property's text value (from a URL) is typed (`[events.properties]`)."""
 
 
 class ConfigError(CohortkvError):

@@ -10,7 +10,7 @@ from plugin.identity import Identity
 
 
 class ConsentSignals(msgspec.Struct, omit_defaults=True, frozen=True):
-    """Raw privacy signals from one source; `plugin.consent` turns them into a decision.
+    """Raw privacy signals from one source; `plugin.consent.gate` turns them into a decision.
 
     `override` is a decision from the host or a caller (True granted, False denied): it may
     always deny, and grants only where no raw signal (gdpr, TC string, US Privacy, GPP) was
@@ -62,7 +62,7 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
     def overlaid(self, explicit: Context | None) -> Context:
         """This (parsed) context with every field the host set explicitly taking precedence,
         except consent: the request's own signals stay, and the gate reads the host's with
-        them (`plugin.consent.decide`), so that nothing can upgrade a denial."""
+        them (`plugin.consent.gate.decide`), so that nothing can upgrade a denial."""
         if explicit is None:
             return self
         lat = self.limit_ad_tracking or explicit.limit_ad_tracking

@@ -1,11 +1,11 @@
 """The enricher: one ad request in, the same request with cohort key-values out, within budget.
 
 It orchestrates: the adapter reads the request, the consent gate decides, the behavioral and
-contextual signals (`plugin.behavioral`, `plugin.contextual`) start concurrently and are waited
-for under ONE deadline, their cohorts are merged or split, and the adapter writes them. A
-signal that fails or misses the deadline falls back to its last good answer; a late answer
-keeps running in the background and still refreshes the cache. Nothing here raises into the
-host for a machine's bad input: the worst case is the request as given.
+contextual signals (`plugin.signals.behavioral`, `plugin.signals.contextual`) start
+concurrently and are waited for under ONE deadline, their cohorts are merged or split, and the
+adapter writes them. A signal that fails or misses the deadline falls back to its last good
+answer; a late answer keeps running in the background and still refreshes the cache. Nothing
+here raises into the host for a machine's bad input: the worst case is the request as given.
 """
 
 from __future__ import annotations
@@ -22,25 +22,25 @@ from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
-from plugin.behavioral import BehavioralSignal, PlayEvent
-from plugin.cache import Answer
+from plugin.cache.shared import SharedStore
 from plugin.config import Config, adapter_settings, require_api
-from plugin.consent import decide, is_undecodable
+from plugin.consent.gate import decide, is_undecodable
 from plugin.context import ConsentSignals, Context
-from plugin.contextual import ContextualSignal
-from plugin.events import now_rfc3339, parse_event_time, prune_empty, typed_properties
 from plugin.identity import Identity
-from plugin.merge import build_keyvalues
-from plugin.metrics import Metrics, RateLimitedLog
-from plugin.pending import Outcome, Pending, wait_all
+from plugin.observe.metrics import Metrics, RateLimitedLog
+from plugin.observe.tracing import client_trace_configs, make_tracer, result_attributes
+from plugin.permutive.answer import Answer
+from plugin.permutive.clients import CcsClient, ContextualClient, make_session
+from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
-from plugin.sessions import SessionTracker
-from plugin.shared import SharedStore
-from plugin.sources import CcsClient, ContextualClient, make_session
-from plugin.tracing import client_trace_configs, make_tracer, result_attributes
-from plugin.tracker import EventIds, EventSender
-from plugin.wire import Event
+from plugin.signals.behavioral import BehavioralSignal, PlayEvent
+from plugin.signals.contextual import ContextualSignal
+from plugin.signals.events import now_rfc3339, parse_event_time, prune_empty, typed_properties
+from plugin.signals.merge import build_keyvalues
+from plugin.signals.pending import Outcome, Pending, wait_all
+from plugin.signals.sessions import SessionTracker
+from plugin.signals.tracker import EventIds, EventSender
 
 __all__ = ["EnrichResult", "Enricher", "SignalResult"]
 
@@ -139,7 +139,7 @@ class Enricher:
                 ccs_url,
             )
         if cfg.cache.redis_url:
-            from plugin.shared import RedisStore
+            from plugin.cache.shared import RedisStore
 
             self._shared = RedisStore(
                 cfg.cache.redis_url,
@@ -421,7 +421,7 @@ class Enricher:
 
         Consented users only; chronological order; at most 10 events per request; empty
         properties left out. Events without a view id land in the view whose play event went
-        out (`plugin.sessions`; `ids` says where, as the ad request did). Returns how many
+        out (`plugin.signals.sessions`; `ids` says where, as the ad request did). Returns how many
         events were delivered. Raises `IdentityError` / `RequestError` for a person's mistake
         (an invalid identity, a bad event time); upstream failures mean fewer delivered.
         """

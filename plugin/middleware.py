@@ -24,7 +24,7 @@ from yarl import URL
 from adapters.registry import find_adapter
 from plugin.context import Context
 from plugin.enricher import Enricher
-from plugin.metrics import RateLimitedLog
+from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
 
 log = logging.getLogger("cohortkv.middleware")

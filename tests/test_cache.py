@@ -7,7 +7,8 @@ import asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugin.cache import AgedLru, Answer, SingleFlight
+from plugin.cache.local import AgedLru, SingleFlight
+from plugin.permutive.answer import Answer
 
 
 class Clock:

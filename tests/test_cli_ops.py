@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.cli import build_parser
+from plugin.commands.cli import build_parser
 from plugin.version import __version__
 from tests.helpers.samples import KUBERNETES_SERVICE_LINKS
 

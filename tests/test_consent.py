@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from plugin.config import ConsentConfig
-from plugin.consent import REASONS, UNDECODABLE_REASONS, carries_signal, decide, is_undecodable
+from plugin.consent.gate import REASONS, UNDECODABLE_REASONS, carries_signal, decide, is_undecodable
 from plugin.context import ConsentSignals
 from plugin.result import ConsentDecision
 from tests.helpers.gpp_encoder import SPEC_GPP_TCF_USP, encode_gpp, encode_usnat

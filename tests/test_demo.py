@@ -16,11 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
-from plugin.cli import build_parser
-from plugin.demo import Demo, histogram_quantile
-from plugin.demo_report import REASON_TEXT, WIDTH, changed_param, written
+from plugin.commands.cli import build_parser
+from plugin.commands.demo import Demo, histogram_quantile
+from plugin.commands.demo_report import REASON_TEXT, WIDTH, changed_param, written
+from plugin.commands.term import Style, UrlChange, clip, table, visible_len, wants_color
 from plugin.result import REASONS
-from plugin.term import Style, UrlChange, clip, table, visible_len, wants_color
 
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORMS = ("GAM", "FreeWheel", "AdsWizz")

@@ -39,11 +39,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugin.cli import build_parser
+from plugin.commands.cli import build_parser
 from plugin.config import Config, config_from_dict
-from plugin.events import now_rfc3339
 from plugin.serve import make_app
 from plugin.serve.reserved import PREFIX as RESERVED_PREFIX
+from plugin.signals.events import now_rfc3339
 from tests.fake_adserver import FakeAdServer
 from tests.fakes import API_KEY, FakePermutive
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from adapters.registry import ADAPTERS
-from plugin import consent, result
+from plugin import result
 from plugin.config import DEFAULT_PROPERTY_TYPES, MOVED
-from plugin.events import PropertyType
+from plugin.consent import gate as consent
 from plugin.serve import proxy, reserved
+from plugin.signals.events import PropertyType
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -282,7 +282,7 @@ async def test_metrics_match_what_was_driven(fake: FakePermutive) -> None:
 async def test_track_sends_batches_of_ten_in_order_for_consented_users(
     fake: FakePermutive,
 ) -> None:
-    from plugin.wire import Event
+    from plugin.permutive.wire import Event
 
     start = datetime.now(UTC) - timedelta(hours=1)
     events = [

@@ -1,4 +1,5 @@
-"""plugin.gpp and plugin.usp: the spec's published examples, a test-only encoder, and garbage."""
+"""plugin.consent.gpp and plugin.consent.usp: the spec's published examples, a test-only
+encoder, and garbage."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugin.gpp import (
+from plugin.consent.gpp import (
     MAX_SECTION_IDS,
     GppDecodeError,
     decode_gpp,
     decode_usnat,
     read_fibonacci,
 )
-from plugin.tcf import Bits, BitsError, decode_tc_string
-from plugin.usp import UspDecodeError, decode_us_privacy
+from plugin.consent.tcf import Bits, BitsError, decode_tc_string
+from plugin.consent.usp import UspDecodeError, decode_us_privacy
 from tests.helpers.gpp_encoder import (
     SPEC_GPP_TCF_USP,
     SPEC_GPP_TCFCA_USP,

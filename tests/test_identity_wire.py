@@ -19,7 +19,7 @@ from plugin.identity import (
     is_uuid4,
     parse_alias_flag,
 )
-from plugin.wire import (
+from plugin.permutive.wire import (
     CcsRequest,
     ContextualResponse,
     ErrorBody,

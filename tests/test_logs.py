@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from plugin.logs import JsonFormatter, RedactingFilter, request_id_var
+from plugin.observe.logs import JsonFormatter, RedactingFilter, request_id_var
 
 
 def _capture(

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConfigError, ConsentSignals, Content, Context, Enricher, Identity
-from plugin.cache import compact_key
-from plugin.cli import main
+from plugin.cache.local import compact_key
+from plugin.commands.cli import main
 from plugin.identity import Alias
-from plugin.logs import configure_logging
+from plugin.observe.logs import configure_logging
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
 

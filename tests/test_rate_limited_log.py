@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from plugin.metrics import RateLimitedLog
+from plugin.observe.metrics import RateLimitedLog
 
 
 class Clock:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from plugin.cli import main as cli_main
+from plugin.commands.cli import main as cli_main
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
 from tests.times import recent

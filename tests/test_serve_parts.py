@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from plugin.identity import Identity
+from plugin.permutive.clients import UpstreamError
+from plugin.permutive.wire import Event
 from plugin.serve.bodies import EnrichBody, EventsBody
 from plugin.serve.events import EventQueue
 from plugin.serve.health import ErrorWindow
@@ -22,8 +24,6 @@ from plugin.serve.metrics import ServeMetrics
 from plugin.serve.proxy import safe_path
 from plugin.serve.reserved import split_reserved
 from plugin.serve.validate import BodyError, decode
-from plugin.sources import UpstreamError
-from plugin.wire import Event
 from tests.times import recent
 
 # -- reserved parameters ------------------------------------------------------------------------

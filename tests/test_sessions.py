@@ -12,8 +12,8 @@ import pytest
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
 from plugin.identity import Alias
-from plugin.tracker import EventIds
-from plugin.wire import Event
+from plugin.permutive.wire import Event
+from plugin.signals.tracker import EventIds
 from tests.fakes import API_KEY, FakePermutive
 from tests.times import recent
 

@@ -21,11 +21,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
-from plugin.cache import Answer
+from plugin.cache.shared import RedisStore
 from plugin.config import CacheConfig
 from plugin.identity import Alias
-from plugin.metrics import Metrics
-from plugin.shared import RedisStore
+from plugin.observe.metrics import Metrics
+from plugin.permutive.answer import Answer
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import missing as _missing
 from tests.helpers.redis import port_open as _port_open

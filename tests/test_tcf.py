@@ -1,4 +1,5 @@
-"""plugin.tcf against the IAB reference encoder's vectors, a test-only encoder, and garbage."""
+"""plugin.consent.tcf against the IAB reference encoder's vectors, a test-only encoder, and
+garbage."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from plugin.config import ConsentConfig
-from plugin.consent import decide
-from plugin.context import ConsentSignals
-from plugin.tcf import (
+from plugin.consent.gate import decide
+from plugin.consent.tcf import (
     MAX_TC_STRING_LENGTH,
     PublisherRestriction,
     RestrictionType,
@@ -20,6 +20,7 @@ from plugin.tcf import (
     TcString,
     decode_tc_string,
 )
+from plugin.context import ConsentSignals
 from tests.helpers.tcf_encoder import (
     B64URL,
     VECTORS,

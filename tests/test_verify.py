@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from plugin import cli, verify
+from plugin.commands import cli, verify
 from plugin.sandbox import Sandbox, default_workspace, start_sandbox
 from plugin.sandbox.workspace import Workspace
 

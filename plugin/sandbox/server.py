@@ -21,10 +21,10 @@ import msgspec
 from aiohttp import web
 
 from plugin.identity import is_uuid4
+from plugin.permutive.wire import ErrorBody, ErrorDetail
 from plugin.sandbox.engine import Engine, describe
 from plugin.sandbox.users import UserStore
 from plugin.sandbox.workspace import Workspace, default_workspace, load_workspace
-from plugin.wire import ErrorBody, ErrorDetail
 
 SANDBOX_API_KEY: str = "sandbox"
 MAX_EVENTS_PER_REQUEST = 10

@@ -19,9 +19,9 @@ from plugin.config import Config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.enricher import Enricher
 from plugin.errors import CohortkvError, RequestError
-from plugin.events import parse_event_time, prune_empty
 from plugin.identity import Alias, Identity, IdentityError
-from plugin.metrics import RateLimitedLog
+from plugin.observe.metrics import RateLimitedLog
+from plugin.permutive.wire import Event
 from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, SignalResult, result_doc
 from plugin.serve.bodies import (
@@ -39,8 +39,8 @@ from plugin.serve.events import EventQueue
 from plugin.serve.limits import Gate
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.validate import BodyError, decode
-from plugin.tracker import EventIds
-from plugin.wire import Event
+from plugin.signals.events import parse_event_time, prune_empty
+from plugin.signals.tracker import EventIds
 
 log = logging.getLogger("cohortkv.serve.api")
 

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from plugin.config import Config
 from plugin.enricher import Enricher
+from plugin.observe.tracing import server_middleware
 from plugin.serve.accesslog import LOGGER, JsonAccessLogger
 from plugin.serve.api import Api
 from plugin.serve.errors import json_response
@@ -29,7 +30,6 @@ from plugin.serve.metrics import ServeMetrics
 from plugin.serve.openapi import openapi_document
 from plugin.serve.proxy import Proxy, parse_upstreams
 from plugin.serve.runtime_metrics import register_runtime_metrics
-from plugin.tracing import server_middleware
 
 log = logging.getLogger("cohortkv.serve")
 

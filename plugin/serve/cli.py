@@ -16,14 +16,14 @@ import sys
 import msgspec
 from aiohttp import web
 
-from plugin.cli import add_api_flags, config_from_args, port_type
-from plugin.cli_args import listen_error
+from plugin.commands.args import listen_error
+from plugin.commands.cli import add_api_flags, config_from_args, port_type
 from plugin.config import Config
 from plugin.errors import CohortkvError
+from plugin.observe.tracing import setup_sdk
 from plugin.serve.accesslog import stdout_logger
 from plugin.serve.app import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
-from plugin.tracing import setup_sdk
 
 NO_UPSTREAMS = (
     "no upstreams configured: /proxy/ answers 404 for every ad server until [serve.upstreams] "

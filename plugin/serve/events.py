@@ -24,10 +24,10 @@ from datetime import datetime
 from typing import Any
 
 from plugin.identity import Identity
-from plugin.metrics import RateLimitedLog
+from plugin.observe.metrics import RateLimitedLog
+from plugin.permutive.clients import UpstreamError
+from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, Event
 from plugin.serve.metrics import ServeMetrics
-from plugin.sources import UpstreamError
-from plugin.wire import MAX_EVENTS_PER_REQUEST, Event
 
 log = logging.getLogger("cohortkv.serve.events")
 
@@ -276,6 +276,6 @@ class EventQueue:
 
 
 def _seconds(value: str) -> float:
-    """Events were checked when accepted (`plugin.events.parse_event_time`): RFC 3339 times
+    """Events were checked when accepted (`plugin.signals.events.parse_event_time`): RFC 3339 times
     with a zone, which `fromisoformat` reads (after `Z`)."""
     return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).timestamp()

@@ -41,7 +41,7 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from plugin.config import ServeConfig
-from plugin.metrics import RateLimitedLog
+from plugin.observe.metrics import RateLimitedLog
 from plugin.serve.errors import json_error
 from plugin.serve.metrics import ServeMetrics
 

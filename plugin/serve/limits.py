@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from plugin.config import ServeConfig
-from plugin.logs import request_id_var
+from plugin.observe.logs import request_id_var
 from plugin.serve.errors import json_error
 from plugin.serve.metrics import ServeMetrics
 

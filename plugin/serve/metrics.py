@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from plugin.metrics import LATENCY_BUCKETS
+from plugin.observe.metrics import LATENCY_BUCKETS
 
 EVENT_STATES = ("queued", "sent", "retried", "dropped", "unconsented")
 CLOSE_REASONS = ("header_timeout", "max_connections", "malformed")

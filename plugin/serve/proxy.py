@@ -42,7 +42,7 @@ from plugin.config import ConfigError, ServeConfig
 from plugin.context import ConsentSignals, Content, Context
 from plugin.enricher import Enricher
 from plugin.identity import Alias, Identity, IdentityError, is_uuid4, parse_alias_flag
-from plugin.metrics import RateLimitedLog
+from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
 from plugin.serve import reserved as rp
 from plugin.serve.errors import json_error

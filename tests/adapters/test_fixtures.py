@@ -30,7 +30,7 @@ import pytest
 from adapters.base import FailOpen
 from adapters.registry import ADAPTERS
 from plugin.config import ConsentConfig
-from plugin.consent import decide
+from plugin.consent.gate import decide
 from plugin.request import AdRequest
 
 FIXTURES = Path(__file__).parent / "fixtures"

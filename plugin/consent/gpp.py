@@ -1,8 +1,9 @@
 """IAB Global Privacy Platform (GPP) string: header plus the sections the consent gate reads.
 
 `HEADER~SECTION~SECTION...`: the header lists the section ids in the order the sections follow.
-Only tcfeuv2 (2, a TC string: see `plugin.tcf`), uspv1 (6, a `1YNN` string: see `plugin.usp`) and
-usnat (7) are interpreted; other sections are kept as raw text and otherwise ignored.
+Only tcfeuv2 (2, a TC string: see `plugin.consent.tcf`), uspv1 (6, a `1YNN` string: see
+`plugin.consent.usp`) and usnat (7) are interpreted; other sections are kept as raw text and
+otherwise ignored.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from functools import lru_cache
 
 import msgspec
 
-from plugin.tcf import Bits, BitsError
+from plugin.consent.tcf import Bits, BitsError
 
 SECTION_TCFEUV2 = 2
 SECTION_USPV1 = 6

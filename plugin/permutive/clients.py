@@ -17,11 +17,11 @@ import aiohttp
 import msgspec
 import yarl
 
-from plugin.breaker import Breaker
-from plugin.cache import Answer
 from plugin.config import HttpConfig
-from plugin.metrics import Metrics, RateLimitedLog
-from plugin.wire import (
+from plugin.observe.metrics import Metrics, RateLimitedLog
+from plugin.permutive.answer import Answer
+from plugin.permutive.breaker import Breaker
+from plugin.permutive.wire import (
     CCS_PATH,
     CONTEXTUAL_PATH,
     CcsRequest,
@@ -131,7 +131,7 @@ class _Client:
         self.inflight = 0
         self._inflight_gauge = metrics.inflight.labels(self.api)
         self.tracer: Any = None
-        """An OpenTelemetry tracer when tracing is on (`plugin.tracing`); None costs nothing."""
+        """An OpenTelemetry tracer when tracing is on (`plugin.observe.tracing`); None is free."""
 
     async def _traced(self, body: bytes, headers: dict[str, str]) -> bytes:
         """`_post` inside a `permutive.<api>` span: the failure kind, never the payload."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from plugin.cache import Answer
+from plugin.permutive.answer import Answer
 from plugin.result import Reason, Source
 
 

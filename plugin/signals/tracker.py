@@ -2,7 +2,7 @@
 
 Each event is checked (RFC 3339 time in a sane window), stripped of empty properties, and
 given the session and view its play event went out with when the host sent none of its own
-(`plugin.sessions`); then events go out in chronological order, at most 10 per request.
+(`plugin.signals.sessions`); then events go out in chronological order, at most 10 per request.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
-from plugin.cache import Answer, compact_key
-from plugin.events import parse_event_time, prune_empty
+from plugin.cache.local import compact_key
 from plugin.identity import Identity
-from plugin.sessions import SessionTracker
-from plugin.sources import CcsClient, UpstreamError
-from plugin.wire import MAX_EVENTS_PER_REQUEST, CcsRequest, Event
+from plugin.permutive.answer import Answer
+from plugin.permutive.clients import CcsClient, UpstreamError
+from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, CcsRequest, Event
+from plugin.signals.events import parse_event_time, prune_empty
+from plugin.signals.sessions import SessionTracker
 
 
 class EventIds(msgspec.Struct, frozen=True):

@@ -18,17 +18,18 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Literal
 
-from plugin.cache import AgedLru, Answer, Clock, Interner, compact_key
+from plugin.cache.local import AgedLru, Clock, Interner, compact_key
+from plugin.cache.shared import SharedStore
 from plugin.config import Config
 from plugin.context import Context
 from plugin.identity import IdentityError
-from plugin.metrics import Metrics
-from plugin.pending import Failed, Pending, ready
+from plugin.observe.metrics import Metrics
+from plugin.permutive.answer import Answer
+from plugin.permutive.clients import CcsClient, UpstreamError
+from plugin.permutive.wire import CcsRequest, Event
 from plugin.result import ConsentDecision
-from plugin.sessions import Claim, SessionTracker
-from plugin.shared import SharedStore
-from plugin.sources import CcsClient, UpstreamError
-from plugin.wire import CcsRequest, Event
+from plugin.signals.pending import Failed, Pending, ready
+from plugin.signals.sessions import Claim, SessionTracker
 
 _DENIED = ready("skipped", None, "consent_denied")
 _NO_IDENTITY = ready("none", None, "no_identity")

@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
-from plugin.cache import AgedLru, Answer, Clock
+from plugin.cache.local import AgedLru, Clock
+from plugin.cache.shared import SharedViews
 from plugin.identity import is_uuid4
+from plugin.permutive.answer import Answer
 
 
 class View:
@@ -61,37 +63,6 @@ class Claim:
         self.view = view
         self.new = new
         self.key = key
-
-
-class SharedViews(Protocol):
-    """Fleet-wide session and view state (see `plugin.shared.RedisStore`)."""
-
-    async def claim_view(
-        self,
-        identity: str,
-        view_key: str,
-        *,
-        session_id: str,
-        view_id: str,
-        fixed_session: bool,
-        given_view: bool,
-        session_ttl_s: float,
-        view_ttl_s: float,
-    ) -> tuple[str, str, bool] | None:
-        """(session id, view id, first request of the view) as the fleet has them; None when
-        the store cannot answer (then the local state decides)."""
-        ...
-
-    def release_view(self, identity: str, view_key: str) -> None:
-        """Forget a view whose play event failed, so that its next ad break sends it again."""
-        ...
-
-    async def find_view(
-        self, identity: str, view_key: str | None, *, session_id: str, session_ttl_s: float
-    ) -> tuple[str, str | None] | None:
-        """(session id, view id) for an event: the live view of `view_key`, or the latest
-        view of the session when `view_key` is None; touches the session. None on failure."""
-        ...
 
 
 def digest(*parts: str) -> bytes:

@@ -12,13 +12,14 @@ import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
-from plugin.cache import AgedLru, Answer, Clock, SingleFlight, compact_key
+from plugin.cache.local import AgedLru, Clock, SingleFlight, compact_key
+from plugin.cache.shared import SharedStore
 from plugin.config import CacheConfig
-from plugin.metrics import Metrics
-from plugin.pending import Failed, Pending, ready
-from plugin.shared import SharedStore
-from plugin.sources import ContextualClient, UpstreamError
-from plugin.wire import ClientProperties, ContextualRequest
+from plugin.observe.metrics import Metrics
+from plugin.permutive.answer import Answer
+from plugin.permutive.clients import ContextualClient, UpstreamError
+from plugin.permutive.wire import ClientProperties, ContextualRequest
+from plugin.signals.pending import Failed, Pending, ready
 
 _NO_CONTENT = ready("none", None, "no_content")
 

@@ -11,11 +11,10 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
+from plugin.config import PropertyType
 from plugin.errors import RequestError
-
-PropertyType = Literal["string", "number", "boolean", "list"]
 
 MAX_PAST = timedelta(days=30)
 """Oldest event time accepted: past the behavioral cache's life, an event is history, not news."""

@@ -16,8 +16,8 @@ from typing import IO
 
 import msgspec
 
+from plugin.commands.term import Color, Style, UrlChange, clip, plain, table, visible_len
 from plugin.result import ConsentDecision, EnrichResult
-from plugin.term import Color, Style, UrlChange, clip, plain, table, visible_len
 
 WIDTH = 100
 """The terminal width every line fits in (without `--verbose`)."""

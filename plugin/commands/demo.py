@@ -7,7 +7,7 @@ watches the news. Every ad break is requested from GAM, FreeWheel and AdsWizz at
 demo prints one row per ad request (consent, where each signal came from and why, how long it
 took), the cohorts written and the parameter that changed (`--verbose`: the full URLs), then a
 summary read from the enricher's Prometheus registry and a legend. Everything fits 100 columns
-(`plugin.demo_report`). No API key, no network.
+(`plugin.commands.demo_report`). No API key, no network.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter, Example
 from adapters.registry import ADAPTERS, EXAMPLE_PLATFORMS, adapter_by_name, adapter_class
-from plugin.cli_args import positive_int
-from plugin.config import Config
-from plugin.context import ConsentSignals, Content, Context
-from plugin.demo_report import (
+from plugin.commands.args import positive_int
+from plugin.commands.demo_report import (
     DETAIL_INDENT,
     REASON_TEXT,
     SOURCE_TEXT,
@@ -39,12 +37,14 @@ from plugin.demo_report import (
     Request,
     signal_cell,
 )
+from plugin.commands.term import wants_color
+from plugin.config import Config
+from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
 from plugin.identity import Alias, Identity
+from plugin.permutive.wire import Event
 from plugin.request import AdRequest
 from plugin.result import EnrichResult
-from plugin.term import wants_color
-from plugin.wire import Event
 
 if TYPE_CHECKING:
     from plugin.enricher import Enricher
@@ -361,7 +361,7 @@ class Demo:
     # -- pieces -----------------------------------------------------------------------------
 
     def _viewer_heading(self, n: int, viewer: Viewer, session: str) -> None:
-        from plugin.consent import decide
+        from plugin.consent.gate import decide
 
         decision = decide(viewer.consent, self.enricher.config.consent)
         verdict = "allowed" if decision.allowed else "denied"

@@ -16,12 +16,12 @@ from typing import Any
 import msgspec
 
 from adapters.registry import KNOWN_ADAPTERS, supported_shapes
-from plugin.cli_args import DefaultsHelpFormatter, base_url, listen_error, positive_int
+from plugin.commands.args import DefaultsHelpFormatter, base_url, listen_error, positive_int
 from plugin.config import Config, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
 from plugin.identity import Identity, is_uuid4, parse_alias_flag
-from plugin.logs import configure_logging
+from plugin.observe.logs import configure_logging
 from plugin.result import result_doc
 from plugin.version import __version__
 
@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands that live in their own modules register a `configure(parser)` there.
 _EXTRA_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("serve", "plugin.serve.cli", "run the enriching sidecar (proxy, enrich and events API)"),
-    ("demo", "plugin.demo", "walk a scripted scenario on the built-in sandbox"),
-    ("verify", "plugin.verify", "run the Direct API verification steps against an API"),
+    ("demo", "plugin.commands.demo", "walk a scripted scenario on the built-in sandbox"),
+    ("verify", "plugin.commands.verify", "run the Direct API verification steps against an API"),
 )
 
 

@@ -24,10 +24,8 @@ from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
 from adapters.registry import EXAMPLE_PLATFORMS, adapter_by_name, build_adapters
-from plugin.cli import UsageError, add_api_flags, config_from_args
-from plugin.config import Config, adapter_settings
-from plugin.context import Content, Context
-from plugin.demo import (
+from plugin.commands.cli import UsageError, add_api_flags, config_from_args
+from plugin.commands.demo import (
     PREROLL,
     TC_GRANTED,
     TC_PURPOSE1_DENIED,
@@ -36,11 +34,11 @@ from plugin.demo import (
     ad_request,
     sample_sum,
 )
+from plugin.commands.term import Style, UrlChange, table, wants_color
+from plugin.config import Config, adapter_settings
+from plugin.context import Content, Context
 from plugin.identity import Alias
-from plugin.request import AdRequest
-from plugin.result import EnrichResult
-from plugin.term import Style, UrlChange, table, wants_color
-from plugin.wire import (
+from plugin.permutive.wire import (
     CcsRequest,
     CcsResponse,
     ClientProperties,
@@ -52,6 +50,8 @@ from plugin.wire import (
     json_encoder,
     parse_error,
 )
+from plugin.request import AdRequest
+from plugin.result import EnrichResult
 
 if TYPE_CHECKING:
     from plugin.sandbox import Sandbox

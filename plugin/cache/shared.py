@@ -16,10 +16,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from plugin.breaker import Breaker
-from plugin.cache import Answer
-from plugin.metrics import Metrics, RateLimitedLog
-from plugin.sessions import SharedViews
+from plugin.observe.metrics import Metrics, RateLimitedLog
+from plugin.permutive.answer import Answer
+from plugin.permutive.breaker import Breaker
 
 log = logging.getLogger("cohortkv.shared")
 
@@ -34,9 +33,40 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Stored).decode
 
 
+class SharedViews(Protocol):
+    """Fleet-wide session and view state (see `plugin.cache.shared.RedisStore`)."""
+
+    async def claim_view(
+        self,
+        identity: str,
+        view_key: str,
+        *,
+        session_id: str,
+        view_id: str,
+        fixed_session: bool,
+        given_view: bool,
+        session_ttl_s: float,
+        view_ttl_s: float,
+    ) -> tuple[str, str, bool] | None:
+        """(session id, view id, first request of the view) as the fleet has them; None when
+        the store cannot answer (then the local state decides)."""
+        ...
+
+    def release_view(self, identity: str, view_key: str) -> None:
+        """Forget a view whose play event failed, so that its next ad break sends it again."""
+        ...
+
+    async def find_view(
+        self, identity: str, view_key: str | None, *, session_id: str, session_ttl_s: float
+    ) -> tuple[str, str | None] | None:
+        """(session id, view id) for an event: the live view of `view_key`, or the latest
+        view of the session when `view_key` is None; touches the session. None on failure."""
+        ...
+
+
 class SharedStore(SharedViews, Protocol):
     """What the enricher needs from a shared cache: answers, plus sessions and views
-    (`plugin.sessions.SharedViews`). Every read returns None on any failure."""
+    (`SharedViews`, used by `plugin.signals.sessions`). Every read returns None on any failure."""
 
     async def get(self, namespace: str, key: str, max_age_s: float) -> Answer | None: ...
 

@@ -43,8 +43,7 @@ import logging
 from typing import Literal, NamedTuple
 
 from plugin.config import ConsentConfig
-from plugin.context import ConsentSignals
-from plugin.gpp import (
+from plugin.consent.gpp import (
     SECTION_TCFEUV2,
     SECTION_USNAT,
     SECTION_USPV1,
@@ -53,9 +52,10 @@ from plugin.gpp import (
     decode_gpp,
     decode_usnat,
 )
+from plugin.consent.tcf import TcfDecodeError, decode_tc_string
+from plugin.consent.usp import UspDecodeError, decode_us_privacy
+from plugin.context import ConsentSignals
 from plugin.result import ConsentDecision
-from plugin.tcf import TcfDecodeError, decode_tc_string
-from plugin.usp import UspDecodeError, decode_us_privacy
 
 __all__ = [
     "REASONS",

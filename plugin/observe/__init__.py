@@ -1,0 +1,1 @@
+"""Operability: Prometheus metrics, rate-limited and redacted logs, optional OpenTelemetry spans."""

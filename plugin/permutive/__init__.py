@@ -1,0 +1,2 @@
+"""Permutive's Direct API: the CCS and Contextual clients, their wire types, the answer, and
+the circuit breaker."""
