@@ -61,11 +61,10 @@ async def fill(users: int, seed: int, e: Enricher | None = None) -> tuple[Enrich
         )
         e = Enricher(config)
         await e.start()
-        assert e._session is not None
+        session = e.upstreams._session
+        assert session is not None
         # `send_batch` keys, decodes and stores exactly as an ad request's CCS call does.
-        e.behavioral.client = _Replay(
-            e._session, "http://127.0.0.1:9", "k", e.metrics, HttpConfig()
-        )
+        e.behavioral.client = _Replay(session, "http://127.0.0.1:9", "k", e.metrics, HttpConfig())
     events = [Event(name="Videoview", time=now_rfc3339(), properties={})]
     rnd = random.Random(seed)
     sets = _CCS_SETS

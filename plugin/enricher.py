@@ -11,43 +11,39 @@ here raises into the host for a machine's bad input: the worst case is the reque
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Self
 
-import aiohttp
 from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
-from plugin.cache.shared import SharedStore
+from plugin.accounting import Accounting
 from plugin.config import Config, adapter_settings, require_api
-from plugin.consent.gate import decide, is_undecodable
+from plugin.consent.gate import decide
 from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity
-from plugin.observe.metrics import Metrics, RateLimitedLog
-from plugin.observe.tracing import client_trace_configs, make_tracer, result_attributes
+from plugin.observe.metrics import Metrics
+from plugin.observe.tracing import make_tracer, result_attributes
 from plugin.permutive.answer import Answer
-from plugin.permutive.clients import CcsClient, ContextualClient, make_session
+from plugin.permutive.clients import CcsClient
 from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
-from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
-from plugin.signals.behavioral import BehavioralSignal, PlayEvent
+from plugin.result import ConsentDecision, EnrichResult, SignalResult
+from plugin.signals.behavioral import BehavioralSignal, play_event_of
 from plugin.signals.contextual import ContextualSignal
-from plugin.signals.events import now_rfc3339, parse_event_time, prune_empty, typed_properties
+from plugin.signals.events import parse_event_time, typed_content_properties
 from plugin.signals.merge import build_keyvalues
-from plugin.signals.pending import Outcome, Pending, wait_all
+from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
 from plugin.signals.tracker import EventIds, EventSender
+from plugin.upstreams import Upstreams
 
 __all__ = ["EnrichResult", "Enricher", "SignalResult"]
 
-log = logging.getLogger("cohortkv.enricher")
-
 _FINISH_RESERVE_S = 0.002
-_NOT_RECOGNISED = SignalResult("none", [], "not_recognised")
 
 
 class Enricher:
@@ -68,14 +64,13 @@ class Enricher:
         clock: Any = None,
         tracer_provider: Any = None,
     ) -> None:
-        self.config = require_api(config if config is not None else Config())
-        cfg = self.config
+        self.config = cfg = require_api(config if config is not None else Config())
         self.metrics = Metrics(registry)
-        self._warn = RateLimitedLog(log)
+        self.accounting = Accounting(self.metrics)
         self.adapters: tuple[Adapter, ...] = (
             tuple(adapters)
             if adapters is not None
-            else build_adapters(adapter_settings(cfg), on_error=self._adapter_failed)
+            else build_adapters(adapter_settings(cfg), on_error=self.accounting.adapter_failed)
         )
         clock = clock or time.monotonic
         self.sessions = SessionTracker(
@@ -92,19 +87,10 @@ class Enricher:
         self.contextual.track = self._track
         self.behavioral.late_after_s = self.contextual.late_after_s = cfg.budget_ms / 1000
         self.events = EventSender(self.sessions, self._ccs_client, self.behavioral.remember)
+        self.tracer = make_tracer(cfg.tracing, tracer_provider)
+        self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
         self._property_types = cfg.events.property_types()
         self._background: set[asyncio.Task[Any]] = set()
-        self._session: aiohttp.ClientSession | None = None
-        self._starting = asyncio.Lock()
-        self._tracer_provider = tracer_provider
-        self.tracer = make_tracer(cfg.tracing, tracer_provider)
-        self._sandbox: Any = None
-        self._shared: SharedStore | None = None
-        # Labelled children looked up once: `labels()` costs more than the increment itself.
-        self._decisions: dict[tuple[bool, str], Any] = {}
-        self._sources: dict[tuple[str, Source, Reason], Any] = {}
-        self._timers: dict[str, Any] = {}
-        self._not_recognised: dict[tuple[str, str, str], Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -117,47 +103,10 @@ class Enricher:
 
     async def start(self) -> None:
         """Idempotent, and safe to race: concurrent first calls share one start."""
-        if self._session is not None:
-            return
-        async with self._starting:
-            if self._session is None:
-                await self._start()
-
-    async def _start(self) -> None:
-        cfg = self.config
-        api_key, ccs_url, ctx_url = cfg.api_key, cfg.ccs_url, cfg.ctx_url
-        if api_key is None:
-            from plugin.sandbox import start_sandbox
-
-            self._sandbox = await start_sandbox()
-            api_key = self._sandbox.api_key
-            ccs_url = ctx_url = self._sandbox.base_url
-            self.metrics.sandbox_mode.set(1)
-            log.warning(
-                "sandbox = true: serving the built-in sandbox's cohorts (%s), not Permutive's; "
-                "never point real ad traffic at this",
-                ccs_url,
-            )
-        if cfg.cache.redis_url:
-            from plugin.cache.shared import RedisStore
-
-            self._shared = RedisStore(
-                cfg.cache.redis_url,
-                self.metrics,
-                timeout_s=cfg.cache.redis_timeout_ms / 1000,
-                cluster=cfg.cache.redis_cluster,
-            )
-            self.behavioral.shared = self.contextual.shared = self._shared
-            self.sessions.shared = self._shared
-        h = cfg.http
-        traced = client_trace_configs(cfg.tracing, self._tracer_provider)
-        session = make_session(
-            h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s, trace_configs=traced
-        )
-        self.behavioral.client = CcsClient(session, ccs_url, api_key, self.metrics, h)
-        self.contextual.client = ContextualClient(session, ctx_url, api_key, self.metrics, h)
-        self.behavioral.client.tracer = self.contextual.client.tracer = self.tracer
-        self._session = session
+        if await self.upstreams.start():
+            up = self.upstreams
+            self.behavioral.client, self.contextual.client = up.ccs, up.contextual
+            self.behavioral.shared = self.contextual.shared = self.sessions.shared = up.shared
 
     async def close(self) -> None:
         """Lets calls already made finish briefly (their answers fill the cache), then stops."""
@@ -166,29 +115,17 @@ class Enricher:
             await asyncio.wait(pending, timeout=self.config.budget_ms / 1000)
             for t in pending:
                 t.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._shared is not None:
-            await self._shared.close()
-            self._shared = self.sessions.shared = None
-            self.behavioral.shared = self.contextual.shared = None
-        if self._sandbox is not None:
-            await self._sandbox.close()
-            self._sandbox = None
+        self.behavioral.shared = self.contextual.shared = self.sessions.shared = None
+        await self.upstreams.close()
 
     def upstream_states(self) -> dict[str, str]:
         """Circuit breaker state per API (`closed`, `open`, `half_open`), for readiness."""
-        clients = {"ccs": self.behavioral.client, "contextual": self.contextual.client}
-        return {
-            api: c.breaker.state.name.lower() if c is not None else "closed"
-            for api, c in clients.items()
-        }
+        return self.upstreams.states()
 
     @property
     def sandbox(self) -> Any:
         """The in-process sandbox when running with `sandbox = true`, else None."""
-        return self._sandbox
+        return self.upstreams.sandbox
 
     def _ccs_client(self) -> CcsClient:
         client = self.behavioral.client
@@ -235,12 +172,11 @@ class Enricher:
         adapter = self.adapter_for(req, platform)
         if context is not None and context.identity is not None:
             context.identity.validate()
-        if adapter is None:
-            return self._unchanged(req, started, origin, platform or "auto", "no_adapter")
-        why_not = adapter.unrecognised(req)
-        if why_not is not None:
-            return self._unchanged(req, started, origin, adapter.name, why_not)
-        if self._session is None:
+        why_not = "no_adapter" if adapter is None else adapter.unrecognised(req)
+        if adapter is None or why_not is not None:
+            name = (platform or "auto") if adapter is None else adapter.name
+            return self.accounting.unrecognised(req, started, origin, name, why_not or "")
+        if not self.upstreams.running:
             await self.start()
 
         parsed = adapter.parse(req)
@@ -252,7 +188,7 @@ class Enricher:
         until = loop.time() + deadline - min(_FINISH_RESERVE_S, deadline * 0.05)
 
         content = ctx.content
-        props = self._properties(content.properties) if content.properties else {}
+        props = self._properties(content.properties)
         client_type = content.client_type or adapter.client_type
         c = self.contextual.begin(
             content.url,
@@ -261,17 +197,7 @@ class Enricher:
             client_type=client_type,
             section=adapter.content_section,
         )
-        has_content = bool(content.url) or bool(props)
-        play = None
-        if has_content:
-
-            def play() -> PlayEvent:
-                return PlayEvent(
-                    adapter.play_event,
-                    now_rfc3339(),
-                    _play_properties(props, content.title, client_type),
-                )
-
+        play = play_event_of(adapter.play_event, content.url, props, content.title, client_type)
         b = await self.behavioral.begin(ctx, decision, play)
         waiting: list[asyncio.Task[Any]] = []
         b.waiting(waiting)
@@ -292,28 +218,18 @@ class Enricher:
         behavioral, contextual = b.outcome(), c.outcome()
         platforms = adapter.activation_platforms
         if not platforms:
-            self._warn.warning(
-                f"activation:{adapter.name}",
-                "platform %s has no activation_platforms: nothing can be written into its"
-                " requests; set [adapters.%s] activation_platforms",
-                adapter.name,
-                adapter.name,
-            )
+            self.accounting.no_activation_platforms(adapter.name)
         b_codes = behavioral.answer.activated(platforms) if behavioral.answer else []
         c_codes = contextual.answer.activated(platforms) if contextual.answer else []
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         applied = adapter.apply(req, wanted)
-        elapsed = time.perf_counter() - started
-        timer = self._timers.get(adapter.name)
-        if timer is None:
-            timer = self._timers[adapter.name] = self.metrics.enrich_seconds.labels(adapter.name)
-        timer.observe(elapsed)
+        elapsed = self.accounting.enriched(adapter.name, started)
         return EnrichResult(
             url=applied.request.url,
             keyvalues=applied.written,
-            behavioral=self._signal("behavioral", behavioral, b_codes),
-            contextual=self._signal("contextual", contextual, c_codes),
+            behavioral=self.accounting.signal("behavioral", behavioral, b_codes),
+            contextual=self.accounting.signal("contextual", contextual, c_codes),
             consent=decision,
             elapsed_ms=round(elapsed * 1000, 3),
             platform=adapter.name,
@@ -330,82 +246,18 @@ class Enricher:
         self, signals: ConsentSignals, host: ConsentSignals | None = None
     ) -> ConsentDecision:
         """The consent gate's decision over the request's and the host's signals, counted."""
-        d = decide(signals, self.config.consent, host)
-        counter = self._decisions.get((d.allowed, d.reason))
-        if counter is None:
-            counter = self.metrics.consent_decisions.labels(
-                "allowed" if d.allowed else "denied", d.reason
-            )
-            self._decisions[(d.allowed, d.reason)] = counter
-        counter.inc()
-        if is_undecodable(d.reason):
-            self.metrics.bad_input.labels("consent", d.reason).inc()
-            self._warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
-        return d
+        return self.accounting.decision(decide(signals, self.config.consent, host))
 
     def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Typed as `[events.properties]` says, empty values left out."""
-        typed, dropped = typed_properties(raw, self._property_types)
-        for name in dropped:
-            self.metrics.bad_input.labels("property", "untyped").inc()
-            self._warn.warning(
-                f"property:{name}", "property %r: value does not parse as its type; left out", name
-            )
-        pruned: dict[str, Any] = prune_empty(typed)
-        return pruned
+        if not raw:
+            return {}
+        return typed_content_properties(raw, self._property_types, self._untyped)
 
-    def _signal(self, name: str, got: Outcome, cohorts: list[str]) -> SignalResult:
-        source, reason = got.source, got.reason
-        counter = self._sources.get((name, source, reason))
-        if counter is None:
-            counter = self._sources[(name, source, reason)] = self.metrics.signal_source.labels(
-                name, source, reason
-            )
-        counter.inc()
-        if got.answer is None:
-            return SignalResult(source, [], reason)
-        return SignalResult(source, list(cohorts), reason)
-
-    def _unchanged(
-        self, req: AdRequest, started: float, origin: str, platform: str, why: str
-    ) -> EnrichResult:
-        """A request no adapter recognises goes out as it came: counted, logged, never called an
-        enrichment."""
-        counter = self._not_recognised.get((origin, platform, why))
-        if counter is None:
-            counter = self._not_recognised[(origin, platform, why)] = (
-                self.metrics.not_recognised.labels(origin, platform, why)
-            )
-        counter.inc()
-        self._warn.warning(
-            f"unrecognised:{origin}:{platform}:{why}",
-            "ad request from %s not recognised by platform %s (%s): sent on unchanged",
-            origin,
-            platform,
-            why,
+    def _untyped(self, name: str) -> None:
+        self.metrics.bad_input.labels("property", "untyped").inc()
+        self.accounting.warn.warning(
+            f"property:{name}", "property %r: value does not parse as its type; left out", name
         )
-        return EnrichResult(
-            url=req.url,
-            keyvalues={},
-            behavioral=_NOT_RECOGNISED,
-            contextual=_NOT_RECOGNISED,
-            consent=ConsentDecision(False, "not_evaluated"),
-            elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
-            request=req,
-            unrecognised=why,
-        )
-
-    def _adapter_failed(self, platform: str, stage: str, e: BaseException) -> None:
-        self.metrics.adapter_errors.labels(platform, stage).inc()
-        self._warn.warning(
-            f"adapter:{platform}:{stage}",
-            "adapter %s failed in %s (%s): the request goes out %s",
-            platform,
-            stage,
-            type(e).__name__,
-            "unchanged" if stage != "parse" else "without what it carries",
-        )
-        log.debug("adapter failure", exc_info=e)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -421,9 +273,9 @@ class Enricher:
 
         Consented users only; chronological order; at most 10 events per request; empty
         properties left out. Events without a view id land in the view whose play event went
-        out (`plugin.signals.sessions`; `ids` says where, as the ad request did). Returns how many
-        events were delivered. Raises `IdentityError` / `RequestError` for a person's mistake
-        (an invalid identity, a bad event time); upstream failures mean fewer delivered.
+        out (`plugin.signals.sessions`; `ids` says where, as the ad request did). Returns how
+        many events were delivered. Raises `IdentityError` / `RequestError` for a person's
+        mistake (an invalid identity, a bad event time); upstream failures mean fewer delivered.
         """
         identity.validate()
         if isinstance(consent, bool):
@@ -446,7 +298,7 @@ class Enricher:
         await self.start()
         return await self.events.send_batch(identity, events)
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- background tasks -------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -457,17 +309,3 @@ class Enricher:
         if task not in self._background:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-
-
-def _play_properties(
-    props: dict[str, Any], title: str | None, client_type: str | None
-) -> dict[str, Any]:
-    out = dict(props)
-    if title and "title" not in out:
-        out["title"] = title
-    if client_type:
-        client = out.get("client")
-        out["client"] = (
-            {**client, "type": client_type} if isinstance(client, dict) else {"type": client_type}
-        )
-    return out

@@ -28,6 +28,7 @@ from plugin.permutive.answer import Answer
 from plugin.permutive.clients import CcsClient, UpstreamError
 from plugin.permutive.wire import CcsRequest, Event
 from plugin.result import ConsentDecision
+from plugin.signals.events import now_rfc3339
 from plugin.signals.pending import Failed, Pending, ready
 from plugin.signals.sessions import Claim, SessionTracker
 
@@ -45,6 +46,35 @@ class PlayEvent:
         self.name = name
         self.time = time
         self.properties = properties
+
+
+def play_event_of(
+    name: str,
+    content_url: str | None,
+    properties: dict[str, Any],
+    title: str | None,
+    client_type: str | None,
+) -> Callable[[], PlayEvent] | None:
+    """How to make the view's play event, when there is content to make it about; None
+    otherwise (the behavioral signal is then cache-only, reason `no_content`). Made only when a
+    view starts: later breaks of the view send none."""
+    if not content_url and not properties:
+        return None
+
+    def play() -> PlayEvent:
+        props = dict(properties)
+        if title and "title" not in props:
+            props["title"] = title
+        if client_type:
+            client = props.get("client")
+            props["client"] = (
+                {**client, "type": client_type}
+                if isinstance(client, dict)
+                else {"type": client_type}
+            )
+        return PlayEvent(name, now_rfc3339(), props)
+
+    return play
 
 
 class BehavioralSignal:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,3 +116,16 @@ def _typed(text: str, kind: PropertyType) -> Any:
     if not math.isfinite(number):
         return None
     return int(number) if number.is_integer() and "." not in value and "e" not in value else number
+
+
+def typed_content_properties(
+    raw: Mapping[str, Any], types: Mapping[str, PropertyType], dropped: Callable[[str], None]
+) -> dict[str, Any]:
+    """Content properties as the play event and the Contextual request carry them: typed as
+    `[events.properties]` says (`dropped` hears of each value that does not parse), empty
+    values left out."""
+    typed, bad = typed_properties(raw, types)
+    for name in bad:
+        dropped(name)
+    pruned: dict[str, Any] = prune_empty(typed)
+    return pruned

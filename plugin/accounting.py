@@ -1,0 +1,115 @@
+"""What the enricher counts and logs about each ad request: consent decisions, where each
+signal's cohorts came from and why, requests no platform recognised, adapter failures, time.
+
+Labelled children are looked up once and kept: `labels()` costs more than the increment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from plugin.consent.gate import is_undecodable
+from plugin.observe.metrics import Metrics, RateLimitedLog
+from plugin.request import AdRequest
+from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
+from plugin.signals.pending import Outcome
+
+log = logging.getLogger("cohortkv.enricher")
+
+_NOT_RECOGNISED = SignalResult("none", [], "not_recognised")
+
+
+class Accounting:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.warn = RateLimitedLog(log)
+        self._decisions: dict[tuple[bool, str], Any] = {}
+        self._sources: dict[tuple[str, Source, Reason], Any] = {}
+        self._timers: dict[str, Any] = {}
+        self._not_recognised: dict[tuple[str, str, str], Any] = {}
+
+    def decision(self, d: ConsentDecision) -> ConsentDecision:
+        counter = self._decisions.get((d.allowed, d.reason))
+        if counter is None:
+            counter = self.metrics.consent_decisions.labels(
+                "allowed" if d.allowed else "denied", d.reason
+            )
+            self._decisions[(d.allowed, d.reason)] = counter
+        counter.inc()
+        if is_undecodable(d.reason):
+            self.metrics.bad_input.labels("consent", d.reason).inc()
+            self.warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
+        return d
+
+    def signal(self, name: str, got: Outcome, cohorts: list[str]) -> SignalResult:
+        source, reason = got.source, got.reason
+        counter = self._sources.get((name, source, reason))
+        if counter is None:
+            counter = self._sources[(name, source, reason)] = self.metrics.signal_source.labels(
+                name, source, reason
+            )
+        counter.inc()
+        if got.answer is None:
+            return SignalResult(source, [], reason)
+        return SignalResult(source, list(cohorts), reason)
+
+    def enriched(self, platform: str, started: float) -> float:
+        """Observes the time since `started`; returns it, in seconds."""
+        elapsed = time.perf_counter() - started
+        timer = self._timers.get(platform)
+        if timer is None:
+            timer = self._timers[platform] = self.metrics.enrich_seconds.labels(platform)
+        timer.observe(elapsed)
+        return elapsed
+
+    def unrecognised(
+        self, req: AdRequest, started: float, origin: str, platform: str, why: str
+    ) -> EnrichResult:
+        """A request no adapter recognises goes out as it came: counted, logged, never called
+        an enrichment."""
+        counter = self._not_recognised.get((origin, platform, why))
+        if counter is None:
+            counter = self._not_recognised[(origin, platform, why)] = (
+                self.metrics.not_recognised.labels(origin, platform, why)
+            )
+        counter.inc()
+        self.warn.warning(
+            f"unrecognised:{origin}:{platform}:{why}",
+            "ad request from %s not recognised by platform %s (%s): sent on unchanged",
+            origin,
+            platform,
+            why,
+        )
+        return EnrichResult(
+            url=req.url,
+            keyvalues={},
+            behavioral=_NOT_RECOGNISED,
+            contextual=_NOT_RECOGNISED,
+            consent=ConsentDecision(False, "not_evaluated"),
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+            request=req,
+            unrecognised=why,
+        )
+
+    def adapter_failed(self, platform: str, stage: str, e: BaseException) -> None:
+        self.metrics.adapter_errors.labels(platform, stage).inc()
+        self.warn.warning(
+            f"adapter:{platform}:{stage}",
+            "adapter %s failed in %s (%s): the request goes out %s",
+            platform,
+            stage,
+            type(e).__name__,
+            "unchanged" if stage != "parse" else "without what it carries",
+        )
+        log.debug("adapter failure", exc_info=e)
+
+    def no_activation_platforms(self, platform: str) -> None:
+        self.warn.warning(
+            f"activation:{platform}",
+            "platform %s has no activation_platforms: nothing can be written into its"
+            " requests; set [adapters.%s] activation_platforms",
+            platform,
+            platform,
+        )

@@ -1,0 +1,106 @@
+"""What an enricher holds while it runs: one HTTP session for both Permutive APIs and their
+clients, the in-process sandbox (`sandbox = true`), and the fleet's shared store (Redis).
+
+Started once, whoever asks first (concurrent first calls share one start, under a lock), and
+closed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from plugin.cache.shared import SharedStore
+from plugin.config import Config
+from plugin.observe.metrics import Metrics
+from plugin.observe.tracing import Tracer, client_trace_configs
+from plugin.permutive.clients import CcsClient, ContextualClient, make_session
+
+log = logging.getLogger("cohortkv.enricher")
+
+
+class Upstreams:
+    def __init__(
+        self, config: Config, metrics: Metrics, tracer: Tracer | None, tracer_provider: Any
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._tracer = tracer
+        self._tracer_provider = tracer_provider
+        self._starting = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self.ccs: CcsClient | None = None
+        self.contextual: ContextualClient | None = None
+        self.shared: SharedStore | None = None
+        self.sandbox: Any = None
+        """The in-process sandbox when running with `sandbox = true`, else None."""
+
+    @property
+    def running(self) -> bool:
+        return self._session is not None
+
+    async def start(self) -> bool:
+        """Idempotent and safe to race; True for the call that did start them."""
+        if self._session is not None:
+            return False
+        async with self._starting:
+            if self._session is not None:
+                return False
+            await self._start()
+            return True
+
+    async def _start(self) -> None:
+        cfg = self._config
+        api_key, ccs_url, ctx_url = cfg.api_key, cfg.ccs_url, cfg.ctx_url
+        if api_key is None:  # `require_api` let it through: sandbox = true
+            from plugin.sandbox import start_sandbox
+
+            self.sandbox = await start_sandbox()
+            api_key = self.sandbox.api_key
+            ccs_url = ctx_url = self.sandbox.base_url
+            self._metrics.sandbox_mode.set(1)
+            log.warning(
+                "sandbox = true: serving the built-in sandbox's cohorts (%s), not Permutive's; "
+                "never point real ad traffic at this",
+                ccs_url,
+            )
+        if cfg.cache.redis_url:
+            from plugin.cache.shared import RedisStore
+
+            self.shared = RedisStore(
+                cfg.cache.redis_url,
+                self._metrics,
+                timeout_s=cfg.cache.redis_timeout_ms / 1000,
+                cluster=cfg.cache.redis_cluster,
+            )
+        h = cfg.http
+        traced = client_trace_configs(cfg.tracing, self._tracer_provider)
+        session = make_session(
+            h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s, trace_configs=traced
+        )
+        self.ccs = CcsClient(session, ccs_url, api_key, self._metrics, h)
+        self.contextual = ContextualClient(session, ctx_url, api_key, self._metrics, h)
+        self.ccs.tracer = self.contextual.tracer = self._tracer
+        self._session = session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self.shared is not None:
+            await self.shared.close()
+            self.shared = None
+        if self.sandbox is not None:
+            await self.sandbox.close()
+            self.sandbox = None
+
+    def states(self) -> dict[str, str]:
+        """Circuit breaker state per API (`closed`, `open`, `half_open`), for readiness."""
+        clients = {"ccs": self.ccs, "contextual": self.contextual}
+        return {
+            api: c.breaker.state.name.lower() if c is not None else "closed"
+            for api, c in clients.items()
+        }
