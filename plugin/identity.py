@@ -35,6 +35,11 @@ ADVERTISING_ID_TAGS = frozenset(DEVICE_ID_TAGS.values())
 """The alias tags of advertising (device) ids: never used when a request limits ad tracking."""
 
 
+IDENTITY_FORMS: tuple[str, ...] = ("user_id", "alias", "aliases")
+ONE_FORM = "exactly one of user_id, alias, aliases"
+"""The CCS API's rule for a request's identity: one form, never two or none."""
+
+
 class IdentityError(CohortkvError):
     """A person supplied an identity the CCS API would reject."""
 
@@ -53,13 +58,9 @@ class Identity(msgspec.Struct, omit_defaults=True, frozen=True):
     aliases: tuple[Alias, ...] | None = None
 
     def validate(self) -> Identity:
-        forms = [f for f in ("user_id", "alias", "aliases") if getattr(self, f) is not None]
+        forms = [f for f in IDENTITY_FORMS if getattr(self, f) is not None]
         if len(forms) != 1:
-            raise IdentityError(
-                "identity",
-                "exactly one of user_id, alias, aliases",
-                got_text=", ".join(forms) or "none",
-            )
+            raise IdentityError("identity", ONE_FORM, got_text=", ".join(forms) or "none")
         if self.user_id is not None and not is_uuid4(self.user_id):
             raise IdentityError("identity.user_id", "a UUIDv4", self.user_id)
         if self.alias is not None:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import msgspec
 from prometheus_client import CollectorRegistry
 
@@ -38,6 +37,8 @@ from plugin.commands.term import Style, UrlChange, table, wants_color
 from plugin.config import Config, adapter_settings
 from plugin.context import Content, Context
 from plugin.identity import Alias
+from plugin.observe.metrics import Metrics
+from plugin.permutive.clients import CcsClient, ContextualClient, UpstreamError, make_session
 from plugin.permutive.wire import (
     CcsRequest,
     CcsResponse,
@@ -45,10 +46,6 @@ from plugin.permutive.wire import (
     ContextualRequest,
     ContextualResponse,
     Event,
-    ccs_response_decoder,
-    ctx_response_decoder,
-    json_encoder,
-    parse_error,
 )
 from plugin.request import AdRequest
 from plugin.result import EnrichResult
@@ -116,16 +113,23 @@ class Verifier:
         self.content_url = content_url
         self.alias_tag = alias_tag
         self.sandbox = sandbox
-        self._session: aiohttp.ClientSession | None = None
+        self._clients: tuple[CcsClient, CcsClient, ContextualClient] | None = None
         self._answer: CcsResponse | None = None  # step 2's answer, checked again in step 3
         self._alias: Alias | None = None  # step 2's user: has history for step 5
 
     # -- running --------------------------------------------------------------------------
 
     async def run(self) -> list[Step]:
-        timeout = aiohttp.ClientTimeout(total=self.config.http.request_timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            self._session = session
+        # Every step reports its own failure: no breaker may turn a later one into "open".
+        http = msgspec.structs.replace(self.config.http, breaker_failures=1_000_000)
+        metrics = Metrics(CollectorRegistry())
+        base, key = self.config, self.api_key
+        async with make_session(http.pool_limit, http.pool_limit_per_host, 5.0) as session:
+            self._clients = (
+                CcsClient(session, base.ccs_url, key, metrics, http),
+                CcsClient(session, base.ccs_url, key, metrics, http, synchronous_validation=True),
+                ContextualClient(session, base.ctx_url, key, metrics, http),
+            )
             steps: list[tuple[int, Callable[[], Awaitable[list[str]]]]] = [
                 (1, self.identity),
                 (2, self.event_collection),
@@ -301,51 +305,44 @@ class Verifier:
     async def _ccs(
         self, alias: Alias, event: Event, *, synchronous_validation: bool = False
     ) -> CcsResponse:
-        params = {"activations": "true"}
-        if synchronous_validation:
-            params["synchronous-validation"] = "true"
-        body = json_encoder.encode(CcsRequest(events=[event], alias=alias))
-        headers = {"Content-Type": "application/json", "X-Api-Key": self.api_key}
-        url = self.config.ccs_url.rstrip("/") + "/ccs/v1/segmentation"
-        payload = await self._post("CCS", url, body, headers, params)
+        """One CCS call through the product's own client (the same URL, headers, breaker-free
+        settings and decoding an ad request's call uses)."""
+        assert self._clients is not None
+        ccs, ccs_checked, _ = self._clients
+        client = ccs_checked if synchronous_validation else ccs
         try:
-            return ccs_response_decoder.decode(payload)
-        except msgspec.DecodeError as e:
-            raise _Fail(f"the CCS API's answer is not a segmentation response: {e}") from None
+            answer = await client.segment(CcsRequest(events=[event], alias=alias))
+        except UpstreamError as e:
+            raise _Fail(self._upstream_text("CCS", self.config.ccs_url, e)) from None
+        return CcsResponse(
+            user_id=answer.user_id or "",
+            cohorts=list(answer.cohorts),
+            activations={p: list(codes) for p, codes in answer.activations or ()},
+        )
 
     async def _ctx(self, url: str) -> ContextualResponse:
+        assert self._clients is not None
         client = ClientProperties(url=url, domain=urlsplit(url).hostname or None)
-        body = json_encoder.encode(ContextualRequest(url=url, page_properties={"client": client}))
-        endpoint = self.config.ctx_url.rstrip("/") + "/ctx/v1/segment"
-        headers = {"Content-Type": "application/json"}
-        payload = await self._post("Contextual", endpoint, body, headers, {"k": self.api_key})
+        request = ContextualRequest(url=url, page_properties={"client": client})
         try:
-            return ctx_response_decoder.decode(payload)
-        except msgspec.DecodeError as e:
-            raise _Fail(f"the Contextual API's answer is not a segment response: {e}") from None
+            answer = await self._clients[2].segment(request)
+        except UpstreamError as e:
+            raise _Fail(self._upstream_text("Contextual", self.config.ctx_url, e)) from None
+        return ContextualResponse(
+            cohorts=list(answer.cohorts),
+            activations={p: list(codes) for p, codes in answer.activations or ()},
+        )
 
-    async def _post(
-        self, api: str, url: str, body: bytes, headers: dict[str, str], params: dict[str, str]
-    ) -> bytes:
-        assert self._session is not None
-        try:
-            async with self._session.post(url, data=body, headers=headers, params=params) as resp:
-                payload = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise _Fail(
-                f"cannot reach the {api} API at {url}: {self._redact(_describe(e))}"
-            ) from None
-        if status >= 400:
-            raise _Fail(f"the {api} API answered HTTP {status}{self._error_text(payload)}")
-        return payload
-
-    def _error_text(self, payload: bytes) -> str:
-        detail = parse_error(payload)
-        if detail is None:
-            return ""
-        parts = [str(p) for p in (detail.code, detail.message) if p is not None and p != ""]
-        return (": " + " - ".join(self._redact(p) for p in parts)) if parts else ""
+    def _upstream_text(self, api: str, url: str, e: UpstreamError) -> str:
+        if e.kind == "connect":
+            return f"cannot reach the {api} API at {url}: {e.detail}"
+        if e.kind == "decode":
+            return f"the {api} API's answer is not one it documents ({e.detail})"
+        if e.kind == "timeout":
+            return f"the {api} API did not answer within http.request_timeout_s"
+        parts = [str(p) for p in (e.code, e.message) if p is not None and p != ""]
+        said = (": " + " - ".join(self._redact(p) for p in parts)) if parts else ""
+        return f"the {api} API answered {e.detail or e.kind}{said}"
 
     async def _why(self, alias: Alias, event: Event) -> list[str]:
         """Asks again with synchronous validation: a schema mismatch then says what it is."""

@@ -67,13 +67,18 @@ class UpstreamError(Exception):
         retry_after_s: float | None = None,
         *,
         code: int | None = None,
+        message: str | None = None,
     ) -> None:
         super().__init__(f"{api}: {kind}{': ' + detail if detail else ''}")
         self.api = api
         self.kind = kind
+        self.detail = detail
         self.retry_after_s = retry_after_s
         self.code = code
         """Permutive's numeric error code from the error body, when it gave one."""
+        self.message = message
+        """The error body's message: for a person reading `cohortkv verify`, never logged (it
+        is the upstream's text)."""
 
 
 def make_session(
@@ -237,6 +242,7 @@ class _Client:
             f"HTTP {status} {code}".strip(),
             _retry_after_s(retry_after),
             code=detail.code if detail is not None else None,
+            message=detail.message if detail is not None else None,
         )
 
     def _fail(self, e: UpstreamError) -> UpstreamError:

@@ -20,17 +20,20 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from plugin.identity import is_uuid4
-from plugin.permutive.wire import ErrorBody, ErrorDetail
+from plugin.identity import IDENTITY_FORMS, ONE_FORM, is_uuid4
+from plugin.permutive.wire import (
+    CCS_PATH,
+    CONTEXTUAL_PATH,
+    MAX_EVENTS_PER_REQUEST,
+    ErrorBody,
+    ErrorDetail,
+)
 from plugin.sandbox.engine import Engine, describe
 from plugin.sandbox.users import UserStore
 from plugin.sandbox.workspace import Workspace, default_workspace, load_workspace
 
 SANDBOX_API_KEY: str = "sandbox"
-MAX_EVENTS_PER_REQUEST = 10
 MAX_BODIES = 1_000
-CCS_PATH = "/ccs/v1/segmentation"
-CTX_PATH = "/ctx/v1/segment"
 
 Clock = Callable[[], datetime]
 
@@ -164,10 +167,10 @@ class CcsIdentity(msgspec.Struct, frozen=True):
 
 
 def parse_identity(body: dict[str, Any]) -> CcsIdentity:
-    forms = [k for k in ("user_id", "alias", "aliases") if k in body]
+    forms = [k for k in IDENTITY_FORMS if k in body]
     if len(forms) != 1:
         got = ", ".join(forms) if forms else "none"
-        raise _bad(f"identity: expected exactly one of user_id, alias, aliases; got {got}")
+        raise _bad(f"identity: expected {ONE_FORM}; got {got}")
     form = forms[0]
     v = body[form]
     if form == "user_id":
@@ -347,7 +350,7 @@ def make_app(workspace: Workspace | None = None, *, clock: Clock | None = None) 
     app = web.Application()
     app[STATE] = SandboxState(workspace if workspace is not None else default_workspace(), clock)
     app.router.add_post(CCS_PATH, ccs_segmentation)
-    app.router.add_post(CTX_PATH, ctx_segment)
+    app.router.add_post(CONTEXTUAL_PATH, ctx_segment)
     return app
 
 

@@ -155,10 +155,6 @@ class Api:
 
 
 def to_identity(b: IdentityBody, path: str, errors: list[FieldError]) -> Identity | None:
-    forms = [f for f in ("user_id", "alias", "aliases") if getattr(b, f) is not None]
-    if len(forms) != 1:
-        errors.append(FieldError(path, "exactly one of user_id, alias, aliases"))
-        return None
     aliases: tuple[Alias, ...] | None = None
     if b.aliases is not None:
         seen: set[int] = set()
