@@ -15,6 +15,7 @@ from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.config import ConfigError, KeysConfig
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE, GAM_SAMPLE
+from tests.helpers.waiting import until
 
 GRANTED = ConsentSignals(override=True)
 DENIED = ConsentSignals(override=False)
@@ -109,8 +110,8 @@ async def test_late_ccs_answer_falls_back_to_cache_then_refreshes_it(
         )
         assert second.contextual.source == "live"
 
-        await asyncio.sleep(2.0)  # the late answer lands
-        assert sample(registry, "cohortkv_late_answers_total", api="ccs") == 1
+        late = lambda: sample(registry, "cohortkv_late_answers_total", api="ccs") == 1  # noqa: E731
+        await until(late, what="the late answer lands")
         fake.status["ccs"] = 500
         fake.delay["ccs"] = 0.0
         third = await e.enrich(GAM_SAMPLE, ctx("https://example.com/v/3"))

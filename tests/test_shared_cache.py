@@ -30,6 +30,7 @@ from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import missing as _missing
 from tests.helpers.redis import port_open as _port_open
 from tests.helpers.samples import GAM_SAMPLE
+from tests.helpers.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,7 +159,7 @@ async def test_contextual_answers_are_fetched_once_per_fleet(
     )
     async with Enricher(cfg) as a:
         ra = await a.enrich(GAM_SAMPLE, ctx)
-        await asyncio.sleep(0.05)  # the write is fire-and-forget
+    # (closing `a` waits for its fire-and-forget writes)
     async with Enricher(cfg) as b:
         rb = await b.enrich(GAM_SAMPLE, ctx)
     assert ra.contextual.source == "live"
@@ -194,25 +195,27 @@ async def test_redis_down_mid_run_then_back(
 
     async with Enricher(cfg, registry=registry) as e:
         await e.enrich(GAM_SAMPLE, ctx(0))
-        await asyncio.sleep(0.1)
-        assert puts_ok() >= 1
+        await until(lambda: puts_ok() >= 1, what="the answer written to Redis")
 
         private_redis.stop()
         fake.status["ccs"] = 503
         for n in range(1, 20):
             started = time.perf_counter()
             r = await e.enrich(GAM_SAMPLE, ctx(n))
+            # a bound, not a measurement: a hung Redis would take its 0.5 s timeout or more
             assert time.perf_counter() - started < 0.3 + 0.2
             assert (r.behavioral.source, r.behavioral.cohorts) == ("cache", ["12345", "67890"])
-        await asyncio.sleep(0.1)
-        errors = sum(
-            s.value
-            for m in registry.collect()
-            if m.name == "cohortkv_shared_cache_errors"
-            for s in m.samples
-            if s.name.endswith("_total")
-        )
-        assert errors >= 1, "Redis failures are counted"
+
+        def errors() -> float:
+            return sum(
+                s.value
+                for m in registry.collect()
+                if m.name == "cohortkv_shared_cache_errors"
+                for s in m.samples
+                if s.name.endswith("_total")
+            )
+
+        await until(lambda: errors() >= 1, what="Redis failures are counted")
 
         private_redis.start()
         fake.status["ccs"] = 200
@@ -236,8 +239,12 @@ async def test_corrupt_or_foreign_values_are_ignored(shared_redis: str) -> None:
     try:
         assert await store.get("b", key, 60) is None
         store.put("b", key, Answer(("1",), (("dfp", ("1",)),), "u"), 60)
-        await asyncio.sleep(0.05)
-        assert await store.get("b", key, 60) == Answer(("1",), (("dfp", ("1",)),), "u")
+        want = Answer(("1",), (("dfp", ("1",)),), "u")
+
+        async def written() -> bool:
+            return await store.get("b", key, 60) == want
+
+        await until(written, what="the fire-and-forget write")
         assert await store.get("b", key, -1) is None, "older than allowed"
     finally:
         await store.close()
@@ -288,7 +295,7 @@ async def test_works_against_a_redis_cluster(fake: FakePermutive, redis_cluster:
             await a.enrich(
                 GAM_SAMPLE, Context(consent=ConsentSignals(override=False), content=Content(url=u))
             )
-        await asyncio.sleep(0.2)
+    # (closing `a` waits for its writes to the cluster)
     async with Enricher(cfg) as b:
         for u in urls:
             r = await b.enrich(
