@@ -138,6 +138,11 @@ class _Client:
         self.tracer: Any = None
         """An OpenTelemetry tracer when tracing is on (`plugin.observe.tracing`); None is free."""
 
+    async def _send(self, body: bytes, headers: dict[str, str]) -> bytes:
+        if self.tracer is None:
+            return await self._post(body, headers)
+        return await self._traced(body, headers)
+
     async def _traced(self, body: bytes, headers: dict[str, str]) -> bytes:
         """`_post` inside a `permutive.<api>` span: the failure kind, never the payload."""
         from opentelemetry.trace import SpanKind, StatusCode
@@ -284,11 +289,7 @@ class CcsClient(_Client):
         self._headers = {**_JSON, "X-Api-Key": api_key}
 
     async def segment(self, request: CcsRequest) -> Answer:
-        body = json_encoder.encode(request)
-        if self.tracer is None:
-            payload = await self._post(body, self._headers)
-        else:
-            payload = await self._traced(body, self._headers)
+        payload = await self._send(json_encoder.encode(request), self._headers)
         r = self._decoded(payload, ccs_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations, r.user_id)
 
@@ -310,10 +311,6 @@ class ContextualClient(_Client):
         super().__init__(session, url, metrics, http, {"k": api_key})
 
     async def segment(self, request: ContextualRequest) -> Answer:
-        body = json_encoder.encode(request)
-        if self.tracer is None:
-            payload = await self._post(body, _JSON)
-        else:
-            payload = await self._traced(body, _JSON)
+        payload = await self._send(json_encoder.encode(request), _JSON)
         r = self._decoded(payload, ctx_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations)
