@@ -108,3 +108,65 @@ async def test_vast_server_gets_plain_query_key_values(
     method, target, body, _ = recorder.seen[-1]
     assert (method, body) == ("GET", b"")
     assert target == f"/vast/123?{query}&permutive=12345,67890,99999"
+
+
+async def test_an_unrecognised_request_goes_out_unchanged_and_is_counted_not_enriched(
+    fake: FakePermutive, upstream: tuple[Recorder, str]
+) -> None:
+    """An upstream named after a platform whose shape the request does not have (a VAST server
+    behind a `gam` upstream): unchanged, counted as not recognised, never as an enrichment."""
+    recorder, url = upstream
+    cfg = Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        serve=ServeConfig(upstreams={"gam": url, "pbs": UpstreamConfig(url, "openrtb")}),
+    )
+    async with running(cfg) as side:
+        resp = await side.client.get(URL("/proxy/gam/vast/123?ifa=x&w=1", encoded=True))
+        assert resp.status == 200
+        resp = await side.client.post("/proxy/pbs/openrtb2/auction", data=b"{not json")
+        assert resp.status == 200
+        resp = await side.client.get("/proxy/pbs/openrtb2/auction")
+        assert resp.status == 200
+        assert (
+            side.sample(
+                "cohortkv_not_recognised_total", origin="gam", platform="gam", reason="path"
+            )
+            == 1
+        )
+        assert (
+            side.sample(
+                "cohortkv_not_recognised_total", origin="pbs", platform="openrtb", reason="json"
+            )
+            == 1
+        )
+        assert (
+            side.sample(
+                "cohortkv_not_recognised_total", origin="pbs", platform="openrtb", reason="method"
+            )
+            == 1
+        )
+        assert side.total("cohortkv_enrich_seconds_count") == 0
+    assert [(m, t, b) for m, t, b, _ in recorder.seen] == [
+        ("GET", "/vast/123?ifa=x&w=1", b""),
+        ("POST", "/openrtb2/auction", b"{not json"),
+        ("GET", "/openrtb2/auction", b""),
+    ]
+    assert fake.calls["ccs"] == fake.calls["contextual"] == 0
+
+
+async def test_other_methods_get_405_with_allow_and_bodies_are_bounded(
+    fake: FakePermutive, upstream: tuple[Recorder, str]
+) -> None:
+    recorder, url = upstream
+    cfg = config(fake, url)
+    cfg = cfg.with_overrides(serve=ServeConfig(upstreams=cfg.serve.upstreams, max_body_bytes=1024))
+    async with running(cfg) as side:
+        for method in ("PUT", "DELETE", "PATCH"):
+            resp = await side.client.request(method, "/proxy/pbs/openrtb2/auction", data=b"{}")
+            assert resp.status == 405
+            assert set(resp.headers["Allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+        resp = await side.client.post("/proxy/pbs/openrtb2/auction", data=b"x" * 4096)
+        assert resp.status == 413
+    assert recorder.seen == []
