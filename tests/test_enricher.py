@@ -360,3 +360,29 @@ async def test_tc_string_on_the_ad_request_gates_the_ccs_call(
     assert fake.calls["ccs"] == (1 if allowed else 0)
     assert fake.calls["contextual"] == 1 and r.contextual.source == "live"
     assert r.behavioral.source == ("live" if allowed else "skipped")
+
+
+async def test_concurrent_first_calls_start_one_session() -> None:
+    """Three first `enrich()` calls at once on a fresh Enricher share one start: one HTTP
+    session, one set of clients, nothing leaked."""
+    import aiohttp
+
+    made: list[aiohttp.ClientSession] = []
+    real_init = aiohttp.ClientSession.__init__
+
+    def counting_init(self: aiohttp.ClientSession, *a: Any, **kw: Any) -> None:
+        made.append(self)
+        real_init(self, *a, **kw)
+
+    e = Enricher(Config(sandbox=True))  # the sandbox's start awaits: the calls interleave
+    aiohttp.ClientSession.__init__ = counting_init  # type: ignore[method-assign]
+    try:
+        rs = await asyncio.gather(
+            *(e.enrich(GAM_SAMPLE, ctx(f"https://x.example/{i}")) for i in range(3))
+        )
+    finally:
+        aiohttp.ClientSession.__init__ = real_init  # type: ignore[method-assign]
+        await e.close()
+    assert all(r.behavioral.source == "live" for r in rs)
+    assert len(made) == 1
+    assert all(s.closed for s in made)
