@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -386,3 +387,27 @@ async def test_concurrent_first_calls_start_one_session() -> None:
     assert all(r.behavioral.source == "live" for r in rs)
     assert len(made) == 1
     assert all(s.closed for s in made)
+
+
+async def test_an_adapter_that_raises_is_counted_logged_and_the_request_still_goes_out(
+    fake: FakePermutive, caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.gam import GamAdapter
+    from plugin.request import AdRequest, Applied
+
+    class Broken(GamAdapter):
+        def _apply(self, request: AdRequest, keyvalues: Any) -> Applied:
+            raise RuntimeError("boom: " + request.url)  # must not reach the logs
+
+    registry = CollectorRegistry()
+    async with Enricher(config(fake), registry=registry) as e:
+        broken = Broken(on_error=e.accounting.adapter_failed)
+        e.adapters = (broken, *e.adapters[1:])
+        with caplog.at_level(logging.WARNING, "cohortkv.enricher"):
+            r = await e.enrich(GAM_SAMPLE, ctx())
+    assert r.url == GAM_SAMPLE and r.keyvalues == {}  # out unchanged, and says so
+    assert r.behavioral.source == "live"  # the signals still ran
+    labels = {"platform": "gam", "stage": "apply"}
+    assert registry.get_sample_value("cohortkv_adapter_errors_total", labels) == 1
+    (line,) = [rec.getMessage() for rec in caplog.records if "adapter gam" in rec.getMessage()]
+    assert "RuntimeError" in line and "boom" not in line
