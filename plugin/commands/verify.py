@@ -31,8 +31,8 @@ from plugin.commands.demo import (
     Video,
     Viewer,
     ad_request,
-    sample_sum,
 )
+from plugin.commands.demo_summary import sample_sum
 from plugin.commands.term import Style, UrlChange, table, wants_color
 from plugin.config import Config, adapter_settings
 from plugin.context import Content, Context
