@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from plugin.commands.cli import build_parser
-from plugin.commands.demo import Demo, histogram_quantile
+from plugin.commands.demo import Demo
 from plugin.commands.demo_report import REASON_TEXT, WIDTH, changed_param, written
+from plugin.commands.demo_summary import histogram_quantile
 from plugin.commands.term import Style, UrlChange, clip, table, visible_len, wants_color
 from plugin.result import REASONS
 

@@ -17,7 +17,7 @@ import msgspec
 
 from adapters.registry import KNOWN_ADAPTERS, supported_shapes
 from plugin.commands.args import DefaultsHelpFormatter, base_url, listen_error, positive_int
-from plugin.config import Config, load_config
+from plugin.config import Config, KeysConfig, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
 from plugin.identity import Identity, is_uuid4, parse_alias_flag
@@ -58,7 +58,6 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = Config()
     parser = argparse.ArgumentParser(
         prog="cohortkv",
         description="Permutive audience key-values for outgoing ad requests.",
@@ -67,7 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_enrich(sub)
+    _add_sandbox(sub)
+    for name, module, help_text in _EXTRA_COMMANDS:
+        _register_extra(sub, name, module, help_text)
+    return parser
 
+
+def _add_enrich(sub: Any) -> None:
+    """`cohortkv enrich URL`: the ad request, who the user is, their consent, the content, how
+    the cohorts are written and the budget; the API flags."""
+    defaults = Config()
     e = sub.add_parser(
         "enrich",
         help="enrich one ad request URL and print it",
@@ -95,8 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: decide from the URL's own consent parameters",
     )
     e.add_argument("--content-url", metavar="URL", help="the content's deterministic URL")
+    _add_mode_flags(e, defaults.keys)
+    e.add_argument(
+        "--budget-ms",
+        type=positive_int("--budget-ms"),
+        metavar="N",
+        help="deadline for the cohorts, in milliseconds; the ad request never waits longer"
+        f" (default: budget_ms from the config, {defaults.budget_ms})",
+    )
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    add_api_flags(e)
+    e.set_defaults(run=_enrich)
+
+
+def _add_mode_flags(e: argparse.ArgumentParser, keys: KeysConfig) -> None:
+    """`--split` or `--merge`: the behavioral and contextual cohorts under their own keys or one."""
     mode = e.add_mutually_exclusive_group()
-    keys = defaults.keys
     mode.add_argument(
         "--split",
         dest="mode",
@@ -113,17 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"behavioral then contextual cohorts under one key, {keys.behavioral!r}"
         f" (default: keys.mode from the config, {keys.mode})",
     )
-    e.add_argument(
-        "--budget-ms",
-        type=positive_int("--budget-ms"),
-        metavar="N",
-        help="deadline for the cohorts, in milliseconds; the ad request never waits longer"
-        f" (default: budget_ms from the config, {defaults.budget_ms})",
-    )
-    e.add_argument("--json", action="store_true", help="print one JSON object")
-    add_api_flags(e)
-    e.set_defaults(run=_enrich)
 
+
+def _add_sandbox(sub: Any) -> None:
+    """`cohortkv sandbox`: where it listens and the workspace it serves."""
     s = sub.add_parser(
         "sandbox",
         help="run the local sandbox of the Permutive APIs",
@@ -133,10 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=port_type("--port"), default=8787, help="listen port")
     s.add_argument("--workspace", metavar="FILE", help="workspace TOML (default: shipped)")
     s.set_defaults(run=_sandbox)
-
-    for name, module, help_text in _EXTRA_COMMANDS:
-        _register_extra(sub, name, module, help_text)
-    return parser
 
 
 # Commands that live in their own modules register a `configure(parser)` there.

@@ -6,37 +6,29 @@ each view's first ad request, completion events through `Enricher.track`), an un
 watches the news. Every ad break is requested from GAM, FreeWheel and AdsWizz at once, and the
 demo prints one row per ad request (consent, where each signal came from and why, how long it
 took), the cohorts written and the parameter that changed (`--verbose`: the full URLs), then a
-summary read from the enricher's Prometheus registry and a legend. Everything fits 100 columns
-(`plugin.commands.demo_report`). No API key, no network.
+summary read from the enricher's Prometheus registry and a legend (`plugin.commands.demo_summary`).
+Everything fits 100 columns (`plugin.commands.demo_report`). No API key, no network.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from adapters.base import Adapter, Example
-from adapters.registry import ADAPTERS, EXAMPLE_PLATFORMS, adapter_by_name, adapter_class
+from adapters.base import Example
+from adapters.registry import ADAPTERS, EXAMPLE_PLATFORMS, adapter_class
 from plugin.commands.args import positive_int
-from plugin.commands.demo_report import (
-    DETAIL_INDENT,
-    REASON_TEXT,
-    SOURCE_TEXT,
-    Break,
-    Report,
-    Request,
-    signal_cell,
-)
+from plugin.commands.demo_report import DETAIL_INDENT, PLATFORM_LABELS, Break, Report, Request
+from plugin.commands.demo_summary import DemoSummary, sample_sum
 from plugin.commands.term import wants_color
 from plugin.config import Config
 from plugin.context import ConsentSignals, Content, Context
@@ -54,7 +46,6 @@ PLATFORMS: tuple[str, ...] = tuple(
     a.name for a in ADAPTERS if a.default_activation_platforms and a.name in EXAMPLE_PLATFORMS
 )
 """The registry's platforms that activate cohorts out of the box: the demo shows each."""
-PLATFORM_LABELS: dict[str, str] = {a.name: a.label or a.name for a in ADAPTERS}
 
 # Real TC strings (tests/vectors/tcf_vectors.json): all purposes and vendor 361 consented; the
 # same with Purpose 1 (store/access information on a device) not consented.
@@ -166,48 +157,6 @@ def ad_request(
     return request
 
 
-# --- reading the enricher's metrics ------------------------------------------------------------
-
-
-def samples(registry: CollectorRegistry, name: str) -> Iterator[tuple[dict[str, str], float]]:
-    for metric in registry.collect():
-        for s in metric.samples:
-            if s.name == name:
-                yield s.labels, s.value
-
-
-def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
-    return sum(
-        v for got, v in samples(registry, name) if all(got.get(k) == w for k, w in labels.items())
-    )
-
-
-def histogram_quantile(
-    registry: CollectorRegistry, name: str, q: float, **labels: str
-) -> float | None:
-    """Prometheus-style estimate from the buckets (linear within a bucket); None if empty."""
-    buckets: dict[float, float] = {}
-    for got, value in samples(registry, name + "_bucket"):
-        if all(got.get(k) == w for k, w in labels.items()):
-            le = float(got["le"])
-            buckets[le] = buckets.get(le, 0.0) + value
-    total = buckets.get(math.inf, 0.0)
-    if total <= 0:
-        return None
-    rank = q * total
-    prev_le = prev_count = 0.0
-    for le in sorted(buckets):
-        count = buckets[le]
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le
-            share = (rank - prev_count) / (count - prev_count) if count > prev_count else 1.0
-            return prev_le + (le - prev_le) * share
-        prev_le, prev_count = le, count
-    return prev_le
-
-
 # --- the walk-through --------------------------------------------------------------------------
 
 
@@ -216,6 +165,7 @@ class Demo:
 
     sandbox: Sandbox
     enricher: Enricher
+    summary: DemoSummary
 
     def __init__(
         self,
@@ -233,13 +183,8 @@ class Demo:
         self.verbose = verbose
         self.registry = CollectorRegistry()
         self._correlator = 7_000_000
-        self._seen: dict[str, set[str]] = {}
-        self._codes: dict[str, None] = {}
-        self._reasons: dict[str, None] = {}
         self._since = ""
         """What refreshed the viewer's cached answer since the last ad break, if anything."""
-        self._slowest_ms = 0.0
-        self._unconsented_ccs_calls = 0
 
     async def run(self) -> int:
         from plugin.enricher import Enricher
@@ -255,46 +200,23 @@ class Demo:
             )
             async with Enricher(config, registry=self.registry) as enricher:
                 self.enricher = enricher
-                self._intro(config)
+                self.summary = DemoSummary(
+                    self.out,
+                    self.registry,
+                    self.sandbox,
+                    adapters=enricher.adapters,
+                    platforms=self.platforms,
+                    budget_ms=self.budget_ms,
+                )
+                self.out.intro(self.sandbox.base_url, config, self.platforms)
                 await self._consented_viewer()
                 await self._unconsented_viewer()
-                self._summary()
-                self._legend()
-                self._cohorts()
+                self.summary.write()
         finally:
             await self.sandbox.close()
         return 0
 
     # -- scenario ---------------------------------------------------------------------------
-
-    def _intro(self, config: Config) -> None:
-        o, s = self.out, self.s
-        o(s("cohortkv demo", "bold") + ": Permutive cohorts in CTV ad requests, end to end")
-        servers = ", ".join(PLATFORM_LABELS[p] for p in self.platforms)
-        if len(self.platforms) > 1:
-            servers += ": each ad break is requested from all of them at once"
-        urls = "full URLs, before and after" if self.verbose else "--verbose: full URLs"
-        o.wrapped(
-            [
-                (
-                    "sandbox",
-                    f"{self.sandbox.base_url}, the CCS and Contextual APIs in this process "
-                    "(no API key, no network)",
-                ),
-                (
-                    "budget",
-                    f"{config.budget_ms} ms per ad request; behavioral and contextual cohorts "
-                    f'merged under "{config.keys.behavioral}"',
-                ),
-                ("ad servers", servers),
-                (
-                    "each row",
-                    "one ad request: consent, where each signal's cohorts came from and why "
-                    f"(source reason), time; under it what was written ({urls}). Legend at "
-                    "the end.",
-                ),
-            ]
-        )
 
     async def _consented_viewer(self) -> None:
         viewer = VIEWER_CONSENTED
@@ -350,7 +272,7 @@ class Demo:
             viewer, NEWS, MIDROLL, session, view, "same view: still no CCS call"
         )  # fmt: skip
         await self._completion(viewer, NEWS, session, view, spent=1200, watched=0.66)
-        ccs = self._unconsented_ccs_calls = self.sandbox.calls["ccs"] - ccs_before
+        ccs = self.summary.unconsented_ccs_calls = self.sandbox.calls["ccs"] - ccs_before
         ctx = self.sandbox.calls["ctx"] - ctx_before
         self.out()
         self.out(
@@ -428,26 +350,11 @@ class Demo:
             ),
             header=slot is PREROLL,
         )
-        self._slowest_ms = max(self._slowest_ms, *(r.elapsed_ms for r in results))
-        for r in results:
-            self._reasons.update(dict.fromkeys((r.behavioral.reason, r.contextual.reason)))
+        self.summary.record(results)
         since = f" ({self._since})" if self._since else ""
-        for code, name in self._gained(viewer, results):
+        for code, name in self.summary.gained(viewer.device_id, results):
             self.out(f"{DETAIL_INDENT}{self.s('gained', 'green')} {code} {name}{since}")
         self._since = ""
-
-    def _gained(self, viewer: Viewer, results: Sequence[EnrichResult]) -> list[tuple[str, str]]:
-        """Behavioral cohorts this viewer's requests carry now and did not before."""
-        now: set[str] = set()
-        for r in results:
-            now.update(r.behavioral.cohorts)
-            self._codes.update(dict.fromkeys(r.behavioral.cohorts))
-            self._codes.update(dict.fromkeys(r.contextual.cohorts))
-        before = self._seen.get(viewer.device_id)
-        self._seen[viewer.device_id] = (before or set()) | now
-        if before is None:
-            return []
-        return [(c, self._cohort_info(c)[1]) for c in sorted(now - before)]
 
     async def _completion(
         self, viewer: Viewer, video: Video, session: str, view: str, *, spent: int, watched: float
@@ -492,122 +399,6 @@ class Demo:
             f"    {self.s('late answer', 'bold', 'cyan')}  CCS answered after the requests went "
             f"out; the answer is cached (late: {late:.0f})"
         )
-
-    # -- summary and legend -----------------------------------------------------------------
-
-    def _summary(self) -> None:
-        o, s, reg = self.out, self.s, self.registry
-        o.heading("Metrics (read from the enricher's Prometheus registry)")
-        rows = [[s(h, "dim") for h in ("upstream", "calls", "ok", "failed", "p50", "late")]]
-        for api in ("ccs", "contextual"):
-            count = "cohortkv_upstream_seconds_count"
-            n = sample_sum(reg, count, api=api)
-            ok = sample_sum(reg, count, api=api, outcome="ok")
-            p50 = histogram_quantile(reg, "cohortkv_upstream_seconds", 0.5, api=api)
-            rows.append(
-                [
-                    api,
-                    f"{n:.0f}",
-                    f"{ok:.0f}",
-                    f"{n - ok:.0f}",
-                    "-" if p50 is None else f"~{p50 * 1000:.1f} ms",
-                    f"{sample_sum(reg, 'cohortkv_late_answers_total', api=api):.0f}",
-                ]
-            )
-        o.rows(rows)
-        o()
-        o.wrapped(self._totals())
-
-    def _totals(self) -> list[tuple[str, str]]:
-        """Ad requests, where their signals came from and why, consent, the sandbox's calls."""
-        reg = self.registry
-        enrich_n = sample_sum(reg, "cohortkv_enrich_seconds_count")
-        p50 = histogram_quantile(reg, "cohortkv_enrich_seconds", 0.5)
-        mix: dict[str, list[str]] = {}
-        for labels, value in samples(reg, "cohortkv_signal_source_total"):
-            if value:
-                cell = signal_cell(labels["source"], labels["reason"])
-                mix.setdefault(labels["signal"], []).append(f"{cell} {value:.0f}")
-        consent = [
-            f"{labels['decision']} ({labels['reason']}) {value:.0f}"
-            for labels, value in samples(reg, "cohortkv_consent_decisions_total")
-            if value
-        ]
-        calls = self.sandbox.calls
-        return [
-            (
-                "ad requests",
-                f"{enrich_n:.0f} enriched, p50 ~{(p50 or 0) * 1000:.1f} ms, "
-                f"slowest {self._slowest_ms:.1f} ms (budget {self.budget_ms} ms)",
-            ),
-            ("behavioral", ", ".join(mix.get("behavioral", [])) or "-"),
-            ("contextual", ", ".join(mix.get("contextual", [])) or "-"),
-            ("consent", ", ".join(consent) or "-"),
-            (
-                "sandbox",
-                f"CCS {calls['ccs']} calls (the unconsented viewer's: "
-                f"{self._unconsented_ccs_calls}), Contextual {calls['ctx']} calls",
-            ),
-        ]
-
-    def _legend(self) -> None:
-        reads = "; ".join(
-            f"{PLATFORM_LABELS[p]}: {', '.join(self._adapter(p).activation_platforms)}"
-            for p in self.platforms
-        )
-        rows = [("source", "; ".join(f"{k}: {v}" for k, v in SOURCE_TEXT.items()))]
-        rows += [(reason, REASON_TEXT.get(reason, "")) for reason in self._reasons]
-        rows += [
-            (
-                "platforms",
-                "why one answer gives each platform different cohorts: the workspace "
-                "activates each cohort for some platforms (the answer's activations), and a "
-                f"request gets only those of its own ({reads}): 'written for' below",
-            ),
-            (
-                "gained",
-                "why a cached answer can gain cohorts: a completion event (enricher.track) "
-                "is a CCS call too, and its answer, with the cohorts the completion earns, "
-                "replaces the cached one, as a late answer does; the next break has them",
-            ),
-        ]
-        self.out.heading("Legend")
-        self.out.wrapped(rows)
-
-    def _cohorts(self) -> None:
-        if not self._codes:
-            return
-        s = self.s
-        self.out.heading("Cohorts seen (sandbox workspace)")
-        rows = [[s(h, "dim") for h in ("code", "signal", "written for", "name")]]
-        for code in sorted(self._codes):
-            kind, name, activations = self._cohort_info(code)
-            rows.append([code, kind, self._written_for(activations), name])
-        self.out.rows(rows)
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _adapter(self, platform: str) -> Adapter:
-        return adapter_by_name(self.enricher.adapters, platform)
-
-    def _written_for(self, activations: Sequence[str]) -> str:
-        """The platforms shown whose adapters read one of these activation names."""
-        return " ".join(
-            PLATFORM_LABELS[p]
-            for p in self.platforms
-            if set(self._adapter(p).activation_platforms) & set(activations)
-        )
-
-    def _cohort_info(self, code: str) -> tuple[str, str, list[str]]:
-        """The cohort's signal, name and activations in the sandbox's workspace."""
-        ws = self.sandbox.state.workspace
-        for c in ws.cohorts:
-            if c.code == code:
-                return "behavioral", c.name, c.activations
-        for cc in ws.contextual:
-            if cc.code == code:
-                return "contextual", cc.name, cc.activations
-        return "", "", []
 
 
 # --- command line ------------------------------------------------------------------------------

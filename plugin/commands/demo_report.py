@@ -4,23 +4,31 @@ Each ad request is one row: the platform, the consent decision and its reason, w
 signal's cohorts came from and why (`SignalResult.source` and `.reason`) and how long it took.
 Under the row, the cohorts written (`EnrichResult.keyvalues`, exactly what went into the
 request) and the one parameter that changed, cut to fit. Full URLs only with `--verbose`. The
-legend says what the reasons mean, why platforms get different cohorts and why a cached answer
-can gain cohorts.
+intro says what the demo runs against and how to read a row; the legend (`demo_summary`) says
+what the reasons mean, why platforms get different cohorts and why a cached answer can gain
+cohorts.
 """
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import msgspec
 
+from adapters.registry import ADAPTERS
 from plugin.commands.term import Color, Style, UrlChange, clip, plain, table, visible_len
 from plugin.result import ConsentDecision, EnrichResult
 
+if TYPE_CHECKING:
+    from plugin.config import Config
+
 WIDTH = 100
 """The terminal width every line fits in (without `--verbose`)."""
+
+PLATFORM_LABELS: dict[str, str] = {a.name: a.label or a.name for a in ADAPTERS}
+"""How each platform is named on screen (`GAM`, `FreeWheel`, `AdsWizz`)."""
 
 ROW_INDENT = "    "
 DETAIL_INDENT = ROW_INDENT + "  "
@@ -168,6 +176,36 @@ class Report:
             for i, line in enumerate(lines):
                 head = label if i == 0 else ""
                 self(f"{indent}{head:<{label_width}}  {line}".rstrip())
+
+    def intro(self, sandbox_url: str, config: Config, platforms: Sequence[str]) -> None:
+        """What the demo runs against, with which budget and ad servers, and how to read a row."""
+        o, s = self, self.s
+        o(s("cohortkv demo", "bold") + ": Permutive cohorts in CTV ad requests, end to end")
+        servers = ", ".join(PLATFORM_LABELS[p] for p in platforms)
+        if len(platforms) > 1:
+            servers += ": each ad break is requested from all of them at once"
+        urls = "full URLs, before and after" if self.verbose else "--verbose: full URLs"
+        o.wrapped(
+            [
+                (
+                    "sandbox",
+                    f"{sandbox_url}, the CCS and Contextual APIs in this process "
+                    "(no API key, no network)",
+                ),
+                (
+                    "budget",
+                    f"{config.budget_ms} ms per ad request; behavioral and contextual cohorts "
+                    f'merged under "{config.keys.behavioral}"',
+                ),
+                ("ad servers", servers),
+                (
+                    "each row",
+                    "one ad request: consent, where each signal's cohorts came from and why "
+                    f"(source reason), time; under it what was written ({urls}). Legend at "
+                    "the end.",
+                ),
+            ]
+        )
 
     # -- one ad break -------------------------------------------------------------------------
 

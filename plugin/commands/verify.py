@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import msgspec
 from prometheus_client import CollectorRegistry
 
@@ -31,10 +33,10 @@ from plugin.commands.demo import (
     Video,
     Viewer,
     ad_request,
-    sample_sum,
 )
+from plugin.commands.demo_summary import sample_sum
 from plugin.commands.term import Style, UrlChange, table, wants_color
-from plugin.config import Config, adapter_settings
+from plugin.config import Config, HttpConfig, adapter_settings
 from plugin.context import Content, Context
 from plugin.identity import Alias
 from plugin.observe.metrics import Metrics
@@ -89,8 +91,89 @@ class _Fail(Exception):
         self.lines = list(lines)
 
 
+class VerifyApis:
+    """The CCS and Contextual APIs as steps 1-4 call them: through the product's own clients (the
+    same URL, headers, settings and decoding an ad request's call uses) on one session, without
+    a breaker. An API's failure is the step's failure, saying what went wrong, the key redacted."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, config: Config, api_key: str, http: HttpConfig
+    ) -> None:
+        self.config = config
+        self.api_key = api_key
+        metrics = Metrics(CollectorRegistry())
+        ccs, ctx, key = config.ccs_url, config.ctx_url, api_key
+        self._ccs = CcsClient(session, ccs, key, metrics, http)
+        self._ccs_checked = CcsClient(session, ccs, key, metrics, http, synchronous_validation=True)
+        self._ctx = ContextualClient(session, ctx, key, metrics, http)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, config: Config, api_key: str) -> AsyncIterator[VerifyApis]:
+        """The APIs on a session of their own, closed when the steps are done."""
+        # Every step reports its own failure: no breaker may turn a later one into "open".
+        http = msgspec.structs.replace(config.http, breaker_failures=1_000_000)
+        async with make_session(http.pool_limit, http.pool_limit_per_host, 5.0) as session:
+            yield cls(session, config, api_key, http)
+
+    async def ccs(
+        self, alias: Alias, event: Event, *, synchronous_validation: bool = False
+    ) -> CcsResponse:
+        """One CCS call through the product's own client (the same URL, headers, breaker-free
+        settings and decoding an ad request's call uses)."""
+        client = self._ccs_checked if synchronous_validation else self._ccs
+        try:
+            answer = await client.segment(CcsRequest(events=[event], alias=alias))
+        except UpstreamError as e:
+            raise _Fail(self._upstream_text("CCS", self.config.ccs_url, e)) from None
+        return CcsResponse(
+            user_id=answer.user_id or "",
+            cohorts=list(answer.cohorts),
+            activations={p: list(codes) for p, codes in answer.activations or ()},
+        )
+
+    async def ctx(self, url: str) -> ContextualResponse:
+        client = ClientProperties(url=url, domain=urlsplit(url).hostname or None)
+        request = ContextualRequest(url=url, page_properties={"client": client})
+        try:
+            answer = await self._ctx.segment(request)
+        except UpstreamError as e:
+            raise _Fail(self._upstream_text("Contextual", self.config.ctx_url, e)) from None
+        return ContextualResponse(
+            cohorts=list(answer.cohorts),
+            activations={p: list(codes) for p, codes in answer.activations or ()},
+        )
+
+    async def why(self, alias: Alias, event: Event) -> list[str]:
+        """Asks again with synchronous validation: a schema mismatch then says what it is."""
+        try:
+            await self.ccs(alias, event, synchronous_validation=True)
+        except _Fail as e:
+            return [f"with synchronous-validation=true: {e.lines[0]}"]
+        return [
+            "the event passes synchronous validation: check the cohort's rule matches "
+            f"{event.name} (--test-cohort names the cohort to expect)"
+        ]
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+    def _upstream_text(self, api: str, url: str, e: UpstreamError) -> str:
+        if e.kind == "connect":
+            return f"cannot reach the {api} API at {url}: {e.detail}"
+        if e.kind == "decode":
+            return f"the {api} API's answer is not one it documents ({e.detail})"
+        if e.kind == "timeout":
+            return f"the {api} API did not answer within http.request_timeout_s"
+        parts = [str(p) for p in (e.code, e.message) if p is not None and p != ""]
+        said = (": " + " - ".join(self.redact(p) for p in parts)) if parts else ""
+        return f"the {api} API answered {e.detail or e.kind}{said}"
+
+
 class Verifier:
     """Runs the steps against `config`'s APIs; `sandbox` is the in-process one, if any."""
+
+    apis: VerifyApis
 
     def __init__(
         self,
@@ -113,23 +196,14 @@ class Verifier:
         self.content_url = content_url
         self.alias_tag = alias_tag
         self.sandbox = sandbox
-        self._clients: tuple[CcsClient, CcsClient, ContextualClient] | None = None
         self._answer: CcsResponse | None = None  # step 2's answer, checked again in step 3
         self._alias: Alias | None = None  # step 2's user: has history for step 5
 
     # -- running --------------------------------------------------------------------------
 
     async def run(self) -> list[Step]:
-        # Every step reports its own failure: no breaker may turn a later one into "open".
-        http = msgspec.structs.replace(self.config.http, breaker_failures=1_000_000)
-        metrics = Metrics(CollectorRegistry())
-        base, key = self.config, self.api_key
-        async with make_session(http.pool_limit, http.pool_limit_per_host, 5.0) as session:
-            self._clients = (
-                CcsClient(session, base.ccs_url, key, metrics, http),
-                CcsClient(session, base.ccs_url, key, metrics, http, synchronous_validation=True),
-                ContextualClient(session, base.ctx_url, key, metrics, http),
-            )
+        async with VerifyApis.open(self.config, self.api_key) as apis:
+            self.apis = apis
             steps: list[tuple[int, Callable[[], Awaitable[list[str]]]]] = [
                 (1, self.identity),
                 (2, self.event_collection),
@@ -146,7 +220,7 @@ class Verifier:
                 except _Fail as e:
                     evidence, passed = e.lines, False
                 except Exception as e:  # a step must report, never crash the others
-                    evidence, passed = [f"unexpected error: {self._redact(_describe(e))}"], False
+                    evidence, passed = [f"unexpected error: {apis.redact(_describe(e))}"], False
                 out.append(Step(number, TITLES[number], passed, evidence))
             return out
 
@@ -154,8 +228,8 @@ class Verifier:
 
     async def identity(self) -> list[str]:
         alias = self._fresh_alias()
-        first = await self._ccs(alias, self._play_event())
-        second = await self._ccs(alias, self._play_event())
+        first = await self.apis.ccs(alias, self._play_event())
+        second = await self.apis.ccs(alias, self._play_event())
         shown = f"alias {alias.tag}:{alias.id}"
         if not first.user_id or first.user_id != second.user_id:
             raise _Fail(
@@ -168,7 +242,7 @@ class Verifier:
     async def event_collection(self) -> list[str]:
         alias = self._alias = self._fresh_alias()
         event = self._play_event()
-        answer = self._answer = await self._ccs(alias, event)
+        answer = self._answer = await self.apis.ccs(alias, event)
         got = (
             f"fresh alias {alias.tag}:{alias.id}, one {event.name} event -> cohorts "
             f"{_codes(answer.cohorts)}"
@@ -187,7 +261,7 @@ class Verifier:
         raise _Fail(
             got,
             f"the test cohort {self._cohort(expected)} is missing",
-            *await self._why(alias, event),
+            *await self.apis.why(alias, event),
         )
 
     async def activations(self) -> list[str]:
@@ -221,7 +295,7 @@ class Verifier:
         return lines
 
     async def contextual(self) -> list[str]:
-        answer = await self._ctx(self.content_url)
+        answer = await self.apis.ctx(self.content_url)
         got = f"url {self.content_url} -> cohorts {_codes(answer.cohorts)}"
         if not answer.cohorts:
             raise _Fail(
@@ -300,61 +374,6 @@ class Verifier:
             raise _Fail(*got, "; ".join(why))
         return got
 
-    # -- the APIs -------------------------------------------------------------------------
-
-    async def _ccs(
-        self, alias: Alias, event: Event, *, synchronous_validation: bool = False
-    ) -> CcsResponse:
-        """One CCS call through the product's own client (the same URL, headers, breaker-free
-        settings and decoding an ad request's call uses)."""
-        assert self._clients is not None
-        ccs, ccs_checked, _ = self._clients
-        client = ccs_checked if synchronous_validation else ccs
-        try:
-            answer = await client.segment(CcsRequest(events=[event], alias=alias))
-        except UpstreamError as e:
-            raise _Fail(self._upstream_text("CCS", self.config.ccs_url, e)) from None
-        return CcsResponse(
-            user_id=answer.user_id or "",
-            cohorts=list(answer.cohorts),
-            activations={p: list(codes) for p, codes in answer.activations or ()},
-        )
-
-    async def _ctx(self, url: str) -> ContextualResponse:
-        assert self._clients is not None
-        client = ClientProperties(url=url, domain=urlsplit(url).hostname or None)
-        request = ContextualRequest(url=url, page_properties={"client": client})
-        try:
-            answer = await self._clients[2].segment(request)
-        except UpstreamError as e:
-            raise _Fail(self._upstream_text("Contextual", self.config.ctx_url, e)) from None
-        return ContextualResponse(
-            cohorts=list(answer.cohorts),
-            activations={p: list(codes) for p, codes in answer.activations or ()},
-        )
-
-    def _upstream_text(self, api: str, url: str, e: UpstreamError) -> str:
-        if e.kind == "connect":
-            return f"cannot reach the {api} API at {url}: {e.detail}"
-        if e.kind == "decode":
-            return f"the {api} API's answer is not one it documents ({e.detail})"
-        if e.kind == "timeout":
-            return f"the {api} API did not answer within http.request_timeout_s"
-        parts = [str(p) for p in (e.code, e.message) if p is not None and p != ""]
-        said = (": " + " - ".join(self._redact(p) for p in parts)) if parts else ""
-        return f"the {api} API answered {e.detail or e.kind}{said}"
-
-    async def _why(self, alias: Alias, event: Event) -> list[str]:
-        """Asks again with synchronous validation: a schema mismatch then says what it is."""
-        try:
-            await self._ccs(alias, event, synchronous_validation=True)
-        except _Fail as e:
-            return [f"with synchronous-validation=true: {e.lines[0]}"]
-        return [
-            "the event passes synchronous validation: check the cohort's rule matches "
-            f"{event.name} (--test-cohort names the cohort to expect)"
-        ]
-
     async def _enrich(
         self, viewer: Viewer, registry: CollectorRegistry
     ) -> tuple[EnrichResult, AdRequest]:
@@ -396,9 +415,6 @@ class Verifier:
                 if c.code == code:
                     return f"{code} ({c.name})"
         return code
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self.api_key, "***") if self.api_key else text
 
 
 def _describe(e: BaseException) -> str:

@@ -36,11 +36,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ref("ErrorBody"), text[s]) for s in statuses}
 
 
-def openapi_document(platforms: Sequence[str], version: str = __version__) -> dict[str, Any]:
-    (_, _, _, _, _), components = msgspec.json.schema_components(
-        [EnrichBody, EventsBody, EnrichResult, EventsAccepted, ErrorBody], ref_template=REF
-    )
-    identity = components["IdentityBody"]
+def _identity(identity: dict[str, Any]) -> None:
+    """Exactly one identity form, not null; several aliases each with its own priority."""
     identity["minProperties"] = 1
     identity["maxProperties"] = 1
     for name, prop in identity["properties"].items():
@@ -53,16 +50,25 @@ def openapi_document(platforms: Sequence[str], version: str = __version__) -> di
         ],
         "description": "With several aliases each needs its own priority (0 is the highest).",
     }
-    components["EnrichBody"]["properties"]["platform"] = {
+
+
+def _platform(platforms: Sequence[str]) -> dict[str, Any]:
+    return {
         "enum": sorted(platforms),
         "description": "Which adapter reads `url`; `auto` (or absent) picks it by the URL.",
     }
-    components["Health"] = {
+
+
+def _health() -> dict[str, Any]:
+    return {
         "type": "object",
         "properties": {"status": {"type": "string"}},
         "required": ["status"],
     }
-    components["Readiness"] = {
+
+
+def _readiness() -> dict[str, Any]:
+    return {
         "type": "object",
         "properties": {
             "ready": {"type": "boolean"},
@@ -73,6 +79,75 @@ def openapi_document(platforms: Sequence[str], version: str = __version__) -> di
         },
         "required": ["ready", "degraded"],
     }
+
+
+def _schemas(platforms: Sequence[str]) -> dict[str, Any]:
+    """The body structs' schemas with the rules they cannot say, and the probes' answers."""
+    (_, _, _, _, _), components = msgspec.json.schema_components(
+        [EnrichBody, EventsBody, EnrichResult, EventsAccepted, ErrorBody], ref_template=REF
+    )
+    _identity(components["IdentityBody"])
+    components["EnrichBody"]["properties"]["platform"] = _platform(platforms)
+    components["Health"] = _health()
+    components["Readiness"] = _readiness()
+    return components
+
+
+def _post(operation_id: str, summary: str, body: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(body)}},
+            },
+            "responses": responses,
+        }
+    }
+
+
+def _get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"operationId": operation_id, "summary": summary, "responses": responses}}
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/v1/enrich": _post(
+            "enrich",
+            "Enrich one ad request URL with cohort key-values.",
+            "EnrichBody",
+            {
+                "200": _json(_ref("EnrichResult"), "The enriched URL, as enrich --json."),
+                **_errors(400, 413, 503),
+            },
+        ),
+        "/v1/events": _post(
+            "events",
+            "Accept player events for delivery to the CCS API.",
+            "EventsBody",
+            {
+                "202": _json(
+                    _ref("EventsAccepted"),
+                    "Accepted: queued for delivery, or (accepted: 0) not consented.",
+                ),
+                **_errors(400, 413, 503),
+            },
+        ),
+        "/healthz": _get("healthz", "Liveness.", {"200": _json(_ref("Health"), "Alive.")}),
+        "/readyz": _get(
+            "readyz",
+            "Readiness, with the upstreams currently degraded.",
+            {
+                "200": _json(_ref("Readiness"), "Ready."),
+                "503": _json(_ref("Readiness"), "Starting or shutting down."),
+            },
+        ),
+    }
+
+
+def openapi_document(platforms: Sequence[str], version: str = __version__) -> dict[str, Any]:
+    components = _schemas(platforms)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -84,55 +159,6 @@ def openapi_document(platforms: Sequence[str], version: str = __version__) -> di
                 "described in docs/sidecar.md, not here."
             ),
         },
-        "paths": {
-            "/v1/enrich": {
-                "post": {
-                    "operationId": "enrich",
-                    "summary": "Enrich one ad request URL with cohort key-values.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("EnrichBody")}},
-                    },
-                    "responses": {
-                        "200": _json(_ref("EnrichResult"), "The enriched URL, as enrich --json."),
-                        **_errors(400, 413, 503),
-                    },
-                }
-            },
-            "/v1/events": {
-                "post": {
-                    "operationId": "events",
-                    "summary": "Accept player events for delivery to the CCS API.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("EventsBody")}},
-                    },
-                    "responses": {
-                        "202": _json(
-                            _ref("EventsAccepted"),
-                            "Accepted: queued for delivery, or (accepted: 0) not consented.",
-                        ),
-                        **_errors(400, 413, 503),
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "summary": "Liveness.",
-                    "responses": {"200": _json(_ref("Health"), "Alive.")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Readiness, with the upstreams currently degraded.",
-                    "responses": {
-                        "200": _json(_ref("Readiness"), "Ready."),
-                        "503": _json(_ref("Readiness"), "Starting or shutting down."),
-                    },
-                }
-            },
-        },
+        "paths": _paths(),
         "components": {"schemas": components},
     }
