@@ -46,6 +46,8 @@ __all__ = ["EnrichResult", "Enricher", "SignalResult"]
 log = logging.getLogger("cohortkv.enricher")
 
 _FINISH_RESERVE_S = 0.002
+_MAX_DECISIONS = 4096
+"""Consent decisions remembered (by the signals they were made from) before starting over."""
 _NOT_RECOGNISED = SignalResult("none", [], "not_recognised")
 
 
@@ -101,6 +103,7 @@ class Enricher:
         self._sources: dict[tuple[str, Source, Reason], Any] = {}
         self._timers: dict[str, Any] = {}
         self._not_recognised: dict[tuple[str, str, str], Any] = {}
+        self._decided: dict[tuple[ConsentSignals, ConsentSignals | None], ConsentDecision] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -299,7 +302,7 @@ class Enricher:
         self, signals: ConsentSignals, host: ConsentSignals | None = None
     ) -> ConsentDecision:
         """The consent gate's decision over the request's and the host's signals, counted."""
-        d = decide(signals, self.config.consent, host)
+        d = self._decide(signals, host)
         counter = self._decisions.get((d.allowed, d.reason))
         if counter is None:
             counter = self.metrics.consent_decisions.labels(
@@ -311,6 +314,21 @@ class Enricher:
             self.metrics.bad_input.labels("consent", d.reason).inc()
             self._warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
         return d
+
+    def _decide(self, signals: ConsentSignals, host: ConsentSignals | None) -> ConsentDecision:
+        """`plugin.consent.decide`, remembered: it is pure, and one user's signals come back
+        with every ad break (a TC string is worth decoding once, not per request)."""
+        key = (signals, host)
+        try:
+            known = self._decided.get(key)
+        except TypeError:  # a signal of an unhashable type: decided, not remembered
+            return decide(signals, self.config.consent, host)
+        if known is None:
+            known = decide(signals, self.config.consent, host)
+            if len(self._decided) >= _MAX_DECISIONS:
+                self._decided.clear()
+            self._decided[key] = known
+        return known
 
     def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Typed as `[events.properties]` says, empty values left out."""
