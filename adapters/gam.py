@@ -27,12 +27,13 @@ one video stream) is the view id.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, TypeVar
 
 import msgspec
 
 from adapters.base import AdapterSettings, ErrorHook, Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
+    Params,
     SignalReader,
     content_url,
     decode,
@@ -49,7 +50,7 @@ from adapters.params import (
     text,
     url_path,
 )
-from plugin.context import Content, Context
+from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias
 from plugin.request import AdRequest, KeyValues
 
@@ -67,6 +68,28 @@ _RESTRICT_FLAGS = ("rdp", "npa", "ltd")
 # What goes before the first value appended to an existing entry, by the entry's state:
 # 0 `key` (no "="), 1 `key=` (no values yet), 2 `key=v…`.
 _LEAD = (_EQ, "", _COMMA)
+_PlanKey = tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]
+"""A `cust_params` value as found, and our key-values: what a `_Plan` depends on."""
+_CONSENT_PARAMS = (
+    "gdpr",
+    "gdpr_consent",
+    "us_privacy",
+    "gpp",
+    "gpp_sid",
+    *_CHILD_FLAGS,
+    *_RESTRICT_FLAGS,
+)
+_MAX_KEPT = 4096
+"""Plans, parsed consent signals and contents kept (by what they come from) per adapter."""
+_Items = tuple[tuple[str, object], ...]
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _keep(cache: dict[K, V], key: K, value: V) -> None:
+    if len(cache) >= _MAX_KEPT:
+        cache.clear()
+    cache[key] = value
 
 
 def clean_value(value: object) -> str | None:
@@ -124,6 +147,15 @@ class GamAdapter(UrlAdapter):
             else GamSettings().max_url_length
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
+        self._plans: dict[_PlanKey, _Plan | None] = {}
+        self._consents: dict[tuple[str | None, ...], ConsentSignals] = {}
+        self._contents: dict[tuple[str | None, ...], tuple[str | None, _Items]] = {}
+        # The parameters content and properties are read from, when that is a fixed list.
+        self._fixed_sources: tuple[str, ...] | None = (
+            None
+            if any(source.endswith("*") for source in self.properties)
+            else (*self.properties, _PARAM, "description_url", "url")
+        )
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -146,18 +178,34 @@ class GamAdapter(UrlAdapter):
             return Context()
         p = first_params(query)
 
-        reader = SignalReader(p)
         aliases: list[Alias] = []
         ppid = device_id(p.get("ppid"))
         if ppid is not None:
             aliases.append(Alias(tag="ppid", id=ppid))
         rdid = device_id(p.get("rdid"))
         tag = device_tag(text(p.get("idtype")))
-        lat = reader.any_set("is_lat") is True
+        lat = SignalReader(p).any_set("is_lat") is True
         if rdid is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=rdid))
 
-        consent = reader.signals(
+        return Context(
+            identity=identity_of(aliases),
+            consent=self._consent(p),
+            content=self._content(p),
+            view_id=text(p.get("scor")),
+            limit_ad_tracking=lat,
+        )
+
+    def _consent(self, p: Params) -> ConsentSignals:
+        """The request's consent signals. They recur (a user's TC string, `gdpr=0` across a
+        site), so when no parameter is repeated they are kept by their raw values."""
+        key: tuple[str | None, ...] | None = None
+        if not p.repeats:
+            key = tuple(map(p.get, _CONSENT_PARAMS))
+            known = self._consents.get(key)
+            if known is not None:
+                return known
+        consent = SignalReader(p).signals(
             gdpr=("gdpr",),
             tc_string=("gdpr_consent",),
             us_privacy=("us_privacy",),
@@ -166,7 +214,24 @@ class GamAdapter(UrlAdapter):
             child_directed=_CHILD_FLAGS,
             restricted=_RESTRICT_FLAGS,
         )
+        if key is not None:
+            _keep(self._consents, key, consent)
+        return consent
 
+    def _content(self, p: Params) -> Content:
+        """The content URL and the play event's properties. They recur too (one content, many
+        requests): with no parameter repeated and no wildcard in the property mapping, they
+        are kept by the raw values they come from (a fresh properties dict every time)."""
+        key: tuple[str | None, ...] | None = None
+        if not p.repeats and self._fixed_sources is not None:
+            key = tuple(map(p.get, self._fixed_sources))
+            known = self._contents.get(key)
+            if known is not None:
+                url, items = known
+                return Content(
+                    url=url,
+                    properties={k: list(v) if isinstance(v, list) else v for k, v in items},
+                )
         props = mapped_properties(self.properties, p)
         if self._cust_properties:
             cust = p.get(_PARAM)
@@ -174,27 +239,22 @@ class GamAdapter(UrlAdapter):
                 inner = first_params(decode(cust))
                 for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
                     props.setdefault(name, value)
-        content = Content(
-            url=content_url(p.get("description_url")) or content_url(p.get("url")),
-            properties=props,
-        )
-
-        return Context(
-            identity=identity_of(aliases),
-            consent=consent,
-            content=content,
-            view_id=text(p.get("scor")),
-            limit_ad_tracking=lat,
-        )
+        url = content_url(p.get("description_url")) or content_url(p.get("url"))
+        if key is not None:
+            _keep(
+                self._contents,
+                key,
+                (
+                    url,
+                    tuple((k, list(v) if isinstance(v, list) else v) for k, v in props.items()),
+                ),
+            )
+        return Content(url=url, properties=props)
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         base, query, fragment = split_url(url)
         if not url_path(base).endswith(_PATHS):
             return url, {}
-        ours = sanitise(keyvalues, valid_key, clean_value)
-        if not ours:
-            return url, {}
-
         q = "" if query is None else query
         bounds = find_param(q, _PARAM)
         if bounds is None:
@@ -203,63 +263,129 @@ class GamAdapter(UrlAdapter):
             start, end = bounds
             value_at = start + len(_PARAM)
             raw = q[value_at + 1 : end] if value_at < end else ""
-        entries = raw.split(_AMP)
-        present = _present(entries)
-
-        # One item per value to add, in the order of `keyvalues`: (key, value, encoded value,
-        # length it adds to the URL with its separator). Dropping from the end keeps costs exact.
-        items: list[tuple[str, str, str, int]] = []
-        need_amp = bool(raw) and not raw.endswith(_AMP)
-        for key, values in ours:
-            found = present.get(key)
-            if found is not None:
-                _, seen, state = found
-                lead = _LEAD[state]
-                for n, v in enumerate(v for v in values if v not in seen):
-                    enc = encode(v)
-                    items.append((key, v, enc, len(_COMMA if n else lead) + len(enc)))
-            else:
-                head = len(_AMP if need_amp else "") + len(encode(key)) + len(_EQ)
-                need_amp = True
-                for n, v in enumerate(values):
-                    enc = encode(v)
-                    items.append((key, v, enc, (len(_COMMA) if n else head) + len(enc)))
-        if not items:
+        plan = self._plan(raw, keyvalues)
+        if plan is None:
             return url, {}
 
         if bounds is None:  # "?" when there was no query, "&" when it was not empty
             extra = len(_PARAM) + 1 + (1 if query is None or q else 0)
         else:  # "=" after a bare "cust_params"
             extra = 0 if value_at < end else 1
-        total = len(url) + extra + sum(item[3] for item in items)
-        while items and total > self.max_url_length:
-            total -= items.pop()[3]
-        if not items:
-            return url, {}
-
-        kept: dict[str, list[str]] = {}
-        written: KeyValues = {}
-        for key, value, enc, _ in items:
-            kept.setdefault(key, []).append(enc)
-            written.setdefault(key, []).append(value)
-        appended: dict[int, str] = {}
-        tail: list[str] = []
-        for key, encoded in kept.items():
-            found = present.get(key)
-            if found is None:
-                tail.append(encode(key) + _EQ + _COMMA.join(encoded))
-            else:
-                idx, _, state = found
-                appended[idx] = _LEAD[state] + _COMMA.join(encoded)
-        if appended:
-            raw = _AMP.join(e + appended[i] if i in appended else e for i, e in enumerate(entries))
-        if tail:
-            raw += (_AMP if raw and not raw.endswith(_AMP) else "") + _AMP.join(tail)
+        total = len(url) + extra + plan.cost
+        if total <= self.max_url_length:
+            raw, written = plan.raw, {key: list(values) for key, values in plan.written.items()}
+        else:
+            # Over the length budget: drop our values from the end, the last key's last first.
+            items = list(plan.items)
+            while items and total > self.max_url_length:
+                total -= items.pop()[3]
+            if not items:
+                return url, {}
+            raw, written = _assemble(items, plan.entries, plan.present)
 
         if bounds is None:
             amp = "&" if q else ""
             return f"{base}?{q}{amp}{_PARAM}={raw}{fragment}", written
         return f"{base}?{q[:value_at]}={raw}{q[end:]}{fragment}", written
+
+    def _plan(self, raw: str, keyvalues: KeyValuesIn) -> _Plan | None:
+        """What writing `keyvalues` into the `cust_params` value `raw` takes (None: nothing).
+
+        It depends on those two only, and both recur (a player's `cust_params`, a few hundred
+        cohort sets), so plans are kept in a small bounded cache: sanitising and encoding
+        each value is most of the work of `apply`."""
+        given = tuple(
+            (key, (values,) if isinstance(values, str) else tuple(values))
+            for key, values in keyvalues.items()
+        )
+        cache_key: _PlanKey | None = (raw, given)
+        try:
+            if cache_key in self._plans:
+                return self._plans[cache_key]
+        except TypeError:  # an unhashable value (it is never written either): not cached
+            cache_key = None
+        plan = _make_plan(raw, dict(given))
+        if cache_key is not None:
+            _keep(self._plans, cache_key, plan)
+        return plan
+
+
+class _Plan:
+    """Our values as they go into one `cust_params` value, before the URL's length budget:
+    `items` (key, value, encoded value, length it adds), the entries and keys already there,
+    and the value with every item written (`raw`, `written`, `cost` = the length it adds)."""
+
+    __slots__ = ("cost", "entries", "items", "present", "raw", "written")
+
+    def __init__(
+        self,
+        items: list[tuple[str, str, str, int]],
+        entries: list[str],
+        present: dict[str, tuple[int, set[str], int]],
+    ) -> None:
+        self.items = items
+        self.entries = entries
+        self.present = present
+        self.cost = sum(item[3] for item in items)
+        self.raw, self.written = _assemble(items, entries, present)
+
+
+def _make_plan(raw: str, keyvalues: KeyValuesIn) -> _Plan | None:
+    ours = sanitise(keyvalues, valid_key, clean_value)
+    if not ours:
+        return None
+    entries = raw.split(_AMP)
+    present = _present(entries)
+
+    # One item per value to add, in the order of `keyvalues`: (key, value, encoded value,
+    # length it adds to the URL with its separator). Dropping from the end keeps costs exact.
+    items: list[tuple[str, str, str, int]] = []
+    need_amp = bool(raw) and not raw.endswith(_AMP)
+    for key, values in ours:
+        found = present.get(key)
+        if found is not None:
+            _, seen, state = found
+            lead = _LEAD[state]
+            for n, v in enumerate(v for v in values if v not in seen):
+                enc = encode(v)
+                items.append((key, v, enc, len(_COMMA if n else lead) + len(enc)))
+        else:
+            head = len(_AMP if need_amp else "") + len(encode(key)) + len(_EQ)
+            need_amp = True
+            for n, v in enumerate(values):
+                enc = encode(v)
+                items.append((key, v, enc, (len(_COMMA) if n else head) + len(enc)))
+    if not items:
+        return None
+    return _Plan(items, entries, present)
+
+
+def _assemble(
+    items: list[tuple[str, str, str, int]],
+    entries: list[str],
+    present: dict[str, tuple[int, set[str], int]],
+) -> tuple[str, KeyValues]:
+    """The new `cust_params` value with `items` written, and the key-values written."""
+    kept: dict[str, list[str]] = {}
+    written: KeyValues = {}
+    for key, value, enc, _ in items:
+        kept.setdefault(key, []).append(enc)
+        written.setdefault(key, []).append(value)
+    appended: dict[int, str] = {}
+    tail: list[str] = []
+    for key, encoded in kept.items():
+        found = present.get(key)
+        if found is None:
+            tail.append(encode(key) + _EQ + _COMMA.join(encoded))
+        else:
+            idx, _, state = found
+            appended[idx] = _LEAD[state] + _COMMA.join(encoded)
+    raw = _AMP.join(entries)
+    if appended:
+        raw = _AMP.join(e + appended[i] if i in appended else e for i, e in enumerate(entries))
+    if tail:
+        raw += (_AMP if raw and not raw.endswith(_AMP) else "") + _AMP.join(tail)
+    return raw, written
 
 
 def _present(entries: list[str]) -> dict[str, tuple[int, set[str], int]]:

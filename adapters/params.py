@@ -57,7 +57,21 @@ def decode(value: str, *, plus: bool = True) -> str:
         value = value.replace("+", " ")
     if "%" not in value:
         return value
-    return unquote(value, errors="replace")
+    found = _decoded.get(value)
+    if found is None:
+        found = unquote(value, errors="replace")
+        if len(value) <= _MAX_DECODED_LENGTH:
+            if len(_decoded) >= _MAX_DECODED:
+                _decoded.clear()
+            _decoded[value] = found
+    return found
+
+
+# The encoded values worth decoding recur (a content URL, a player's `cust_params`), and
+# `unquote` is slow: the last few thousand short ones are kept.
+_decoded: dict[str, str] = {}
+_MAX_DECODED = 4096
+_MAX_DECODED_LENGTH = 512
 
 
 def encode(value: str) -> str:
@@ -372,6 +386,9 @@ def mapped_properties(
 
 
 def _values(params: Params, name: str) -> str | list[str] | None:
+    if name not in params.repeats:
+        raw = params.get(name)
+        return None if raw is None else text(raw)
     raws = params.every(name)
     if len(raws) == 1:
         return text(raws[0])

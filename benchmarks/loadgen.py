@@ -3,9 +3,12 @@ as the previous one is answered, for a warm-up then a measured window. Runs in i
 (aiohttp client, uvloop when installed) and prints one JSON line:
 `{"rps", "count", "errors", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "statuses"}`.
 
-Only requests both sent and answered inside the measured window count. `added_p50_ms` is the
-p50 of each answer's time minus the time the ad server emulator says it held that request
-(`X-Emulated-Delay-Ms`, passed back through the proxies): what the system in front added.
+Only requests both sent and answered inside the measured window count. `added_p50_ms` (and
+`added_p99_ms`, `added_p999_ms`) is the p50 of each answer's time minus the time the ad server
+emulator says it held that request (`X-Emulated-Delay-Ms`, passed back through the proxies):
+what the system in front added. With `--mix realistic` the same figures come per group of
+requests too (`groups`: returning or new viewers, first breaks; see `GROUPS`), and
+`--phase history` sends the mix's history (earlier views) once, unmeasured, and exits.
 
     python -m benchmarks.loadgen --base http://127.0.0.1:8080/proxy/gam --concurrency 64
 """
@@ -18,6 +21,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,7 +29,62 @@ from yarl import URL
 
 from benchmarks.stats import summarize
 from benchmarks.upstreams import DELAY_HEADER, new_loop
-from benchmarks.workload import Workload
+from benchmarks.workload import NEW, Workload
+
+GROUPS: dict[str, Callable[[str], bool]] = {
+    "returning": lambda lb: lb[0] == "R",
+    "new": lambda lb: lb[0] == "N",
+    "first_break": lambda lb: lb[2:] == "0",
+    "returning_first_break": lambda lb: lb[0] == "R" and lb[2:] == "0",
+    "later_breaks": lambda lb: lb[2:] not in ("", "0"),
+}
+"""Groups of the realistic mix's requests by label (`benchmarks.workload.label`)."""
+
+
+async def send_all(urls: list[str], concurrency: int, timeout_s: float) -> dict[str, Any]:
+    """Every URL once, `concurrency` at a time, unmeasured: a history to be remembered."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, ttl_dns_cache=None)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    )
+    targets = iter([URL(u, encoded=True) for u in urls])
+    errors = 0
+    started = time.perf_counter()
+
+    async def client() -> None:
+        nonlocal errors
+        for target in targets:
+            try:
+                async with session.get(target, allow_redirects=False) as resp:
+                    await resp.read()
+                    errors += resp.status != 200
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+
+    try:
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    finally:
+        await session.close()
+    return {"sent": len(urls), "errors": errors, "wall_s": time.perf_counter() - started}
+
+
+def _grouped(samples: list[tuple[str, float, float | None]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, member in GROUPS.items():
+        chosen = [s for s in samples if member(s[0])]
+        if not chosen:
+            continue
+        doc = summarize([s[1] for s in chosen])
+        over = [s[2] for s in chosen if s[2] is not None]
+        if over:
+            o = summarize(over)
+            doc.update(
+                added_p50_ms=o["p50_ms"], added_p99_ms=o["p99_ms"], added_p999_ms=o["p999_ms"]
+            )
+        out[name] = doc
+    return out
 
 
 async def run_load(
@@ -37,8 +96,11 @@ async def run_load(
     headers: dict[str, str] | None = None,
     mark_ms: float | None = None,
     stagger_s: float = 0.0,
+    labels: list[str] | None = None,
 ) -> dict[str, Any]:
     targets = [URL(u, encoded=True) for u in urls]
+    kinds = labels if labels is not None else [NEW] * len(urls)
+    grouped: list[tuple[str, float, float | None]] = []
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, ttl_dns_cache=None)
     session = aiohttp.ClientSession(
         connector=connector,
@@ -66,7 +128,8 @@ async def run_load(
             sent = perf()
             if sent >= end:
                 return
-            target = targets[position % len(targets)]
+            at = position % len(targets)
+            target = targets[at]
             position += 1
             status = "error"
             held = None
@@ -84,8 +147,12 @@ async def run_load(
                 statuses[status] += 1
                 if status == "200":
                     latencies.append(done - sent)
+                    over = None
                     if held is not None:
-                        added.append(done - sent - float(held) / 1000)
+                        over = done - sent - float(held) / 1000
+                        added.append(over)
+                    if labels is not None:
+                        grouped.append((kinds[at], done - sent, over))
 
     try:
         await asyncio.gather(*(client(n) for n in range(concurrency)))
@@ -96,6 +163,9 @@ async def run_load(
         over = summarize(added)
         result["added_p50_ms"] = over["p50_ms"]
         result["added_p99_ms"] = over["p99_ms"]
+        result["added_p999_ms"] = over["p999_ms"]
+    if labels is not None:
+        result["groups"] = _grouped(grouped)
     result["cpu_s"] = time.process_time()
     if mark_ms is not None:
         result["at_mark"] = sum(1 for x in latencies if x * 1000 >= mark_ms)
@@ -126,22 +196,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--mark-ms", type=float, help="also count answers at least this slow")
     p.add_argument("--stagger-ms", type=float, default=100.0, help="spread of client starts")
+    p.add_argument(
+        "--mix",
+        choices=("worst", "realistic"),
+        default="worst",
+        help="worst: every request a new viewer's first break; realistic: see workload.Mix",
+    )
+    p.add_argument(
+        "--phase",
+        choices=("load", "history"),
+        default="load",
+        help="history: send the realistic mix's earlier views once, unmeasured, and exit",
+    )
+    p.add_argument(
+        "--history-upto",
+        type=int,
+        help="realistic mix: history only for the requests before this position",
+    )
     a = p.parse_args(argv)
     headers = dict(h.split(":", 1) for h in a.header) or None
-    urls = Workload(consented=a.consented, seed=a.seed).ad_requests(a.base, a.pool)
+    workload = Workload(consented=a.consented, seed=a.seed)
+    labels: list[str] | None = None
+    if a.mix == "realistic":
+        pairs, history = workload.realistic(a.base, a.pool, history_upto=a.history_upto)
+        urls = [u for u, _ in pairs]
+        labels = [lb for _, lb in pairs]
+    else:
+        urls, history = workload.ad_requests(a.base, a.pool), []
     with asyncio.Runner(loop_factory=lambda: new_loop(a.loop)) as runner:
-        result = runner.run(
-            run_load(
-                urls,
-                a.concurrency,
-                a.duration,
-                a.warmup,
-                a.timeout,
-                headers,
-                a.mark_ms,
-                a.stagger_ms / 1000,
+        if a.phase == "history":
+            result = runner.run(send_all(history, a.concurrency, a.timeout))
+        else:
+            result = runner.run(
+                run_load(
+                    urls,
+                    a.concurrency,
+                    a.duration,
+                    a.warmup,
+                    a.timeout,
+                    headers,
+                    a.mark_ms,
+                    a.stagger_ms / 1000,
+                    labels,
+                )
             )
-        )
     print(json.dumps(result))
     return 0
 

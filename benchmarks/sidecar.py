@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         with open(a.profile, "w") as f:
             json.dump(doc, f)
+        prof.dump_stats(a.profile + ".pstats")  # the raw profile, for pstats / snakeviz
     return code
 
 

@@ -22,7 +22,7 @@ from adapters.base import Adapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
 from plugin.accounting import Accounting
 from plugin.config import Config, adapter_settings, require_api
-from plugin.consent.gate import decide
+from plugin.consent.gate import RememberedDecisions
 from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
@@ -89,6 +89,7 @@ class Enricher:
         self.events = EventSender(self.sessions, self._ccs_client, self.behavioral.remember)
         self.tracer = make_tracer(cfg.tracing, tracer_provider)
         self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
+        self._decide = RememberedDecisions(cfg.consent)
         self._property_types = cfg.events.property_types()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -246,7 +247,7 @@ class Enricher:
         self, signals: ConsentSignals, host: ConsentSignals | None = None
     ) -> ConsentDecision:
         """The consent gate's decision over the request's and the host's signals, counted."""
-        return self.accounting.decision(decide(signals, self.config.consent, host))
+        return self.accounting.decision(self._decide(signals, host))
 
     def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
         if not raw:

@@ -292,3 +292,24 @@ def test_defaults_and_overrides() -> None:
     assert GamAdapter(GamSettings(activation_platforms=("custom",))).activation_platforms == (
         "custom",
     )
+
+
+def test_what_is_remembered_between_requests_changes_nothing() -> None:
+    """Parses and splices are kept by what they come from: a second request gets an equal
+    answer, never the same mutable object, and the length budget still applies per URL."""
+    adapter = GamAdapter(GamSettings(max_url_length=len(APP) + 20))
+    first, again = adapter.parse_url(APP), adapter.parse_url(APP)
+    assert first == again == gam.parse_url(APP)
+    first.content.properties["video_id"] = "changed"
+    assert adapter.parse_url(APP).content.properties["video_id"] == "vid_456"
+
+    kvs = {"permutive": ["456", "789"]}
+    one = adapter.apply(AdRequest(APP), kvs)
+    two = adapter.apply(AdRequest(APP), kvs)
+    assert one == two and one.written == {"permutive": ["456", "789"]}
+    one.written["permutive"].append("mutated")
+    assert adapter.apply(AdRequest(APP), kvs).written == {"permutive": ["456", "789"]}
+    # The same cust_params and key-values in a longer URL: over the budget, values go.
+    longer = APP.replace("&vid=vid_456", "&vid=vid_456&pad=xxxxx")
+    assert adapter.apply_url(longer, kvs) == longer.replace("%2C123%26", "%2C123%2C456%26")
+    assert adapter.apply_url(APP, kvs) == APP.replace("%2C123%26", "%2C123%2C456%2C789%26")

@@ -27,7 +27,22 @@ ROWS = [
             r"^2 +c={c} cohortkv sidecar: req/s",
             r"^2 +c={c} sidecar throughput / passthrough",
             r"^2 +c={c} sidecar throughput / naive proxy",
+            r"^2 +c={c} sidecar CPU per request / passthrough",
             r"^2 +c={c} added p50 over passthrough",
+        )
+    ),
+    *(
+        pattern.format(c=c)
+        for c in (64, 256)
+        for pattern in (
+            r"^7 +c={c} passthrough: req/s, p50 / p99 / p99\.9",
+            r"^7 +c={c} naive proxy: req/s",
+            r"^7 +c={c} cohortkv sidecar: req/s",
+            r"^7 +c={c} cohortkv sidecar, wait=if_uncached: req/s",
+            r"^7 +c={c} sidecar throughput / passthrough",
+            r"^7 +c={c} sidecar throughput / naive proxy",
+            r"^7 +c={c} sidecar CPU per request / passthrough",
+            r"^7 +c={c} returning viewers, wait=if_uncached: added p99 over passthrough",
         )
     ),
     r"^3 +CCS hangs.*sidecar ad request p99 / p99\.9",
@@ -41,7 +56,15 @@ ROWS = [
     r"^6 +sidecar c=64 on uvloop",
     r"^6 +sidecar c=64 on asyncio",
 ]
-GATED = ("throughput / passthrough", "throughput / naive proxy", "added p50", "p99.9", "memory")
+GATED = (
+    "throughput / passthrough",
+    "throughput / naive proxy",
+    "CPU per request",
+    "added p50",
+    "added p99",
+    "p99.9",
+    "memory",
+)
 
 
 def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from plugin import Config, ConsentSignals, Content, Context, Enricher
+from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
 from plugin.config import ConfigError, KeysConfig
+from plugin.identity import Alias
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE, GAM_SAMPLE
 from tests.helpers.waiting import until
@@ -174,6 +175,28 @@ async def test_play_event_once_per_view(fake: FakePermutive) -> None:
     assert first["session_id"] == second["session_id"]
     assert first["view_id"] != second["view_id"]
     assert other_view.behavioral.source == "live"
+
+
+async def test_derived_ids_are_uuid5_and_generated_ones_uuid4(fake: FakePermutive) -> None:
+    cfg = config(fake)
+    ns = uuid.UUID(cfg.events.view_namespace)
+    ssai = Context(
+        identity=DEVICE,
+        consent=GRANTED,
+        content=Content(url="https://example.com/v/1"),
+        ssai_session_id="mediatailor-session-42",
+    )
+    other = ctx("https://example.com/v/9", identity=Identity(alias=Alias(tag="idfa", id="D-2")))
+    async with Enricher(cfg) as e:
+        await e.enrich(GAM_SAMPLE, ssai)
+        await e.enrich(GAM_SAMPLE, other)
+    derived, generated = (c["body"]["events"][0] for c in fake.bodies["ccs"])
+    assert derived["session_id"] == str(uuid.uuid5(ns, "ssai-session:mediatailor-session-42"))
+    assert derived["view_id"] == str(
+        uuid.uuid5(ns, "ssai-view:mediatailor-session-42|https://example.com/v/1")
+    )
+    for value in (generated["session_id"], generated["view_id"]):
+        assert uuid.UUID(value).version == 4 and str(uuid.UUID(value)) == value
 
 
 async def test_same_view_concurrent_ad_breaks_share_one_call(fake: FakePermutive) -> None:

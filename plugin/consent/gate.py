@@ -333,3 +333,30 @@ def _gpp_verdicts(
     if not supported:
         verdicts.append(_Verdict("unknown", "gpp_unsupported_section"))
     return verdicts, read_tcf
+
+
+class RememberedDecisions:
+    """`decide`, remembered by the signals it was made from: it is pure, and one user's signals
+    come back with every ad break (a TC string is worth decoding once, not per request). The
+    memory is bounded: full, it starts over."""
+
+    MAX = 4096
+
+    def __init__(self, cfg: ConsentConfig) -> None:
+        self._cfg = cfg
+        self._known: dict[tuple[ConsentSignals, ConsentSignals | None], ConsentDecision] = {}
+
+    def __call__(
+        self, signals: ConsentSignals, host: ConsentSignals | None = None
+    ) -> ConsentDecision:
+        key = (signals, host)
+        try:
+            known = self._known.get(key)
+        except TypeError:  # a signal of an unhashable type: decided, not remembered
+            return decide(signals, self._cfg, host)
+        if known is None:
+            known = decide(signals, self._cfg, host)
+            if len(self._known) >= self.MAX:
+                self._known.clear()
+            self._known[key] = known
+        return known

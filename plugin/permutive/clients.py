@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 import msgspec
 import yarl
+from multidict import CIMultiDict
 
 from plugin.config import HttpConfig
 from plugin.observe.metrics import Metrics, RateLimitedLog
@@ -55,7 +56,8 @@ _TRIPS = frozenset(
     {"timeout", "connect", "http_429", "http_5xx", "decode", "other", "too_large", "redirect"}
 )
 
-_JSON = {"Content-Type": "application/json"}
+# Headers as aiohttp keeps them, built once: a plain dict is converted on every call.
+_JSON: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
 
 
 class UpstreamError(Exception):
@@ -134,16 +136,16 @@ class _Client:
         self._max_inflight = http.max_inflight_per_api
         self._max_bytes = http.max_response_bytes
         self.inflight = 0
-        self._inflight_gauge = metrics.inflight.labels(self.api)
+        metrics.inflight.labels(self.api).set_function(lambda: self.inflight)  # read when scraped
         self.tracer: Any = None
         """An OpenTelemetry tracer when tracing is on (`plugin.observe.tracing`); None is free."""
 
-    async def _send(self, body: bytes, headers: dict[str, str]) -> bytes:
+    async def _send(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
         if self.tracer is None:
             return await self._post(body, headers)
         return await self._traced(body, headers)
 
-    async def _traced(self, body: bytes, headers: dict[str, str]) -> bytes:
+    async def _traced(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
         """`_post` inside a `permutive.<api>` span: the failure kind, never the payload."""
         from opentelemetry.trace import SpanKind, StatusCode
 
@@ -157,14 +159,13 @@ class _Client:
                 span.set_status(StatusCode.ERROR, e.kind)
                 raise
 
-    async def _post(self, body: bytes, headers: dict[str, str]) -> bytes:
+    async def _post(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
         """One call through the breaker and the in-flight bound; failures are counted once."""
         if self.inflight >= self._max_inflight:
             raise self._fail(UpstreamError(self.api, "shed"))
         if not self.breaker.allow():
             raise self._fail(UpstreamError(self.api, "breaker_open"))
         self.inflight += 1
-        self._inflight_gauge.inc()
         try:
             payload = await self._call(body, headers)
         except UpstreamError as e:
@@ -175,7 +176,6 @@ class _Client:
             raise
         finally:
             self.inflight -= 1
-            self._inflight_gauge.dec()
         self.breaker.success()
         return payload
 
@@ -186,7 +186,7 @@ class _Client:
             self.breaker.failure()
             raise self._fail(UpstreamError(self.api, "decode", type(e).__name__)) from None
 
-    async def _call(self, body: bytes, headers: dict[str, str]) -> bytes:
+    async def _call(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -286,7 +286,7 @@ class CcsClient(_Client):
             query["synchronous-validation"] = "true"
         url = base_url.rstrip("/") + CCS_PATH
         super().__init__(session, url, metrics, http, query)
-        self._headers = {**_JSON, "X-Api-Key": api_key}
+        self._headers = CIMultiDict({"Content-Type": "application/json", "X-Api-Key": api_key})
 
     async def segment(self, request: CcsRequest) -> Answer:
         payload = await self._send(json_encoder.encode(request), self._headers)

@@ -16,9 +16,10 @@ content come from the ad request itself, with `X-Cohortkv-*` headers (or the res
 parameters) on top; consent from either can deny, and grant only where the ad request carries
 no signal of its own. When too many enrichments are in flight the request is forwarded
 unenriched at once (counted), never queued. The ad server's status, headers (hop-by-hop
-removed) and body are streamed back unchanged: the body is not decompressed, the client's
-Accept-Encoding goes through. W3C trace context (`traceparent`, `tracestate`, `baggage`) is
-passed on to the ad server.
+removed) and body come back unchanged: the body is not decompressed, the client's
+Accept-Encoding goes through. A small body (a Content-Length up to 64 KiB: a VAST document) is
+read whole and written back with the headers in one write; any other body is streamed. W3C
+trace context (`traceparent`, `tracestate`, `baggage`) is passed on to the ad server.
 """
 
 from __future__ import annotations
@@ -320,8 +321,12 @@ class Proxy:
         self._warn.warning("proxy:host", "adapter changed the ad server; forwarding as is")
         return ad
 
-    def _context(self, request: web.Request, found: dict[str, str]) -> Context:
+    def _context(self, request: web.Request, found: dict[str, str]) -> Context | None:
+        """What the caller says on top of the ad request; None when it says nothing (most
+        requests): the enricher then reads the ad request alone, as it would an empty one."""
         h = request.headers
+        if not found and not any(name in h for name in _OUR_HEADERS):
+            return None
 
         def pick(param: str) -> str | None:
             value = h.get(rp.HEADERS[param])
@@ -384,9 +389,9 @@ class Proxy:
                 props[name[len(rp.PROPERTY_PREFIX) :]] = value
         return props
 
-    def _forward_headers(self, request: web.Request) -> dict[str, str]:
+    def _forward_headers(self, request: web.Request) -> CIMultiDict[str]:
         h = request.headers
-        out: dict[str, str] = {}
+        out: CIMultiDict[str] = CIMultiDict()  # as aiohttp keeps them: a dict is converted
         for name in FORWARDED_HEADERS:
             value = h.get(name)
             if value is not None:
@@ -418,16 +423,36 @@ class Proxy:
             ) as answer:
                 up.seconds.observe(time.perf_counter() - started)
                 status = answer.status
-                resp = web.StreamResponse(
-                    status=status, reason=answer.reason, headers=response_headers(answer.headers)
-                )
-                await resp.prepare(request)
+                headers_out = response_headers(answer.headers)
+                length = answer.content_length
+                got: list[bytes] = []
+                resp: web.StreamResponse | None = None
                 try:
+                    if length is not None and length <= CHUNK and status not in _NO_BODY:
+                        # A small body (a VAST document) is read whole and goes back with its
+                        # headers in one write, instead of headers, body and end apart.
+                        async for chunk in answer.content.iter_chunked(CHUNK):
+                            got.append(chunk)
+                        up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
+                        return web.Response(
+                            body=got[0] if len(got) == 1 else b"".join(got),
+                            status=status,
+                            reason=answer.reason,
+                            headers=headers_out,
+                        )
+                    resp = web.StreamResponse(
+                        status=status, reason=answer.reason, headers=headers_out
+                    )
+                    await resp.prepare(request)
                     async for chunk in answer.content.iter_chunked(CHUNK):
                         await resp.write(chunk)
                     await resp.write_eof()
                 except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
-                    return self._broken(request, up, resp, e)
+                    if resp is None:  # a small body broke off: what came goes back, then close
+                        resp = web.StreamResponse(
+                            status=status, reason=answer.reason, headers=headers_out
+                        )
+                    return await self._broken(request, up, resp, got, e)
         except TimeoutError:
             up.record("timeout", True)
             return json_error(
@@ -442,13 +467,27 @@ class Proxy:
         up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
         return resp
 
-    def _broken(
-        self, request: web.Request, up: Upstream, resp: web.StreamResponse, e: BaseException
+    async def _broken(
+        self,
+        request: web.Request,
+        up: Upstream,
+        resp: web.StreamResponse,
+        got: list[bytes],
+        e: BaseException,
     ) -> web.StreamResponse:
-        """The body broke off after the status went out: all that is left is to close."""
+        """The body broke off: the status goes out (with what came of a small body, if it had
+        not gone out yet), then the connection closes, so that the client cannot take the
+        truncated body for a whole one."""
         transport = request.transport
         if transport is None or transport.is_closing():
             return resp  # the client went away
+        if not resp.prepared:
+            try:
+                await resp.prepare(request)
+                for chunk in got:
+                    await resp.write(chunk)
+            except ConnectionError:
+                return resp
         up.record("timeout" if isinstance(e, TimeoutError) else "error", True)
         self._warn.warning(f"proxy:{up.name}:body", "ad server %s broke off its body", up.name)
         transport.close()
@@ -456,6 +495,8 @@ class Proxy:
 
 
 _STATUS_CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_OUR_HEADERS = (*rp.HEADERS.values(), rp.PROPERTIES_HEADER)
+_NO_BODY = frozenset({204, 304})
 _decode_json = msgspec.json.Decoder().decode
 
 

@@ -88,8 +88,9 @@ class BehavioralSignal:
         self._cache_first = config.behavioral.wait == "if_uncached"
         self._intern = Interner()
         self.sessions = sessions
-        self._gauge = metrics.cache_entries.labels("behavioral")
-        self._views_gauge = metrics.cache_entries.labels("views")
+        # Read when scraped, not set on every request.
+        metrics.cache_entries.labels("behavioral").set_function(lambda: len(self.cache))
+        metrics.cache_entries.labels("views").set_function(lambda: self.sessions.view_count)
         self._late = metrics.late_answers.labels("ccs")
         self._bad_identity = metrics.bad_input.labels("identity", "invalid")
         self.client: CcsClient | None = None
@@ -123,7 +124,6 @@ class BehavioralSignal:
             view_id=ctx.view_id,
             content_url=content_url,
         )
-        self._views_gauge.set(self.sessions.view_count)
         view = claim.view
         if not claim.new:
             # A later ad break of a view whose play event went out: reuse, never resend.
@@ -206,6 +206,5 @@ class BehavioralSignal:
         """Caches the answer compactly: interned cohorts, the user id only if it is sent."""
         compact = self._intern(answer, keep_user=self._keep_user)
         self.cache.put(key, compact)
-        self._gauge.set(len(self.cache))
         if self.shared is not None:
             self.shared.put("b", key.hex(), compact, self._ttl_s)

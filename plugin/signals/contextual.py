@@ -31,7 +31,8 @@ class ContextualSignal:
             cfg.contextual_max_entries, cfg.contextual_ttl_s + cfg.contextual_stale_s, clock
         )
         self._flights: SingleFlight[bytes, Answer | Failed] = SingleFlight()
-        self._gauge = metrics.cache_entries.labels("contextual")
+        # Read when scraped, not set on every answer.
+        metrics.cache_entries.labels("contextual").set_function(lambda: len(self.cache))
         self._late = metrics.late_answers.labels("contextual")
         self.client: ContextualClient | None = None
         self.shared: SharedStore | None = None
@@ -87,7 +88,6 @@ class ContextualSignal:
                     self.cache.put(key, stale, age=cfg.contextual_ttl_s)
             return Failed(e.kind)
         self.cache.put(key, answer)
-        self._gauge.set(len(self.cache))
         if self.shared is not None:
             self.shared.put("c", shared_key, answer, cfg.contextual_ttl_s + cfg.contextual_stale_s)
         if loop.time() - started > self.late_after_s:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,7 +58,22 @@ def parse_event_time(value: object, field: str = "time", now: datetime | None = 
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now in UTC to the millisecond (`2026-11-24T01:34:56.789Z`), as
+    `datetime.now(UTC).isoformat(timespec="milliseconds")` writes it, with the date and time
+    of the current second formatted once per second."""
+    global _second, _second_text
+    now = time.time()
+    second = int(now)
+    micros = round((now - second) * 1e6)  # as datetime rounds a time stamp
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    if second != _second:
+        _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second_text}.{micros // 1000:03d}Z"
+
+
+_second = -1
+_second_text = ""
 
 
 def is_empty(value: object) -> bool:
