@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+import msgspec
+
 from adapters.base import Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
@@ -107,9 +109,13 @@ class FreeWheelAdapter(UrlAdapter):
         if query is None or not url_path(base).endswith(_PATH):
             return Context()
         glob_section, _, rest = query.partition(";")
-        kv_section = rest.partition(";")[0]
+        kv_section, _, slot_sections = rest.partition(";")
         glob = first_params(glob_section)
         kv = first_params(kv_section)
+        # Deny-only flags count wherever they stand: a `;` slipped into a player value would
+        # otherwise move `_fw_coppa=1` or `_fw_is_lat=1` into a slot section, out of sight.
+        slots = [first_params(s) for s in slot_sections.split(";") if "_fw_" in s]
+        denials = SignalReader(kv, glob, *slots)
 
         def get(name: str) -> str | None:
             value = kv.get(name)
@@ -118,7 +124,7 @@ class FreeWheelAdapter(UrlAdapter):
         reader = SignalReader(kv, glob)
         aliases: list[Alias] = []
         did = text(get("_fw_did"))
-        lat = reader.any_set("_fw_is_lat") is True
+        lat = denials.any_set("_fw_is_lat") is True
         if did is not None and not lat:
             kind, sep, ident = did.partition(":")
             tag = device_tag(kind) if sep and kind.strip().lower() in DEVICE_ID_TAGS else None
@@ -134,8 +140,9 @@ class FreeWheelAdapter(UrlAdapter):
             us_privacy=("_fw_us_privacy", "us_privacy"),
             gpp=("gpp",),
             gpp_sid=("gpp_sid",),
-            child_directed=("_fw_coppa",),
         )
+        if denials.any_set("_fw_coppa") is not None:
+            consent = msgspec.structs.replace(consent, child_directed=denials.any_set("_fw_coppa"))
 
         props = mapped_properties(self.properties, kv)
         for name, value in mapped_properties(self.properties, glob).items():

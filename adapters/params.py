@@ -207,7 +207,7 @@ class SignalReader:
         limited = self.any_set(*restricted) if restricted else None
         sid_text = self.text(*gpp_sid)
         signals = ConsentSignals(
-            gdpr=self.flag(*gdpr),
+            gdpr=self._agreed(gdpr, gdpr_flag),
             tc_string=self.text(*tc_string),
             us_privacy=self.text(*us_privacy),
             gpp=self.text(*gpp),
@@ -258,21 +258,35 @@ def flag(raw: str | None) -> bool | None:
     return None
 
 
+def gdpr_flag(raw: str | None) -> bool | None:
+    """`gdpr`: 0 / 1 as `flag` reads them; any other non-blank value fails closed to 1 (GDPR
+    applies), so that `gdpr=2` cannot pass for "no signal"."""
+    value = flag(raw)
+    if value is None and text(raw) is not None:
+        return True
+    return value
+
+
 def gpp_sid(raw: str | None) -> tuple[int, ...] | None:
     """GPP section ids from a raw comma list; pieces that are not small integers are skipped."""
     return parse_gpp_sid(text(raw))
 
 
 def parse_gpp_sid(value: str | None) -> tuple[int, ...] | None:
-    """GPP section ids from a decoded comma list."""
+    """GPP section ids from a decoded comma list; None only when the parameter is absent.
+
+    Present but without a usable id (`-1`, which says "no section applies", or garbage) is an
+    empty tuple: the gate then reads no section. Never None, which would read every section:
+    a value from the viewer must not widen what is read."""
     if value is None:
         return None
     ids = []
     for piece in value.split(","):
         piece = piece.strip()
-        if piece.isascii() and piece.isdigit() and len(piece) <= _MAX_INT_DIGITS:
+        digits = piece[1:] if piece.startswith("-") else piece
+        if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_INT_DIGITS:
             ids.append(int(piece))
-    return tuple(ids) or None
+    return tuple(ids)
 
 
 def number(raw: str | None) -> int | float | None:

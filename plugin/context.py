@@ -67,8 +67,8 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
             return self
         lat = self.limit_ad_tracking or explicit.limit_ad_tracking
         identity = explicit.identity or self.identity
-        if lat and identity is not None:
-            identity = identity.without_advertising_ids()
+        if identity is not None:
+            identity = identity.usable(lat)
         content = Content(
             url=explicit.content.url or self.content.url,
             properties={**self.content.properties, **explicit.content.properties},

@@ -31,8 +31,14 @@ DEVICE_ID_TAGS: dict[str, str] = {
 """Device id types as ad platforms name them (GAM `idtype`, FreeWheel `_fw_did` prefixes,
 AdsWizz `ifaType`) → the Permutive alias tag they are sent under."""
 
-ADVERTISING_ID_TAGS = frozenset(DEVICE_ID_TAGS.values())
-"""The alias tags of advertising (device) ids: never used when a request limits ad tracking."""
+ADVERTISING_ID_TAGS = frozenset((*DEVICE_ID_TAGS, *DEVICE_ID_TAGS.values(), "device_id", "ifa"))
+"""The alias tags of advertising (device) ids, lower-case, as platforms and Permutive name
+them: never used when a request limits ad tracking."""
+
+
+def _all_zeros(ident: str) -> bool:
+    """The id a device reports when ad tracking is limited (`00000000-0000-...`)."""
+    return not ident.replace("-", "").replace("0", "").strip()
 
 
 IDENTITY_FORMS: tuple[str, ...] = ("user_id", "alias", "aliases")
@@ -81,13 +87,21 @@ class Identity(msgspec.Struct, omit_defaults=True, frozen=True):
                 seen.add(a.priority)
         return self
 
-    def without_advertising_ids(self) -> Identity | None:
-        """This identity without device advertising ids (limit-ad-tracking); None if nothing
-        else is left."""
-        if self.alias is not None and self.alias.tag in ADVERTISING_ID_TAGS:
-            return None
+    def usable(self, limit_ad_tracking: bool) -> Identity | None:
+        """This identity without what may not be used: all-zero ids always (every tracking-
+        limited device reports that one id: they would share a profile), and advertising ids
+        (any spelling of their tag) when the request limits ad tracking. None if nothing is
+        left."""
+
+        def ok(a: Alias) -> bool:
+            if _all_zeros(a.id):
+                return False
+            return not (limit_ad_tracking and a.tag.strip().lower() in ADVERTISING_ID_TAGS)
+
+        if self.alias is not None:
+            return self if ok(self.alias) else None
         if self.aliases is not None:
-            kept = tuple(a for a in self.aliases if a.tag not in ADVERTISING_ID_TAGS)
+            kept = tuple(a for a in self.aliases if ok(a))
             if len(kept) != len(self.aliases):
                 return Identity(aliases=kept) if kept else None
         return self

@@ -235,7 +235,8 @@ def test_child_and_restricting_flags(flag: str, field: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("0", False), ("1", True), ("true", True), ("false", False), ("x", None)],
+    # anything else fails closed: "GDPR applies" (`gdpr=2` must not pass for "no signal")
+    [("0", False), ("1", True), ("true", True), ("false", False), ("x", True), ("2", True)],
 )
 def test_gdpr_flag(value: str, expected: bool | None) -> None:
     assert gam.parse_url(f"https://h/gampad/ads?gdpr={value}").consent.gdpr is expected

@@ -3,6 +3,7 @@ the sidecar; no silent sandbox; the key and the user's data stay where they belo
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -457,3 +458,102 @@ async def test_content_urls_never_stand_in_the_clear_in_cache_keys(fake: FakePer
     assert f"cohortkv:c:{compact_key(prefix_url).hex()}" in keys
     assert not [k for k in keys if "secret-content-slug" in k or IDFA in k]
     assert local_keys == [compact_key(prefix_url)]
+
+
+# -- what a review as an attacker found -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ("&cohortkv_consent=granted&cohortkv_consent=denied", {}),
+        ("&cohortkv_consent=denied&cohortkv_consent=granted", {}),
+        ("&cohortkv_consent=denied", {"X-Cohortkv-Consent": "granted"}),
+        ("&cohortkv_consent=granted", {"X-Cohortkv-Consent": "denied"}),
+        ("", [("X-Cohortkv-Consent", "granted"), ("X-Cohortkv-Consent", "denied")]),
+    ],
+)
+async def test_an_override_that_disagrees_with_itself_denies(
+    fake: FakePermutive, ads: FakeAdServer, params: str, headers: Any
+) -> None:
+    """A viewer can put `&cohortkv_consent=granted` ahead of the template's `denied`: any
+    denial among the overrides wins, wherever it stands."""
+    async with running(sidecar_config(fake, ads)) as side:
+        tail = f"/gampad/ads?iu=/1&rdid={IDFA}&idtype=idfa&description_url=https%3A%2F%2Fe.x%2Fv"
+        resp = await side.client.get(f"/proxy/gam{tail}{params}", headers=headers)
+        assert resp.status == 200
+        assert fake.calls["ccs"] == 0
+        assert "cohortkv_" not in ads.last.target
+
+
+async def test_a_percent_encoded_reserved_name_is_read_and_removed_too(
+    fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    async with running(sidecar_config(fake, ads)) as side:
+        tail = f"/gampad/ads?iu=/1&rdid={IDFA}&idtype=idfa&description_url=https%3A%2F%2Fe.x%2Fv"
+        resp = await side.client.get(
+            f"/proxy/gam{tail}&cohortkv_consent=granted&cohortkv%5Fconsent=denied"
+        )
+        assert resp.status == 200
+        assert fake.calls["ccs"] == 0  # the encoded denial counts
+        assert "ohortkv" not in ads.last.target
+        resp = await side.client.get(f"/proxy/gam{tail}&%63ohortkv_consent=granted")
+        assert resp.status == 200
+        assert fake.calls["ccs"] == 1 and "ohortkv" not in ads.last.target
+
+
+@pytest.mark.parametrize("tag", ["gaid", "adid", "roku", "tvos", "IDFA", "Tifa", "device_id"])
+async def test_limit_ad_tracking_drops_an_advertising_id_under_any_spelling_of_its_tag(
+    fake: FakePermutive, tag: str
+) -> None:
+    flagged = GAM + f"&rdid={IDFA}&idtype=idfa&is_lat=1&us_privacy=1YNN"
+    async with Enricher(config(fake)) as e:
+        r = await e.enrich(flagged, Context(identity=Identity(alias=Alias(tag=tag, id=IDFA))))
+    assert r.behavioral.reason == "no_identity" and fake.calls["ccs"] == 0
+
+
+async def test_an_all_zero_id_from_the_host_is_never_used(fake: FakePermutive) -> None:
+    zero = "00000000-0000-0000-0000-000000000000"
+    async with Enricher(config(fake)) as e:
+        r = await e.enrich(
+            GAM + "&us_privacy=1YNN", Context(identity=Identity(alias=Alias(tag="idfa", id=zero)))
+        )
+    assert r.behavioral.reason == "no_identity" and fake.calls["ccs"] == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        GAM + f"&rdid={IDFA}&idtype=idfa&gpp=DBABL~BVVqAAAAAQ.YA&gpp_sid=-1",
+        GAM + f"&rdid={IDFA}&idtype=idfa&gpp=DBABL~BVVqAAAAAQ.YA&gpp_sid=abc",
+        GAM + f"&rdid={IDFA}&idtype=idfa&us_privacy=1YNN&gdpr=2",
+        FW.format(idfa=IDFA, extra="&_fw_us_privacy=1YNN") + "&_fw_coppa=1;",
+        FW.format(idfa=IDFA, extra="&_fw_us_privacy=1YNN;x=1;_fw_coppa=1"),
+    ],
+)
+async def test_viewer_values_cannot_widen_what_is_read(fake: FakePermutive, url: str) -> None:
+    """`gpp_sid=-1` says no section applies (and garbage reads as that); `gdpr=2` fails closed
+    to "GDPR applies"; `_fw_coppa=1` counts in any FreeWheel section."""
+    async with Enricher(config(fake)) as e:
+        r = await e.enrich(url, Context(consent=ConsentSignals()))
+    assert not r.consent.allowed, r.consent
+    assert fake.calls["ccs"] == 0
+
+
+async def test_header_bytes_that_are_not_utf8_are_bad_input_not_a_bug(
+    fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    async with running(sidecar_config(fake, ads)) as side:
+        port = side.client.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /proxy/gam/gampad/ads?iu=1 HTTP/1.1\r\nHost: x\r\n"
+            b"X-Cohortkv-Content-Url: https://example.com/\xff\r\n"
+            b'X-Cohortkv-Properties: {"t": "\xff"}\r\nConnection: close\r\n\r\n'
+        )
+        await writer.drain()
+        head = await reader.readline()
+        writer.close()
+        assert b" 200 " in head
+        assert side.sample("cohortkv_serve_errors_total", route="proxy") == 0
+        assert side.sample("cohortkv_bad_input_total", source="proxy", kind="encoding") == 2

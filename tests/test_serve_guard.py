@@ -453,3 +453,21 @@ async def test_sigterm_with_ccs_failing_fast_logs_how_many_events_were_lost(
         assert "shutdown: 12 accepted events were not delivered to the CCS API: " in lines[0]
         assert re.search(r"ccs: (http_5xx|breaker_open)", lines[0]), lines[0]
         assert API_KEY not in logs
+
+
+async def test_a_bad_content_encoding_is_a_counted_400_without_a_traceback_per_request(
+    fake: FakePermutive, ads: FakeAdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(sidecar_config(fake, ads)) as s:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        with caplog.at_level(logging.WARNING):
+            async with aiohttp.ClientSession() as session:
+                for path in ("/v1/enrich", "/v1/events", "/v1/enrich"):
+                    async with session.post(s.url + path, data=b"notgzip", headers=headers) as r:
+                        assert r.status == 400
+                        assert (await r.json())["reason"] == "malformed body"
+        assert s.closed("malformed") == 3
+    tracebacks = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert tracebacks == []
+    lines = [r for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+    assert len(lines) == 1  # rate-limited: one line, the count in the metric

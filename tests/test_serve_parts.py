@@ -22,7 +22,7 @@ from plugin.serve.events import EventQueue
 from plugin.serve.health import ErrorWindow
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.proxy import safe_path
-from plugin.serve.reserved import split_reserved
+from plugin.serve.reserved import CONFLICT, split_reserved
 from plugin.serve.validate import BodyError, decode
 from tests.times import recent
 
@@ -57,7 +57,12 @@ def test_reserved_fields_are_removed_and_nothing_else_moves(secs: list[list[str]
         ("cohortkv_sid=1", "", {"cohortkv_sid": "1"}),
         ("a;cohortkv_sid=1;b", "a;;b", {"cohortkv_sid": "1"}),
         ("a=1;cohortkv_sid=1&k=v;", "a=1;k=v;", {"cohortkv_sid": "1"}),
-        ("x=cohortkv_sid&cohortkv_uid=u&cohortkv_uid=v", "x=cohortkv_sid", {"cohortkv_uid": "u"}),
+        # given twice, differently: a conflict, never either value
+        (
+            "x=cohortkv_sid&cohortkv_uid=u&cohortkv_uid=v",
+            "x=cohortkv_sid",
+            {"cohortkv_uid": CONFLICT},
+        ),
     ],
 )
 def test_reserved_examples(query: str, out: str, found: dict[str, str]) -> None:

@@ -126,11 +126,19 @@ async def test_headers_win_over_reserved_params(side: Running, fake: FakePermuti
     await get(
         side,
         f"/proxy/gam/gampad/ads?iu=/1/x&url=https%3A%2F%2Fe.com%2F1&cohortkv_uid={USER}"
-        "&cohortkv_consent=denied",
+        "&cohortkv_consent=granted",
         {"X-Cohortkv-User-Id": other, "X-Cohortkv-Consent": "granted"},
     )
     (call,) = fake.bodies["ccs"]
     assert call["body"]["user_id"] == other
+    # ...except a consent override: a denial wins wherever it stands
+    await get(
+        side,
+        f"/proxy/gam/gampad/ads?iu=/1/x&url=https%3A%2F%2Fe.com%2F2&cohortkv_uid={USER}"
+        "&cohortkv_consent=denied",
+        {"X-Cohortkv-User-Id": other, "X-Cohortkv-Consent": "granted"},
+    )
+    assert len(fake.bodies["ccs"]) == 1
 
 
 async def test_invalid_reserved_values_are_ignored_and_counted(

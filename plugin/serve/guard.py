@@ -237,6 +237,15 @@ class GuardedHandler(RequestHandler):
         self._guard.head_timed_out()
         self.force_close()
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A client's malformed body (a bad `Content-Encoding`, a body cut short) is the client's
+        garbage: `handle_error` counts it and logs it at a bounded rate. Only our own bugs get
+        aiohttp's traceback."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError | HttpProcessingError):
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: web.BaseRequest,

@@ -90,6 +90,17 @@ HOP_BY_HOP = frozenset(
 )
 # Anything outside visible ASCII, and `#`, has no place in a raw request target.
 _UNSAFE = re.compile(r"[^\x21-\x7e]|#")
+
+
+def _is_text(value: str) -> bool:
+    """Whether a header value is text: bytes that are not UTF-8 arrive as surrogates."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _GRANTED = frozenset({"granted", "true", "1", "yes"})
 _DENIED = frozenset({"denied", "false", "0", "no"})
 
@@ -329,10 +340,20 @@ class Proxy:
             return None
 
         def pick(param: str) -> str | None:
-            value = h.get(rp.HEADERS[param])
+            """The header's value, else the parameter's; `rp.CONFLICT` when either was given
+            twice with different values."""
+            given = h.getall(rp.HEADERS[param], ())
+            value = (given[0] if len(set(given)) == 1 else rp.CONFLICT) if given else None
             if value is None:
                 value = found.get(param)
-            return (value.strip() or None) if value is not None else None
+            if value == rp.CONFLICT:
+                self._bad.labels("proxy", "conflict").inc()
+                return rp.CONFLICT if param == rp.CONSENT else None
+            if value is None or not _is_text(value):
+                if value is not None:
+                    self._bad.labels("proxy", "encoding").inc()
+                return None
+            return value.strip() or None
 
         identity: Identity | None = None
         user_id = pick(rp.USER_ID)
@@ -349,14 +370,7 @@ class Proxy:
             except IdentityError:
                 identity = None
                 self._bad.labels("proxy", "alias").inc()
-        consent = ConsentSignals()
-        said = pick(rp.CONSENT)
-        if said is not None:
-            word = said.lower()
-            if word in _GRANTED or word in _DENIED:
-                consent = ConsentSignals(override=word in _GRANTED)
-            else:
-                self._bad.labels("proxy", "consent").inc()
+        consent = ConsentSignals(override=self._override(pick(rp.CONSENT), found.get(rp.CONSENT)))
         return Context(
             identity=identity,
             consent=consent,
@@ -369,7 +383,28 @@ class Proxy:
             ssai_session_id=pick(rp.SESSION_ID),
         )
 
+    def _override(self, said: str | None, param: str | None) -> bool | None:
+        """The caller's consent override. It may always deny: given twice with different
+        values, or by the header and the parameter differently, the denial wins."""
+        if said == rp.CONFLICT:
+            return False
+        words = [w.strip().lower() for w in (said, param) if w is not None and w != rp.CONFLICT]
+        if param == rp.CONFLICT or any(w in _DENIED for w in words):
+            return False
+        if not words:
+            return None
+        if all(w in _GRANTED for w in words):
+            return True
+        self._bad.labels("proxy", "consent").inc()
+        return None
+
     def _properties(self, header: str | None, found: dict[str, str]) -> dict[str, Any]:
+        if header is not None and not _is_text(header):
+            self._bad.labels("proxy", "encoding").inc()
+            header = None
+        return self._typed_properties(header, found)
+
+    def _typed_properties(self, header: str | None, found: dict[str, str]) -> dict[str, Any]:
         """Play-event properties from `X-Cohortkv-Properties` (a JSON object) and the
         `cohortkv_p.<name>` parameters on top. They can change event properties, never
         consent or identity. A header that is not a JSON object is counted and ignored."""

@@ -10,11 +10,18 @@ positional.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 PREFIX = "cohortkv_"
+CONFLICT = "\x00conflict"
+"""The value of a reserved name given twice with different values: the caller reads it as a
+conflict (for consent, a denial), never as either value."""
+_ENCODED_NAME = re.compile(r"(?:^|[&;])[^=&;]*%")
+"""A field whose name is percent-encoded: it may spell `cohortkv_` without showing it."""
 
-# Query parameter → what it carries. Request headers of the same meaning win over these.
+# Query parameter → what it carries. Request headers of the same meaning win over these, except
+# that any consent denial wins (`plugin.serve.proxy`).
 SESSION_ID = "cohortkv_sid"
 USER_ID = "cohortkv_uid"
 ALIAS = "cohortkv_alias"
@@ -51,22 +58,28 @@ PROPERTIES_HEADER = "X-Cohortkv-Properties"
 def split_reserved(query: str) -> tuple[str, dict[str, str]]:
     """The query without `cohortkv_*` fields, and those fields' percent-decoded values.
 
-    Every field whose name starts with `cohortkv_` is removed, known or not: the prefix is
-    ours. The first occurrence of a name wins. Never raises.
+    Every field whose (percent-decoded) name starts with `cohortkv_` is removed, known or not:
+    the prefix is ours. A name given twice with different values reads as `CONFLICT`. Never
+    raises.
     """
-    if PREFIX not in query:
+    if PREFIX not in query and _ENCODED_NAME.search(query) is None:
         return query, {}
     found: dict[str, str] = {}
     sections = query.split(";")
     for i, section in enumerate(sections):
-        if PREFIX not in section:
+        if PREFIX not in section and "%" not in section:
             continue
         kept = []
         for field in section.split("&"):
-            if field.startswith(PREFIX):
-                name, _, value = field.partition("=")
+            name, _, value = field.partition("=")
+            if "%" in name:
+                name = unquote(name, errors="replace")
+            if name.startswith(PREFIX):
+                decoded = unquote(value, errors="replace")
                 if name not in found:
-                    found[name] = unquote(value, errors="replace")
+                    found[name] = decoded
+                elif found[name] != decoded:
+                    found[name] = CONFLICT
             else:
                 kept.append(field)
         sections[i] = "&".join(kept)

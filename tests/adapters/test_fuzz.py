@@ -408,12 +408,16 @@ def test_openrtb_duplicate_keys_count_every_copy(
     def flag(v: str) -> bool | None:
         return {"0": False, "1": True, "true": True, '"1"': True}.get(v)
 
+    def gdpr_flag(v: str) -> bool | None:
+        # a value that is there but not 0/1 fails closed: GDPR applies
+        return flag(v) if v in ("0", "1", "true", '"1"', "null") else True
+
     assert consent.child_directed is (
         True
         if any(flag(c) is True for c in coppas)
         else (False if any(flag(c) is False for c in coppas) else None)
     )
-    known = {flag(g) for g in gdprs} - {None}
+    known = {gdpr_flag(g) for g in gdprs} - {None}
     if len(known) > 1:
         assert consent.gdpr is None and "regs.gdpr" in consent.conflicts
     else:
