@@ -47,7 +47,8 @@ log = logging.getLogger("cohortkv.enricher")
 
 _FINISH_RESERVE_S = 0.002
 _MAX_DECISIONS = 4096
-"""Consent decisions remembered (by the signals they were made from) before starting over."""
+"""Consent decisions (by the signals they were made from) and answers' activated cohorts (by
+answer) remembered before starting over."""
 _NOT_RECOGNISED = SignalResult("none", [], "not_recognised")
 
 
@@ -104,6 +105,7 @@ class Enricher:
         self._timers: dict[str, Any] = {}
         self._not_recognised: dict[tuple[str, str, str], Any] = {}
         self._decided: dict[tuple[ConsentSignals, ConsentSignals | None], ConsentDecision] = {}
+        self._activations: dict[int, tuple[Answer, tuple[str, ...], tuple[str, ...]]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -271,8 +273,8 @@ class Enricher:
     ) -> EnrichResult:
         behavioral, contextual = b.outcome(), c.outcome()
         platforms = adapter.activation_platforms
-        b_codes = behavioral.answer.activated(platforms) if behavioral.answer else []
-        c_codes = contextual.answer.activated(platforms) if contextual.answer else []
+        b_codes = self._activated(behavioral.answer, platforms) if behavioral.answer else []
+        c_codes = self._activated(contextual.answer, platforms) if contextual.answer else []
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         applied = adapter.apply(req, wanted)
@@ -292,6 +294,18 @@ class Enricher:
             user_id=puid,
             request=applied.request,
         )
+
+    def _activated(self, answer: Answer, platforms: tuple[str, ...]) -> list[str]:
+        """`answer.activated(platforms)`, remembered per answer object: one cached answer
+        serves many requests (a content's, a view's), and the platforms are an adapter's."""
+        known = self._activations.get(id(answer))
+        if known is not None and known[0] is answer and known[1] is platforms:
+            return list(known[2])
+        codes = answer.activated(platforms)
+        if len(self._activations) >= _MAX_DECISIONS:
+            self._activations.clear()
+        self._activations[id(answer)] = (answer, platforms, tuple(codes))
+        return codes
 
     def adapter_for(self, request: AdRequest, platform: str | None) -> Adapter | None:
         if platform is None or platform == "auto":
