@@ -148,6 +148,7 @@ class GamAdapter(UrlAdapter):
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
         self._plans: dict[_PlanKey, _Plan | None] = {}
+        self._last: tuple[str, tuple[str, str | None, str, bool]] | None = None
         self._consents: dict[tuple[str | None, ...], ConsentSignals] = {}
         self._contents: dict[tuple[str | None, ...], tuple[str | None, _Items]] = {}
         # The parameters content and properties are read from, when that is a fixed list.
@@ -169,12 +170,23 @@ class GamAdapter(UrlAdapter):
             f"&correlator={e.correlator}"
         )
 
+    def _split(self, url: str) -> tuple[str, str | None, str, bool]:
+        """`split_url(url)` and whether the path is GAM's. One request's URL is asked about
+        up to three times in a row (recognise, parse, apply): the last answer is kept."""
+        last = self._last
+        if last is not None and last[0] is url:
+            return last[1]
+        base, query, fragment = split_url(url)
+        found = (base, query, fragment, url_path(base).endswith(_PATHS))
+        self._last = (url, found)
+        return found
+
     def _url_unrecognised(self, url: str) -> str | None:
-        return None if url_path(split_url(url)[0]).endswith(_PATHS) else "path"
+        return None if self._split(url)[3] else "path"
 
     def _parse_url(self, url: str) -> Context:
-        base, query, _ = split_url(url)
-        if query is None or not url_path(base).endswith(_PATHS):
+        _, query, _, ours = self._split(url)
+        if query is None or not ours:
             return Context()
         p = first_params(query)
 
@@ -252,8 +264,8 @@ class GamAdapter(UrlAdapter):
         return Content(url=url, properties=props)
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
-        base, query, fragment = split_url(url)
-        if not url_path(base).endswith(_PATHS):
+        base, query, fragment, ours = self._split(url)
+        if not ours:
             return url, {}
         q = "" if query is None else query
         bounds = find_param(q, _PARAM)

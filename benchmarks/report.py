@@ -300,7 +300,8 @@ def results_md(
         "returning viewer, whose earlier view (another content URL) is sent to the sidecar "
         "before the measured run, unmeasured, so that its answer is cached as in a sidecar that "
         "has been running a while. The baselines keep no state and get no history. Measured "
-        "at c=64 (three runs, systems taking turns) and c=256, the sidecar in both "
+        "at c=64 (three runs, systems taking turns), c=256 and c=16 (no naive proxy), the "
+        "sidecar in both "
         '`[behavioral] wait` modes (`"always"`, the default, and `"if_uncached"`). Returning '
         "viewers' added p99: per request of a returning viewer, time to the answer minus the "
         "ad server's hold, p99, sidecar minus passthrough."

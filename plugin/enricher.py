@@ -27,7 +27,7 @@ from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
 from plugin.observe.tracing import make_tracer, result_attributes
-from plugin.permutive.answer import Answer
+from plugin.permutive.answer import Answer, RememberedActivations
 from plugin.permutive.clients import CcsClient
 from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
@@ -90,6 +90,7 @@ class Enricher:
         self.tracer = make_tracer(cfg.tracing, tracer_provider)
         self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
         self._decide = RememberedDecisions(cfg.consent)
+        self._activated = RememberedActivations()
         self._property_types = cfg.events.property_types()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -220,8 +221,8 @@ class Enricher:
         platforms = adapter.activation_platforms
         if not platforms:
             self.accounting.no_activation_platforms(adapter.name)
-        b_codes = behavioral.answer.activated(platforms) if behavioral.answer else []
-        c_codes = contextual.answer.activated(platforms) if contextual.answer else []
+        b_codes = self._activated(behavioral.answer, platforms) if behavioral.answer else []
+        c_codes = self._activated(contextual.answer, platforms) if contextual.answer else []
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         applied = adapter.apply(req, wanted)

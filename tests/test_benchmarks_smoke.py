@@ -45,6 +45,11 @@ ROWS = [
             r"^7 +c={c} returning viewers, wait=if_uncached: added p99 over passthrough",
         )
     ),
+    r"^7 +c=16 passthrough: req/s, p50 / p99 / p99\.9",
+    r"^7 +c=16 cohortkv sidecar: req/s",
+    r"^7 +c=16 cohortkv sidecar, wait=if_uncached: req/s",
+    r"^7 +c=16 sidecar CPU per request / passthrough",
+    r"^7 +c=16 returning viewers, wait=if_uncached: added p99 over passthrough",
     r"^3 +CCS hangs.*sidecar ad request p99 / p99\.9",
     r"^3 +CCS hangs: library enrich p99 / p99\.9",
     r"^4 +Contextual API calls per 10,000 ad requests",

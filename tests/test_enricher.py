@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
-from plugin.config import ConfigError, KeysConfig
+from plugin.config import BehavioralConfig, ConfigError, KeysConfig
 from plugin.identity import Alias
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE, GAM_SAMPLE
@@ -197,6 +197,29 @@ async def test_derived_ids_are_uuid5_and_generated_ones_uuid4(fake: FakePermutiv
     )
     for value in (generated["session_id"], generated["view_id"]):
         assert uuid.UUID(value).version == 4 and str(uuid.UUID(value)) == value
+
+
+async def test_if_uncached_first_break_uses_the_cached_answer_and_still_plays(
+    fake: FakePermutive,
+) -> None:
+    cfg = config(fake, behavioral=BehavioralConfig(wait="if_uncached"))
+    async with Enricher(cfg) as e:
+        earlier = await e.enrich(GAM_SAMPLE, ctx("https://example.com/v/1"))
+        fake.ccs_answer = {**fake.ccs_answer, "activations": {"dfp": ["55555"]}}
+        fake.delay["ccs"] = 0.05
+        first = await e.enrich(GAM_SAMPLE, ctx("https://example.com/v/2"))
+        second = await e.enrich(GAM_SAMPLE, ctx("https://example.com/v/2"))
+    # Nothing cached: the first view's first break waited for its play event's answer.
+    assert (earlier.behavioral.source, earlier.behavioral.reason) == ("live", "live")
+    # A returning user's next view: its first break takes the cached answer at once ...
+    assert (first.behavioral.source, first.behavioral.reason) == ("cache", "cache_first")
+    assert first.behavioral.cohorts == ["12345", "67890"]
+    # ... its play event still goes out, and that answer serves the view's later breaks.
+    assert fake.calls["ccs"] == 2
+    assert [b["body"]["events"][0]["name"] for b in fake.bodies["ccs"]] == ["Videoview"] * 2
+    # (the second break came while that call was in flight: it shared it, answered live)
+    assert (second.behavioral.source, second.behavioral.reason) == ("live", "view_reuse")
+    assert second.behavioral.cohorts == ["55555"]
 
 
 async def test_same_view_concurrent_ad_breaks_share_one_call(fake: FakePermutive) -> None:

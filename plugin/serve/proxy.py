@@ -88,8 +88,6 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Anything outside visible ASCII, and `#`, has no place in a raw request target.
-_UNSAFE = re.compile(r"[^\x21-\x7e]|#")
 
 
 def _is_text(value: str) -> bool:
@@ -103,6 +101,12 @@ def _is_text(value: str) -> bool:
 
 _GRANTED = frozenset({"granted", "true", "1", "yes"})
 _DENIED = frozenset({"denied", "false", "0", "no"})
+
+
+def _unsafe(target: str) -> bool:
+    """True when `target` has anything outside visible ASCII (`!` to `~`), or a `#`: neither has
+    a place in a raw request target. (The regex `[^!-~]|#`, as string scans: they are faster.)"""
+    return not (target.isascii() and target.isprintable() and " " not in target) or "#" in target
 
 
 class Upstream:
@@ -161,7 +165,7 @@ def parse_upstreams(
             _ = parts.port
         except ValueError:
             ok = False
-        if not ok or _UNSAFE.search(url) is not None:
+        if not ok or _unsafe(url):
             raise ConfigError(
                 f"{where}: expected an http(s) URL with a host and no query, credentials or"
                 " fragment (the value is not shown: it may hold a secret)"
@@ -282,7 +286,7 @@ class Proxy:
 
     async def forward(self, request: web.Request, up: Upstream) -> web.StreamResponse:
         raw = request.raw_path
-        if not raw.startswith(up.prefix) or _UNSAFE.search(raw) is not None:
+        if not raw.startswith(up.prefix) or _unsafe(raw):
             return _bad_target(up)
         tail = raw[len(up.prefix) - 1 :]
         path, sep, query = tail.partition("?")
