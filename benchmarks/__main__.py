@@ -1,6 +1,6 @@
 """`python -m benchmarks [--quick] [--write]`: every scenario, one table.
 
-The full run (about 5 to 10 minutes on 2 cores) writes benchmarks/RESULTS.md; `--quick` is a
+The full run (about 10 minutes on 2 cores) writes benchmarks/RESULTS.md; `--quick` is a
 smoke run (under a minute) that writes it only with `--write`. Neither ever fails on a
 figure: targets are reported as met or GAP, the exit status says only whether it ran.
 """

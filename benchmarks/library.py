@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.baselines.naive import NaiveIntegration
+from benchmarks.procs import ROOT
 from benchmarks.stats import summarize
 from benchmarks.upstreams import new_loop
 from benchmarks.workload import Workload
@@ -245,7 +246,7 @@ def package_shares(prof: cProfile.Profile) -> dict[str, float]:
 
 
 def _short(filename: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+    for marker in ("site-packages/", str(ROOT) + "/", "lib/python3"):
         at = filename.find(marker)
         if at >= 0:
             return (

@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 from benchmarks.library import bench_config
+from benchmarks.procs import ROOT
 from benchmarks.upstreams import _CCS_SETS
 from plugin import Enricher
 from plugin.config import HttpConfig
@@ -125,7 +126,7 @@ async def measure(users: int, traced_users: int, seed: int) -> dict[str, Any]:
 
 
 def _short(path: str) -> str:
-    for marker in ("/work/main/", "site-packages/"):
+    for marker in (str(ROOT) + "/", "site-packages/"):
         at = path.find(marker)
         if at >= 0:
             return path[at + len(marker) :]

@@ -143,7 +143,7 @@ def _side_by_side_md(data: dict[str, Any]) -> list[str]:
                         str(c),
                         system,
                         f"{r['rps']:.0f}",
-                        f"{100 * rps:.0f}%",
+                        f"{100 * rps:.1f}%",
                         f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['p999_ms']:.1f}",
                         str(r["cpu_us_per_request"]["system"]),
                         f"{cpu:.2f}x",

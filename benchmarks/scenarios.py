@@ -502,7 +502,7 @@ class Bench:
                 Row(
                     "2",
                     f"c={c} sidecar throughput / passthrough",
-                    f"{100 * vs_pass:.0f}%",
+                    f"{100 * vs_pass:.1f}%",
                     ">= 45% at c=64" if gated else "—",
                     verdict(vs_pass >= 0.45) if gated else "—",
                 )
@@ -618,8 +618,8 @@ class Bench:
                     Row(
                         "7",
                         f"c={c} sidecar throughput / passthrough "
-                        f"(wait=if_uncached: {100 * vs(SIDECAR_FAST, base):.0f}%)",
-                        f"{100 * ratio:.0f}%",
+                        f"(wait=if_uncached: {100 * vs(SIDECAR_FAST, base):.1f}%)",
+                        f"{100 * ratio:.1f}%",
                         f">= {100 * MIX_THROUGHPUT_AT_256:.0f}% at c=256" if gated else "—",
                         verdict(ratio >= MIX_THROUGHPUT_AT_256) if gated else "—",
                     )
