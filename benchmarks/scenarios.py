@@ -132,6 +132,28 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(runs, key=lambda r: float(r["rps"]))[len(runs) // 2]
 
 
+def _system_row(
+    scenario: str, c: int, name: str, r: dict[str, Any], runs: int, *, ccs_digits: int
+) -> Row:
+    """One system's load-test row: throughput and latencies, and for the enriching systems
+    the upstream calls per request and the share of requests with behavioral cohorts."""
+    calls = r["upstream_calls"]
+    sent = max(r["sent"], 1)
+    share = 100 * calls["ad_behavioral"] / max(calls["ad"], 1)
+    extra = (
+        f"; per request CCS {calls['ccs'] / sent:.{ccs_digits}f}"
+        f", Ctx {calls['contextual'] / sent:.3f}, behavioral cohorts in {share:.0f}%"
+        if name != "passthrough"
+        else ""
+    )
+    return Row(
+        scenario,
+        f"c={c} {name}: req/s, p50 / p99 / p99.9 ms{extra}"
+        + (f" (median of {runs} runs)" if runs > 1 else ""),
+        f"{r['rps']:.0f} req/s, {_latencies(r)}",
+    )
+
+
 def _latencies(r: dict[str, Any]) -> str:
     return f"{ms(r['p50_ms'])} / {ms(r['p99_ms'])} / {ms(r['p999_ms'])}"
 
@@ -466,24 +488,8 @@ class Bench:
         results = self.data["s2"]
         for c in p.concurrencies:
             for name in systems:
-                r = results[name][c]
-                calls = r["upstream_calls"]
-                sent = max(r["sent"], 1)
-                share = 100 * calls["ad_behavioral"] / max(calls["ad"], 1)
-                extra = (
-                    f"; per request CCS {calls['ccs'] / sent:.2f}"
-                    f", Ctx {calls['contextual'] / sent:.3f}, behavioral cohorts in {share:.0f}%"
-                    if name != "passthrough"
-                    else ""
-                )
-                n = len(runs[name][c])
                 self.rows.append(
-                    Row(
-                        "2",
-                        f"c={c} {name}: req/s, p50 / p99 / p99.9 ms{extra}"
-                        + (f" (median of {n} runs)" if n > 1 else ""),
-                        f"{r['rps']:.0f} req/s, {_latencies(r)}",
-                    )
+                    _system_row("2", c, name, results[name][c], len(runs[name][c]), ccs_digits=2)
                 )
             pairs = list(
                 zip(
@@ -584,24 +590,8 @@ class Bench:
         results = self.data["s7"]
         for c in concurrencies:
             for name in present(c):
-                r = results[name][c]
-                calls = r["upstream_calls"]
-                sent = max(r["sent"], 1)
-                share = 100 * calls["ad_behavioral"] / max(calls["ad"], 1)
-                extra = (
-                    f"; per request CCS {calls['ccs'] / sent:.3f}"
-                    f", Ctx {calls['contextual'] / sent:.3f}, behavioral cohorts in {share:.0f}%"
-                    if name != "passthrough"
-                    else ""
-                )
-                n = len(runs[name][c])
                 self.rows.append(
-                    Row(
-                        "7",
-                        f"c={c} {name}: req/s, p50 / p99 / p99.9 ms{extra}"
-                        + (f" (median of {n} runs)" if n > 1 else ""),
-                        f"{r['rps']:.0f} req/s, {_latencies(r)}",
-                    )
+                    _system_row("7", c, name, results[name][c], len(runs[name][c]), ccs_digits=3)
                 )
             base = runs["passthrough"][c]
 
