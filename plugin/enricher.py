@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Self
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
@@ -33,6 +34,7 @@ from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal, play_event_of
+from plugin.signals.content_url import ContentUrls
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.events import parse_event_time, typed_content_properties
 from plugin.signals.merge import build_keyvalues
@@ -87,6 +89,10 @@ class Enricher:
         self.contextual.track = self._track
         self.behavioral.late_after_s = self.contextual.late_after_s = cfg.budget_ms / 1000
         self.events = EventSender(self.sessions, self._ccs_client, self.behavioral.remember)
+        self.content_urls = ContentUrls(
+            cfg.content.drop_query, self.metrics.content_url_redactions.inc
+        )
+        self.events.content_url = self.content_urls
         self.tracer = make_tracer(cfg.tracing, tracer_provider)
         self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
         self._decide = RememberedDecisions(cfg.consent)
@@ -182,7 +188,7 @@ class Enricher:
             await self.start()
 
         parsed = adapter.parse(req)
-        ctx = parsed.overlaid(context)
+        ctx = self._cleaned(parsed.overlaid(context))
         decision = self.decide(parsed.consent, context.consent if context is not None else None)
         loop = asyncio.get_running_loop()
         deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000
@@ -249,6 +255,16 @@ class Enricher:
     ) -> ConsentDecision:
         """The consent gate's decision over the request's and the host's signals, counted."""
         return self.accounting.decision(self._decide(signals, host))
+
+    def _cleaned(self, ctx: Context) -> Context:
+        """`ctx` with its content URL as it may leave (`plugin.signals.content_url`): the
+        Contextual request, the play event and every cache and view key use that one."""
+        url = ctx.content.url
+        cleaned = self.content_urls(url)
+        if cleaned == url:
+            return ctx
+        content = msgspec.structs.replace(ctx.content, url=cleaned)
+        return msgspec.structs.replace(ctx, content=content)
 
     def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
         if not raw:

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,10 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConfigError, ConsentSignals, Content, Context, Enricher, Identity
-from plugin.cache.local import compact_key
 from plugin.commands.cli import main
 from plugin.identity import Alias
 from plugin.observe.logs import configure_logging
+from plugin.signals.contextual import contextual_key
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
 
@@ -446,7 +447,7 @@ async def test_content_urls_never_stand_in_the_clear_in_cache_keys(fake: FakePer
         pytest.skip("no Redis on 127.0.0.1:6379")
     from plugin.config import CacheConfig
 
-    prefix_url = "https://pub.example/v/secret-content-slug"
+    prefix_url = f"https://pub.example/v/secret-content-slug-{uuid.uuid4()}"
     cfg = config(fake, cache=CacheConfig(redis_url="redis://127.0.0.1:6379/0"))
     async with Enricher(cfg) as e:
         await e.enrich(
@@ -455,9 +456,11 @@ async def test_content_urls_never_stand_in_the_clear_in_cache_keys(fake: FakePer
         local_keys = list(e.contextual.cache._data)  # the in-process cache
     keys = [k.decode() async for k in client.scan_iter("cohortkv:*")]
     await client.aclose()
-    assert f"cohortkv:c:{compact_key(prefix_url).hex()}" in keys
+    # keyed by the URL and what else the Contextual request carried (GAM: the `video` section)
+    key = contextual_key(prefix_url, {}, None, None, "video")
+    assert f"cohortkv:c:{key.hex()}" in keys
     assert not [k for k in keys if "secret-content-slug" in k or IDFA in k]
-    assert local_keys == [compact_key(prefix_url)]
+    assert local_keys == [key]
 
 
 # -- what a review as an attacker found -------------------------------------------------------

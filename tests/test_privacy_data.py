@@ -1,0 +1,182 @@
+"""What leaves and what comes back: attackers' requests to `cohortkv serve` that try to set the
+contextual cohorts of a page for everyone, to carry an e-mail address out in a content URL, or
+to feed the sidecar garbage through the shared store (Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plugin import Config, Content, Context, Enricher, Identity
+from plugin.config import CacheConfig, ContentConfig, load_config
+from plugin.identity import Alias
+from plugin.permutive.wire import Event
+from plugin.signals.content_url import clean_content_url, holds_email
+from plugin.signals.events import now_rfc3339
+from plugin.signals.tracker import EventIds
+from tests.fake_adserver import FakeAdServer, Running, running
+from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.attacks import GAM, IDFA, PAGE, get, sidecar
+
+
+@pytest.fixture
+async def proxy(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
+    async with running(sidecar(fake, ads)) as r:
+        yield r
+
+
+# --- 5. contextual answers cannot be poisoned -------------------------------------------------
+
+CASINO = {"cohorts": ["666"], "activations": {"dfp": ["666"]}}
+NEWS = {"cohorts": ["111"], "activations": {"dfp": ["111"]}}
+POISONED = "&cust_params=title%3Donline%2520casino%2520bonus"
+
+
+async def test_a_denied_viewers_title_cannot_set_the_cohorts_of_a_page(
+    proxy: Running, fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    page = "https://pub.example/v/1"
+    fake.ctx_answers[page] = CASINO  # what the API says about a page titled so
+    await get(proxy, GAM + "&tfcd=1" + POISONED)
+    assert "666" in ads.last.query
+    sent = fake.bodies["contextual"][0]["body"]["page_properties"]
+    assert sent["video"]["title"] == "online casino bonus"
+
+    fake.ctx_answers[page] = NEWS  # and what it says about the page as it is
+    for _ in range(5):
+        await get(proxy, GAM)
+        assert "666" not in ads.last.query and "permutive%3D111" in ads.last.query
+    # the normal case is still one call per content: the five viewers shared one
+    assert fake.calls["contextual"] == 2
+
+
+async def test_concurrent_requests_for_one_content_share_one_contextual_call(
+    fake: FakePermutive,
+) -> None:
+    """The normal case keeps its economy: same content, same properties, one call in flight."""
+    fake.delay["contextual"] = 0.05
+    tag = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1&vid=v1&description_url=" + PAGE
+    cfg = Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
+    async with Enricher(cfg) as e:
+        results = await asyncio.gather(*(e.enrich(tag) for _ in range(5)))
+        again = await e.enrich(tag)
+    reasons = sorted(r.contextual.reason for r in results)
+    assert reasons == ["live", "shared_call", "shared_call", "shared_call", "shared_call"]
+    assert again.contextual.reason == "fresh_cache"
+    assert fake.calls["contextual"] == 1
+
+
+async def test_a_poisoned_answer_is_not_shared_through_redis_either(
+    fake: FakePermutive, ads: FakeAdServer, shared_redis: str
+) -> None:
+    page = f"https://pub.example/v/{uuid.uuid4()}"
+    tag = f"/proxy/gam/gampad/ads?iu=/1/ctv&description_url={quote(page, safe='')}"
+    cfg = sidecar(fake, ads, cache=CacheConfig(redis_url=shared_redis))
+    fake.ctx_answers[page] = CASINO
+    async with running(cfg) as one:
+        await get(one, tag + "&tfcd=1" + POISONED)
+    fake.ctx_answers[page] = NEWS
+    async with running(cfg) as other:  # another replica, sharing the Redis
+        await get(other, tag)
+        await get(other, tag)
+    assert "666" not in ads.last.query and "permutive%3D111" in ads.last.query
+    assert fake.calls["contextual"] == 2
+
+
+# --- 6. content URLs carry no personal data out -----------------------------------------------
+
+CHILD_PAGE = "https://pub.example/watch?v=1&child_email=amy%40example.com&t=30#top"
+
+
+async def test_an_email_in_the_content_url_never_reaches_the_contextual_api(
+    proxy: Running, fake: FakePermutive
+) -> None:
+    await get(
+        proxy, "/proxy/gam/gampad/ads?iu=/1&tfcd=1&description_url=" + quote(CHILD_PAGE, safe="")
+    )
+    (call,) = fake.bodies["contextual"]
+    assert call["body"]["url"] == "https://pub.example/watch?v=1&t=30#top"
+    assert call["body"]["page_properties"]["client"]["url"] == call["body"]["url"]
+    assert "amy" not in json.dumps(call)
+    assert proxy.sample("cohortkv_content_url_redactions_total") == 1
+
+
+async def test_drop_query_sends_content_urls_without_query_or_fragment(
+    fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    cfg = sidecar(fake, ads, content=ContentConfig(drop_query=True))
+    async with running(cfg) as side:
+        await get(side, "/proxy/gam/gampad/ads?iu=/1&description_url=" + quote(CHILD_PAGE))
+    assert fake.bodies["contextual"][0]["body"]["url"] == "https://pub.example/watch"
+
+
+def test_drop_query_is_read_from_the_environment_and_checked() -> None:
+    assert load_config(env={"COHORTKV_CONTENT__DROP_QUERY": "true"}).content.drop_query
+    assert not load_config(env={}).content.drop_query
+    with pytest.raises(ValueError, match="COHORTKV_CONTENT__DROP_QUERY"):
+        load_config(env={"COHORTKV_CONTENT__DROP_QUERY": "maybe"})
+
+
+async def test_an_event_finds_the_view_of_its_ad_request_through_the_same_cleaning(
+    fake: FakePermutive,
+) -> None:
+    """Views are keyed by the cleaned URL: a host's completion event naming the content URL
+    as the player has it (e-mail and all) still lands in the play event's view."""
+    cfg = Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
+    device = Identity(alias=Alias(tag="idfa", id=IDFA))
+    async with Enricher(cfg) as e:
+        ctx = Context(identity=device, content=Content(url=CHILD_PAGE))
+        await e.enrich("https://pubads.g.doubleclick.net/gampad/ads?iu=/1&us_privacy=1YNN", ctx)
+        done = Event(name="VideoCompletion", time=now_rfc3339(), properties={})
+        sent = await e.track(
+            [done], identity=device, consent=True, ids=EventIds(content_url=CHILD_PAGE)
+        )
+    assert sent == 1
+    play, completion = (call["body"]["events"][0] for call in fake.bodies["ccs"])
+    assert completion["view_id"] == play["view_id"]
+
+
+_LOCAL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+-", min_size=1, max_size=12)
+_HOST = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=10)
+_FIELD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-.", min_size=1, max_size=8)
+
+
+@given(
+    st.lists(st.tuples(_FIELD, _FIELD), max_size=4),
+    st.tuples(_FIELD, _LOCAL, _HOST, st.sampled_from(["com", "co.uk", "de"])),
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=0, max_value=4),
+)
+def test_an_email_field_is_removed_however_it_was_encoded(
+    fields: list[tuple[str, str]],
+    email: tuple[str, str, str, str],
+    times: int,
+    at: int,
+) -> None:
+    name, local, host, tld = email
+    value = f"{local}@{host}.{tld}"
+    for _ in range(times):
+        value = quote(value, safe="")
+    plain = [f"{k}={v}" for k, v in fields]
+    query = [*plain]
+    query.insert(min(at, len(query)), f"{name}={value}")
+    url = "https://pub.example/v/1?" + "&".join(query)
+    cleaned, removed = clean_content_url(url)
+    assert removed == 1 and "@" not in cleaned and "%40" not in cleaned.upper()
+    assert cleaned == "https://pub.example/v/1" + ("?" + "&".join(plain) if plain else "")
+    # a URL without an address is left exactly as it was
+    assert clean_content_url(cleaned) == (cleaned, 0)
+
+
+@pytest.mark.parametrize(
+    "field", ["by=@amy", "q=a%40b", "x=user@localhost", "tag=%23news", "v=1", "a@b"]
+)
+def test_fields_that_hold_no_email_address_stay(field: str) -> None:
+    assert not holds_email(field)
