@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from plugin import Config, Content, Context, Enricher, Identity
+from plugin.cache.local import compact_key
 from plugin.config import CacheConfig, ContentConfig, load_config
 from plugin.identity import Alias
 from plugin.permutive.wire import Event
@@ -23,7 +26,8 @@ from plugin.signals.events import now_rfc3339
 from plugin.signals.tracker import EventIds
 from tests.fake_adserver import FakeAdServer, Running, running
 from tests.fakes import API_KEY, FakePermutive
-from tests.helpers.attacks import GAM, IDFA, PAGE, get, sidecar
+from tests.helpers.attacks import GAM, GRANT, IDFA, PAGE, get, sidecar
+from tests.helpers.waiting import until
 
 
 @pytest.fixture
@@ -180,3 +184,107 @@ def test_an_email_field_is_removed_however_it_was_encoded(
 )
 def test_fields_that_hold_no_email_address_stay(field: str) -> None:
     assert not holds_email(field)
+
+
+# --- 7. what comes back from Redis is checked -------------------------------------------------
+
+
+GARBAGE = {
+    "injected_session_and_cohort": (
+        b"not-a-uuid\r\nINJECT: 1|x",
+        msgspec.msgpack.encode([{"cohorts": ["1\r\nINJECT: 1"]}, time.time()]),
+        ("session", "not_uuid"),
+        ("answer", "bad_cohorts"),
+    ),
+    "huge_session_and_answer": (
+        b"a" * 100_000 + b"|b",
+        b"\x92" + b"A" * 2_000_000,
+        ("session", "not_uuid"),
+        ("answer", "too_large"),
+    ),
+    "answer_from_the_future": (
+        None,
+        msgspec.msgpack.encode([{"cohorts": ["1"]}, time.time() + 86400]),
+        None,
+        ("answer", "bad_time"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GARBAGE))
+async def test_garbage_in_the_shared_store_never_reaches_the_ccs_event(
+    fake: FakePermutive, ads: FakeAdServer, shared_redis: str, case: str
+) -> None:
+    import redis.asyncio as redis
+
+    session_value, answer_value, session_reason, answer_reason = GARBAGE[case]
+    device = f"{uuid.uuid4()}".upper()
+    who = compact_key(Identity(alias=Alias(tag="idfa", id=device)).cache_key()).hex()
+    session_key, answer_key = f"cohortkv:s:{{{who}}}", f"cohortkv:b:{who}"
+    client = redis.Redis.from_url(shared_redis)
+    try:
+        if session_value is not None:
+            await client.set(session_key, session_value, ex=60)
+        await client.set(answer_key, answer_value, ex=60)
+        cfg = sidecar(fake, ads, cache=CacheConfig(redis_url=shared_redis))
+        # The CCS API fails, so the user's answer can only come from the store (and the
+        # failed call writes no fresh one over it).
+        fake.status["ccs"] = 503
+        async with running(cfg) as side:
+            await get(side, GAM + f"&rdid={device}&idtype=idfa" + GRANT)
+            (call,) = fake.bodies["ccs"]
+            (event,) = call["body"]["events"]
+            assert uuid.UUID(event["session_id"]).version == 4
+            assert "INJECT" not in json.dumps(call)
+            assert "INJECT" not in unquote(unquote(ads.last.query))
+
+            def invalid(value: str, reason: str) -> float:
+                return side.sample(
+                    "cohortkv_shared_store_invalid_total", value=value, reason=reason
+                )
+
+            await until(lambda: invalid(*answer_reason) == 1, what="the answer counted")
+            if session_reason is not None:
+                assert invalid(*session_reason) == 1
+
+                # the bad value is gone, so the fleet starts that user's session afresh
+                async def clean() -> bool:
+                    stored = await client.get(session_key)
+                    return stored is None or uuid.UUID(stored.decode().split("|")[0]) is not None
+
+                await until(clean, what="the invalid session deleted")
+    finally:
+        await client.delete(session_key, answer_key)
+        await client.aclose()
+
+
+async def test_garbage_in_the_shared_session_never_reaches_a_completion_event(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    import redis.asyncio as redis
+
+    device = Identity(alias=Alias(tag="idfa", id=f"{uuid.uuid4()}".upper()))
+    session_key = f"cohortkv:s:{{{compact_key(device.cache_key()).hex()}}}"
+    client = redis.Redis.from_url(shared_redis)
+    try:
+        await client.set(session_key, b"not-a-uuid\r\nINJECT: 1|also-not", ex=60)
+        cfg = Config(
+            api_key=API_KEY,
+            ccs_url=fake.url,
+            ctx_url=fake.url,
+            cache=CacheConfig(redis_url=shared_redis),
+        )
+        async with Enricher(cfg) as e:
+            done = Event(name="VideoCompletion", time=now_rfc3339(), properties={})
+            assert await e.track([done], identity=device, consent=True) == 1
+            invalid = e.metrics.registry.get_sample_value(
+                "cohortkv_shared_store_invalid_total", {"value": "session", "reason": "not_uuid"}
+            )
+        (call,) = fake.bodies["ccs"]
+        (event,) = call["body"]["events"]
+        assert uuid.UUID(event["session_id"]).version == 4 and "view_id" not in event
+        assert "INJECT" not in json.dumps(call)
+        assert invalid == 1
+    finally:
+        await client.delete(session_key)
+        await client.aclose()
