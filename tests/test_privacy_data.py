@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plugin import Config, Content, Context, Enricher, Identity
+from plugin import Content, Context, Enricher, Identity
 from plugin.cache.local import compact_key
 from plugin.config import CacheConfig, ContentConfig, load_config
 from plugin.identity import Alias
@@ -25,8 +25,8 @@ from plugin.signals.content_url import clean_content_url, holds_email
 from plugin.signals.events import now_rfc3339
 from plugin.signals.tracker import EventIds
 from tests.fake_adserver import FakeAdServer, Running, running
-from tests.fakes import API_KEY, FakePermutive
-from tests.helpers.attacks import GAM, GRANT, IDFA, PAGE, get, sidecar
+from tests.fakes import FakePermutive
+from tests.helpers.attacks import GAM, GRANT, IDFA, PAGE, config, get, sidecar
 from tests.helpers.waiting import until
 
 
@@ -67,7 +67,7 @@ async def test_concurrent_requests_for_one_content_share_one_contextual_call(
     """The normal case keeps its economy: same content, same properties, one call in flight."""
     fake.delay["contextual"] = 0.05
     tag = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1&vid=v1&description_url=" + PAGE
-    cfg = Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
+    cfg = config(fake)
     async with Enricher(cfg) as e:
         results = await asyncio.gather(*(e.enrich(tag) for _ in range(5)))
         again = await e.enrich(tag)
@@ -133,7 +133,7 @@ async def test_an_event_finds_the_view_of_its_ad_request_through_the_same_cleani
 ) -> None:
     """Views are keyed by the cleaned URL: a host's completion event naming the content URL
     as the player has it (e-mail and all) still lands in the play event's view."""
-    cfg = Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
+    cfg = config(fake)
     device = Identity(alias=Alias(tag="idfa", id=IDFA))
     async with Enricher(cfg) as e:
         ctx = Context(identity=device, content=Content(url=CHILD_PAGE))
@@ -226,7 +226,9 @@ async def test_garbage_in_the_shared_store_never_reaches_the_ccs_event(
         if session_value is not None:
             await client.set(session_key, session_value, ex=60)
         await client.set(answer_key, answer_value, ex=60)
-        cfg = sidecar(fake, ads, cache=CacheConfig(redis_url=shared_redis))
+        # A timeout long enough for the 2 MB value to arrive whole, however loaded the machine.
+        cache = CacheConfig(redis_url=shared_redis, redis_timeout_ms=10_000)
+        cfg = sidecar(fake, ads, cache=cache)
         # The CCS API fails, so the user's answer can only come from the store (and the
         # failed call writes no fresh one over it).
         fake.status["ccs"] = 503
@@ -268,13 +270,8 @@ async def test_garbage_in_the_shared_session_never_reaches_a_completion_event(
     client = redis.Redis.from_url(shared_redis)
     try:
         await client.set(session_key, b"not-a-uuid\r\nINJECT: 1|also-not", ex=60)
-        cfg = Config(
-            api_key=API_KEY,
-            ccs_url=fake.url,
-            ctx_url=fake.url,
-            cache=CacheConfig(redis_url=shared_redis),
-        )
-        async with Enricher(cfg) as e:
+        cache = CacheConfig(redis_url=shared_redis, redis_timeout_ms=10_000)
+        async with Enricher(config(fake, cache=cache)) as e:
             done = Event(name="VideoCompletion", time=now_rfc3339(), properties={})
             assert await e.track([done], identity=device, consent=True) == 1
             invalid = e.metrics.registry.get_sample_value(

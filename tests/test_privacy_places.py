@@ -76,16 +76,6 @@ SECTION_ATTACKS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(SECTION_ATTACKS))
-async def test_a_denial_in_any_place_the_format_has_counts(
-    proxy: Running, fake: FakePermutive, case: str
-) -> None:
-    target, reason = SECTION_ATTACKS[case]
-    await get(proxy, target)
-    assert decided(proxy, reason) == 1
-    assert fake.calls["ccs"] == 0
-
-
 # Two different ids for one device: the request names nobody (consent itself still stands).
 TWO_IDS = {
     "fw_did_in_two_sections": FW + f"&_fw_did=idfa:{OTHER};_fw_did=idfa:{IDFA};slid=pre",
@@ -95,19 +85,6 @@ TWO_IDS = {
     "aw_listener_ids_disagree": AW.format(idfa="") + "&listenerId=a1&listenerid=b2",
     "query_ifa_repeated": VAST + f"&ifa={IDFA}&ifa_type=idfa&ifa={OTHER}",
 }
-
-
-@pytest.mark.parametrize("case", sorted(TWO_IDS))
-async def test_two_different_device_ids_name_nobody(
-    proxy: Running, fake: FakePermutive, case: str
-) -> None:
-    await get(proxy, TWO_IDS[case] + GRANT)
-    assert decided(proxy, "override_granted") == 1
-    assert fake.calls["ccs"] == 0
-    reason = proxy.sample(
-        "cohortkv_signal_source_total", signal="behavioral", source="none", reason="no_identity"
-    )
-    assert reason == 1
 
 
 async def test_one_device_id_repeated_alike_in_two_sections_is_still_used(
@@ -147,11 +124,14 @@ CASE_ATTACKS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASE_ATTACKS))
-async def test_a_deny_flag_counts_in_any_letter_case(
+DENIALS = {**SECTION_ATTACKS, **CASE_ATTACKS}
+
+
+@pytest.mark.parametrize("case", sorted(DENIALS))
+async def test_a_denial_counts_in_any_place_and_any_letter_case(
     proxy: Running, fake: FakePermutive, case: str
 ) -> None:
-    target, reason = CASE_ATTACKS[case]
+    target, reason = DENIALS[case]
     await get(proxy, target)
     assert decided(proxy, reason) == 1
     assert fake.calls["ccs"] == 0
@@ -165,13 +145,20 @@ LAT_IN_ANOTHER_CASE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(LAT_IN_ANOTHER_CASE))
-async def test_limit_ad_tracking_counts_in_any_letter_case(
+NO_IDENTITY = {**TWO_IDS, **LAT_IN_ANOTHER_CASE}
+
+
+@pytest.mark.parametrize("case", sorted(NO_IDENTITY))
+async def test_two_device_ids_or_limit_ad_tracking_in_any_case_leave_no_identity(
     proxy: Running, fake: FakePermutive, case: str
 ) -> None:
-    await get(proxy, LAT_IN_ANOTHER_CASE[case] + GRANT)
+    await get(proxy, NO_IDENTITY[case] + GRANT)
     assert decided(proxy, "override_granted") == 1
     assert fake.calls["ccs"] == 0
+    reason = proxy.sample(
+        "cohortkv_signal_source_total", signal="behavioral", source="none", reason="no_identity"
+    )
+    assert reason == 1
 
 
 DENY_FLAGS = ["tfcd", "tfua", "rdp", "npa", "ltd", "coppa", "is_lat", "lmt", "_fw_coppa"]

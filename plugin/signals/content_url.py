@@ -22,8 +22,10 @@ from plugin.observe.metrics import RateLimitedLog
 
 log = logging.getLogger("cohortkv.content")
 
-_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
-"""An address as people write them: a local part, `@`, a domain with at least one dot."""
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]@[\w-]+(?:\.[\w-]+)+")
+"""An address as people write them: a local part (its last character is enough), `@`, a
+domain with at least one dot. Matched from the `@` on, so that the search stays linear: a
+`+` on the local part would make a long field without an address quadratic to search."""
 _MAX_DECODES = 4
 """Percent-decoding rounds before a field is searched: a value encoded twice or thrice still
 shows its `@`."""

@@ -22,20 +22,20 @@ GRANT = "&cohortkv_consent=granted"
 """The stitcher's grant: it decides only where the request carries no consent signal."""
 
 
+def config(fake: FakePermutive, **kw: Any) -> Config:
+    """Both Permutive APIs on the fake."""
+    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
+
+
 def sidecar(fake: FakePermutive, ads: FakeAdServer, **kw: Any) -> Config:
+    """`config`, with every platform's ad server on the fake one."""
     upstreams: dict[str, str | UpstreamConfig] = {
         "gam": ads.url,
         "freewheel": ads.url,
         "adswizz": ads.url,
         "vast": UpstreamConfig(url=ads.url, platform="query"),
     }
-    return Config(
-        api_key=API_KEY,
-        ccs_url=fake.url,
-        ctx_url=fake.url,
-        serve=ServeConfig(upstreams=upstreams),
-        **kw,
-    )
+    return config(fake, serve=ServeConfig(upstreams=upstreams), **kw)
 
 
 async def get(side: Running, target: str) -> None:
