@@ -62,6 +62,21 @@ _CONTENT_PREFIX = "_fw_content_"
 _CONTENT_URL = _CONTENT_PREFIX + "url"
 
 
+_PRIVACY_STEMS = ("_fw_", "us_privacy", "gpp")
+"""Every identity and privacy parameter read contains one of these (in its lowercase form)."""
+
+
+def _may_hold_privacy(section: str) -> bool:
+    """Whether a slot section may hold a parameter the reader looks for, in any case or
+    encoding: sections of plain ASCII names without one of the stems are not parsed."""
+    if not section:
+        return False
+    if not section.isascii() or "%" in section:
+        return True
+    lowered = section.lower()
+    return any(stem in lowered for stem in _PRIVACY_STEMS)
+
+
 def valid_key(key: object) -> bool:
     return (
         isinstance(key, str)
@@ -115,7 +130,7 @@ class FreeWheelAdapter(UrlAdapter):
         # Privacy and identity parameters count in every section: a `;` slipped into a
         # player value would otherwise move the template's `_fw_us_privacy=1YYN`, `_fw_gdpr=1`
         # or `_fw_coppa=1` into a slot section, out of sight.
-        slots = [first_params(s) for s in slot_sections.split(";") if s] if slot_sections else []
+        slots = [first_params(s) for s in slot_sections.split(";") if _may_hold_privacy(s)]
         reader = SignalReader(kv, glob, *slots)
 
         def get(name: str) -> str | None:

@@ -123,7 +123,7 @@ class Params(dict[str, str]):
         folded = self._folded
         if folded is None:
             folded = self._folded = _fold(self)
-        key = name.casefold()
+        key = _casefold(name)
         if not folded:  # every name is lowercase ASCII: only `name` in lowercase can be one
             return [] if key == name else self.every(key)
         found = folded.get(key)
@@ -138,6 +138,13 @@ class Params(dict[str, str]):
         if folded is None:
             folded = self._folded = _fold(self)
         return bool(folded)
+
+    def lowercase(self) -> bool:
+        """`not mixed_case()`: every name is plain lowercase ASCII."""
+        folded = self._folded
+        if folded is None:
+            folded = self._folded = _fold(self)
+        return not folded
 
     def nested(self, prefix: str) -> Params:
         """The parameters named `<prefix><name>`, the prefix in any letter case, as `<name>`
@@ -156,6 +163,35 @@ class Params(dict[str, str]):
             self[name] = raw
         else:
             self.repeats.setdefault(name, [self[name]]).append(raw)
+
+
+def _casefold(name: str) -> str:
+    """`name.casefold()`, kept: the names asked about are the adapters' own, a few dozen."""
+    found = _casefolded.get(name)
+    if found is None:
+        found = name.casefold()
+        if len(_casefolded) >= _MAX_CASEFOLDED:
+            _casefolded.clear()
+        _casefolded[name] = found
+    return found
+
+
+_casefolded: dict[str, str] = {}
+_MAX_CASEFOLDED = 1024
+
+
+def _not_lowercase(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of `names` that are not plain lowercase (`aw_0_req.userConsentV2`), kept."""
+    found = _mixed_names.get(names)
+    if found is None:
+        found = tuple(n for n in names if _casefold(n) != n)
+        if len(_mixed_names) >= _MAX_CASEFOLDED:
+            _mixed_names.clear()
+        _mixed_names[names] = found
+    return found
+
+
+_mixed_names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _fold(p: Params) -> dict[str, list[tuple[str, str]]]:
@@ -196,22 +232,30 @@ class SignalReader:
     is recorded in `conflicts` and read as absent.
     """
 
-    __slots__ = ("_sets", "conflicts")
+    __slots__ = ("_plain", "_sets", "conflicts")
 
     def __init__(self, *sets: Params) -> None:
         self._sets = sets
         self.conflicts: list[str] = []
+        self._plain: bool | None = None
+        """The usual request: no name repeated, every name in lowercase ASCII (known once
+        asked)."""
 
     def _raw(self, names: tuple[str, ...]) -> list[str]:
-        out: list[str] = []
-        for p in self._sets:
+        sets = self._sets
+        plain = self._plain
+        if plain is None:
+            plain = self._plain = all(not p.repeats and p.lowercase() for p in sets)
+        if plain:
+            out = [v for p in sets for name in names if (v := p.get(name)) is not None]
+            for name in _not_lowercase(names):  # only their lowercase forms can be there
+                for p in sets:
+                    out.extend(p.other_cases(name))
+            return out
+        out = []
+        for p in sets:
             for name in names:
-                if p.repeats:
-                    out.extend(p.every(name))
-                else:
-                    value = p.get(name)
-                    if value is not None:
-                        out.append(value)
+                out.extend(p.every(name))
                 out.extend(p.other_cases(name))
         return out
 

@@ -113,6 +113,14 @@ CASE_ATTACKS = {
         FW + f";_fw_did=idfa:{IDFA};slid=pre&_FW_COPPA=1" + GRANT,
         "child_directed",
     ),
+    "fw_encoded_FW_COPPA_in_a_slot": (
+        FW + f";_fw_did=idfa:{IDFA};slid=pre&%5F%46W_COPPA=1" + GRANT,
+        "child_directed",
+    ),
+    "fw_long_s_us_privacy_in_a_slot": (  # U+017F, long s, folds to `s`
+        FW + f"&_fw_gdpr=0;_fw_did=idfa:{IDFA};slid=pre&_fw_u%C5%BF_privacy=1YYN",
+        "usp_opted_out",
+    ),
     "aw_AW_0_REQ_COPPA": (AW.format(idfa=IDFA) + "&AW_0_REQ.COPPA=1" + GRANT, "child_directed"),
     "aw_consent_lowercased_disagrees": (
         AW.format(idfa=IDFA)
