@@ -31,7 +31,8 @@ def d(cfg: ConsentConfig = CFG, **signals: Any) -> ConsentDecision:
 
 
 def test_reasons_are_a_small_stable_snake_case_vocabulary() -> None:
-    assert len(REASONS) == len(set(REASONS)) <= 40
+    # A fixed set: the general reasons, then five per GPP US section (21 of them).
+    assert len(REASONS) == len(set(REASONS)) <= 150
     assert all(re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", r) for r in REASONS)
     assert {r for r in REASONS if r.endswith("_undecodable")} == UNDECODABLE_REASONS
     assert {"tcf_undecodable", "usp_undecodable", "gpp_undecodable"} <= UNDECODABLE_REASONS
@@ -251,12 +252,14 @@ def test_only_applicable_gpp_sections_count() -> None:
 
 
 def test_gpp_sections_we_do_not_read() -> None:
-    gpp = encode_gpp({7: USNAT_OK, 8: "BAAAAAAA"})
+    # Section 1 is the withdrawn TCF EU v1, 28 is not defined yet.
+    gpp = encode_gpp({1: "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA", 7: USNAT_OK, 28: "BAAAAAAA"})
     # Unknown sections are ignored when a known one decides ...
-    assert d(gpp=gpp, gpp_sid=(7, 8)).allowed
+    assert d(gpp=gpp, gpp_sid=(1, 7, 28)).allowed
     # ... but a GPP string whose applicable sections are all unknown decides nothing.
-    assert d(gpp=gpp, gpp_sid=(8,)) == ConsentDecision(False, "gpp_unsupported_section")
-    assert d(LENIENT, gpp=gpp, gpp_sid=(8,)) == ConsentDecision(True, "gpp_unsupported_section")
+    for sid in ((28,), (1, 28)):
+        assert d(gpp=gpp, gpp_sid=sid) == ConsentDecision(False, "gpp_unsupported_section")
+        assert d(LENIENT, gpp=gpp, gpp_sid=sid) == ConsentDecision(True, "gpp_unsupported_section")
 
 
 def test_gpp_sid_minus_one_means_no_section_applies() -> None:

@@ -66,6 +66,17 @@ DENYING_REQUESTS = {
         FW.format(idfa=IDFA, extra="&_fw_gdpr=1").replace("resp=vast4", "resp=vast4&_fw_gdpr=0"),
         "conflicting_signals",
     ),
+    "gam_gpp_usnat_gpc": (GAM + "&gpp=DBABL~BVVqAAAAAQ.YA&gpp_sid=7", "gpp_gpc"),
+    # GPP strings from @iabgpp/cmpapi (tests/vectors/gpp_vectors.json).
+    "gam_gpp_usca_opted_out": (GAM + "&gpp=DBABBg~BVYAAABY.QA&gpp_sid=8", "gpp_usca_opted_out"),
+    "gam_gpp_usca_beside_a_granting_usnat": (
+        GAM + "&gpp=DBABrw~CVVqAAAAAABY.QA~BVYAAABY.QA&gpp_sid=7,8",
+        "gpp_usca_opted_out",
+    ),
+    "fw_gpp_usva_gpc_its_spec_lacks": (
+        FW.format(idfa=IDFA, extra="&gpp=DBABRg~BVoAABY.YA&gpp_sid=9"),
+        "gpp_gpc",
+    ),
     "aw_coppa": (AW.format(idfa=IDFA) + "&aw_0_req.coppa=1", "child_directed"),
     "aw_usp_names_disagree": (
         AW.format(idfa=IDFA) + "&aw_0_req.usPrivacy=1YNN&us_privacy=1YYN",
@@ -84,6 +95,16 @@ async def test_a_host_grant_never_upgrades_a_denial_in_the_ad_request(
     assert (r.consent.allowed, r.consent.reason) == (False, reason)
     assert fake.calls["ccs"] == 0
     assert r.behavioral.source == "skipped"
+
+
+async def test_a_us_state_gpp_section_that_grants_lets_behavioral_data_through(
+    fake: FakePermutive,
+) -> None:
+    # California: notices given, nothing opted out, no GPC.
+    async with Enricher(config(fake)) as e:
+        r = await e.enrich(GAM + "&gpp=DBABBg~BUoAAABA.QA&gpp_sid=8", Context(identity=DEVICE))
+    assert (r.consent.allowed, r.consent.reason) == (True, "gpp_usca_not_opted_out")
+    assert fake.calls["ccs"] == 1
 
 
 async def test_child_directed_denies_even_with_a_lenient_default(fake: FakePermutive) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from enum import IntEnum
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -72,12 +73,12 @@ class Bits:
         return self.read(1) == 1
 
 
-def _letters(value: int) -> str:
+def letters(value: int) -> str:
     """Two 6-bit letters (0 = 'A'), as in ConsentLanguage and PublisherCC."""
     return chr(65 + (value >> 6)) + chr(65 + (value & 0x3F))
 
 
-def _id_set(field: int, width: int) -> frozenset[int]:
+def id_set(field: int, width: int) -> frozenset[int]:
     """Ids whose bit is set in a fixed-width field whose first (leftmost) bit is id 1."""
     return frozenset(i + 1 for i in range(width) if (field >> (width - 1 - i)) & 1)
 
@@ -87,7 +88,7 @@ Ranges = tuple[tuple[int, int], ...]
 """Inclusive (start, end) vendor id pairs; a single id is (id, id)."""
 
 
-def _in_vector(
+def in_vector(
     vendor_id: int, max_id: int, encoding: VendorEncoding, bitfield: int, ranges: Ranges
 ) -> bool:
     """Membership in a vendor section (consent or LI). Ids above its MaxVendorId never are."""
@@ -102,7 +103,7 @@ def _vector_ids(
     max_id: int, encoding: VendorEncoding, bitfield: int, ranges: Ranges
 ) -> frozenset[int]:
     if encoding == "bitfield":
-        return _id_set(bitfield, max_id)
+        return id_set(bitfield, max_id)
     return frozenset(v for start, end in ranges for v in range(start, min(end, max_id) + 1))
 
 
@@ -136,10 +137,8 @@ class PublisherRestriction(msgspec.Struct, frozen=True):
         return any(start <= vendor_id <= end for start, end in self.vendor_ranges)
 
 
-class TcString(msgspec.Struct, frozen=True):
-    """The core segment of a TC string. Vendor consents and LI stay in their encoded form (a
-    bitfield integer or a tuple of inclusive ranges); ask `vendor_consent(id)`,
-    `vendor_legitimate_interest(id)` and `restriction_type(purpose, id)`."""
+class CoreHeader(msgspec.Struct, frozen=True):
+    """The fields every TC string core starts with, the EU's and IAB Canada's alike."""
 
     version: int
     created: int
@@ -151,6 +150,13 @@ class TcString(msgspec.Struct, frozen=True):
     consent_language: str
     vendor_list_version: int
     policy_version: int
+
+
+class TcString(CoreHeader, frozen=True):
+    """The core segment of a TC string. Vendor consents and LI stay in their encoded form (a
+    bitfield integer or a tuple of inclusive ranges); ask `vendor_consent(id)`,
+    `vendor_legitimate_interest(id)` and `restriction_type(purpose, id)`."""
+
     is_service_specific: bool
     use_non_standard_texts: bool
     special_feature_optins: frozenset[int]
@@ -174,7 +180,7 @@ class TcString(msgspec.Struct, frozen=True):
 
     def vendor_consent(self, vendor_id: int) -> bool:
         """Whether `vendor_id` has consent. Ids above MaxVendorId never have."""
-        return _in_vector(
+        return in_vector(
             vendor_id,
             self.max_vendor_id,
             self.vendor_encoding,
@@ -190,7 +196,7 @@ class TcString(msgspec.Struct, frozen=True):
 
     def vendor_legitimate_interest(self, vendor_id: int) -> bool:
         """Whether `vendor_id` has its legitimate interest established (not objected to)."""
-        return _in_vector(
+        return in_vector(
             vendor_id,
             self.vendor_li_max_id,
             self.vendor_li_encoding,
@@ -243,38 +249,38 @@ def _decode_cached(text: str) -> TcString:
         raise TcfDecodeError(str(e)) from None
 
 
+def read_core_header(bits: Bits, version: int) -> dict[str, Any]:
+    """`CoreHeader`'s fields: Version (which must be `version`), the CMP and vendor list."""
+    found = bits.read(6)
+    if found != version:
+        raise TcfDecodeError(f"unsupported TCF version {found}")
+    return dict(
+        version=found,
+        created=bits.read(36),
+        last_updated=bits.read(36),
+        cmp_id=bits.read(12),
+        cmp_version=bits.read(12),
+        consent_screen=bits.read(6),
+        consent_language=letters(bits.read(12)),
+        vendor_list_version=bits.read(12),
+        policy_version=bits.read(6),
+    )
+
+
 def _decode_core(bits: Bits) -> TcString:
-    version = bits.read(6)
-    if version != 2:
-        raise TcfDecodeError(f"unsupported TCF version {version}")
-    created = bits.read(36)
-    last_updated = bits.read(36)
-    cmp_id = bits.read(12)
-    cmp_version = bits.read(12)
-    consent_screen = bits.read(6)
-    consent_language = _letters(bits.read(12))
-    vendor_list_version = bits.read(12)
-    policy_version = bits.read(6)
+    header = read_core_header(bits, 2)
     is_service_specific = bits.read_bool()
     use_non_standard_texts = bits.read_bool()
-    special_features = _id_set(bits.read(12), 12)
-    purposes_consent = _id_set(bits.read(24), 24)
-    purposes_li = _id_set(bits.read(24), 24)
+    special_features = id_set(bits.read(12), 12)
+    purposes_consent = id_set(bits.read(24), 24)
+    purposes_li = id_set(bits.read(24), 24)
     purpose_one_treatment = bits.read_bool()
-    publisher_cc = _letters(bits.read(12))
-    max_vendor_id, encoding, bitfield, ranges = _read_vendor_section(bits)
-    li_max_id, li_encoding, li_bitfield, li_ranges = _read_vendor_section(bits)
-    restrictions = tuple(_read_restriction(bits) for _ in range(bits.read(12)))
+    publisher_cc = letters(bits.read(12))
+    max_vendor_id, encoding, bitfield, ranges = read_vendor_section(bits)
+    li_max_id, li_encoding, li_bitfield, li_ranges = read_vendor_section(bits)
+    restrictions = tuple(read_restriction(bits) for _ in range(bits.read(12)))
     return TcString(
-        version=version,
-        created=created,
-        last_updated=last_updated,
-        cmp_id=cmp_id,
-        cmp_version=cmp_version,
-        consent_screen=consent_screen,
-        consent_language=consent_language,
-        vendor_list_version=vendor_list_version,
-        policy_version=policy_version,
+        **header,
         is_service_specific=is_service_specific,
         use_non_standard_texts=use_non_standard_texts,
         special_feature_optins=special_features,
@@ -294,22 +300,25 @@ def _decode_core(bits: Bits) -> TcString:
     )
 
 
-def _read_vendor_section(bits: Bits) -> tuple[int, VendorEncoding, int, Ranges]:
-    """MaxVendorId, IsRangeEncoding, then a bitfield (read as one integer) or range entries."""
+def read_vendor_section(
+    bits: Bits, ranges: Callable[[Bits], Ranges] | None = None
+) -> tuple[int, VendorEncoding, int, Ranges]:
+    """MaxVendorId, IsRangeEncoding, then a bitfield (read as one integer) or range entries
+    (`read_ranges`, or the GPP OptimizedRange's Fibonacci `ranges`)."""
     max_id = bits.read(16)
     if bits.read_bool():
-        return max_id, "range", 0, _read_ranges(bits)
+        return max_id, "range", 0, (ranges or read_ranges)(bits)
     return max_id, "bitfield", bits.read(max_id), ()
 
 
-def _read_restriction(bits: Bits) -> PublisherRestriction:
+def read_restriction(bits: Bits) -> PublisherRestriction:
     """PurposeId (6 bits), RestrictionType (2 bits), then range entries like a vendor section."""
     purpose_id = bits.read(6)
     restriction_type = RestrictionType(bits.read(2))
-    return PublisherRestriction(purpose_id, restriction_type, _read_ranges(bits))
+    return PublisherRestriction(purpose_id, restriction_type, read_ranges(bits))
 
 
-def _read_ranges(bits: Bits) -> Ranges:
+def read_ranges(bits: Bits) -> Ranges:
     """NumEntries (12 bits), then IsARange, StartOrOnlyVendorId and, for a range, EndVendorId."""
     entries = bits.read(12)
     out: list[tuple[int, int]] = []
