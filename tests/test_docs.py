@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from adapters.registry import ADAPTERS
-from plugin import result
+from plugin import reserved, result
 from plugin.config import DEFAULT_PROPERTY_TYPES, MOVED
 from plugin.consent import gate as consent
-from plugin.serve import proxy, reserved
+from plugin.serve import proxy
 from plugin.signals.events import PropertyType
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,10 @@ the requests. A request the platform does not recognise goes out unchanged, coun
 `cohortkv_not_recognised_total` and logged (rate-limited) with the upstream and the reason.
 
 The query goes out byte for byte as the adapter returned it (`yarl.URL(..., encoded=True)`),
-minus the reserved `cohortkv_*` parameters; a POST body (bounded by `serve.max_body_bytes`) goes
-out as the adapter returned it, with its Content-Length recomputed. Identity, consent and
-content come from the ad request itself, with `X-Cohortkv-*` headers (or the reserved
+minus the reserved `cohortkv_*` parameters (however spelled); a POST body (bounded by
+`serve.max_body_bytes`) goes out as the adapter returned it, with its Content-Length
+recomputed. Identity, consent and content come from the ad request itself, with
+`X-Cohortkv-*` headers (or the reserved
 parameters) on top; consent from either can deny, and grant only where the ad request carries
 no signal of its own. When too many enrichments are in flight the request is forwarded
 unenriched at once (counted), never queued. The ad server's status, headers (hop-by-hop
@@ -39,13 +40,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from plugin import reserved as rp
 from plugin.config import ConfigError, ServeConfig
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import Context
 from plugin.enricher import Enricher
-from plugin.identity import Alias, Identity, IdentityError, is_uuid4, parse_alias_flag
 from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
-from plugin.serve import reserved as rp
 from plugin.serve.errors import json_error
 from plugin.serve.health import ErrorWindow
 from plugin.serve.limits import REQUEST_ID, REQUEST_ID_HEADER, Gate
@@ -88,19 +88,6 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-
-
-def _is_text(value: str) -> bool:
-    """Whether a header value is text: bytes that are not UTF-8 arrive as surrogates."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-_GRANTED = frozenset({"granted", "true", "1", "yes"})
-_DENIED = frozenset({"denied", "false", "0", "no"})
 
 
 def _unsafe(target: str) -> bool:
@@ -293,7 +280,7 @@ class Proxy:
         if not safe_path(path):
             return _bad_target(up)
         found: dict[str, str] = {}
-        if sep and rp.PREFIX in query:
+        if sep:
             query, found = rp.split_reserved(query)
             if not query:
                 sep = ""
@@ -342,78 +329,26 @@ class Proxy:
         h = request.headers
         if not found and not any(name in h for name in _OUR_HEADERS):
             return None
+        bad = self._bad_input
 
-        def pick(param: str) -> str | None:
-            """The header's value, else the parameter's; `rp.CONFLICT` when either was given
-            twice with different values."""
-            given = h.getall(rp.HEADERS[param], ())
-            value = (given[0] if len(set(given)) == 1 else rp.CONFLICT) if given else None
-            if value is None:
-                value = found.get(param)
-            if value == rp.CONFLICT:
-                self._bad.labels("proxy", "conflict").inc()
-                return rp.CONFLICT if param == rp.CONSENT else None
-            if value is None or not _is_text(value):
-                if value is not None:
-                    self._bad.labels("proxy", "encoding").inc()
-                return None
-            return value.strip() or None
+        def value(param: str) -> str | None:
+            return rp.pick(h.getall(rp.HEADERS[param], ()), found.get(param), param, bad)
 
-        identity: Identity | None = None
-        user_id = pick(rp.USER_ID)
-        alias = pick(rp.ALIAS)
-        if user_id is not None:
-            if is_uuid4(user_id):
-                identity = Identity(user_id=user_id)
-            else:
-                self._bad.labels("proxy", "user_id").inc()
-        elif alias is not None:
-            try:
-                a = parse_alias_flag(alias)
-                identity = Identity(alias=Alias(tag=a.tag, id=a.id)).validate()
-            except IdentityError:
-                identity = None
-                self._bad.labels("proxy", "alias").inc()
-        consent = ConsentSignals(override=self._override(pick(rp.CONSENT), found.get(rp.CONSENT)))
-        return Context(
-            identity=identity,
-            consent=consent,
-            content=Content(
-                url=pick(rp.CONTENT_URL),
-                properties=self._properties(h.get(rp.PROPERTIES_HEADER), found),
-                client_type=pick(rp.CLIENT_TYPE),
-            ),
-            view_id=pick(rp.VIEW_ID),
-            ssai_session_id=pick(rp.SESSION_ID),
-        )
+        consent = rp.override(value(rp.CONSENT), found.get(rp.CONSENT), bad)
+        return rp.given_context(value, consent, self._properties(h, found), bad)
 
-    def _override(self, said: str | None, param: str | None) -> bool | None:
-        """The caller's consent override. It may always deny: given twice with different
-        values, or by the header and the parameter differently, the denial wins."""
-        if said == rp.CONFLICT:
-            return False
-        words = [w.strip().lower() for w in (said, param) if w is not None and w != rp.CONFLICT]
-        if param == rp.CONFLICT or any(w in _DENIED for w in words):
-            return False
-        if not words:
-            return None
-        if all(w in _GRANTED for w in words):
-            return True
-        self._bad.labels("proxy", "consent").inc()
-        return None
+    def _bad_input(self, kind: str) -> None:
+        self._bad.labels("proxy", kind).inc()
 
-    def _properties(self, header: str | None, found: dict[str, str]) -> dict[str, Any]:
-        if header is not None and not _is_text(header):
-            self._bad.labels("proxy", "encoding").inc()
-            header = None
-        return self._typed_properties(header, found)
-
-    def _typed_properties(self, header: str | None, found: dict[str, str]) -> dict[str, Any]:
+    def _properties(self, h: CIMultiDictProxy[str], found: dict[str, str]) -> dict[str, Any]:
         """Play-event properties from `X-Cohortkv-Properties` (a JSON object) and the
         `cohortkv_p.<name>` parameters on top. They can change event properties, never
         consent or identity. A header that is not a JSON object is counted and ignored."""
+        header = h.get(rp.PROPERTIES_HEADER)
         props: dict[str, Any] = {}
-        if header:
+        if header is not None and not rp.is_text(header):
+            self._bad_input("encoding")
+        elif header:
             raw = header.encode()
             try:
                 doc = None if too_deep(raw) else _decode_json(raw)
@@ -422,10 +357,8 @@ class Proxy:
             if isinstance(doc, dict):
                 props.update(doc)
             else:
-                self._bad.labels("proxy", "properties").inc()
-        for name, value in found.items():
-            if name.startswith(rp.PROPERTY_PREFIX) and len(name) > len(rp.PROPERTY_PREFIX):
-                props[name[len(rp.PROPERTY_PREFIX) :]] = value
+                self._bad_input("properties")
+        props.update(rp.param_properties(found))
         return props
 
     def _forward_headers(self, request: web.Request) -> CIMultiDict[str]:
