@@ -12,7 +12,7 @@ from adapters.registry import ADAPTERS
 from plugin import reserved, result
 from plugin.config import DEFAULT_PROPERTY_TYPES, MOVED
 from plugin.consent import gate as consent
-from plugin.serve import proxy
+from plugin.serve import outgoing
 from plugin.signals.events import PropertyType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ def test_privacy_lists_every_reserved_parameter_and_header() -> None:
 
 def test_privacy_lists_every_header_passed_to_the_ad_server() -> None:
     text = PRIVACY.read_text(encoding="utf-8")
-    for name in (*proxy.FORWARDED_HEADERS, *proxy.BODY_HEADERS, "X-Forwarded-For"):
+    for name in (*outgoing.FORWARDED_HEADERS, *outgoing.BODY_HEADERS, "X-Forwarded-For"):
         assert f"`{name}`" in text, name
 
 

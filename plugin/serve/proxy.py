@@ -10,10 +10,13 @@ the requests. A request the platform does not recognise goes out unchanged, coun
 `cohortkv_not_recognised_total` and logged (rate-limited) with the upstream and the reason.
 
 The query goes out byte for byte as the adapter returned it (`yarl.URL(..., encoded=True)`),
-minus the reserved `cohortkv_*` parameters (however spelled); a POST body (bounded by
-`serve.max_body_bytes`) goes out as the adapter returned it, with its Content-Length
-recomputed. Identity, consent and content come from the ad request itself, with
-`X-Cohortkv-*` headers (or the reserved
+minus the reserved `cohortkv_*` parameters (however spelled). A POST body (read by
+`plugin.serve.intake`: bounded by `serve.max_body_bytes` as sent and as decoded, within
+`serve.body_timeout_s`) is decoded for the adapter when it is compressed; what goes out matches
+its Content-Encoding: the bytes as sent when the adapter wrote nothing, else the adapter's body
+encoded again with the same codings, Content-Length recomputed. A body whose coding cannot be
+undone goes out as sent, labelled as sent, unenriched. Identity, consent and
+content come from the ad request itself, with `X-Cohortkv-*` headers (or the reserved
 parameters) on top; consent from either can deny, and grant only where the ad request carries
 no signal of its own. When too many enrichments are in flight the request is forwarded
 unenriched at once (counted), never queued. The ad server's status, headers (hop-by-hop
@@ -46,9 +49,11 @@ from plugin.context import Context
 from plugin.enricher import Enricher
 from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
+from plugin.serve import outgoing
 from plugin.serve.errors import json_error
 from plugin.serve.health import ErrorWindow
-from plugin.serve.limits import REQUEST_ID, REQUEST_ID_HEADER, Gate
+from plugin.serve.intake import BodyReader
+from plugin.serve.limits import ExpectHandler, Gate
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.validate import too_deep
 
@@ -57,22 +62,6 @@ log = logging.getLogger("cohortkv.serve.proxy")
 CHUNK = 64 * 1024
 UPSTREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
-# Request headers passed on to the ad server (X-Forwarded-For is extended, not just passed).
-FORWARDED_HEADERS: tuple[str, ...] = (
-    "User-Agent",
-    "X-Device-User-Agent",
-    "X-Device-IP",
-    "X-Device-Referer",
-    "Referer",
-    "Accept",
-    "Accept-Language",
-    "Accept-Encoding",
-    "traceparent",
-    "tracestate",
-    "baggage",
-)
-BODY_HEADERS: tuple[str, ...] = ("Content-Type", "Content-Encoding")
-"""Headers that describe a POST body: passed on with it."""
 METHODS = ("GET", "POST")
 HOP_BY_HOP = frozenset(
     {
@@ -208,8 +197,10 @@ class Proxy:
         upstreams: Mapping[str, Upstream],
         gate: Gate,
         metrics: ServeMetrics,
+        bodies: BodyReader,
     ) -> None:
         self._enricher = enricher
+        self._bodies = bodies
         self._upstreams = upstreams
         self._gate = gate
         self._timeout = aiohttp.ClientTimeout(total=cfg.ad_timeout_ms / 1000)
@@ -220,6 +211,7 @@ class Proxy:
         self._warn = RateLimitedLog(log)
         self._pool_limit = cfg.ad_pool_limit
         self._tls = client_tls(cfg)
+        self._out = outgoing.Outgoing(self._bad_input, self._warn)
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -243,11 +235,12 @@ class Proxy:
             await self.session.close()
             self.session = None
 
-    def routes(self, app: web.Application) -> None:
+    def routes(self, app: web.Application, expect: ExpectHandler) -> None:
+        add = app.router.add_route
         for up in self._upstreams.values():
-            app.router.add_route("*", f"/proxy/{up.name}/{{tail:.*}}", self._handler(up))
-        app.router.add_route("*", "/proxy/{upstream}/{tail:.*}", self.unknown)
-        app.router.add_route("*", "/proxy/{upstream}", self.unknown)
+            add("*", f"/proxy/{up.name}/{{tail:.*}}", self._handler(up), expect_handler=expect)
+        add("*", "/proxy/{upstream}/{tail:.*}", self.unknown, expect_handler=expect)
+        add("*", "/proxy/{upstream}", self.unknown, expect_handler=expect)
 
     def _handler(self, up: Upstream) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -284,21 +277,18 @@ class Proxy:
             query, found = rp.split_reserved(query)
             if not query:
                 sep = ""
-        body = await request.read() if request.method == "POST" else b""
-        ad = AdRequest(
-            url=up.base + path + sep + query,
-            method=request.method,
-            headers=tuple((h, v) for h in BODY_HEADERS if (v := request.headers.get(h))),
-            body=body,
-        )
+        url = up.base + path + sep + query
+        body = await self._bodies.read(request) if request.method == "POST" else None
+        ad = outgoing.ad_request(request, url, body)
         if self._gate.enter():
             try:
-                ad = await self._enrich(request, up, ad, found)
+                out = await self._enrich(request, up, ad, found)
             finally:
                 self._gate.leave()
         else:
             self._shed.inc()
-        return await self._relay(request, up, ad)
+            out = ad
+        return await self._relay(request, up, out, self._out.body(request, ad, out, body))
 
     async def _enrich(
         self, request: web.Request, up: Upstream, ad: AdRequest, found: dict[str, str]
@@ -361,36 +351,24 @@ class Proxy:
         props.update(rp.param_properties(found))
         return props
 
-    def _forward_headers(self, request: web.Request) -> CIMultiDict[str]:
-        h = request.headers
-        out: CIMultiDict[str] = CIMultiDict()  # as aiohttp keeps them: a dict is converted
-        for name in FORWARDED_HEADERS:
-            value = h.get(name)
-            if value is not None:
-                out[name] = value
-        chain = h.get("X-Forwarded-For")
-        peer = request.remote
-        if peer:
-            out["X-Forwarded-For"] = f"{chain}, {peer}" if chain else peer
-        elif chain:
-            out["X-Forwarded-For"] = chain
-        rid = request.get(REQUEST_ID)
-        if rid is not None:
-            out[REQUEST_ID_HEADER] = rid
-        return out
-
-    async def _relay(self, request: web.Request, up: Upstream, ad: AdRequest) -> web.StreamResponse:
+    async def _relay(
+        self,
+        request: web.Request,
+        up: Upstream,
+        ad: AdRequest,
+        body: outgoing.OutBody | None,
+    ) -> web.StreamResponse:
         assert self.session is not None
         started = time.perf_counter()
-        headers = self._forward_headers(request)
-        if ad.method == "POST":
-            headers.update(ad.headers)  # the body's own Content-Type; aiohttp sets the length
+        headers = self._out.headers(request)
+        if body is not None:
+            headers.update(body[1])  # Content-Type and -Encoding; aiohttp sets the length
         try:
             async with self.session.request(
                 ad.method,
                 yarl.URL(ad.url, encoded=True),
                 headers=headers,
-                data=ad.body if ad.method == "POST" else None,
+                data=body[0] if body is not None else None,
                 allow_redirects=False,
             ) as answer:
                 up.seconds.observe(time.perf_counter() - started)
