@@ -19,18 +19,9 @@ import pytest
 from plugin.config import Config, ConfigError, UpstreamConfig, load_config
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
+from tests.test_reserved_names import AD_HOST, TAIL, USER
 from tests.test_serve_guard import WAIT, connect, read_response, serving, split, until
 from tests.times import recent
-
-USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
-IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
-TAIL = (
-    f"/gampad/ads?iu=/1/ctv&rdid={IDFA}&idtype=idfa&us_privacy=1YNN"
-    "&description_url=https%3A%2F%2Fpub.example%2Fv%2F1"
-)
-"""A GAM ad request that is consented on its own (US Privacy, not opted out), with a device id."""
-AD_HOST = "https://pubads.g.doubleclick.net"
-
 
 # -- compressed bodies -----------------------------------------------------------------------
 
