@@ -167,6 +167,9 @@ class ServeConfig(_Section, frozen=True):
     header_timeout_s: PositiveFloat = 10.0
     """A client connection whose request head (request line and headers) is not complete this
     long after its first byte (for a new connection: after it was accepted) is closed."""
+    body_timeout_s: PositiveFloat = 10.0
+    """A request body must arrive whole within this long after its head, else 408 and the
+    connection is closed; a body the route does not read is discarded for at most this long."""
     keepalive_timeout_s: PositiveFloat = 75.0
     """An idle keep-alive connection is closed after this long without a new request."""
     max_connections: NonNegInt = 0

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
+from plugin import reserved
 from plugin.accounting import Accounting
 from plugin.config import Config, adapter_settings, require_api
 from plugin.consent.gate import RememberedDecisions
@@ -171,9 +172,13 @@ class Enricher:
     ) -> EnrichResult:
         started = time.perf_counter()
         req = as_request(request)
-        adapter = self.adapter_for(req, platform)
         if context is not None and context.identity is not None:
             context.identity.validate()
+        url, found = reserved.split_url(req.url)
+        if found:  # the URL's reserved parameters: read, and never forwarded
+            req = req.with_url(url)
+            context = reserved.under(context, reserved.params_context(found, self._bad_reserved))
+        adapter = self.adapter_for(req, platform)
         why_not = "no_adapter" if adapter is None else adapter.unrecognised(req)
         if adapter is None or why_not is not None:
             name = (platform or "auto") if adapter is None else adapter.name
@@ -254,6 +259,9 @@ class Enricher:
         if not raw:
             return {}
         return typed_content_properties(raw, self._property_types, self._untyped)
+
+    def _bad_reserved(self, kind: str) -> None:
+        self.metrics.bad_input.labels("reserved", kind).inc()
 
     def _untyped(self, name: str) -> None:
         self.metrics.bad_input.labels("property", "untyped").inc()

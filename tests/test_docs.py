@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from adapters.registry import ADAPTERS
-from plugin import result
+from plugin import reserved, result
 from plugin.config import DEFAULT_PROPERTY_TYPES, MOVED
 from plugin.consent import gate as consent
 from plugin.consent.gpp_us import US_SECTIONS
-from plugin.serve import proxy, reserved
+from plugin.serve import outgoing
 from plugin.signals.events import PropertyType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +138,7 @@ def test_privacy_lists_every_reserved_parameter_and_header() -> None:
 
 def test_privacy_lists_every_header_passed_to_the_ad_server() -> None:
     text = PRIVACY.read_text(encoding="utf-8")
-    for name in (*proxy.FORWARDED_HEADERS, *proxy.BODY_HEADERS, "X-Forwarded-For"):
+    for name in (*outgoing.FORWARDED_HEADERS, *outgoing.BODY_HEADERS, "X-Forwarded-For"):
         assert f"`{name}`" in text, name
 
 

@@ -36,7 +36,8 @@ from plugin.serve.bodies import (
 )
 from plugin.serve.errors import json_error, json_response
 from plugin.serve.events import EventQueue
-from plugin.serve.limits import Gate
+from plugin.serve.intake import BodyReader
+from plugin.serve.limits import ExpectHandler, Gate
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.validate import BodyError, decode
 from plugin.signals.events import parse_event_time, prune_empty
@@ -56,8 +57,10 @@ class Api:
         queue: EventQueue,
         gate: Gate,
         metrics: ServeMetrics,
+        bodies: BodyReader,
     ) -> None:
         self._config = config
+        self._bodies = bodies
         self._enricher = enricher
         self._queue = queue
         self._gate = gate
@@ -71,15 +74,19 @@ class Api:
     def platforms(self) -> list[str]:
         return sorted(self._platforms)
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/enrich", self.enrich)
-        app.router.add_post("/v1/events", self.events)
+    def routes(self, app: web.Application, expect: ExpectHandler) -> None:
+        app.router.add_post("/v1/enrich", self.enrich, expect_handler=expect)
+        app.router.add_post("/v1/events", self.events, expect_handler=expect)
+
+    async def _json(self, request: web.Request) -> bytes:
+        """The body, decoded; a coding it cannot undo is refused (`BodyRefused`)."""
+        return self._bodies.refuse_undecodable(await self._bodies.read(request))
 
     # -- /v1/enrich -------------------------------------------------------------------------
 
     async def enrich(self, request: web.Request) -> web.Response:
         try:
-            body = decode(await request.read(), EnrichBody)
+            body = decode(await self._json(request), EnrichBody)
             errors: list[FieldError] = []
             if body.platform is not None and body.platform not in self._platforms:
                 errors.append(FieldError("platform", f"one of: {', '.join(self.platforms)}"))
@@ -116,7 +123,7 @@ class Api:
 
     async def events(self, request: web.Request) -> web.Response:
         try:
-            body = decode(await request.read(), EventsBody)
+            body = decode(await self._json(request), EventsBody)
             errors: list[FieldError] = []
             identity = to_identity(body.identity, "identity", errors)
             signals = to_signals(body.consent, "consent", errors)
