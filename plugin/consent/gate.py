@@ -21,7 +21,8 @@ Signals (the first verdict of a kind, in this order, gives the reason):
   includes 2). When GDPR applies, a TC string is required, from `tc_string` or the GPP
   tcfeuv2 section; it must consent to every purpose in `cfg.purposes` and to vendor
   `cfg.vendor_id` (`cfg.tcf_basis = "publisher"`: every purpose in the publisher TC segment
-  instead, no vendor consent), and no publisher restriction may stand in the way: type 0 (not allowed),
+  instead, no vendor consent), and no publisher restriction may stand in the way:
+  type 0 (not allowed),
   type 2 (legitimate interest only: we process on consent alone, and Purpose 1 can never rest
   on legitimate interest) and the undefined type 3 deny; type 1 needs the purpose's consent.
 - GPP (`gpp`, `gpp_sid`): the sections listed in `gpp_sid`. Without `gpp_sid`, every section
