@@ -124,6 +124,7 @@ def test_fixture(path: Path) -> None:
 
     keyvalues, by_name = to_write(case, adapter.activation_platforms)
     applied = adapter.apply(request, keyvalues, by_name)
+    assert skipped == case.get("skipped", [])
     expected = case.get("expected")
     if expected is None:
         assert applied.request == request
@@ -141,7 +142,6 @@ def test_fixture(path: Path) -> None:
         if case.get("idempotent", True):
             again = adapter.apply(got, keyvalues, by_name)
             assert again.request == got
-    assert skipped == case.get("skipped", [])
     assert failures == []
 
 
