@@ -279,13 +279,9 @@ class Verifier:
         listed = ", ".join(f"{p} {_codes(c)}" for p, c in acts.items())
         mine = {p: c for p, c in acts.items() if p in names and c}
         if not mine:
-            raise _Fail(
-                f"activations: {listed}",
-                f"none for {self.platform}, which reads {', '.join(names)} "
-                f"(adapters.{self.platform}.activation_platforms)",
-            )
+            raise _Fail(f"activations: {listed}", self._names_line(acts), self._suggest(acts))
         stray = sorted({c for codes in acts.values() for c in codes} - set(answer.cohorts))
-        lines = [f"activations: {listed}"]
+        lines = [f"activations: {listed}", self._names_line(acts)]
         note = f"; not among the user's cohorts: {', '.join(stray)}" if stray else ""
         lines.append(
             f"{self.platform} reads {', '.join(names)}: "
@@ -305,7 +301,36 @@ class Verifier:
             )
         names = self._activation_names()
         mine = sorted({c for p, codes in answer.activations.items() if p in names for c in codes})
-        return [got, f"activated for {self.platform}: {_codes(mine)}{self._no_names()}"]
+        return [
+            got,
+            self._names_line(answer.activations),
+            f"activated for {self.platform}: {_codes(mine)}{self._no_names()}",
+        ]
+
+    def _names_line(self, activations: dict[str, list[str]]) -> str:
+        """The activation names an answer carried, and which of them this platform reads."""
+        carried = [p for p, codes in activations.items() if codes]
+        names = self._activation_names()
+        read = [n for n in names if n in carried]
+        absent = [n for n in names if n not in carried]
+        line = (
+            f"activation names in the answer: {', '.join(carried) or '(none)'}; "
+            f"{self.platform} reads {', '.join(read) or 'none of them'}"
+        )
+        if absent:
+            line += f" (configured, not in this answer: {', '.join(absent)})"
+        return line
+
+    def _suggest(self, activations: dict[str, list[str]]) -> str:
+        carried = [p for p, codes in activations.items() if codes]
+        where = f"[adapters.{self.platform}] activation_platforms"
+        if self._adapter_settings().get("scope") == "bidders":
+            where = f"[adapters.{self.platform}.bidders]"
+        example = ", ".join(f'"{p}"' for p in carried)
+        return (
+            f"none for {self.platform}: set {where} to the names your dashboard activates for"
+            f" it, e.g. [{example}]"
+        )
 
     def _no_names(self) -> str:
         if self._activation_names():
@@ -405,6 +430,10 @@ class Verifier:
 
     def _activation_names(self) -> tuple[str, ...]:
         return self._adapter().activation_platforms
+
+    def _adapter_settings(self) -> dict[str, Any]:
+        table = self.config.adapters.get(self.platform, {})
+        return dict(table) if isinstance(table, dict) else {}
 
     def _adapter(self) -> Adapter:
         return adapter_by_name(build_adapters(adapter_settings(self.config)), self.platform)
