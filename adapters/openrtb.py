@@ -105,19 +105,15 @@ from adapters.base import (
 )
 from adapters.jsonspan import SpanError
 from adapters.openrtb_read import (
+    Reader,
     Where,
     first,
     members,
-    nodes,
-    params,
-    permutive_ids,
     prop,
     raw,
     string,
-    suspicious,
     synthetic,
     the,
-    values,
     with_every_copy,
 )
 from adapters.openrtb_write import Bidders, Duplicate, Patch, Put, Segments, write
@@ -399,20 +395,21 @@ class OpenRtbAdapter(FailOpen):
         tree = self._bid_request(request)[0]
         if tree is None:
             return Context()
-        every = suspicious(request.body, tree, _WATCHED)
-        root: Any = with_every_copy(request.body) if every else tree
-        lmt = SignalReader(params(root, _LMT)).any_set(*_names(_LMT)) is True
+        read = Reader(tree)
+        if read.suspicious(request.body, _WATCHED):
+            read = Reader(with_every_copy(request.body))
+        lmt = SignalReader(read.params(_LMT)).any_set(*_names(_LMT)) is True
         return Context(
-            identity=self._identity(root, lmt),
-            consent=self._consent(root),
+            identity=self._identity(read, lmt),
+            consent=self._consent(read),
             content=self._content(tree),
             limit_ad_tracking=lmt,
         )
 
     @staticmethod
-    def _consent(root: Any) -> ConsentSignals:
+    def _consent(read: Reader) -> ConsentSignals:
         groups = (*_GDPR, *_TC_STRING, *_US_PRIVACY, *_GPP, *_COPPA)
-        reader = SignalReader(params(root, groups), params(root, _GPP_SID, sid=True))
+        reader = SignalReader(read.params(groups), read.params(_GPP_SID, sid=True))
         return reader.signals(
             gdpr=_names(_GDPR),
             tc_string=_names(_TC_STRING),
@@ -422,8 +419,8 @@ class OpenRtbAdapter(FailOpen):
             child_directed=_names(_COPPA),
         )
 
-    def _identity(self, root: Any, lmt: bool) -> Identity | None:
-        found = permutive_ids(nodes(root, _USER), PERMUTIVE_EID_SOURCES)
+    def _identity(self, read: Reader, lmt: bool) -> Identity | None:
+        found = read.permutive_ids(PERMUTIVE_EID_SOURCES)
         if len(found) > 1:  # copies that disagree: whichever a bidder reads is not ours to pick
             return None
         if found:
@@ -431,22 +428,22 @@ class OpenRtbAdapter(FailOpen):
         if lmt:
             return None
         aliases: list[Alias] = []
-        ifa = device_id(raw(the(values(root, _IFA))))
-        tag = self._device_tag(root) if ifa is not None else None
+        ifa = device_id(raw(the(read.values(_IFA))))
+        tag = self._device_tag(read) if ifa is not None else None
         if ifa is not None and tag is not None:
             aliases.append(Alias(tag=tag, id=ifa))
         if self.user_id_tag:
-            user_id = device_id(raw(the(values(root, (_USER, "id")))))
+            user_id = device_id(raw(the(read.values((_USER, "id")))))
             if user_id is not None:
                 aliases.append(Alias(tag=self.user_id_tag, id=user_id))
         return identity_of(aliases)
 
-    def _device_tag(self, root: Any) -> str | None:
+    def _device_tag(self, read: Reader) -> str | None:
         """`device.ext.ifa_type` when sent (all copies agreeing), else typed by the OS."""
-        given = values(root, _IFA_TYPE)
+        given = read.values(_IFA_TYPE)
         if given:
             return device_tag(text(raw(the(given))))
-        tag, why = ifa_type_of(the(values(root, _OS)), the(values(root, _MAKE)))
+        tag, why = ifa_type_of(the(read.values(_OS)), the(read.values(_MAKE)))
         if why is not None:
             self._skipped(why)
         return tag

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from adapters.params import Params, encodable, encode
@@ -61,18 +61,6 @@ def members(obj: Any, name: str) -> list[Any]:
     return [v for k, v in _items(obj) if len(k) == n and (k == name or fold(k) == name)]
 
 
-def nodes(root: Any, path: Iterable[str]) -> list[Any]:
-    """Every value at `path`, through every copy on the way."""
-    found = [root]
-    for name in path:
-        found = [v for n in found for v in members(n, name)]
-    return found
-
-
-def values(root: Any, where: Where) -> list[Any]:
-    return nodes(root, (*where[0], where[1]))
-
-
 def first(root: Any, path: Iterable[str]) -> Any:
     """The value at `path` as a plain decode gives it (the last copy of an exact name)."""
     node = root
@@ -81,19 +69,6 @@ def first(root: Any, path: Iterable[str]) -> Any:
             return None
         node = node.get(key)
     return node
-
-
-def suspicious(body: bytes, tree: dict[str, Any], watched: Iterable[Where]) -> bool:
-    """Whether a watched member may be repeated in one object: its name occurs in the body
-    (in any case) more often than the decoded objects show, or could hide behind a `\\u`
-    escape or a character Go folds to ASCII. False positives only cost a slower decode."""
-    if b"\\u" in body or any(b in body for b in _FOLDING_BYTES):
-        return True
-    seen: dict[str, int] = {}
-    for where in watched:
-        seen[where[1]] = seen.get(where[1], 0) + len(values(tree, where))
-    lower = body.lower()
-    return any(lower.count(b'"' + name.encode() + b'"') > n for name, n in seen.items())
 
 
 def raw(value: Any) -> str | None:
@@ -120,23 +95,6 @@ def sid_raw(value: Any) -> str | None:
 def synthetic(where: Where) -> str:
     """The name a conflict reports (`regs.ext.gdpr`)."""
     return ".".join((*where[0], where[1]))
-
-
-def params(root: Any, groups: Iterable[Where], sid: bool = False) -> Params:
-    """The values at each place as one `Params` set, named `regs.ext.gdpr` and so on, every
-    copy kept, so that `SignalReader` applies its rules to JSON as to URLs."""
-    out = Params()
-    for where in groups:
-        name = synthetic(where)
-        for value in values(root, where):
-            text = sid_raw(value) if sid else raw(value)
-            if text is None:
-                continue
-            if name not in out:
-                out[name] = text
-            else:
-                out.repeats.setdefault(name, [out[name]]).append(text)
-    return out
 
 
 def the(found: list[Any]) -> Any:
@@ -167,25 +125,82 @@ def prop(value: Any) -> Any:
     return None
 
 
-def permutive_ids(users: list[Any], sources: frozenset[str]) -> set[str]:
-    """Every Permutive id (a UUIDv4 under one of `sources`) in `user.eids` / `user.ext.eids`,
-    through every copy of every member on the way."""
-    found: set[str] = set()
-    for eids in (*_each(users, ("eids",)), *_each(users, ("ext", "eids"))):
-        for eid in eids if isinstance(eids, list) else ():
-            if not any(_source(s) in sources for s in members(eid, "source")):
-                continue
-            for uids in members(eid, "uids"):
-                for uid in uids if isinstance(uids, list) else ():
-                    for ident in members(uid, "id"):
-                        if isinstance(ident, str) and is_uuid4(ident.strip().lower()):
-                            found.add(ident.strip().lower())
-    return found
+class Reader:
+    """The members of one decoded body as Go matches them, each object indexed once: one parse
+    asks the same few objects (`regs`, `user`, `device`) for many names."""
 
+    __slots__ = ("_index", "_paths", "root")
 
-def _each(objs: list[Any], path: tuple[str, ...]) -> Iterator[Any]:
-    for obj in objs:
-        yield from nodes(obj, path)
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self._index: dict[int, tuple[Any, dict[str, list[Any]]]] = {}
+        self._paths: dict[tuple[str, ...], list[Any]] = {(): [root]}
+
+    def members(self, obj: Any, name: str) -> list[Any]:
+        """Every value of a member of `obj` whose name folds to `name` (lower-case)."""
+        if not isinstance(obj, dict):
+            return []
+        known = self._index.get(id(obj))
+        if known is None or known[0] is not obj:
+            index: dict[str, list[Any]] = {}
+            for key, value in _items(obj):
+                index.setdefault(fold(key), []).append(value)
+            known = self._index[id(obj)] = (obj, index)
+        return known[1].get(name, [])
+
+    def nodes(self, path: tuple[str, ...]) -> list[Any]:
+        """Every value at `path` from the root, through every copy on the way."""
+        found = self._paths.get(path)
+        if found is None:
+            found = [v for n in self.nodes(path[:-1]) for v in self.members(n, path[-1])]
+            self._paths[path] = found
+        return found
+
+    def values(self, where: Where) -> list[Any]:
+        return self.nodes((*where[0], where[1]))
+
+    def params(self, groups: Iterable[Where], sid: bool = False) -> Params:
+        """The values at each place as one `Params` set, named `regs.ext.gdpr` and so on,
+        every copy kept, so that `SignalReader` applies its rules to JSON as to URLs."""
+        out = Params()
+        for where in groups:
+            name = synthetic(where)
+            for value in self.values(where):
+                text = sid_raw(value) if sid else raw(value)
+                if text is None:
+                    continue
+                if name not in out:
+                    out[name] = text
+                else:
+                    out.repeats.setdefault(name, [out[name]]).append(text)
+        return out
+
+    def suspicious(self, body: bytes, watched: Iterable[Where]) -> bool:
+        """Whether a watched member may be repeated in one object: its name occurs in the body
+        (in any case) more often than the decoded objects show, or could hide behind a `\\u`
+        escape or a character Go folds to ASCII. False positives only cost a slower decode."""
+        if b"\\u" in body or any(b in body for b in _FOLDING_BYTES):
+            return True
+        seen: dict[str, int] = {}
+        for where in watched:
+            seen[where[1]] = seen.get(where[1], 0) + len(self.values(where))
+        lower = body.lower()
+        return any(lower.count(b'"' + name.encode() + b'"') > n for name, n in seen.items())
+
+    def permutive_ids(self, sources: frozenset[str]) -> set[str]:
+        """Every Permutive id (a UUIDv4 under one of `sources`) in `user.eids` /
+        `user.ext.eids`, through every copy of every member on the way."""
+        found: set[str] = set()
+        for eids in (*self.nodes(("user", "eids")), *self.nodes(("user", "ext", "eids"))):
+            for eid in eids if isinstance(eids, list) else ():
+                if not any(_source(s) in sources for s in self.members(eid, "source")):
+                    continue
+                for uids in self.members(eid, "uids"):
+                    for uid in uids if isinstance(uids, list) else ():
+                        for ident in self.members(uid, "id"):
+                            if isinstance(ident, str) and is_uuid4(ident.strip().lower()):
+                                found.add(ident.strip().lower())
+        return found
 
 
 def _source(value: Any) -> str | None:
