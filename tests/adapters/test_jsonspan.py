@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.jsonspan import (
@@ -110,7 +110,6 @@ def _pairs(text: bytes) -> list[tuple[str, Any]]:
     return got[-1]
 
 
-@settings(max_examples=200)
 @given(body_object())
 def test_members_are_where_the_decoder_finds_them(text: str) -> None:
     body = text.encode()
@@ -124,7 +123,6 @@ def test_members_are_where_the_decoder_finds_them(text: str) -> None:
         assert body[m.end - 1 : m.end].strip() == body[m.end - 1 : m.end]  # no trailing space
 
 
-@settings(max_examples=150)
 @given(st.lists(spelt(1), max_size=5), WS)
 def test_elements_are_where_the_decoder_finds_them(items: list[str], ws: str) -> None:
     body = ("[" + ws + f",{ws}".join(items) + ws + "]").encode()
@@ -133,7 +131,6 @@ def test_elements_are_where_the_decoder_finds_them(items: list[str], ws: str) ->
     assert [msgspec.json.decode(body[s:e]) for s, e in arr.items] == msgspec.json.decode(body)
 
 
-@settings(max_examples=150)
 @given(spelt(0), st.sampled_from(["", " ", ",", "]", "}", ' , "x": 1}']))
 def test_both_ways_of_finding_a_value_end_agree(text: str, after: str) -> None:
     body = (text + after).encode()
@@ -143,7 +140,6 @@ def test_both_ways_of_finding_a_value_end_agree(text: str, after: str) -> None:
         assert container_end(body, 0) == end
 
 
-@settings(max_examples=150)
 @given(body_object(), spelt(1), st.data())
 def test_a_spliced_value_is_the_only_change(text: str, new: str, data: st.DataObject) -> None:
     body = text.encode()
@@ -163,7 +159,6 @@ def test_a_spliced_value_is_the_only_change(text: str, new: str, data: st.DataOb
     assert [k for k, _ in _pairs(out)] == [m.key for m in obj.members] + ["zz"]
 
 
-@settings(max_examples=300)
 @given(st.binary(max_size=64) | spelt(0).map(lambda t: t.encode()[: len(t) // 2]))
 def test_garbage_raises_span_error_only(body: bytes) -> None:
     for read in (object_at, array_at, value_end):
