@@ -104,11 +104,11 @@ from adapters.base import (
     SkipHook,
 )
 from adapters.jsonspan import SpanError
+from adapters.openrtb_place import INVENTORY, Placement
 from adapters.openrtb_read import (
     Reader,
     Where,
     first,
-    members,
     prop,
     raw,
     string,
@@ -116,31 +116,23 @@ from adapters.openrtb_read import (
     the,
     with_every_copy,
 )
-from adapters.openrtb_write import Bidders, Duplicate, Patch, Put, Segments, write
+from adapters.openrtb_write import Duplicate, write
 from adapters.params import (
     SignalReader,
     device_id,
     device_tag,
-    encodable,
     encode,
     identity_of,
-    sanitise,
     split_url,
     text,
     url_path,
 )
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
-from plugin.request import AdRequest, Applied, KeyValues
+from plugin.request import AdRequest, Applied
 
 AUCTION_PATH = "/openrtb2/auction"
 PERMUTIVE_EID_SOURCES = frozenset(("permutive.com",))
-INVENTORY = ("site", "app", "dooh")
-BIDDERCONFIG_INVENTORY = ("site", "app")
-"""The inventory objects Prebid Server's `ext.prebid.bidderconfig` can carry."""
-PREBID_CUSTOM = ("permutive", "permutive")
-PREBID_STANDARD = ("permutive.com", "p_standard")
-"""Prebid.js's (`user.data` entry name, `user.ext.data` key) for custom and standard cohorts."""
 
 Tag = Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[A-Za-z0-9_\-]*$")]
 BidderCode = Annotated[
@@ -258,31 +250,12 @@ class OpenRtbSettings(AdapterSettings, frozen=True):
             raise ValueError('standard_activation_platforms: only read with names = "prebid"')
 
 
-def valid_key(key: object) -> bool:
-    return isinstance(key, str) and bool(key.strip()) and encodable(key)
-
-
-def clean_value(value: object) -> str | None:
-    if not isinstance(value, str) or not value.strip() or not encodable(value):
-        return None
-    return value
-
-
 def _auction_path(url: str) -> bool:
     return url_path(split_url(url)[0]).rstrip("/").endswith(AUCTION_PATH)
 
 
 def _names(groups: Sequence[Where]) -> tuple[str, ...]:
     return tuple(synthetic(w) for w in groups)
-
-
-def _union(*lists: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(v for values in lists for v in values))
-
-
-def _inventory(root: Any, allowed: Sequence[str] = INVENTORY) -> str | None:
-    """The request's inventory object: the first of `allowed` that is an object."""
-    return next((n for n in allowed if any(isinstance(v, dict) for v in members(root, n))), None)
 
 
 class OpenRtbAdapter(FailOpen):
@@ -311,16 +284,19 @@ class OpenRtbAdapter(FailOpen):
         s = settings if isinstance(settings, OpenRtbSettings) else OpenRtbSettings()
         self.contextual_key = s.contextual_key
         self.user_id_tag = s.user_id_tag
-        self.scope = s.scope
-        self.names = s.names
-        self.max_cohorts = s.max_cohorts
-        self.bidders: tuple[tuple[str, tuple[str, ...]], ...] = tuple(s.bidders.items())
-        self.standard: tuple[str, ...] = tuple(s.standard_activation_platforms)
-        self.custom: tuple[str, ...] = self.activation_platforms
+        self.placement = Placement(
+            contextual_key=s.contextual_key,
+            scope=s.scope,
+            names=s.names,
+            bidders=tuple(s.bidders.items()),
+            custom=self.activation_platforms,
+            standard=tuple(s.standard_activation_platforms),
+            max_cohorts=s.max_cohorts,
+        )
         every = (
-            [n for _, names in self.bidders for n in names]
-            if self.scope == "bidders"
-            else [*self.custom, *self.standard]
+            [n for names in s.bidders.values() for n in names]
+            if s.scope == "bidders"
+            else [*self.activation_platforms, *s.standard_activation_platforms]
         )
         self.activation_platforms = tuple(dict.fromkeys(every))
         self._last: tuple[bytes, str, Any, str | None] = (b"", "", None, "json")
@@ -353,7 +329,7 @@ class OpenRtbAdapter(FailOpen):
             return None, "body"
         anything = {"-": ["-"], self.contextual_key: ["-"]}
         try:  # the plan that writes into every place it may: is any of them ambiguous?
-            write(request.body, tree, self._plan(tree, anything, lambda _: anything)[0])
+            write(request.body, tree, self.placement.plan(tree, anything, lambda _: anything)[0])
         except Duplicate:
             return None, "duplicate_keys"
         except SpanError:
@@ -500,7 +476,7 @@ class OpenRtbAdapter(FailOpen):
         tree = self._bid_request(request)[0]
         if tree is None:
             return Applied(request, {})
-        patch, planned = self._plan(tree, keyvalues, cohorts_for)
+        patch, planned = self.placement.plan(tree, keyvalues, cohorts_for)
         if not patch:
             return Applied(request, {})
         try:
@@ -514,91 +490,3 @@ class OpenRtbAdapter(FailOpen):
             return Applied(request, {})
         body = done.body
         return Applied(request if body == request.body else request.with_body(body), written)
-
-    def _plan(
-        self, tree: dict[str, Any], keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None
-    ) -> tuple[Patch, KeyValues]:
-        """What goes where, and the ids each written label carries."""
-        planned: KeyValues = {}
-        if self.scope == "bidders":
-            return self._plan_bidders(tree, cohorts_for, planned), planned
-        if self.names == "prebid":
-            custom = cohorts_for(self.custom) if cohorts_for else dict(keyvalues)
-            standard = cohorts_for(self.standard) if cohorts_for and self.standard else {}
-        else:
-            custom, standard = dict(keyvalues), {}
-        user, ctx = self._placements(custom, standard)
-        patch = self._patch(user, ctx, _inventory(tree), planned, "", seed=False)
-        return patch, planned
-
-    def _plan_bidders(
-        self, tree: dict[str, Any], cohorts_for: CohortsFor | None, planned: KeyValues
-    ) -> Patch:
-        if cohorts_for is None:  # per-bidder cohorts need the answers' activations
-            return {}
-        inventory = _inventory(tree, BIDDERCONFIG_INVENTORY)
-        configs: list[tuple[str, Patch]] = []
-        for code, names in self.bidders:
-            standard = [n for n in names if n in self.standard] if self.names == "prebid" else []
-            custom = [n for n in names if n not in standard]
-            user, ctx = self._placements(
-                cohorts_for(custom) if custom else {}, cohorts_for(standard) if standard else {}
-            )
-            ortb2 = self._patch(user, ctx, inventory, planned, f"{code}.", seed=True)
-            if ortb2:
-                configs.append((code, {"ortb2": ortb2}))
-        if not configs:
-            return {}
-        return {"ext": {"prebid": {"bidderconfig": Bidders(tuple(configs))}}}
-
-    def _placements(
-        self, custom: Mapping[str, Sequence[str]], standard: Mapping[str, Sequence[str]]
-    ) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
-        """(user `data` entry name, `ext.data` key, ids) for each list, and the contextual ids."""
-        ctx_key = self.contextual_key
-        mine = sanitise(custom, valid_key, clean_value)
-        theirs = sanitise(standard, valid_key, clean_value)
-        cap = self.max_cohorts
-        ctx = _union(*(ids for k, ids in (*mine, *theirs) if k == ctx_key))[:cap]
-        if self.names == "keys":
-            user = [(k, k, ids[:cap]) for k, ids in mine if k != ctx_key]
-        else:
-            lists = (
-                (PREBID_CUSTOM, _union(*(ids for k, ids in mine if k != ctx_key))),
-                (PREBID_STANDARD, _union(*(ids for k, ids in theirs if k != ctx_key))),
-            )
-            user = [(name, key, ids[:cap]) for (name, key), ids in lists if ids]
-        return user, ctx
-
-    def _patch(
-        self,
-        user: list[tuple[str, str, list[str]]],
-        ctx: list[str],
-        inventory: str | None,
-        planned: KeyValues,
-        prefix: str,
-        *,
-        seed: bool,
-    ) -> Patch:
-        patch: Patch = {}
-        if user:
-            entries = tuple((n, _entry(n, ids), prefix + k) for n, k, ids in user)
-            ext: Patch = {k: Put(msgspec.json.encode(ids), prefix + k) for _, k, ids in user}
-            patch["user"] = {
-                "data": Segments(entries, ("user", "data") if seed else None),
-                "ext": {"data": ext},
-            }
-            planned.update({prefix + k: ids for _, k, ids in user})
-        if ctx and inventory is not None:
-            key = self.contextual_key
-            where = (inventory, "content", "data") if seed else None
-            patch[inventory] = {
-                "content": {"data": Segments(((key, _entry(key, ctx), prefix + key),), where)},
-                "ext": {"data": {key: Put(msgspec.json.encode(ctx), prefix + key)}},
-            }
-            planned[prefix + key] = ctx
-        return patch
-
-
-def _entry(name: str, ids: list[str]) -> bytes:
-    return msgspec.json.encode({"name": name, "segment": [{"id": v} for v in ids]})
