@@ -29,6 +29,7 @@ class Accounting:
         self._sources: dict[tuple[str, Source, Reason], Any] = {}
         self._timers: dict[str, Any] = {}
         self._not_recognised: dict[tuple[str, str, str], Any] = {}
+        self._skips: dict[tuple[str, str], Any] = {}
 
     def decision(self, d: ConsentDecision) -> ConsentDecision:
         counter = self._decisions.get((d.allowed, d.reason))
@@ -104,6 +105,19 @@ class Accounting:
             "unchanged" if stage != "parse" else "without what it carries",
         )
         log.debug("adapter failure", exc_info=e)
+
+    def adapter_skipped(self, platform: str, reason: str) -> None:
+        """Something an ad request carries, or something to write, that its adapter left out
+        (a device id of unknown type, a bidder it cannot write for): counted as bad input."""
+        counter = self._skips.get((platform, reason))
+        if counter is None:
+            counter = self._skips[(platform, reason)] = self.metrics.bad_input.labels(
+                platform, reason
+            )
+        counter.inc()
+        self.warn.warning(
+            f"skip:{platform}:{reason}", "platform %s left something out: %s", platform, reason
+        )
 
     def no_activation_platforms(self, platform: str) -> None:
         self.warn.warning(

@@ -54,6 +54,10 @@ class ConsentConfig(_Section, frozen=True):
     """TCF purposes that must all be consented (Purpose 1: store/access information)."""
     default: Literal["denied", "granted"] = "denied"
     """Decision when no signal is present or it cannot be decoded."""
+    tcf_basis: Literal["vendor", "publisher"] = "vendor"
+    """Whose TCF consent counts: `vendor` (the purposes in the core segment and vendor
+    `vendor_id`'s consent) or `publisher` (the purposes in the publisher TC segment, as
+    Prebid.js's Permutive module checks them; no vendor consent needed)."""
 
 
 class CacheConfig(_Section, frozen=True):

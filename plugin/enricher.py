@@ -36,7 +36,7 @@ from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal, play_event_of
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.events import parse_event_time, typed_content_properties
-from plugin.signals.merge import build_keyvalues
+from plugin.signals.merge import build_keyvalues, cohorts_for
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
 from plugin.signals.tracker import EventIds, EventSender
@@ -71,7 +71,11 @@ class Enricher:
         self.adapters: tuple[Adapter, ...] = (
             tuple(adapters)
             if adapters is not None
-            else build_adapters(adapter_settings(cfg), on_error=self.accounting.adapter_failed)
+            else build_adapters(
+                adapter_settings(cfg),
+                on_error=self.accounting.adapter_failed,
+                on_skip=self.accounting.adapter_skipped,
+            )
         )
         clock = clock or time.monotonic
         self.sessions = SessionTracker(
@@ -230,7 +234,8 @@ class Enricher:
         c_codes = self._activated(contextual.answer, platforms) if contextual.answer else []
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
-        applied = adapter.apply(req, wanted)
+        by_name = cohorts_for(self.config.keys, behavioral.answer, contextual.answer)
+        applied = adapter.apply(req, wanted, by_name)
         elapsed = self.accounting.enriched(adapter.name, started)
         return EnrichResult(
             url=applied.request.url,

@@ -21,7 +21,7 @@ from aiohttp.client_middlewares import ClientMiddlewareType
 from aiohttp.payload import BytesPayload
 from yarl import URL
 
-from adapters.registry import find_adapter
+from adapters.registry import adapter_by_name, find_adapter
 from plugin.context import Context
 from plugin.enricher import Enricher
 from plugin.observe.metrics import RateLimitedLog
@@ -49,15 +49,25 @@ def current_ad_context() -> Context | None:
 
 
 def cohortkv_middleware(
-    enricher: Enricher, *, methods: frozenset[str] = frozenset({"GET", "POST"})
+    enricher: Enricher,
+    *,
+    methods: frozenset[str] = frozenset({"GET", "POST"}),
+    platform: str | None = None,
 ) -> ClientMiddlewareType:
     """A client middleware that enriches ad requests and passes everything else through.
+
+    `platform` names the adapter for a session whose ad server is not told apart by looking
+    at its requests (`query`, or `openrtb` for a bid request on a path of its own): every
+    request of `methods` the session sends is read as that platform's (one it does not
+    recognise goes out as it came, counted). None: the adapter that recognises each request.
+    An unknown name is a `CohortkvError` here, not on the first request.
 
     It fails open: if enrichment itself breaks, the request goes out as it came. A POST is
     read only when its body is already in memory (bytes, text, `json=`); a streamed body is
     never consumed, and goes out as it came.
     """
     warn = RateLimitedLog(log)
+    named = None if platform in (None, "auto") else adapter_by_name(enricher.adapters, platform)
 
     async def middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         if req.method not in methods:
@@ -72,7 +82,7 @@ def cohortkv_middleware(
         ad = AdRequest(
             url=str(req.url), method=req.method, headers=tuple(req.headers.items()), body=body
         )
-        adapter = find_adapter(enricher.adapters, ad)
+        adapter = named or find_adapter(enricher.adapters, ad)
         if adapter is None:
             return await handler(req)
         try:

@@ -99,3 +99,49 @@ def test_unrecognised_input_fails_with_the_reason_and_the_supported_shapes() -> 
         assert "/gampad/ads" in p.stderr and "freewheel" in p.stderr and "adswizz" in p.stderr
     p = cohortkv("enrich", "https://x.example/ads?a=1", "--platform", "gam", "--sandbox")
     assert p.returncode == 3 and "(path)" in p.stderr
+
+
+BID = (
+    '{"id": "cli-1",\n "imp": [{"id": "1", "bidfloor": 1.00}],\n'
+    ' "site": {"page": "https://example.com/sport/football/pl-highlights-week-20"},\n'
+    ' "regs": {"gdpr": 0}}'
+)
+
+
+def test_enrich_a_bid_request_body_from_a_file_or_stdin(tmp_path: Path) -> None:
+    """`--data @file` (or `-`) and `--header`: the enriched body is printed, every byte outside
+    the members written as it was; the method is POST without --method."""
+    (tmp_path / "bid.json").write_text(BID)
+    (tmp_path / "c.toml").write_text('[adapters.openrtb]\nactivation_platforms = ["dfp"]\n')
+    auction = "https://pbs.example.com/openrtb2/auction"
+    common = ("--sandbox", "--config", str(tmp_path / "c.toml"))
+    p = cohortkv("enrich", auction, "--data", f"@{tmp_path / 'bid.json'}",
+                 "--header", "Content-Type: application/json", *common)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    head, _, added = p.stdout.rstrip("\n").rpartition(',"user":')
+    assert head == BID[:-1]  # the body up to its closing brace, byte for byte
+    assert json.loads('{"user":' + added)["user"]["ext"]["data"]["permutive"]
+    piped = subprocess.run(
+        [sys.executable, "-m", "plugin", "enrich", auction, "--data", "-", "--json", *common],
+        cwd=ROOT,
+        input=BID,
+        env={k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    doc = json.loads(piped.stdout)
+    assert doc["method"] == "POST" and doc["platform"] == "openrtb"
+    assert doc["body"]["user"]["data"][0]["name"] == "permutive"
+    assert doc["keyvalues"]["permutive"] == doc["body"]["user"]["ext"]["data"]["permutive"]
+
+
+def test_enrich_request_flag_mistakes_name_the_flag(tmp_path: Path) -> None:
+    auction = "https://pbs.example.com/openrtb2/auction"
+    p = cohortkv("enrich", auction, "--data", f"@{tmp_path / 'missing.json'}", "--sandbox")
+    assert p.returncode == 2 and "--data" in p.stderr and "missing.json" in p.stderr
+    p = cohortkv("enrich", auction, "--data", "{}", "--header", "no colon", "--sandbox")
+    assert p.returncode == 2 and "--header" in p.stderr and "NAME:VALUE" in p.stderr
+    p = cohortkv("enrich", auction, "--data", "{}", "--method", "GET", "--sandbox")
+    assert p.returncode == 2 and "--method" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -288,9 +288,30 @@ def test_spec_example_gpp_string() -> None:
 
 
 def test_reference_vectors_through_gpp() -> None:
+    publisher = ConsentConfig(tcf_basis="publisher")
     for v in VECTORS:
         got = d(gpp=encode_gpp({2: v["tc_string"]}), gpp_sid=(2,))
         assert got.allowed is v["expect_allowed"], v["name"]
+        got = d(publisher, gpp=encode_gpp({2: v["tc_string"]}), gpp_sid=(2,))
+        assert got.allowed is v["expect_allowed_publisher_basis"], v["name"]
+        if not v["publisher_segment"]:
+            assert got.reason == "gpp_tcf_publisher_missing"
+
+
+def test_the_publisher_basis_still_denies_on_every_other_signal() -> None:
+    """Only the TCF rule changes: child flags, US Privacy, GPP opt-outs and conflicts deny."""
+    publisher = ConsentConfig(tcf_basis="publisher")
+    tc = next(v for v in VECTORS if v["name"] == "publisher_p1_without_vendor_361")["tc_string"]
+    assert d(publisher, gdpr=True, tc_string=tc) == ConsentDecision(True, "tcf_granted")
+    assert d(CFG, gdpr=True, tc_string=tc).reason == "tcf_purpose_denied"
+    assert d(publisher, gdpr=True, tc_string=tc, child_directed=True).reason == "child_directed"
+    assert d(publisher, gdpr=True, tc_string=tc, us_privacy="1YYN").reason == "usp_opted_out"
+    assert d(publisher, gdpr=True, tc_string=tc, conflicts=("gdpr",)).reason == (
+        "conflicting_signals"
+    )
+    opted_out = encode_usnat(sale=1, sharing=2, targeted=2)
+    got = d(publisher, gdpr=True, tc_string=tc, gpp=encode_gpp({7: opted_out}), gpp_sid=(7,))
+    assert got == ConsentDecision(False, "gpp_usnat_opted_out")
 
 
 # --- robustness ---

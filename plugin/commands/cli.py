@@ -17,6 +17,7 @@ import msgspec
 
 from adapters.registry import KNOWN_ADAPTERS, supported_shapes
 from plugin.commands.args import DefaultsHelpFormatter, base_url, listen_error, positive_int
+from plugin.commands.request_args import add_request_flags, request_from_args
 from plugin.config import Config, KeysConfig, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
@@ -79,10 +80,13 @@ def _add_enrich(sub: Any) -> None:
     defaults = Config()
     e = sub.add_parser(
         "enrich",
-        help="enrich one ad request URL and print it",
+        help="enrich one ad request (a URL, or a bid request body) and print it",
         formatter_class=DefaultsHelpFormatter,
     )
-    e.add_argument("url", help="the ad request URL (GAM, FreeWheel or AdsWizz)")
+    e.add_argument(
+        "url", help="the ad request URL (GAM, FreeWheel, AdsWizz, a Prebid Server auction)"
+    )
+    add_request_flags(e)
     e.add_argument(
         "--platform",
         default="auto",
@@ -232,8 +236,9 @@ async def _enrich(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     context = context_from_args(args)
+    request = request_from_args(args)
     async with Enricher(cfg) as enricher:
-        result = await enricher.enrich(args.url, context, platform=args.platform, origin="cli")
+        result = await enricher.enrich(request, context, platform=args.platform, origin="cli")
     if not result.recognised:
         print(
             f"cohortkv enrich: not an ad request {args.platform or 'any platform'} recognises"
@@ -246,7 +251,12 @@ async def _enrich(args: argparse.Namespace) -> int:
         doc = result_doc(result)
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
     else:
-        print(result.url)
+        out = result.request
+        if out is not None and out.body:
+            sys.stdout.buffer.write(out.body + b"\n")
+            sys.stdout.flush()
+        else:
+            print(result.url)
         b, c = result.behavioral, result.contextual
         print(
             f"# platform={result.platform or '-'} consent="

@@ -20,7 +20,9 @@ Signals (the first verdict of a kind, in this order, gives the reason):
 - TCF v2 TC string (`tc_string`), read when GDPR may apply (`gdpr` is not False, or `gpp_sid`
   includes 2). When GDPR applies, a TC string is required, from `tc_string` or the GPP
   tcfeuv2 section; it must consent to every purpose in `cfg.purposes` and to vendor
-  `cfg.vendor_id`, and no publisher restriction may stand in the way: type 0 (not allowed),
+  `cfg.vendor_id` (`cfg.tcf_basis = "publisher"`: every purpose in the publisher TC segment
+  instead, no vendor consent), and no publisher restriction may stand in the way:
+  type 0 (not allowed),
   type 2 (legitimate interest only: we process on consent alone, and Purpose 1 can never rest
   on legitimate interest) and the undefined type 3 deny; type 1 needs the purpose's consent.
 - GPP (`gpp`, `gpp_sid`): the sections listed in `gpp_sid`. Without `gpp_sid`, every section
@@ -53,7 +55,7 @@ from plugin.consent.gpp import (
     decode_gpp,
 )
 from plugin.consent.gpp_us import US_SECTIONS, decode_us_section
-from plugin.consent.tcf import TcfDecodeError, decode_tc_string
+from plugin.consent.tcf import TcfDecodeError, decode_publisher_tc, decode_tc_string
 from plugin.consent.tcfca import decode_tcfca
 from plugin.consent.usp import UspDecodeError, decode_us_privacy
 from plugin.context import ConsentSignals
@@ -88,6 +90,7 @@ REASONS: tuple[str, ...] = (
     "tcf_purpose_denied",
     "tcf_vendor_denied",
     "tcf_restricted",
+    "tcf_publisher_missing",
     "tcf_missing",
     "tcf_undecodable",
     # US Privacy string (`us_privacy`).
@@ -106,6 +109,7 @@ REASONS: tuple[str, ...] = (
     "gpp_tcf_purpose_denied",
     "gpp_tcf_vendor_denied",
     "gpp_tcf_restricted",
+    "gpp_tcf_publisher_missing",
     "gpp_tcf_undecodable",
     # GPP uspv1 section (6).
     "gpp_usp_opted_out",
@@ -256,17 +260,27 @@ def _applicable_sids(raw: object) -> tuple[int, ...] | None:
 
 
 def _tcf_verdict(text: str, cfg: ConsentConfig, prefix: str) -> _Verdict:
+    """`tcf_basis = "vendor"`: the core segment's purposes and the vendor's consent.
+    `"publisher"`: the publisher TC segment's purposes, no vendor consent (none there:
+    denied). A publisher restriction against the vendor denies under either basis."""
     try:
         tc = decode_tc_string(text)
+        publisher = decode_publisher_tc(text) if cfg.tcf_basis == "publisher" else None
     except TcfDecodeError:
         return _Verdict("unknown", f"{prefix}_undecodable")
     for purpose in cfg.purposes:
         restriction = tc.restriction_type(purpose, cfg.vendor_id)
         if restriction is not None and restriction != RESTRICTION_REQUIRE_CONSENT:
             return _Verdict("deny", f"{prefix}_restricted")
-    if not all(p in tc.purposes_consent for p in cfg.purposes):
+    if cfg.tcf_basis == "publisher":
+        if publisher is None:
+            return _Verdict("deny", f"{prefix}_publisher_missing")
+        consented = publisher.purposes_consent
+    else:
+        consented = tc.purposes_consent
+    if not all(p in consented for p in cfg.purposes):
         return _Verdict("deny", f"{prefix}_purpose_denied")
-    if not tc.vendor_consent(cfg.vendor_id):
+    if cfg.tcf_basis == "vendor" and not tc.vendor_consent(cfg.vendor_id):
         return _Verdict("deny", f"{prefix}_vendor_denied")
     return _Verdict("grant", f"{prefix}_granted")
 

@@ -1,8 +1,10 @@
-"""IAB TCF v2 TC string decoder: the core segment, which is all the consent gate needs.
+"""IAB TCF v2 TC string decoder: the core segment, and the publisher TC segment.
 
 The core segment runs to the end of the publisher restrictions: a restriction can forbid a
 purpose for a vendor the user consented to, so a segment that stops before them is refused
-rather than read as "no restrictions".
+rather than read as "no restrictions". The publisher TC segment (segment type 3, after a `.`)
+holds the purposes the user consented to for the publisher itself: the gate reads it only
+with `[consent] tcf_basis = "publisher"` (`decode_publisher_tc`).
 
 Our own decoder rather than a consent library: it runs on every ad request, so it works on one
 big integer made from the base64url text, and identical strings (one user's many ad requests)
@@ -226,6 +228,56 @@ class TcString(CoreHeader, frozen=True):
             if r.purpose_id == purpose_id and r.covers(vendor_id)
         }
         return next((t for t in _MOST_RESTRICTIVE_FIRST if t in found), None)
+
+
+SEGMENT_PUBLISHER_TC = 3
+"""SegmentType of the publisher TC segment (1 is disclosed vendors, 2 allowed vendors)."""
+
+
+class PublisherTc(msgspec.Struct, frozen=True):
+    """The publisher TC segment: purposes consented (and LI established) for the publisher,
+    and the publisher's custom purposes."""
+
+    purposes_consent: frozenset[int]
+    purposes_li_transparency: frozenset[int]
+    custom_purposes_consent: frozenset[int] = frozenset()
+    custom_purposes_li_transparency: frozenset[int] = frozenset()
+
+
+def decode_publisher_tc(text: str) -> PublisherTc | None:
+    """The publisher TC segment of a TC string (or GPP tcfeuv2 section); None when it has
+    none. The core segment must decode too. Raises TcfDecodeError for a malformed string, a
+    malformed publisher segment, or more than one of them (the spec allows one)."""
+    decode_tc_string(text)
+    return _publisher_cached(text.strip())
+
+
+@lru_cache(maxsize=4096)
+def _publisher_cached(text: str) -> PublisherTc | None:
+    found: PublisherTc | None = None
+    for segment in text.split(".")[1:]:
+        try:
+            bits = Bits.from_base64url(segment)
+            if bits.read(3) != SEGMENT_PUBLISHER_TC:
+                continue
+            if found is not None:
+                raise TcfDecodeError("more than one publisher TC segment")
+            found = _decode_publisher(bits)
+        except BitsError as e:
+            raise TcfDecodeError(f"optional segment: {e}") from None
+    return found
+
+
+def _decode_publisher(bits: Bits) -> PublisherTc:
+    consent = id_set(bits.read(24), 24)
+    li = id_set(bits.read(24), 24)
+    custom = bits.read(6)
+    return PublisherTc(
+        purposes_consent=consent,
+        purposes_li_transparency=li,
+        custom_purposes_consent=id_set(bits.read(custom), custom),
+        custom_purposes_li_transparency=id_set(bits.read(custom), custom),
+    )
 
 
 def decode_tc_string(text: str) -> TcString:
