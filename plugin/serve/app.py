@@ -24,6 +24,7 @@ from plugin.serve.accesslog import LOGGER, JsonAccessLogger
 from plugin.serve.api import Api
 from plugin.serve.errors import json_response
 from plugin.serve.events import EventQueue
+from plugin.serve.explain import Explain
 from plugin.serve.guard import ConnectionGuard
 from plugin.serve.limits import Gate, add_request_id, guard, handler_args
 from plugin.serve.metrics import ServeMetrics
@@ -62,6 +63,11 @@ class Sidecar:
         )
         self.proxy = Proxy(enricher, serve, self.upstreams, self.gate, self.metrics)
         self.api = Api(config, enricher, self.queue, self.gate, self.metrics)
+        self.explain = (
+            Explain(config, enricher, self.upstreams, self.proxy, self.metrics)
+            if serve.explain
+            else None
+        )
         self.ready = False
         self.deadline: float | None = None
         """Event-loop time by which shutdown must be complete; set when shutdown begins."""
@@ -168,6 +174,8 @@ def make_app(
     app[SIDECAR] = sidecar
     sidecar.proxy.routes(app)
     sidecar.api.routes(app)
+    if sidecar.explain is not None:
+        sidecar.explain.routes(app)
     app.router.add_get("/healthz", sidecar.healthz, allow_head=False)
     app.router.add_get("/readyz", sidecar.readyz, allow_head=False)
     app.router.add_get("/metrics", sidecar.prometheus, allow_head=False)

@@ -337,9 +337,14 @@ class Proxy:
         return ad
 
     def _context(self, request: web.Request, found: dict[str, str]) -> Context | None:
-        """What the caller says on top of the ad request; None when it says nothing (most
-        requests): the enricher then reads the ad request alone, as it would an empty one."""
-        h = request.headers
+        return self.context_of(request.headers, found)
+
+    def context_of(
+        self, h: CIMultiDictProxy[str] | CIMultiDict[str], found: dict[str, str]
+    ) -> Context | None:
+        """What the caller says on top of the ad request (`X-Cohortkv-*` headers `h`, the
+        reserved parameters `found`); None when it says nothing (most requests): the enricher
+        then reads the ad request alone, as it would an empty one."""
         if not found and not any(name in h for name in _OUR_HEADERS):
             return None
 
