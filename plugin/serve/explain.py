@@ -93,6 +93,7 @@ def _page() -> tuple[bytes, str]:
     return text.encode(), csp
 
 
+_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -178,7 +179,7 @@ class Explain:
         )
 
     async def recent(self, request: web.Request) -> web.Response:
-        return json_response(200, self.decisions.document(), {"Cache-Control": "no-store"})
+        return json_response(200, self.decisions.document(), _NO_STORE)
 
     async def api(self, request: web.Request) -> web.Response:
         refused = _cross_site(request)
@@ -206,7 +207,7 @@ class Explain:
             return json_error(500, "explaining failed", kind=type(e).__name__)
         finally:
             self._running -= 1
-        return json_response(200, explanation_doc(x, via), {"Cache-Control": "no-store"})
+        return json_response(200, explanation_doc(x, via), _NO_STORE)
 
     # -- the pasted request ----------------------------------------------------------------
 
