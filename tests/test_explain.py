@@ -98,6 +98,17 @@ async def test_explain_from_lists_networks_beside_loopback(
         assert not ex.allowed("11.0.0.1") and not ex.allowed("") and not ex.allowed("::1")
 
 
+async def test_a_loopback_client_must_name_a_loopback_host(ex: Running) -> None:
+    # A page of evil.example re-pointed at 127.0.0.1 (DNS rebinding) reads nothing.
+    for host in ("evil.example:8080", "127.0.0.1.nip.io", "10.0.0.1"):
+        resp = await ex.client.get("/explain/decisions", headers={"Host": host})
+        assert resp.status == 403, host
+        assert (await resp.json())["field"] == "Host"
+    for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "cohortkv.localhost"):
+        resp = await ex.client.get("/explain/decisions", headers={"Host": host})
+        assert resp.status == 200, host
+
+
 def test_explain_from_mistakes_name_the_setting(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text('sandbox = true\n[serve]\nexplain_from = ["10.0.0.1/8"]\n')

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -135,15 +135,8 @@ class Explain:
 
     def allowed(self, remote: str | None) -> bool:
         """Whether a peer address is in `serve.explain_from` (IPv4-mapped IPv6 as IPv4)."""
-        if not remote:
-            return False
-        try:
-            ip = ip_address(remote.partition("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in n for n in self._networks)
+        ip = _ip(remote)
+        return ip is not None and any(ip in n for n in self._networks)
 
     def _only_allowed(
         self, handler: Callable[[web.Request], Awaitable[web.Response]]
@@ -155,6 +148,13 @@ class Explain:
                     "the explain page is not served to this client",
                     remote=request.remote,
                     expected="a client address in serve.explain_from",
+                )
+            if _rebound(request):
+                return json_error(
+                    403,
+                    "the explain page is not served under this host name",
+                    field="Host",
+                    expected="localhost or a loopback address, for a loopback client",
                 )
             return await handler(request)
 
@@ -280,6 +280,30 @@ def explanation_doc(x: Explanation, via: dict[str, Any] | None) -> dict[str, Any
     )
     doc["via"] = via
     return doc
+
+
+def _rebound(request: web.Request) -> bool:
+    """A loopback client that names another host: a web page whose name was re-pointed at
+    127.0.0.1 (DNS rebinding) must not read this sidecar as its own origin."""
+    if not _is_loopback(_ip(request.remote)):
+        return False
+    name = request.url.host or ""
+    return not (name == "localhost" or name.endswith(".localhost") or _is_loopback(_ip(name)))
+
+
+def _ip(text: str | None) -> IPv4Address | IPv6Address | None:
+    """An address (IPv4-mapped IPv6 as IPv4), or None."""
+    try:
+        ip = ip_address((text or "").strip("[]").partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_loopback(ip: IPv4Address | IPv6Address | None) -> bool:
+    return ip is not None and ip.is_loopback
 
 
 def _invalid(fields: list[FieldError]) -> web.Response:
