@@ -16,13 +16,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from plugin.config import Config, ConfigError, load_config
+from plugin.dryrun import DryRun
 from plugin.dryrun_text import REASON_TEXT
+from plugin.enricher import Enricher
 from plugin.identity import Alias, Identity
 from plugin.observe.decisions import DecisionLog
 from plugin.result import REASONS
 from plugin.serve import make_app
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
-from tests.fakes import FakePermutive
+from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.explain import (
     BID_BODY,
     CONTENT,
@@ -297,6 +299,36 @@ async def test_a_persons_mistakes_are_named(ex: Running, fake: FakePermutive) ->
         assert status == 400, doc
         assert field in [f["field"] for f in answer["fields"]], (doc, answer)
     assert fake.calls == {}
+
+
+PREDICTED = {
+    "first break": (GAM_URL, False),
+    "later break": (GAM_URL, True),
+    "consent denied": (GAM_URL.replace("1YNN", "1YYN"), False),
+    "no identity": (GAM_URL.replace(f"&rdid={IDFA}&idtype=idfa", ""), False),
+    "no content": (re.sub(r"&(description_url|cust_params)=[^&]*", "", GAM_URL), True),
+}
+
+
+@pytest.mark.parametrize("case", PREDICTED)
+async def test_a_dry_run_predicts_what_the_next_real_request_gets(
+    fake: FakePermutive, case: str
+) -> None:
+    """The dry run mirrors the enricher's decisions: each signal's source and reason is what
+    the next real request then gets (`not_asked` + `live`: the API is asked and answers)."""
+    url, warm = PREDICTED[case]
+    config = Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
+    async with Enricher(config) as enricher:
+        if warm:
+            await enricher.enrich(GAM_URL)
+        x = await DryRun(enricher).explain(url)
+        real = await enricher.enrich(url)
+    for predicted, got in ((x.behavioral, real.behavioral), (x.contextual, real.contextual)):
+        assert predicted is not None
+        source = "live" if predicted.source == "not_asked" else predicted.source
+        assert (source, predicted.reason) == (got.source, got.reason), case
+        if predicted.source != "not_asked":
+            assert [c.code for c in predicted.cohorts if c.written] == got.cohorts
 
 
 # -- the last decisions ------------------------------------------------------------------------
