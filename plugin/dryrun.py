@@ -139,6 +139,12 @@ class Plan:
         """The last good answer, used when the call fails or misses the budget."""
         self.request = request
 
+    def fall_back(self, reason: str) -> None:
+        """The call failed or was late: the last good answer, as a real request would."""
+        self.reason = reason
+        self.source = "cache" if self.fallback is not None else "none"
+        self.answer = self.fallback
+
 
 class DryRun:
     """The explain page's engine; one per enricher. `names` maps cohort codes to names."""
@@ -326,12 +332,13 @@ class DryRun:
         if self._clients is None:
             self._clients = self._e.upstreams.side_clients(Metrics())
         ccs, ctx = self._clients
+        budget = self._cfg.budget_ms
         calls = []
         if c.ask.would_call and isinstance(c.request, ContextualRequest):
-            calls.append(self._call(c, ctx.segment(c.request)))
+            calls.append(_call(c, ctx.segment(c.request), budget))
         if b.ask.would_call and isinstance(b.request, CcsRequest):
             if send_play_event:
-                calls.append(self._call(b, ccs.segment(b.request)))
+                calls.append(_call(b, ccs.segment(b.request), budget))
             else:
                 b.ask.note = (
                     "not sent: the CCS API takes no request without an event, and this one"
@@ -340,35 +347,6 @@ class DryRun:
                 )
         if calls:
             await asyncio.gather(*calls)
-
-    async def _call(self, plan: Plan, call: Any) -> None:
-        started = time.perf_counter()
-        ask = plan.ask
-        try:
-            answer: Answer = await call
-        except UpstreamError as e:
-            ask.called, ask.outcome = True, e.kind
-            ask.elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-            ask.note = str(e)
-            plan.reason = "cache_fallback_error"
-            plan.source = "cache" if plan.fallback is not None else "none"
-            plan.answer = plan.fallback
-            return
-        elapsed = time.perf_counter() - started
-        ask.called, ask.outcome, ask.elapsed_ms = True, "ok", round(elapsed * 1000, 1)
-        if plan.reason == "cache_first":
-            ask.note += f"; it answered {len(answer.cohorts)} cohorts (not cached: explain)"
-            return
-        if elapsed > self._cfg.budget_ms / 1000:
-            ask.note = (
-                f"answered after budget_ms ({self._cfg.budget_ms} ms): a real request would use"
-                " the last good answer, and the late answer would refresh the cache"
-            )
-            plan.reason = "cache_fallback_timeout"
-            plan.source = "cache" if plan.fallback is not None else "none"
-            plan.answer = plan.fallback
-            return
-        plan.source, plan.answer = "live", answer
 
     # -- what would be written -------------------------------------------------------------
 
@@ -388,21 +366,8 @@ class DryRun:
         x.not_written = [v for values in wanted.values() for v in values if v not in written]
         x.after = applied.request
         x.asks = [b.ask, c.ask]
-        x.behavioral = self._signal(b, b_answer, b_codes, written)
-        x.contextual = self._signal(c, c_answer, c_codes, written)
-
-    def _signal(
-        self, plan: Plan, answer: Answer | None, activated: list[str], written: set[str]
-    ) -> SignalView:
-        rows: list[CohortRow] = []
-        if answer is not None:
-            on = set(activated)
-            for code in dict.fromkeys([*answer.cohorts, *activated]):
-                rows.append(CohortRow(code, self.names.get(code), code in on, code in written))
-        note = ""
-        if plan.source == "not_asked" and answer is not None:
-            note = "not asked (dry run): these are the cached answer a failed call would use"
-        return SignalView(plan.source, plan.reason, rows, note)
+        x.behavioral = _signal(b, b_answer, b_codes, written, self.names)
+        x.contextual = _signal(c, c_answer, c_codes, written, self.names)
 
     def _notes(self, run: bool, send_play_event: bool, b: Plan) -> list[str]:
         notes = ["nothing was sent to the ad server"]
@@ -421,3 +386,48 @@ class DryRun:
 
     def _shapes(self) -> dict[str, str]:
         return {a.name: getattr(a, "shape", "") for a in self.adapters}
+
+
+async def _call(plan: Plan, call: Any, budget_ms: int) -> None:
+    """One API call of a run, and the outcome a real request would have had from it."""
+    started = time.perf_counter()
+    ask = plan.ask
+    try:
+        answer: Answer = await call
+    except UpstreamError as e:
+        ask.called, ask.outcome = True, e.kind
+        ask.elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        ask.note = str(e)
+        plan.fall_back("cache_fallback_error")
+        return
+    elapsed = time.perf_counter() - started
+    ask.called, ask.outcome, ask.elapsed_ms = True, "ok", round(elapsed * 1000, 1)
+    if plan.reason == "cache_first":
+        ask.note += f"; it answered {len(answer.cohorts)} cohorts (not cached: explain)"
+        return
+    if elapsed > budget_ms / 1000:
+        ask.note = (
+            f"answered after budget_ms ({budget_ms} ms): a real request would use"
+            " the last good answer, and the late answer would refresh the cache"
+        )
+        plan.fall_back("cache_fallback_timeout")
+        return
+    plan.source, plan.answer = "live", answer
+
+
+def _signal(
+    plan: Plan,
+    answer: Answer | None,
+    activated: list[str],
+    written: set[str],
+    names: Mapping[str, str],
+) -> SignalView:
+    rows: list[CohortRow] = []
+    if answer is not None:
+        on = set(activated)
+        for code in dict.fromkeys([*answer.cohorts, *activated]):
+            rows.append(CohortRow(code, names.get(code), code in on, code in written))
+    note = ""
+    if plan.source == "not_asked" and answer is not None:
+        note = "not asked (dry run): these are the cached answer a failed call would use"
+    return SignalView(plan.source, plan.reason, rows, note)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from plugin.cache.shared import SharedStore
 from plugin.config import Config
@@ -89,12 +90,13 @@ class Upstreams:
         self._session = session
 
     def side_clients(self, metrics: Metrics) -> tuple[CcsClient, ContextualClient]:
-        """Clients on the same session with their own breakers, in-flight bounds and
-        `metrics`: calls that must not change what the ad path sees (the explain page)."""
+        """Clients on the same session with their own in-flight bounds and `metrics`, and
+        breakers that never open: calls a person asks for, which must not change what the ad
+        path sees (the explain page)."""
         if self._session is None or self._target is None:
             raise RuntimeError("Upstreams used before start()")
         api_key, ccs_url, ctx_url = self._target
-        h = self._config.http
+        h = msgspec.structs.replace(self._config.http, breaker_failures=2**62)
         ccs = CcsClient(self._session, ccs_url, api_key, metrics, h)
         return ccs, ContextualClient(self._session, ctx_url, api_key, metrics, h)
 

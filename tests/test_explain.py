@@ -252,6 +252,22 @@ async def test_a_run_with_the_play_event_sends_one_and_claims_no_view(
     assert fake.bodies["ccs"][1]["body"]["events"][0]["view_id"] != explained_view
 
 
+async def test_a_failing_api_is_reported_and_trips_no_breaker_of_the_ad_path(
+    ex: Running, fake: FakePermutive
+) -> None:
+    fake.status["contextual"] = 503
+    for _ in range(8):  # more failures than open a breaker (5)
+        assert ex.sidecar.enricher.upstream_states()["contextual"] == "closed"
+        status, x = await explain(ex, url=GAM_URL, run=True)
+        assert status == 200
+    ctx = x["asks"][1]
+    assert ctx["called"] and ctx["outcome"] == "http_5xx"  # asked every time
+    assert x["contextual"]["reason"] == "cache_fallback_error"
+    assert x["contextual"]["source"] == "none"
+    assert ex.sidecar.enricher.upstream_states() == {"ccs": "closed", "contextual": "closed"}
+    assert ex.sample("cohortkv_upstream_errors_total", api="contextual", kind="http_5xx") == 0
+
+
 async def test_an_openrtb_body_shows_the_member_that_changed(
     ex: Running, fake: FakePermutive
 ) -> None:
