@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from plugin.consent.gate import is_undecodable
+from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
@@ -30,6 +31,8 @@ class Accounting:
         self._timers: dict[str, Any] = {}
         self._not_recognised: dict[tuple[str, str, str], Any] = {}
         self._skips: dict[tuple[str, str], Any] = {}
+        self.decisions: DecisionLog | None = None
+        """This replica's last decisions, kept only while the explain page is on."""
 
     def decision(self, d: ConsentDecision) -> ConsentDecision:
         counter = self._decisions.get((d.allowed, d.reason))
@@ -83,7 +86,7 @@ class Accounting:
             platform,
             why,
         )
-        return EnrichResult(
+        result = EnrichResult(
             url=req.url,
             keyvalues={},
             behavioral=_NOT_RECOGNISED,
@@ -93,6 +96,9 @@ class Accounting:
             request=req,
             unrecognised=why,
         )
+        if self.decisions is not None:
+            self.decisions.add(result, None, origin, platform)
+        return result
 
     def adapter_failed(self, platform: str, stage: str, e: BaseException) -> None:
         self.metrics.adapter_errors.labels(platform, stage).inc()

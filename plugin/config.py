@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -199,6 +200,14 @@ class ServeConfig(_Section, frozen=True):
     ad_tls_cert_file: str | None = None
     """Client certificate (PEM) for ad servers that require one (GAM server-side requests)."""
     ad_tls_key_file: str | None = None
+    explain: bool = False
+    """`GET /explain`: a page that explains what cohortkv would do with a pasted ad request,
+    and this replica's last decisions (off: the routes do not exist, 404)."""
+    explain_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Networks (CIDR) whose clients may use the explain page; the default is loopback only.
+    Read from the connection's peer address, never from `X-Forwarded-For`."""
+    explain_workspace: str | None = None
+    """A workspace file (the sandbox's format) whose cohort names the explain page shows."""
 
 
 class Config(_Section, frozen=True):
@@ -307,6 +316,7 @@ NO_KEY_MESSAGE = (
 def check_config(cfg: Config) -> Config:
     """Rules across fields that the types cannot say; a ConfigError names the field."""
     adapter_settings(cfg)
+    explain_networks(cfg.serve)
     if cfg.api_key is not None and not cfg.api_key.strip():
         raise ConfigError(
             "config: api_key: expected a non-empty API key (in the config file or"
@@ -325,6 +335,21 @@ def require_api(cfg: Config) -> Config:
     if cfg.api_key is None and not cfg.sandbox:
         raise ConfigError(NO_KEY_MESSAGE)
     return cfg
+
+
+def explain_networks(serve: ServeConfig) -> tuple[IPv4Network | IPv6Network, ...]:
+    """`serve.explain_from` as networks; a ConfigError names the entry that is not one."""
+    out: list[IPv4Network | IPv6Network] = []
+    for i, text in enumerate(serve.explain_from):
+        try:
+            out.append(ip_network(text.strip(), strict=True))
+        except ValueError:
+            raise ConfigError(
+                "config: serve.explain_from: expected networks in CIDR form such as"
+                f" '10.0.0.0/8' or 'fd00::/8' (no host bits set), got {text!r} at [{i}]",
+                field="serve.explain_from",
+            ) from None
+    return tuple(out)
 
 
 def adapter_settings(cfg: Config) -> dict[str, AdapterSettings]:

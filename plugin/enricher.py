@@ -215,7 +215,10 @@ class Enricher:
         c.waiting(waiting)
         if waiting:
             await wait_all(loop, waiting, until)
-        return self._finish(req, adapter, decision, b, c, started)
+        result = self._finish(req, adapter, decision, b, c, started)
+        if self.accounting.decisions is not None:  # the explain page's last decisions
+            self.accounting.decisions.add(result, ctx.identity, origin)
+        return result
 
     def _finish(
         self,

@@ -24,6 +24,7 @@ from plugin.serve.accesslog import LOGGER, JsonAccessLogger
 from plugin.serve.api import Api
 from plugin.serve.errors import json_response
 from plugin.serve.events import EventQueue
+from plugin.serve.explain import Explain
 from plugin.serve.guard import ConnectionGuard
 from plugin.serve.intake import BodyReader
 from plugin.serve.limits import Gate, Limits, add_request_id, guard, handler_args
@@ -65,6 +66,11 @@ class Sidecar:
         )
         self.proxy = Proxy(enricher, serve, self.upstreams, self.gate, self.metrics, bodies)
         self.api = Api(config, enricher, self.queue, self.gate, self.metrics, bodies)
+        self.explain = (
+            Explain(config, enricher, self.upstreams, self.proxy, self.metrics, bodies)
+            if serve.explain
+            else None
+        )
         self.ready = False
         self.deadline: float | None = None
         """Event-loop time by which shutdown must be complete; set when shutdown begins."""
@@ -172,6 +178,8 @@ def make_app(
     expect = sidecar.limits.expect  # every route: `Expect: 100-continue` checks the limits
     sidecar.proxy.routes(app, expect)
     sidecar.api.routes(app, expect)
+    if sidecar.explain is not None:
+        sidecar.explain.routes(app, expect)
     app.router.add_get("/healthz", sidecar.healthz, allow_head=False, expect_handler=expect)
     app.router.add_get("/readyz", sidecar.readyz, allow_head=False, expect_handler=expect)
     app.router.add_get("/metrics", sidecar.prometheus, allow_head=False, expect_handler=expect)

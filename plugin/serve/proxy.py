@@ -314,9 +314,14 @@ class Proxy:
         return ad
 
     def _context(self, request: web.Request, found: dict[str, str]) -> Context | None:
-        """What the caller says on top of the ad request; None when it says nothing (most
-        requests): the enricher then reads the ad request alone, as it would an empty one."""
-        h = request.headers
+        return self.context_of(request.headers, found)
+
+    def context_of(
+        self, h: CIMultiDictProxy[str] | CIMultiDict[str], found: dict[str, str]
+    ) -> Context | None:
+        """What the caller says on top of the ad request (`X-Cohortkv-*` headers `h`, the
+        reserved parameters `found`); None when it says nothing (most requests): the enricher
+        then reads the ad request alone, as it would an empty one."""
         if not found and not any(name in h for name in _OUR_HEADERS):
             return None
         bad = self._bad_input
@@ -330,7 +335,9 @@ class Proxy:
     def _bad_input(self, kind: str) -> None:
         self._bad.labels("proxy", kind).inc()
 
-    def _properties(self, h: CIMultiDictProxy[str], found: dict[str, str]) -> dict[str, Any]:
+    def _properties(
+        self, h: CIMultiDictProxy[str] | CIMultiDict[str], found: dict[str, str]
+    ) -> dict[str, Any]:
         """Play-event properties from `X-Cohortkv-Properties` (a JSON object) and the
         `cohortkv_p.<name>` parameters on top. They can change event properties, never
         consent or identity. A header that is not a JSON object is counted and ignored."""
