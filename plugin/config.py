@@ -20,7 +20,8 @@ import msgspec
 
 from adapters.base import AdapterSettings
 from adapters.registry import KNOWN_ADAPTERS, settings_type
-from plugin.config_check import ConfigError, base_url_problem, check_fields, humanize
+from plugin.config_check import ConfigError as ConfigError
+from plugin.config_check import base_url_problem, check_fields, humanize
 from plugin.config_env import EnvError, name_variable, overlay, read_env, warn_unknown
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]

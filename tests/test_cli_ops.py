@@ -150,7 +150,7 @@ def serve_start_lines(env: dict[str, str]) -> list[str]:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line.rstrip("\n"))
-            if "cohortkv serve: listening on" in line:
+            if "listening on http://" in line:
                 break
         else:
             pytest.fail("serve exited before listening:\n" + "\n".join(lines))

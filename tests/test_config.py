@@ -101,7 +101,9 @@ def test_repr_hides_the_api_key() -> None:
         ({"adapters": {"gam": {"max_url_length": 0}}}, "adapters.gam.max_url_length", ">= 1"),
     ],
 )
-def test_python_construction_is_checked(kwargs: dict[str, object], field: str, message: str) -> None:
+def test_python_construction_is_checked(
+    kwargs: dict[str, object], field: str, message: str
+) -> None:
     with pytest.raises(ConfigError) as e:
         Config(**kwargs)  # type: ignore[arg-type]
     assert e.value.field == field

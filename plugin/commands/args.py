@@ -63,6 +63,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class EpilogHelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the options' help, and the description and epilog (the exit statuses)
+    laid out as written."""
+
+
 def listen_error(host: str, port: int, error: OSError) -> str:
     """One line saying why a server could not listen, blaming the flag that can fix it."""
     if isinstance(error, socket.gaierror):
