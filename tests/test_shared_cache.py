@@ -110,8 +110,10 @@ def _enrich_in_process(fake: FakePermutive, redis_url: str, alias: str) -> dict[
     out = subprocess.run(
         [sys.executable, "-m", "plugin", "enrich", GAM_SAMPLE, "--json", "--alias", alias,
          "--consent", "granted", "--content-url", f"https://example.com/v/{uuid.uuid4()}"],
-        env=env, cwd=ROOT, capture_output=True, timeout=60, check=True,
+        env=env, cwd=ROOT, capture_output=True, timeout=60,
     )  # fmt: skip
+    # 4: the ad request went out, but an API failed (the tests break it on purpose)
+    assert out.returncode in (0, 4), out.stderr
     result: dict[str, object] = json.loads(out.stdout)
     return result
 
