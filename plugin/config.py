@@ -63,6 +63,11 @@ class CacheConfig(_Section, frozen=True):
     """Shared cache for many replicas (`redis://host:6379/0`); needs `cohortkv[redis]`."""
     redis_cluster: bool = False
     redis_timeout_ms: PositiveInt = 50
+    redis_prefix: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    ] = "cohortkv"
+    """First part of every key this deployment writes (`cohortkv:c:...`): deployments (or
+    test runs) sharing one Redis keep apart by giving each its own."""
 
 
 class HttpConfig(_Section, frozen=True):

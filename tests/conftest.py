@@ -7,14 +7,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
-from tests.helpers.redis import shared_redis_url
+from tests.helpers.redis import RUN_PREFIX, SHARED_REDIS, SharedRedis, port_open, remove_keys
+from tests.helpers.redis import shared_redis as _shared_redis
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -47,6 +48,14 @@ async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]
 
 
 @pytest.fixture
-def shared_redis() -> str:
-    """The machine's Redis (127.0.0.1:6379); under CI=true its absence fails the test."""
-    return shared_redis_url()
+def shared_redis(_redis_cleanup: None) -> SharedRedis:
+    """The machine's Redis (127.0.0.1:6379) under this run's own key prefix; under CI=true
+    its absence fails the test. Whatever the run wrote there is removed at its end."""
+    return _shared_redis()
+
+
+@pytest.fixture(scope="session")
+def _redis_cleanup() -> Iterator[None]:
+    yield
+    if port_open(6379):
+        remove_keys(SharedRedis(SHARED_REDIS, RUN_PREFIX))
