@@ -38,6 +38,7 @@ class Received:
     target: str
     """The raw request target: path and query exactly as sent."""
     headers: CIMultiDict[str]
+    body: bytes = b""
 
     @property
     def query(self) -> str:
@@ -80,7 +81,9 @@ class FakeAdServer:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests.append(
-            Received(request.method, request.raw_path, CIMultiDict(request.headers))
+            Received(
+                request.method, request.raw_path, CIMultiDict(request.headers), await request.read()
+            )
         )
         if self.delay:
             await asyncio.sleep(self.delay)

@@ -5,7 +5,6 @@ for a situation of theirs (a missing extra, a bad workspace file, a closed pipe)
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -15,27 +14,11 @@ import pytest
 
 from plugin.commands.cli import _run
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.cli import ROOT, clean_env, cohortkv
 from tests.helpers.samples import GAM_SAMPLE
 
-ROOT = Path(__file__).resolve().parent.parent
 CONTENT = "https://example.com/sport/football/match-1"
 GRANTED = ("--alias", "tifa:exit-test", "--consent", "granted", "--content-url", CONTENT)
-
-
-def cohortkv(
-    *args: str, env: dict[str, str] | None = None, prelude: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """`cohortkv ARGS` in a new process; `prelude` runs first (to hide an installed module)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
-    code = f"{prelude}\nimport sys\nfrom plugin.commands.cli import main\nsys.exit(main())"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=ROOT,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def closed_port() -> int:
@@ -75,7 +58,7 @@ def test_an_unreachable_api_exits_4() -> None:
 
 async def test_an_api_answering_5xx_exits_4_and_a_healthy_one_0(fake: FakePermutive) -> None:
     base = ("enrich", GAM_SAMPLE, *GRANTED, "--ccs-url", fake.url, "--ctx-url", fake.url)
-    env = {"COHORTKV_API_KEY": API_KEY}
+    env = clean_env(COHORTKV_API_KEY=API_KEY)
     ok = await asyncio.to_thread(cohortkv, *base, env=env)
     assert ok.returncode == 0, ok.stderr
     fake.status["contextual"] = 503
@@ -89,7 +72,7 @@ async def test_an_api_slower_than_the_budget_exits_4(fake: FakePermutive) -> Non
     fake.delay["ccs"] = 1.0
     p = await asyncio.to_thread(
         cohortkv, "enrich", GAM_SAMPLE, *GRANTED, "--budget-ms", "50",
-        "--ccs-url", fake.url, "--ctx-url", fake.url, env={"COHORTKV_API_KEY": API_KEY},
+        "--ccs-url", fake.url, "--ctx-url", fake.url, env=clean_env(COHORTKV_API_KEY=API_KEY),
     )  # fmt: skip
     assert p.returncode == 4, p.stderr
     assert "the CCS API did not answer within the budget (50 ms); fix: raise --budget-ms" in (
@@ -111,7 +94,7 @@ def test_help_documents_every_exit_status() -> None:
 def test_a_redis_url_without_the_redis_extra_says_what_to_install() -> None:
     p = cohortkv(
         "enrich", GAM_SAMPLE, "--sandbox",
-        env={"COHORTKV_CACHE__REDIS_URL": "redis://127.0.0.1:6379/0"},
+        env=clean_env(COHORTKV_CACHE__REDIS_URL="redis://127.0.0.1:6379/0"),
         prelude="import sys; sys.modules['redis'] = None  # as if not installed",
     )  # fmt: skip
     assert p.returncode == 2, p.stderr

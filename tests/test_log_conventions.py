@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
@@ -19,28 +18,12 @@ import pytest
 
 from plugin.commands.cli import build_parser, log_level
 from plugin.config import Config, load_config
+from tests.helpers.cli import ROOT, clean_env, cohortkv
 from tests.helpers.samples import GAM_SAMPLE
 from tests.helpers.waiting import until
 
-ROOT = Path(__file__).resolve().parent.parent
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 SANDBOX_WARNING = "sandbox = true: serving the built-in sandbox's cohorts"
-
-
-def env_with(**extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
-    return {**clean, **extra}
-
-
-def cohortkv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "plugin", *args],
-        cwd=ROOT,
-        env=env if env is not None else env_with(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def free_port() -> int:
@@ -80,7 +63,7 @@ def serve_lines(env: dict[str, str], *args: str) -> tuple[list[str], list[str]]:
 
 
 def test_json_on_every_line_is_json_start_and_shutdown_included() -> None:
-    err, out = serve_lines(env_with(COHORTKV_LOG__JSON="true"), "--sandbox", "--access-log")
+    err, out = serve_lines(clean_env(COHORTKV_LOG__JSON="true"), "--sandbox", "--access-log")
     docs = [json.loads(line) for line in err]  # every stderr line parses
     messages = [d["msg"] for d in docs]
     assert any(m.startswith("listening on http://127.0.0.1:") for m in messages), messages
@@ -92,7 +75,7 @@ def test_json_on_every_line_is_json_start_and_shutdown_included() -> None:
 
 
 def test_plain_lines_carry_the_same_iso_utc_time_stamp() -> None:
-    err, _ = serve_lines(env_with(), "--sandbox")
+    err, _ = serve_lines(clean_env(), "--sandbox")
     listening = [line for line in err if "listening on http://" in line]
     assert len(listening) == 1
     stamp, level, rest = listening[0].split(" ", 2)
@@ -102,7 +85,7 @@ def test_plain_lines_carry_the_same_iso_utc_time_stamp() -> None:
 def test_log_level_from_the_file_hides_lower_lines(tmp_path: Path) -> None:
     config = tmp_path / "cohortkv.toml"
     config.write_text('sandbox = true\n[log]\nlevel = "warning"\njson = true\n')
-    err, _ = serve_lines(env_with(), "--config", str(config))
+    err, _ = serve_lines(clean_env(), "--config", str(config))
     assert not [line for line in err if "listening on" in line]
     assert all(json.loads(line)["level"] in ("warning", "error") for line in err), err
 
@@ -122,9 +105,9 @@ def test_log_level_before_or_after_the_command(args: tuple[str, ...]) -> None:
 
 
 def test_the_environment_sets_the_level() -> None:
-    p = cohortkv("enrich", GAM_SAMPLE, "--sandbox", env=env_with(COHORTKV_LOG__LEVEL="error"))
+    p = cohortkv("enrich", GAM_SAMPLE, "--sandbox", env=clean_env(COHORTKV_LOG__LEVEL="error"))
     assert p.returncode == 0 and SANDBOX_WARNING not in p.stderr
-    p = cohortkv("enrich", GAM_SAMPLE, "--sandbox", env=env_with(COHORTKV_LOG__LEVEL="loud"))
+    p = cohortkv("enrich", GAM_SAMPLE, "--sandbox", env=clean_env(COHORTKV_LOG__LEVEL="loud"))
     assert p.returncode == 2
     assert "COHORTKV_LOG__LEVEL: log.level: expected one of 'debug', 'info'" in p.stderr
 

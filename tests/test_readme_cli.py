@@ -68,3 +68,11 @@ def test_pyproject_summary_names_every_platform_family() -> None:
     summary = project["description"]
     assert "OpenRTB" in summary and "query" in summary
     assert project["authors"]
+
+
+def test_enrich_help_names_every_platform() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["enrich"].format_help().split())
+    assert "GAM, FreeWheel or AdsWizz" not in text
+    assert f"one of: {', '.join(KNOWN_ADAPTERS)}" in text
