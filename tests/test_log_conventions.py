@@ -142,3 +142,15 @@ def test_the_old_log_json_still_works_with_a_warning(tmp_path: Path) -> None:
     assert load_config(config, {}, warn_unknown_env=False).log.json is True
     with pytest.warns(DeprecationWarning, match=r"\[log\] json"):
         assert Config(log_json=True).log.json is True
+
+
+def test_with_json_on_a_failure_to_start_is_a_json_line_too() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = cohortkv("serve", "--sandbox", "--port", str(port),
+                     env=clean_env(COHORTKV_LOG__JSON="true"))  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    docs = [json.loads(line) for line in p.stderr.splitlines()]
+    assert docs[-1]["level"] == "error" and "--port: cannot listen" in docs[-1]["msg"]

@@ -336,18 +336,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Command = args.run
+    json_lines = False
     try:
         # Unknown COHORTKV_* variables are warned about by the command's own load, once logging
         # is set up (plain or JSON lines).
         cfg = load_config(getattr(args, "config", None), warn_unknown_env=False)
+        json_lines = cfg.log.json
         configure_logging(
-            json_lines=cfg.log.json,
+            json_lines=json_lines,
             level=log_level(args, cfg),
             secrets=[s for s in (cfg.api_key, getattr(args, "api_key", None)) if s],
         )
         return _run(run(args))
     except CohortkvError as e:
-        print(f"cohortkv {args.command}: {e}", file=sys.stderr)
+        line = f"cohortkv {args.command}: {e}"
+        if json_lines:  # every line JSON, the last one too (before logging is set up: plain)
+            logging.getLogger("cohortkv").error(line)
+        else:
+            print(line, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
