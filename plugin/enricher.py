@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
@@ -35,7 +35,7 @@ from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal, play_event_of
 from plugin.signals.contextual import ContextualSignal
-from plugin.signals.events import parse_event_time, typed_content_properties
+from plugin.signals.events import as_event, typed_content_properties
 from plugin.signals.merge import build_keyvalues, cohorts_for
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
@@ -281,7 +281,7 @@ class Enricher:
 
     async def track(
         self,
-        events: Iterable[Event],
+        events: Iterable[Event | Mapping[str, Any]],
         *,
         identity: Identity,
         consent: ConsentSignals | ConsentDecision | bool,
@@ -289,26 +289,27 @@ class Enricher:
     ) -> int:
         """Sends player events (completion with engagement metrics, ...) to the CCS API.
 
-        Consented users only; chronological order; at most 10 events per request; empty
-        properties left out. Events without a view id land in the view whose play event went
-        out (`plugin.signals.sessions`; `ids` says where, as the ad request did). Returns how
-        many events were delivered. Raises `IdentityError` / `RequestError` for a person's
-        mistake (an invalid identity, a bad event time); upstream failures mean fewer delivered.
+        Each event is a `plugin.Event` or a plain mapping (`{"name": "VideoCompletion", "time":
+        "2024-01-15T14:00:00Z", "properties": {"percentage_watched": 0.9}}`), checked as a
+        `/v1/events` body's event is. Consented users only; chronological order; at most 10
+        events per request; empty properties left out. Events without a view id land in the
+        view whose play event went out (`plugin.signals.sessions`; `ids` says where, as the ad
+        request did). Returns how many events were delivered. Raises `IdentityError` /
+        `RequestError` naming the field for a person's mistake (an invalid identity, a bad
+        event), whatever the consent; upstream failures mean fewer delivered.
         """
         identity.validate()
+        checked = [as_event(ev, f"events[{i}]") for i, ev in enumerate(events)]
         if isinstance(consent, bool):
             allowed = consent
         elif isinstance(consent, ConsentDecision):
             allowed = consent.allowed
         else:
             allowed = self.decide(consent).allowed
-        events = list(events)
         if not allowed:
-            for i, ev in enumerate(events):  # a person's mistake is one whatever the consent
-                parse_event_time(ev.time, f"events[{i}].time")
             return 0
         await self.start()
-        prepared = await self.events.prepare(identity, events, ids or EventIds())
+        prepared = await self.events.prepare(identity, checked, ids or EventIds())
         return await self.events.send(identity, prepared)
 
     async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:

@@ -77,6 +77,7 @@ class Upstreams:
                 self._metrics,
                 timeout_s=cfg.cache.redis_timeout_ms / 1000,
                 cluster=cfg.cache.redis_cluster,
+                prefix=cfg.cache.redis_prefix,
             )
         h = cfg.http
         traced = client_trace_configs(cfg.tracing, self._tracer_provider)

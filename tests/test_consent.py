@@ -318,7 +318,8 @@ def test_the_publisher_basis_still_denies_on_every_other_signal() -> None:
 
 
 def test_a_bug_fails_closed_instead_of_raising() -> None:
-    broken = ConsentConfig(vendor_id="361")  # type: ignore[arg-type]  # bypasses validation
+    broken = ConsentConfig()
+    msgspec.structs.force_setattr(broken, "vendor_id", "361")  # past every check: a bug
     assert decide(ConsentSignals(gdpr=True, tc_string=TC_OK), broken) == ConsentDecision(
         False, "internal_error"
     )

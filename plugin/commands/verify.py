@@ -35,6 +35,7 @@ from plugin.commands.demo import (
     ad_request,
 )
 from plugin.commands.demo_summary import sample_sum
+from plugin.commands.failures import upstream_text
 from plugin.commands.term import Style, UrlChange, table, wants_color
 from plugin.config import Config, HttpConfig, adapter_settings
 from plugin.context import Content, Context
@@ -159,15 +160,7 @@ class VerifyApis:
         return text.replace(self.api_key, "***") if self.api_key else text
 
     def _upstream_text(self, api: str, url: str, e: UpstreamError) -> str:
-        if e.kind == "connect":
-            return f"cannot reach the {api} API at {url}: {e.detail}"
-        if e.kind == "decode":
-            return f"the {api} API's answer is not one it documents ({e.detail})"
-        if e.kind == "timeout":
-            return f"the {api} API did not answer within http.request_timeout_s"
-        parts = [str(p) for p in (e.code, e.message) if p is not None and p != ""]
-        said = (": " + " - ".join(self.redact(p) for p in parts)) if parts else ""
-        return f"the {api} API answered {e.detail or e.kind}{said}"
+        return upstream_text(api, url, e, self.redact)
 
 
 class Verifier:
