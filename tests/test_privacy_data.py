@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from plugin import Content, Context, Enricher, Identity
 from plugin.cache.local import compact_key
-from plugin.config import CacheConfig, ContentConfig, load_config
+from plugin.config import ContentConfig, load_config
 from plugin.identity import Alias
 from plugin.permutive.wire import Event
 from plugin.signals.content_url import clean_content_url, holds_email
@@ -27,6 +27,7 @@ from plugin.signals.tracker import EventIds
 from tests.fake_adserver import FakeAdServer, Running, running
 from tests.fakes import FakePermutive
 from tests.helpers.attacks import GAM, GRANT, IDFA, PAGE, config, get, sidecar
+from tests.helpers.redis import SharedRedis
 from tests.helpers.waiting import until
 
 
@@ -78,11 +79,11 @@ async def test_concurrent_requests_for_one_content_share_one_contextual_call(
 
 
 async def test_a_poisoned_answer_is_not_shared_through_redis_either(
-    fake: FakePermutive, ads: FakeAdServer, shared_redis: str
+    fake: FakePermutive, ads: FakeAdServer, shared_redis: SharedRedis
 ) -> None:
     page = f"https://pub.example/v/{uuid.uuid4()}"
     tag = f"/proxy/gam/gampad/ads?iu=/1/ctv&description_url={quote(page, safe='')}"
-    cfg = sidecar(fake, ads, cache=CacheConfig(redis_url=shared_redis))
+    cfg = sidecar(fake, ads, cache=shared_redis.cache())
     fake.ctx_answers[page] = CASINO
     async with running(cfg) as one:
         await get(one, tag + "&tfcd=1" + POISONED)
@@ -213,21 +214,22 @@ GARBAGE = {
 
 @pytest.mark.parametrize("case", sorted(GARBAGE))
 async def test_garbage_in_the_shared_store_never_reaches_the_ccs_event(
-    fake: FakePermutive, ads: FakeAdServer, shared_redis: str, case: str
+    fake: FakePermutive, ads: FakeAdServer, shared_redis: SharedRedis, case: str
 ) -> None:
     import redis.asyncio as redis
 
     session_value, answer_value, session_reason, answer_reason = GARBAGE[case]
     device = f"{uuid.uuid4()}".upper()
     who = compact_key(Identity(alias=Alias(tag="idfa", id=device)).cache_key()).hex()
-    session_key, answer_key = f"cohortkv:s:{{{who}}}", f"cohortkv:b:{who}"
-    client = redis.Redis.from_url(shared_redis)
+    at = shared_redis.prefix
+    session_key, answer_key = f"{at}:s:{{{who}}}", f"{at}:b:{who}"
+    client = redis.Redis.from_url(shared_redis.url)
     try:
         if session_value is not None:
             await client.set(session_key, session_value, ex=60)
         await client.set(answer_key, answer_value, ex=60)
         # A timeout long enough for the 2 MB value to arrive whole, however loaded the machine.
-        cache = CacheConfig(redis_url=shared_redis, redis_timeout_ms=10_000)
+        cache = shared_redis.cache(redis_timeout_ms=10_000)
         cfg = sidecar(fake, ads, cache=cache)
         # The CCS API fails, so the user's answer can only come from the store (and the
         # failed call writes no fresh one over it).
@@ -261,16 +263,16 @@ async def test_garbage_in_the_shared_store_never_reaches_the_ccs_event(
 
 
 async def test_garbage_in_the_shared_session_never_reaches_a_completion_event(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     import redis.asyncio as redis
 
     device = Identity(alias=Alias(tag="idfa", id=f"{uuid.uuid4()}".upper()))
-    session_key = f"cohortkv:s:{{{compact_key(device.cache_key()).hex()}}}"
-    client = redis.Redis.from_url(shared_redis)
+    session_key = f"{shared_redis.prefix}:s:{{{compact_key(device.cache_key()).hex()}}}"
+    client = redis.Redis.from_url(shared_redis.url)
     try:
         await client.set(session_key, b"not-a-uuid\r\nINJECT: 1|also-not", ex=60)
-        cache = CacheConfig(redis_url=shared_redis, redis_timeout_ms=10_000)
+        cache = shared_redis.cache(redis_timeout_ms=10_000)
         async with Enricher(config(fake, cache=cache)) as e:
             done = Event(name="VideoCompletion", time=now_rfc3339(), properties={})
             assert await e.track([done], identity=device, consent=True) == 1

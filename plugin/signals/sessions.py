@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from plugin.cache.local import AgedLru, Clock
 from plugin.cache.shared import SharedViews
@@ -105,6 +105,27 @@ os.register_at_fork(after_in_child=new_uuid4.reset)
 def digest(*parts: str) -> bytes:
     """A 16-byte key for identities, content URLs and view keys: nothing in the clear."""
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
+
+
+def _view_key(identity: bytes, sid: str, given: str | None, content_url: str) -> bytes:
+    """A view's key on this replica: the host's (or SSAI-derived) view id, else the
+    identity's session and content."""
+    if given is not None:
+        return digest(identity.hex(), "given", given)
+    return digest(identity.hex(), sid, content_url)
+
+
+class Preview(NamedTuple):
+    """An ad request's session and view as this replica knows them now (`preview`)."""
+
+    session_id: str | None
+    """None: the identity has no session here, so a new one would be generated."""
+    session_origin: str
+    """`host`, `ssai`, `generated` (the identity's current one) or `new`."""
+    given_view: str | None
+    """The host's or SSAI-derived view id, else None (a view id is generated)."""
+    view: View | None
+    """The live view this request belongs to; None: it would start a view (play event)."""
 
 
 class SessionTracker:
@@ -189,10 +210,7 @@ class SessionTracker:
         else:
             sid = fixed
         given = self.given_view(view_id, ssai_session_id, content_url)
-        if given is not None:
-            key = digest(identity.hex(), "given", given)
-        else:
-            key = digest(identity.hex(), sid, content_url)
+        key = _view_key(identity, sid, given, content_url)
         view = self._views.get(key)
         new = view is None or view.session_id != sid
         if view is None or new:
@@ -201,6 +219,31 @@ class SessionTracker:
                 record.last_view = view.id
         self._views.put(key, view)
         return Claim(sid, view, new, key)
+
+    def preview(
+        self,
+        identity: bytes,
+        *,
+        session: str | None,
+        ssai_session_id: str | None,
+        view_id: str | None,
+        content_url: str,
+    ) -> Preview:
+        """What `claim_local` would answer, claiming nothing and keeping nothing alive: the
+        explain page shows it without changing what the next real ad request sees."""
+        origin = "host" if session else "ssai"
+        sid = self.given_session(session, ssai_session_id)
+        if sid is None:
+            record = self._sessions.peek(identity)
+            sid = record.id if record is not None else None
+            origin = "generated" if record is not None else "new"
+        given = self.given_view(view_id, ssai_session_id, content_url)
+        view = None
+        if sid is not None:
+            view = self._views.peek(_view_key(identity, sid, given, content_url))
+            if view is not None and view.session_id != sid:
+                view = None
+        return Preview(sid, origin, given, view)
 
     async def claim(
         self,
