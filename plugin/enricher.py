@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Self
 
-import msgspec
 from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
@@ -35,7 +34,7 @@ from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal, play_event_of
-from plugin.signals.content_url import ContentUrls
+from plugin.signals.content_url import ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.events import as_event, typed_content_properties
 from plugin.signals.merge import build_keyvalues, cohorts_for
@@ -197,7 +196,7 @@ class Enricher:
             await self.start()
 
         parsed = adapter.parse(req)
-        ctx = self._cleaned(parsed.overlaid(context))
+        ctx = with_clean_url(parsed.overlaid(context), self.content_urls)
         decision = self.decide(parsed.consent, context.consent if context is not None else None)
         loop = asyncio.get_running_loop()
         deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000
@@ -268,16 +267,6 @@ class Enricher:
     ) -> ConsentDecision:
         """The consent gate's decision over the request's and the host's signals, counted."""
         return self.accounting.decision(self._decide(signals, host))
-
-    def _cleaned(self, ctx: Context) -> Context:
-        """`ctx` with its content URL as it may leave (`plugin.signals.content_url`): the
-        Contextual request, the play event and every cache and view key use that one."""
-        url = ctx.content.url
-        cleaned = self.content_urls(url)
-        if cleaned == url:
-            return ctx
-        content = msgspec.structs.replace(ctx.content, url=cleaned)
-        return msgspec.structs.replace(ctx, content=content)
 
     def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
         if not raw:

@@ -122,6 +122,17 @@ async def test_drop_query_sends_content_urls_without_query_or_fragment(
     assert fake.bodies["contextual"][0]["body"]["url"] == "https://pub.example/watch"
 
 
+async def test_the_dry_run_shows_the_content_url_as_it_would_leave(fake: FakePermutive) -> None:
+    from plugin.dryrun import DryRun
+
+    tag = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1&description_url="
+    async with Enricher(config(fake)) as e:
+        x = await DryRun(e).explain(tag + quote(CHILD_PAGE, safe=""))
+        counted = e.metrics.registry.get_sample_value("cohortkv_content_url_redactions_total")
+    assert x.read is not None and x.read.content["url"] == "https://pub.example/watch?v=1&t=30#top"
+    assert counted == 0  # a dry run counts nothing in the ad path's metrics
+
+
 def test_drop_query_is_read_from_the_environment_and_checked() -> None:
     assert load_config(env={"COHORTKV_CONTENT__DROP_QUERY": "true"}).content.drop_query
     assert not load_config(env={}).content.drop_query

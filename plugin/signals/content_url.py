@@ -18,6 +18,9 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
+import msgspec
+
+from plugin.context import Context
 from plugin.observe.metrics import RateLimitedLog
 
 log = logging.getLogger("cohortkv.content")
@@ -88,6 +91,13 @@ class ContentUrls:
         self._known: dict[str, tuple[str, int]] = {}
         self._warn = RateLimitedLog(log)
 
+    def peek(self, url: str | None) -> str | None:
+        """The URL as it would leave, with nothing counted, logged or kept (the dry run)."""
+        if not url or (not self.drop_query and "?" not in url and "#" not in url):
+            return url
+        known = self._known.get(url)
+        return (known or clean_content_url(url, self.drop_query))[0]
+
     def __call__(self, url: str | None) -> str | None:
         if not url or (not self.drop_query and "?" not in url and "#" not in url):
             return url
@@ -107,3 +117,14 @@ class ContentUrls:
                 removed,
             )
         return cleaned
+
+
+def with_clean_url(ctx: Context, clean: Callable[[str | None], str | None]) -> Context:
+    """`ctx` with its content URL as `clean` makes it: the Contextual request, the play event
+    and every cache and view key then use that one."""
+    url = ctx.content.url
+    cleaned = clean(url)
+    if cleaned == url:
+        return ctx
+    content = msgspec.structs.replace(ctx.content, url=cleaned)
+    return msgspec.structs.replace(ctx, content=content)
