@@ -47,6 +47,7 @@ from adapters.params import (
     find_param,
     first_params,
     identity_of,
+    keep,
     mapped_properties,
     sanitise,
     split_url,
@@ -92,9 +93,7 @@ V = TypeVar("V")
 
 
 def _keep(cache: dict[K, V], key: K, value: V) -> None:
-    if len(cache) >= _MAX_KEPT:
-        cache.clear()
-    cache[key] = value
+    keep(cache, key, value, _MAX_KEPT)
 
 
 def clean_value(value: object) -> str | None:

@@ -17,6 +17,8 @@ from plugin.context import ConsentSignals
 from plugin.identity import DEVICE_ID_TAGS, Alias, Identity
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 NOT_A_USER_ID_TYPES = frozenset(("sessionid",))
 """IAB `ifa_type` values whose ids name a session, not a person: never used as identity."""
@@ -61,10 +63,17 @@ def decode(value: str, *, plus: bool = True) -> str:
     if found is None:
         found = unquote(value, errors="replace")
         if len(value) <= _MAX_DECODED_LENGTH:
-            if len(_decoded) >= _MAX_DECODED:
-                _decoded.clear()
-            _decoded[value] = found
+            keep(_decoded, value, found, _MAX_DECODED)
     return found
+
+
+def keep(cache: dict[K, V], key: K, value: V, limit: int) -> V:
+    """Stores `value` in a bounded memo (full, it starts over: keeping is an optimisation
+    only) and returns it."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 # The encoded values worth decoding recur (a content URL, a player's `cust_params`), and
@@ -168,26 +177,18 @@ class Params(dict[str, str]):
 def _casefold(name: str) -> str:
     """`name.casefold()`, kept: the names asked about are the adapters' own, a few dozen."""
     found = _casefolded.get(name)
-    if found is None:
-        found = name.casefold()
-        if len(_casefolded) >= _MAX_CASEFOLDED:
-            _casefolded.clear()
-        _casefolded[name] = found
-    return found
+    return found if found is not None else keep(_casefolded, name, name.casefold(), _MAX_NAMES)
 
 
 _casefolded: dict[str, str] = {}
-_MAX_CASEFOLDED = 1024
+_MAX_NAMES = 1024
 
 
 def _not_lowercase(names: tuple[str, ...]) -> tuple[str, ...]:
     """Those of `names` that are not plain lowercase (`aw_0_req.userConsentV2`), kept."""
     found = _mixed_names.get(names)
     if found is None:
-        found = tuple(n for n in names if _casefold(n) != n)
-        if len(_mixed_names) >= _MAX_CASEFOLDED:
-            _mixed_names.clear()
-        _mixed_names[names] = found
+        found = keep(_mixed_names, names, tuple(n for n in names if _casefold(n) != n), _MAX_NAMES)
     return found
 
 

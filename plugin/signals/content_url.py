@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 import msgspec
 
+from adapters.params import keep
 from plugin.context import Context
 from plugin.observe.metrics import RateLimitedLog
 
@@ -105,9 +106,7 @@ class ContentUrls:
         if known is None:
             known = clean_content_url(url, self.drop_query)
             if len(url) <= _MAX_KEPT_LENGTH:
-                if len(self._known) >= _MAX_KEPT:
-                    self._known.clear()
-                self._known[url] = known
+                keep(self._known, url, known, _MAX_KEPT)
         cleaned, removed = known
         if removed:
             self._redacted()
