@@ -17,7 +17,9 @@ Parsing:
 - consent: `aw_0_req.gdpr` or `gdpr`, `aw_0_req.userConsentV2` or `gdpr_consent` (TC string),
   `aw_0_req.usPrivacy` or `us_privacy`, `aw_0_req.gpp` or `gpp`, `aw_0_req.gppSid` /
   `aw_0_req.gpp_sid` or `gpp_sid`; two names (or copies) that disagree are a conflict and deny;
-  `aw_0_req.coppa=1` or `coppa=1` is a child flag and denies outright;
+  `aw_0_req.coppa=1` or `coppa=1` is a child flag and denies outright. Each is read in any
+  letter case (`AW_0_REQ.COPPA=1`), and in the `aw_0_1st.` targeting too (`aw_0_1st.coppa=1`);
+  an id (device or listener) given twice with different values names nobody;
 - content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the deterministic
   `adswizz://zone/{zone}` from the zone alias in the path (or `zoneId` in the query): in audio a
   zone is usually one station or show, so contextual cohorts follow it. Properties for the
@@ -135,14 +137,16 @@ class AdsWizzAdapter(UrlAdapter):
                     return value
             return None
 
-        reader = SignalReader(p)
+        # Privacy parameters count in the `aw_0_1st.` targeting too (`aw_0_1st.coppa=1`).
+        reader = SignalReader(p, p.nested(PREFIX))
+        ids = SignalReader(p)
         aliases: list[Alias] = []
-        ifa = device_id(p.get("aw_0_1st.ifa"))
-        tag = device_tag(text(p.get("aw_0_1st.ifaType")))
+        ifa = device_id(ids.same("aw_0_1st.ifa"))
+        tag = device_tag(text(ids.same("aw_0_1st.ifaType")))
         lat = reader.any_set(*_LMT_PARAMS) is True
         if ifa is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=ifa))
-        listener = device_id(first(_LISTENER_PARAMS))
+        listener = device_id(ids.same(*_LISTENER_PARAMS))
         if listener is not None:
             aliases.append(Alias(tag=LISTENER_ID_TAG, id=listener))
 

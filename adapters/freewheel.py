@@ -9,13 +9,15 @@ Whether the query ends with `;` never changes: `global;` (an empty key-value sec
 nothing) becomes `global;permutive=1;`. Every other byte of the URL stays as it was. Reserved keys
 (`_fw_*`, `gpp`, `gpp_sid`) are never written.
 
-Parsing reads the key-value section first and the global section as a fallback:
+Identity and privacy parameters are read from every section (global, key-value and each slot
+section), because a `;` in a player value can move a template's parameter into a slot section:
 - identity: `_fw_did` (`idfa:…`, `aaid:…`, `rida:…`, … typed by `params.DEVICE_ID_TAGS`; an id
   without a known type prefix is sent whole under the tag `device_id`), dropped when
-  `_fw_is_lat=1` or all zeros;
-- consent: `_fw_gdpr`, `_fw_gdpr_consent`, `_fw_us_privacy` (or `us_privacy`), `gpp`, `gpp_sid`,
-  read from both sections: a parameter whose copies disagree is a conflict and denies;
-  `_fw_coppa=1` in any copy denies outright, whatever the host says;
+  `_fw_is_lat=1` (any section, any case) or all zeros; two different `_fw_did`s name nobody;
+- consent: `_fw_gdpr`, `_fw_gdpr_consent`, `_fw_us_privacy` (or `us_privacy`), `gpp`, `gpp_sid`:
+  a parameter whose copies disagree (across sections, or in another letter case) is a conflict
+  and denies; `_fw_coppa=1` in any copy denies outright, whatever the host says.
+Everything else is read from the key-value section first and the global section as a fallback:
 - content: the `properties` mapping (default: every `_fw_content_<name>` pair becomes property
   `<name>`, a list when repeated; `caid` → `video_id`, `vdur` → `duration_seconds`); the URL is
   `_fw_content_url` when given, else `freewheel://{nw}/asset/{caid}` (without `nw`:
@@ -29,8 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import ClassVar
-
-import msgspec
 
 from adapters.base import Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
@@ -60,6 +60,21 @@ RESERVED_KEYS = frozenset(("gpp", "gpp_sid"))
 _PATH = "/ad/g/1"
 _CONTENT_PREFIX = "_fw_content_"
 _CONTENT_URL = _CONTENT_PREFIX + "url"
+
+
+_PRIVACY_STEMS = ("_fw_", "us_privacy", "gpp")
+"""Every identity and privacy parameter read contains one of these (in its lowercase form)."""
+
+
+def _may_hold_privacy(section: str) -> bool:
+    """Whether a slot section may hold a parameter the reader looks for, in any case or
+    encoding: sections of plain ASCII names without one of the stems are not parsed."""
+    if not section:
+        return False
+    if not section.isascii() or "%" in section:
+        return True
+    lowered = section.lower()
+    return any(stem in lowered for stem in _PRIVACY_STEMS)
 
 
 def valid_key(key: object) -> bool:
@@ -112,19 +127,19 @@ class FreeWheelAdapter(UrlAdapter):
         kv_section, _, slot_sections = rest.partition(";")
         glob = first_params(glob_section)
         kv = first_params(kv_section)
-        # Deny-only flags count wherever they stand: a `;` slipped into a player value would
-        # otherwise move `_fw_coppa=1` or `_fw_is_lat=1` into a slot section, out of sight.
-        slots = [first_params(s) for s in slot_sections.split(";") if "_fw_" in s]
-        denials = SignalReader(kv, glob, *slots)
+        # Privacy and identity parameters count in every section: a `;` slipped into a
+        # player value would otherwise move the template's `_fw_us_privacy=1YYN`, `_fw_gdpr=1`
+        # or `_fw_coppa=1` into a slot section, out of sight.
+        slots = [first_params(s) for s in slot_sections.split(";") if _may_hold_privacy(s)]
+        reader = SignalReader(kv, glob, *slots)
 
         def get(name: str) -> str | None:
             value = kv.get(name)
             return glob.get(name) if value is None else value
 
-        reader = SignalReader(kv, glob)
         aliases: list[Alias] = []
-        did = text(get("_fw_did"))
-        lat = denials.any_set("_fw_is_lat") is True
+        did = text(reader.same("_fw_did"))
+        lat = reader.any_set("_fw_is_lat") is True
         if did is not None and not lat:
             kind, sep, ident = did.partition(":")
             tag = device_tag(kind) if sep and kind.strip().lower() in DEVICE_ID_TAGS else None
@@ -140,9 +155,8 @@ class FreeWheelAdapter(UrlAdapter):
             us_privacy=("_fw_us_privacy", "us_privacy"),
             gpp=("gpp",),
             gpp_sid=("gpp_sid",),
+            child_directed=("_fw_coppa",),
         )
-        if denials.any_set("_fw_coppa") is not None:
-            consent = msgspec.structs.replace(consent, child_directed=denials.any_set("_fw_coppa"))
 
         props = mapped_properties(self.properties, kv)
         for name, value in mapped_properties(self.properties, glob).items():

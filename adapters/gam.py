@@ -13,12 +13,15 @@ with its values. The whole URL is kept within `max_url_length` by dropping our v
 end (the last key's last value first), never anything that was already there.
 
 Parsing: `ppid` (alias `ppid`, priority 0) and `rdid` + `idtype` (priority 1; tag from
-`params.DEVICE_ID_TAGS`, e.g. `adid`→`aaid`); `is_lat=1` or an all-zero id drops the device id.
+`params.DEVICE_ID_TAGS`, e.g. `adid`→`aaid`); `is_lat=1` or an all-zero id drops the device id,
+and an id repeated with two different values names nobody.
 Consent: `gdpr`, `gdpr_consent`, `us_privacy`, `gpp`, `gpp_sid`; `tfcd` (child-directed) or
 `tfua` (under the age of consent) set to 1 is a child flag, and `rdp`, `npa` or `ltd`
 (restricted processing, non-personalised or limited ads) restrict data use: both deny outright,
 whatever else the request or the host says. A consent parameter repeated with different values
-is a conflict, which denies too; a repeated flag counts when any copy sets it.
+is a conflict, which denies too; a repeated flag counts when any copy sets it. Privacy
+parameters are read in any letter case (`TFCD=1`) and inside `cust_params` too: a flag there
+denies, and a consent value there that disagrees with the query's is a conflict.
 Content: `description_url` (else `url`) as the content URL, decoded twice if a player encoded
 it twice; `vid` → `video_id`, `cmsid` → `cms_id`. The stream correlator `scor` (constant for
 one video stream) is the view id.
@@ -44,6 +47,7 @@ from adapters.params import (
     find_param,
     first_params,
     identity_of,
+    keep,
     mapped_properties,
     sanitise,
     split_url,
@@ -78,7 +82,9 @@ _CONSENT_PARAMS = (
     "gpp_sid",
     *_CHILD_FLAGS,
     *_RESTRICT_FLAGS,
+    _PARAM,
 )
+"""What a request's consent signals depend on, when no name repeats or comes in another case."""
 _MAX_KEPT = 4096
 """Plans, parsed consent signals and contents kept (by what they come from) per adapter."""
 _Items = tuple[tuple[str, object], ...]
@@ -87,9 +93,7 @@ V = TypeVar("V")
 
 
 def _keep(cache: dict[K, V], key: K, value: V) -> None:
-    if len(cache) >= _MAX_KEPT:
-        cache.clear()
-    cache[key] = value
+    keep(cache, key, value, _MAX_KEPT)
 
 
 def clean_value(value: object) -> str | None:
@@ -150,6 +154,7 @@ class GamAdapter(UrlAdapter):
         self._plans: dict[_PlanKey, _Plan | None] = {}
         self._last: tuple[str, tuple[str, str | None, str, bool]] | None = None
         self._consents: dict[tuple[str | None, ...], ConsentSignals] = {}
+        self._last_cust: tuple[tuple[str, ...], Params] | None = None
         self._contents: dict[tuple[str | None, ...], tuple[str | None, _Items]] = {}
         # The parameters content and properties are read from, when that is a fixed list.
         self._fixed_sources: tuple[str, ...] | None = (
@@ -191,12 +196,13 @@ class GamAdapter(UrlAdapter):
         p = first_params(query)
 
         aliases: list[Alias] = []
-        ppid = device_id(p.get("ppid"))
+        ids = SignalReader(p)
+        ppid = device_id(ids.same("ppid"))
         if ppid is not None:
             aliases.append(Alias(tag="ppid", id=ppid))
-        rdid = device_id(p.get("rdid"))
-        tag = device_tag(text(p.get("idtype")))
-        lat = SignalReader(p).any_set("is_lat") is True
+        rdid = device_id(ids.same("rdid"))
+        tag = device_tag(text(ids.same("idtype")))
+        lat = SignalReader(p, self._cust(p)).any_set("is_lat") is True
         if rdid is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=rdid))
 
@@ -208,16 +214,32 @@ class GamAdapter(UrlAdapter):
             limit_ad_tracking=lat,
         )
 
+    def _cust(self, p: Params, *, every_copy: bool = True) -> Params:
+        """The key-values inside `cust_params`, decoded: of every copy (repeated, or in another
+        letter case) for privacy, where a deny flag in any of them is a denial a lenient reader
+        could act on; of the first only for content. The last answer is kept: consent, LAT
+        and content of one request all read it."""
+        if every_copy:
+            raws = (*p.every(_PARAM), *p.other_cases(_PARAM))
+        else:
+            raws = (p[_PARAM],) if _PARAM in p else ()
+        last = self._last_cust
+        if last is not None and last[0] == raws:
+            return last[1]
+        inner = first_params("&".join(decode(raw) for raw in raws)) if raws else Params()
+        self._last_cust = (raws, inner)
+        return inner
+
     def _consent(self, p: Params) -> ConsentSignals:
         """The request's consent signals. They recur (a user's TC string, `gdpr=0` across a
         site), so when no parameter is repeated they are kept by their raw values."""
         key: tuple[str | None, ...] | None = None
-        if not p.repeats:
+        if not p.repeats and not p.mixed_case():
             key = tuple(map(p.get, _CONSENT_PARAMS))
             known = self._consents.get(key)
             if known is not None:
                 return known
-        consent = SignalReader(p).signals(
+        consent = SignalReader(p, self._cust(p)).signals(
             gdpr=("gdpr",),
             tc_string=("gdpr_consent",),
             us_privacy=("us_privacy",),
@@ -246,11 +268,9 @@ class GamAdapter(UrlAdapter):
                 )
         props = mapped_properties(self.properties, p)
         if self._cust_properties:
-            cust = p.get(_PARAM)
-            if cust:
-                inner = first_params(decode(cust))
-                for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
-                    props.setdefault(name, value)
+            inner = self._cust(p, every_copy=False)
+            for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
+                props.setdefault(name, value)
         url = content_url(p.get("description_url")) or content_url(p.get("url"))
         if key is not None:
             _keep(

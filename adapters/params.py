@@ -17,6 +17,8 @@ from plugin.context import ConsentSignals
 from plugin.identity import DEVICE_ID_TAGS, Alias, Identity
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 NOT_A_USER_ID_TYPES = frozenset(("sessionid",))
 """IAB `ifa_type` values whose ids name a session, not a person: never used as identity."""
@@ -61,10 +63,17 @@ def decode(value: str, *, plus: bool = True) -> str:
     if found is None:
         found = unquote(value, errors="replace")
         if len(value) <= _MAX_DECODED_LENGTH:
-            if len(_decoded) >= _MAX_DECODED:
-                _decoded.clear()
-            _decoded[value] = found
+            keep(_decoded, value, found, _MAX_DECODED)
     return found
+
+
+def keep(cache: dict[K, V], key: K, value: V, limit: int) -> V:
+    """Stores `value` in a bounded memo (full, it starts over: keeping is an optimisation
+    only) and returns it."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 # The encoded values worth decoding recur (a content URL, a player's `cust_params`), and
@@ -97,13 +106,17 @@ class Params(dict[str, str]):
 
     `repeats` keeps every raw value of the names that came more than once: a consent parameter
     sent twice with different values must be noticed, not silently read as its first value.
+    `other_cases` finds the copies of a name in another letter case (`TFCD`, `Is_Lat`): some
+    ad servers read names case-insensitively (ASP.NET's query collection does), so for a
+    privacy signal they count too.
     """
 
-    __slots__ = ("repeats",)
+    __slots__ = ("_folded", "repeats")
 
     def __init__(self) -> None:
         super().__init__()
         self.repeats: dict[str, list[str]] = {}
+        self._folded: dict[str, list[tuple[str, str]]] | None = None
 
     def every(self, name: str) -> list[str]:
         """Every raw value of `name`, in order; empty when it is absent."""
@@ -112,6 +125,86 @@ class Params(dict[str, str]):
             return repeated
         value = self.get(name)
         return [] if value is None else [value]
+
+    def other_cases(self, name: str) -> list[str]:
+        """Every raw value of the names that equal `name` but for letter case (Unicode case
+        folding, so ASCII case and its look-alikes), `name` itself left out."""
+        folded = self._folded
+        if folded is None:
+            folded = self._folded = _fold(self)
+        key = _casefold(name)
+        if not folded:  # every name is lowercase ASCII: only `name` in lowercase can be one
+            return [] if key == name else self.every(key)
+        found = folded.get(key)
+        if found is None:
+            return []
+        return [raw for other, raw in found if other != name]
+
+    def mixed_case(self) -> bool:
+        """True when some name is not plain lowercase ASCII: only then can a name have
+        copies in another case, and readers that key on exact names must look further."""
+        folded = self._folded
+        if folded is None:
+            folded = self._folded = _fold(self)
+        return bool(folded)
+
+    def lowercase(self) -> bool:
+        """`not mixed_case()`: every name is plain lowercase ASCII."""
+        folded = self._folded
+        if folded is None:
+            folded = self._folded = _fold(self)
+        return not folded
+
+    def nested(self, prefix: str) -> Params:
+        """The parameters named `<prefix><name>`, the prefix in any letter case, as `<name>`
+        (AdsWizz's `aw_0_1st.` targeting); `prefix` is lowercase."""
+        out = Params()
+        n = len(prefix)
+        for name in self:
+            if len(name) > n and name[:n].casefold() == prefix:
+                for raw in self.every(name):
+                    out.add(name[n:], raw)
+        return out
+
+    def add(self, name: str, raw: str) -> None:
+        """One more occurrence of `name`."""
+        if name not in self:
+            self[name] = raw
+        else:
+            self.repeats.setdefault(name, [self[name]]).append(raw)
+
+
+def _casefold(name: str) -> str:
+    """`name.casefold()`, kept: the names asked about are the adapters' own, a few dozen."""
+    found = _casefolded.get(name)
+    return found if found is not None else keep(_casefolded, name, name.casefold(), _MAX_NAMES)
+
+
+_casefolded: dict[str, str] = {}
+_MAX_NAMES = 1024
+
+
+def _not_lowercase(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of `names` that are not plain lowercase (`aw_0_req.userConsentV2`), kept."""
+    found = _mixed_names.get(names)
+    if found is None:
+        found = keep(_mixed_names, names, tuple(n for n in names if _casefold(n) != n), _MAX_NAMES)
+    return found
+
+
+_mixed_names: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _fold(p: Params) -> dict[str, list[tuple[str, str]]]:
+    """Folded name → (name, raw value) of every parameter; empty, after one check of all the
+    names at once, for the usual query whose names are all lowercase ASCII."""
+    joined = "".join(p)
+    if joined.isascii() and joined.lower() == joined:
+        return {}
+    folded: dict[str, list[tuple[str, str]]] = {}
+    for name in p:
+        folded.setdefault(name.casefold(), []).extend((name, raw) for raw in p.every(name))
+    return folded
 
 
 def first_params(query: str, sep: str = "&") -> Params:
@@ -123,7 +216,7 @@ def first_params(query: str, sep: str = "&") -> Params:
         name, _, value = segment.partition("=")
         if "%" in name or "+" in name:
             name = decode(name)
-        if name not in out:
+        if name not in out:  # `Params.add`, inline: this loop is on every request's path
             out[name] = value
         else:
             out.repeats.setdefault(name, [out[name]]).append(value)
@@ -131,30 +224,62 @@ def first_params(query: str, sep: str = "&") -> Params:
 
 
 class SignalReader:
-    """Reads privacy parameters across one or more parameter sets and every occurrence.
+    """Reads privacy parameters across every place a request carries them: one or more
+    parameter sets (FreeWheel's sections, GAM's `cust_params`), every occurrence, any case.
 
-    Most restrictive wins: a deny flag counts when ANY occurrence sets it; a consent value whose
-    occurrences disagree (`gdpr=0&gdpr=1`, or `us_privacy` and `aw_0_req.usPrivacy` differing)
+    Most restrictive wins: a deny flag counts when ANY occurrence sets it, under its name in
+    any letter case (`TFCD=1`); a consent value whose occurrences disagree (`gdpr=0&gdpr=1`,
+    `us_privacy` and `US_PRIVACY` or `aw_0_req.usPrivacy` differing, two FreeWheel sections)
     is recorded in `conflicts` and read as absent.
     """
 
-    __slots__ = ("_sets", "conflicts")
+    __slots__ = ("_plain", "_sets", "conflicts")
 
     def __init__(self, *sets: Params) -> None:
         self._sets = sets
         self.conflicts: list[str] = []
+        self._plain: bool | None = None
+        """The usual request: no name repeated, every name in lowercase ASCII (known once
+        asked)."""
 
     def _raw(self, names: tuple[str, ...]) -> list[str]:
-        out: list[str] = []
-        for p in self._sets:
+        sets = self._sets
+        plain = self._plain
+        if plain is None:
+            plain = self._plain = all(not p.repeats and p.lowercase() for p in sets)
+        if plain:
+            out = [v for p in sets for name in names if (v := p.get(name)) is not None]
+            for name in _not_lowercase(names):  # only their lowercase forms can be there
+                for p in sets:
+                    out.extend(p.other_cases(name))
+            return out
+        out = []
+        for p in sets:
             for name in names:
-                if p.repeats:
-                    out.extend(p.every(name))
-                else:
-                    value = p.get(name)
-                    if value is not None:
-                        out.append(value)
+                out.extend(p.every(name))
+                out.extend(p.other_cases(name))
         return out
+
+    def same(self, *names: str) -> str | None:
+        """The raw value every occurrence of `names` (exact names, in every set) agrees on,
+        for identity: None when absent, or when two occurrences name different ids (the
+        request then names nobody; it is no consent conflict)."""
+        sets = self._sets
+        if len(sets) == 1 and len(names) == 1 and not sets[0].repeats:
+            return sets[0].get(names[0])  # one place, one copy: nothing to disagree with
+        found: str | None = None
+        agreed: str | None = None
+        for p in sets:
+            for name in names:
+                for raw in p.every(name):
+                    value = text(raw)
+                    if value is None:
+                        continue
+                    if agreed is None:
+                        found, agreed = raw, value
+                    elif value != agreed:
+                        return None
+        return found
 
     def text(self, *names: str) -> str | None:
         """The one value the parameters agree on; None when absent or in conflict."""

@@ -17,11 +17,12 @@ must not change what the next read says.
 Parsing (names configurable in `[adapters.query]`):
 - identity: `ifa` typed by `ifa_type` (the IAB CTV macro names; `params.DEVICE_ID_TAGS`, e.g.
   `rida`, `aaid`, `tifa`; an id without a usable type, or of type `sessionid`, is not used),
-  dropped when `lmt=1` or `is_lat=1` (any copy) or all zeros; then each `aliases` parameter
-  (default `uid` as alias tag `uid`), in that order of priority;
+  dropped when `lmt=1` or `is_lat=1` (any copy, any case) or all zeros; then each `aliases`
+  parameter (default `uid` as alias tag `uid`), in that order of priority. An id whose
+  parameters (or copies) disagree names nobody;
 - consent: `gdpr`, `gdpr_consent`, `us_privacy`, `gpp`, `gpp_sid`; a parameter whose copies
-  disagree is a conflict and denies; `coppa=1` in any copy is a child flag and denies outright,
-  whatever the host says;
+  disagree (in any letter case) is a conflict and denies; `coppa=1` in any copy and any case is
+  a child flag and denies outright, whatever the host says;
 - content: the first of `content_url`, `url`, `description_url` (decoded twice when a player
   encoded it twice); play-event properties through the `properties` mapping (default: the
   `content_*` parameters named after OpenRTB's content fields).
@@ -101,7 +102,8 @@ class QuerySettings(AdapterSettings, frozen=True):
     """Our key → the parameter it is written as (no prefix added), for the keys an ad server
     names differently."""
     device_id: tuple[ParamName, ...] = ("ifa",)
-    """Parameters holding the device's advertising id (the first one present is used)."""
+    """Parameters holding the device's advertising id (when several are present they must
+    agree, else no device id is used)."""
     device_id_type: tuple[ParamName, ...] = ("ifa_type",)
     """Parameters holding its type (`aaid`, `idfa`, `rida`, `tifa`, ...)."""
     limit_ad_tracking: tuple[ParamName, ...] = ("lmt", "is_lat")
@@ -226,13 +228,13 @@ class QueryAdapter(UrlAdapter):
 
         reader = SignalReader(p)
         aliases: list[Alias] = []
-        ifa = device_id(first(self.device_id))
-        tag = device_tag(text(first(self.device_id_type)))
+        ifa = device_id(reader.same(*self.device_id))
+        tag = device_tag(text(reader.same(*self.device_id_type)))
         lat = reader.any_set(*self.limit_ad_tracking) is True
         if ifa is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=ifa))
         for param, alias_tag in self.aliases.items():
-            ident = device_id(p.get(param))
+            ident = device_id(reader.same(param))
             if ident is not None:
                 aliases.append(Alias(tag=alias_tag, id=ident))
 

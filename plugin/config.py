@@ -122,6 +122,12 @@ class EventsConfig(_Section, frozen=True):
         return {**DEFAULT_PROPERTY_TYPES, **self.properties}
 
 
+class ContentConfig(_Section, frozen=True):
+    drop_query: bool = False
+    """Send content URLs without their query and fragment (to the Contextual API, and into
+    cache and view keys). Off: only query fields holding an e-mail address are removed."""
+
+
 class TracingConfig(_Section, frozen=True):
     enabled: bool = False
     """OpenTelemetry spans around enrich and the two API calls (needs `cohortkv[otel]`)."""
@@ -235,6 +241,7 @@ class Config(_Section, frozen=True):
     http: HttpConfig = HttpConfig()
     keys: KeysConfig = KeysConfig()
     events: EventsConfig = EventsConfig()
+    content: ContentConfig = ContentConfig()
     tracing: TracingConfig = TracingConfig()
     sessions: SessionsConfig = SessionsConfig()
     views: ViewsConfig = ViewsConfig()

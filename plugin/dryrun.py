@@ -39,7 +39,8 @@ from plugin.permutive.wire import CcsRequest, ContextualRequest, Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision
 from plugin.signals.behavioral import play_event_of
-from plugin.signals.contextual import contextual_request
+from plugin.signals.content_url import with_clean_url
+from plugin.signals.contextual import contextual_key, contextual_request
 from plugin.signals.events import typed_content_properties
 from plugin.signals.merge import build_keyvalues
 from plugin.signals.sessions import new_uuid4
@@ -189,7 +190,7 @@ class DryRun:
             x.summary = summary_lines(x, self._shapes())
             return x
         parsed = adapter.parse(req)
-        ctx = parsed.overlaid(context)
+        ctx = with_clean_url(parsed.overlaid(context), self._e.content_urls.peek)
         host = context.consent if context is not None else None
         decision = decide(parsed.consent, self._cfg.consent, host)
         read, b, c = self._plan(adapter, ctx, decision)
@@ -248,7 +249,7 @@ class DryRun:
         if not url:
             return Plan("none", "no_content", Ask("contextual", False, "no content URL"))
         signal = self._e.contextual
-        key = compact_key(url)
+        key = contextual_key(url, props, title, client_type, adapter.content_section)
         fresh = signal.cache.peek(key, self._cfg.cache.contextual_ttl_s)
         if fresh is not None:
             why = "a fresh cached answer for this content (younger than contextual_ttl_s)"

@@ -34,6 +34,7 @@ from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal, play_event_of
+from plugin.signals.content_url import ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.events import as_event, typed_content_properties
 from plugin.signals.merge import build_keyvalues, cohorts_for
@@ -92,6 +93,10 @@ class Enricher:
         self.contextual.track = self._track
         self.behavioral.late_after_s = self.contextual.late_after_s = cfg.budget_ms / 1000
         self.events = EventSender(self.sessions, self._ccs_client, self.behavioral.remember)
+        self.content_urls = ContentUrls(
+            cfg.content.drop_query, self.metrics.content_url_redactions.inc
+        )
+        self.events.content_url = self.content_urls
         self.tracer = make_tracer(cfg.tracing, tracer_provider)
         self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
         self._decide = RememberedDecisions(cfg.consent)
@@ -191,7 +196,7 @@ class Enricher:
             await self.start()
 
         parsed = adapter.parse(req)
-        ctx = parsed.overlaid(context)
+        ctx = with_clean_url(parsed.overlaid(context), self.content_urls)
         decision = self.decide(parsed.consent, context.consent if context is not None else None)
         loop = asyncio.get_running_loop()
         deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000

@@ -154,7 +154,6 @@ def test_reasons_appear_and_the_legend_explains_each(demo_output: str, breaks: l
     reasons = {r.behavioral[1] for r in rows} | {r.contextual[1] for r in rows}
     assert {
         "live",
-        "shared_call",
         "view_reuse",
         "fresh_cache",
         "cache_fallback_timeout",
@@ -188,8 +187,11 @@ def test_the_other_platforms_of_a_break_share_the_live_answer(breaks: list[Break
     assert gam.behavioral == gam.contextual == ("live", "live")
     for r in (fw, aw):
         assert r.behavioral == ("live", "view_reuse")
-        assert r.contextual == ("live", "shared_call")
-    assert "CCS +1, Contextual +1" in breaks[0].note
+        # Each platform's Contextual request carries its own properties (GAM's `cms_id`,
+        # FreeWheel's duration, AdsWizz's `audio` section): each is its own content, with its
+        # own call, so that no request's properties decide another's answer.
+        assert r.contextual == ("live", "live")
+    assert "CCS +1, Contextual +3" in breaks[0].note
     # the next break of the view reuses the answer: now it is a cached one
     assert {r.behavioral for r in breaks[1].rows} == {("cache", "view_reuse")}
     assert {r.contextual for r in breaks[1].rows} == {("cache", "fresh_cache")}
@@ -227,7 +229,8 @@ def test_a_slow_api_falls_back_and_cached_answers_gain_cohorts(breaks: list[Brea
 def test_demo_summary_reads_the_metrics_registry(demo_output: str) -> None:
     summary = demo_output.split("== Metrics", 1)[1]
     assert re.search(r"^\s+ccs\s+4\s+4\s+0\s", summary, re.M)  # 2 play + 2 completion events
-    assert re.search(r"^\s+contextual\s+3\s+3\s+0\s", summary, re.M)  # 3 content URLs
+    # 3 content URLs, each asked with each platform's properties
+    assert re.search(r"^\s+contextual\s+9\s+9\s+0\s", summary, re.M)
     assert "denied (tcf_purpose_denied)" in summary and "allowed (tcf_granted)" in summary
     assert "late answer" in demo_output and "(late: 1)" in demo_output
 

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConfigError, ConsentSignals, Content, Context, Enricher, Identity
-from plugin.cache.local import compact_key
 from plugin.commands.cli import main
 from plugin.identity import Alias
 from plugin.observe.logs import configure_logging
+from plugin.signals.contextual import contextual_key
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import SharedRedis, keys_of
@@ -467,9 +467,11 @@ async def test_content_urls_never_stand_in_the_clear_in_cache_keys(
         )
         local_keys = list(e.contextual.cache._data)  # the in-process cache
     keys = keys_of(shared_redis)
-    assert f"{shared_redis.prefix}:c:{compact_key(prefix_url).hex()}" in keys
+    # keyed by the URL and what else the Contextual request carried (GAM: the `video` section)
+    key = contextual_key(prefix_url, {}, None, None, "video")
+    assert f"{shared_redis.prefix}:c:{key.hex()}" in keys
     assert not [k for k in keys if "secret-content-slug" in k or IDFA in k]
-    assert local_keys == [compact_key(prefix_url)]
+    assert local_keys == [key]
 
 
 # -- what a review as an attacker found -------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from plugin.cache.checked import StoreChecks
 from plugin.config import ConfigError
 from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.permutive.answer import Answer
@@ -178,6 +179,7 @@ class RedisStore:
         self._ops = metrics.shared_cache_ops
         self._breaker = Breaker(3, 0.5, 5.0, gauge=metrics.breaker_state.labels("redis"))
         self._warn = RateLimitedLog(log)
+        self._checks = StoreChecks(metrics)
         self._writes: set[asyncio.Task[None]] = set()
         self._claim = self._client.register_script(_CLAIM)
         self._find = self._client.register_script(_FIND)
@@ -207,15 +209,24 @@ class RedisStore:
             "1" if fixed_session else "0",
             "1" if given_view else "0",
         ]
-        got = await self._script("claim", self._claim, self._keys(identity, view_key), args)
+        keys = self._keys(identity, view_key)
+        got = await self._script("claim", self._claim, keys, args)
         if not isinstance(got, list) or len(got) != 3:
             return None
-        sid, vid, new = got
-        return _text(sid), _text(vid), new == 1
+        ids = self._checks.ids(got, view_may_be_empty=False)
+        if ids is None:
+            self._drop(keys)
+            return None
+        return ids[0], ids[1], got[2] == 1
 
     def release_view(self, identity: str, view_key: str) -> None:
         key = self._keys(identity, view_key)[1]
         self._spawn(self._forget(key))
+
+    def _drop(self, keys: list[str]) -> None:
+        """Deletes keys that hold invalid values, so that the fleet starts them afresh."""
+        for key in dict.fromkeys(keys):
+            self._spawn(self._forget(key))
 
     async def _forget(self, key: str) -> None:
         try:
@@ -227,11 +238,15 @@ class RedisStore:
         self, identity: str, view_key: str | None, *, session_id: str, session_ttl_s: float
     ) -> tuple[str, str | None] | None:
         args = [session_id, int(session_ttl_s * 1000)]
-        got = await self._script("find", self._find, self._keys(identity, view_key), args)
+        keys = self._keys(identity, view_key)
+        got = await self._script("find", self._find, keys, args)
         if not isinstance(got, list) or len(got) != 2:
             return None
-        view = _text(got[1])
-        return _text(got[0]), view or None
+        ids = self._checks.ids(got, view_may_be_empty=True)
+        if ids is None:
+            self._drop(keys)
+            return None
+        return ids[0], ids[1] or None
 
     async def _script(self, op: str, script: Any, keys: list[str], args: list[Any]) -> Any:
         """One script call under the timeout and the breaker; None on any failure."""
@@ -267,9 +282,8 @@ class RedisStore:
         if raw is None:
             self._ops.labels("get", "miss").inc()
             return None
-        try:
-            stored = _decode(raw)
-        except (msgspec.DecodeError, TypeError, ValueError):
+        stored = self._checks.stored(raw, _decode)
+        if stored is None:
             self._ops.labels("get", "corrupt").inc()
             return None
         if time.time() - stored.stored_at > max_age_s:
@@ -312,7 +326,3 @@ class RedisStore:
             await self._client.aclose()
         except Exception as e:  # closing a broken connection must not fail shutdown
             log.debug("closing redis client: %s", type(e).__name__)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

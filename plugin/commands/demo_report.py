@@ -52,7 +52,7 @@ SOURCE_TEXT: dict[str, str] = {
 REASON_TEXT: dict[str, str] = {
     "live": "this request's own call answered in time",
     "shared_call": "another request's Contextual call for the same content answered in time: "
-    "one call per content URL",
+    "one call per content (URL and properties)",
     "view_reuse": "the view's play event went out already (never twice): live, the call of the "
     "break's first request, shared; cache, that call's answer, kept for the view's later breaks",
     "fresh_cache": "the content's answer is fresh (cache.contextual_ttl_s): no call",

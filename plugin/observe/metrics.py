@@ -102,6 +102,17 @@ class Metrics:
             "1 while cohorts come from the built-in sandbox (sandbox = true), not Permutive.",
             registry=r,
         )
+        self.content_url_redactions = Counter(
+            "cohortkv_content_url_redactions_total",
+            "Content URLs that lost query fields holding an e-mail address before use.",
+            registry=r,
+        )
+        self.shared_store_invalid = Counter(
+            "cohortkv_shared_store_invalid_total",
+            "Values read from the shared store (Redis) that failed validation and were ignored.",
+            ["value", "reason"],
+            registry=r,
+        )
         self.late_answers = Counter(
             "cohortkv_late_answers_total",
             "Answers that arrived after the deadline and only refreshed the cache.",

@@ -1,24 +1,28 @@
 """The contextual signal: cohorts of the content, for every user, consented or not.
 
-Answers are keyed by a digest of the content URL (never the URL itself), fresh for
-`cache.contextual_ttl_s` and kept as fallback for `cache.contextual_stale_s` more. Concurrent
-misses for one URL share one call (single-flight), and with a shared store the fleet shares
-fresh answers, so a fleet makes about one Contextual call per content URL per TTL.
+Answers are keyed by a digest of the content URL and of everything else the Contextual request
+carries (never the URL itself), fresh for `cache.contextual_ttl_s` and kept as fallback for
+`cache.contextual_stale_s` more. The request's properties can come from the viewer (a title in
+`cust_params`, `cohortkv_p.*`): keyed by the URL alone, one viewer's made-up title would decide
+the cohorts every other viewer of the page gets. Concurrent misses for one key share one call
+(single-flight), and with a shared store the fleet shares fresh answers, so a fleet makes about
+one Contextual call per content (URL and properties) per TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
+from hashlib import blake2b
 from typing import Any
 from urllib.parse import urlsplit
 
-from plugin.cache.local import AgedLru, Clock, SingleFlight, compact_key
+from plugin.cache.local import AgedLru, Clock, SingleFlight
 from plugin.cache.shared import SharedStore
 from plugin.config import CacheConfig
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import ContextualClient, UpstreamError
-from plugin.permutive.wire import ClientProperties, ContextualRequest
+from plugin.permutive.wire import ClientProperties, ContextualRequest, json_encoder
 from plugin.signals.pending import Failed, Pending, ready
 
 _NO_CONTENT = ready("none", None, "no_content")
@@ -51,7 +55,7 @@ class ContextualSignal:
     ) -> Pending:
         if not url:
             return _NO_CONTENT
-        key = compact_key(url)  # content URLs never stand in the clear in a cache key
+        key = contextual_key(url, properties, title, client_type, section)
         cache = self.cache
         fresh = cache.get(key, self._cfg.contextual_ttl_s)
         if fresh is not None:
@@ -93,6 +97,27 @@ class ContextualSignal:
         if loop.time() - started > self.late_after_s:
             self._late.inc()
         return answer
+
+
+def contextual_key(
+    url: str,
+    properties: dict[str, Any],
+    title: str | None,
+    client_type: str | None,
+    section: str,
+) -> bytes:
+    """A 16-byte digest of the URL and of what else `contextual_request` sends for these
+    arguments (it is a function of them): the same content with the same properties shares
+    one answer, and nothing sent with other properties can stand in for it. Content URLs
+    never stand in the clear in a cache key."""
+    if "client" in properties:  # not sent (`client` is ours)
+        properties = {k: v for k, v in properties.items() if k != "client"}
+    try:
+        sent = json_encoder.encode((url, section, client_type, title, properties))
+    except (TypeError, ValueError, OverflowError):
+        # Not sendable either (the call fails the same way); key it apart from the rest.
+        sent = repr((url, section, client_type, title)).encode("utf-8", "replace") + b"\x00?"
+    return blake2b(sent, digest_size=16).digest()
 
 
 def contextual_request(

@@ -40,6 +40,9 @@ class EventSender:
         self._sessions = sessions
         self._client = client
         self._remember = remember
+        self.content_url: Callable[[str | None], str | None] = _as_given
+        """Cleans `EventIds.content_url` as the ad request's was cleaned, so both find one
+        view (`plugin.signals.content_url`)."""
 
     async def prepare(
         self, identity: Identity, events: Iterable[Event], ids: EventIds | None = None
@@ -66,7 +69,7 @@ class EventSender:
                     session=session,
                     view_id=view,
                     ssai_session_id=ids.ssai_session_id,
-                    content_url=ids.content_url,
+                    content_url=self.content_url(ids.content_url),
                 )
             session_id, view_id = found
             out.append(
@@ -104,3 +107,7 @@ class EventSender:
         answer = await self._client().segment(request)
         self._remember(compact_key(identity.cache_key()), answer)
         return answer
+
+
+def _as_given(url: str | None) -> str | None:
+    return url

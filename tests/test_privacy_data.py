@@ -1,0 +1,300 @@
+"""What leaves and what comes back: attackers' requests to `cohortkv serve` that try to set the
+contextual cohorts of a page for everyone, to carry an e-mail address out in a content URL, or
+to feed the sidecar garbage through the shared store (Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import quote, unquote
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plugin import Content, Context, Enricher, Identity
+from plugin.cache.local import compact_key
+from plugin.config import ContentConfig, load_config
+from plugin.identity import Alias
+from plugin.permutive.wire import Event
+from plugin.signals.content_url import clean_content_url, holds_email
+from plugin.signals.events import now_rfc3339
+from plugin.signals.tracker import EventIds
+from tests.fake_adserver import FakeAdServer, Running, running
+from tests.fakes import FakePermutive
+from tests.helpers.attacks import GAM, GRANT, IDFA, PAGE, config, get, sidecar
+from tests.helpers.redis import SharedRedis
+from tests.helpers.waiting import until
+
+
+@pytest.fixture
+async def proxy(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]:
+    async with running(sidecar(fake, ads)) as r:
+        yield r
+
+
+# --- 5. contextual answers cannot be poisoned -------------------------------------------------
+
+CASINO = {"cohorts": ["666"], "activations": {"dfp": ["666"]}}
+NEWS = {"cohorts": ["111"], "activations": {"dfp": ["111"]}}
+POISONED = "&cust_params=title%3Donline%2520casino%2520bonus"
+
+
+async def test_a_denied_viewers_title_cannot_set_the_cohorts_of_a_page(
+    proxy: Running, fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    page = "https://pub.example/v/1"
+    fake.ctx_answers[page] = CASINO  # what the API says about a page titled so
+    await get(proxy, GAM + "&tfcd=1" + POISONED)
+    assert "666" in ads.last.query
+    sent = fake.bodies["contextual"][0]["body"]["page_properties"]
+    assert sent["video"]["title"] == "online casino bonus"
+
+    fake.ctx_answers[page] = NEWS  # and what it says about the page as it is
+    for _ in range(5):
+        await get(proxy, GAM)
+        assert "666" not in ads.last.query and "permutive%3D111" in ads.last.query
+    # the normal case is still one call per content: the five viewers shared one
+    assert fake.calls["contextual"] == 2
+
+
+async def test_concurrent_requests_for_one_content_share_one_contextual_call(
+    fake: FakePermutive,
+) -> None:
+    """The normal case keeps its economy: same content, same properties, one call in flight."""
+    fake.delay["contextual"] = 0.05
+    tag = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1&vid=v1&description_url=" + PAGE
+    cfg = config(fake)
+    async with Enricher(cfg) as e:
+        results = await asyncio.gather(*(e.enrich(tag) for _ in range(5)))
+        again = await e.enrich(tag)
+    reasons = sorted(r.contextual.reason for r in results)
+    assert reasons == ["live", "shared_call", "shared_call", "shared_call", "shared_call"]
+    assert again.contextual.reason == "fresh_cache"
+    assert fake.calls["contextual"] == 1
+
+
+async def test_a_poisoned_answer_is_not_shared_through_redis_either(
+    fake: FakePermutive, ads: FakeAdServer, shared_redis: SharedRedis
+) -> None:
+    page = f"https://pub.example/v/{uuid.uuid4()}"
+    tag = f"/proxy/gam/gampad/ads?iu=/1/ctv&description_url={quote(page, safe='')}"
+    cfg = sidecar(fake, ads, cache=shared_redis.cache())
+    fake.ctx_answers[page] = CASINO
+    async with running(cfg) as one:
+        await get(one, tag + "&tfcd=1" + POISONED)
+    fake.ctx_answers[page] = NEWS
+    async with running(cfg) as other:  # another replica, sharing the Redis
+        await get(other, tag)
+        await get(other, tag)
+    assert "666" not in ads.last.query and "permutive%3D111" in ads.last.query
+    assert fake.calls["contextual"] == 2
+
+
+# --- 6. content URLs carry no personal data out -----------------------------------------------
+
+CHILD_PAGE = "https://pub.example/watch?v=1&child_email=amy%40example.com&t=30#top"
+
+
+async def test_an_email_in_the_content_url_never_reaches_the_contextual_api(
+    proxy: Running, fake: FakePermutive
+) -> None:
+    await get(
+        proxy, "/proxy/gam/gampad/ads?iu=/1&tfcd=1&description_url=" + quote(CHILD_PAGE, safe="")
+    )
+    (call,) = fake.bodies["contextual"]
+    assert call["body"]["url"] == "https://pub.example/watch?v=1&t=30#top"
+    assert call["body"]["page_properties"]["client"]["url"] == call["body"]["url"]
+    assert "amy" not in json.dumps(call)
+    assert proxy.sample("cohortkv_content_url_redactions_total") == 1
+
+
+async def test_drop_query_sends_content_urls_without_query_or_fragment(
+    fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    cfg = sidecar(fake, ads, content=ContentConfig(drop_query=True))
+    async with running(cfg) as side:
+        await get(side, "/proxy/gam/gampad/ads?iu=/1&description_url=" + quote(CHILD_PAGE))
+    assert fake.bodies["contextual"][0]["body"]["url"] == "https://pub.example/watch"
+
+
+async def test_the_dry_run_shows_the_content_url_as_it_would_leave(fake: FakePermutive) -> None:
+    from plugin.dryrun import DryRun
+
+    tag = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1&description_url="
+    async with Enricher(config(fake)) as e:
+        x = await DryRun(e).explain(tag + quote(CHILD_PAGE, safe=""))
+        counted = e.metrics.registry.get_sample_value("cohortkv_content_url_redactions_total")
+    assert x.read is not None and x.read.content["url"] == "https://pub.example/watch?v=1&t=30#top"
+    assert counted == 0  # a dry run counts nothing in the ad path's metrics
+
+
+def test_drop_query_is_read_from_the_environment_and_checked() -> None:
+    assert load_config(env={"COHORTKV_CONTENT__DROP_QUERY": "true"}).content.drop_query
+    assert not load_config(env={}).content.drop_query
+    with pytest.raises(ValueError, match="COHORTKV_CONTENT__DROP_QUERY"):
+        load_config(env={"COHORTKV_CONTENT__DROP_QUERY": "maybe"})
+
+
+async def test_an_event_finds_the_view_of_its_ad_request_through_the_same_cleaning(
+    fake: FakePermutive,
+) -> None:
+    """Views are keyed by the cleaned URL: a host's completion event naming the content URL
+    as the player has it (e-mail and all) still lands in the play event's view."""
+    cfg = config(fake)
+    device = Identity(alias=Alias(tag="idfa", id=IDFA))
+    async with Enricher(cfg) as e:
+        ctx = Context(identity=device, content=Content(url=CHILD_PAGE))
+        await e.enrich("https://pubads.g.doubleclick.net/gampad/ads?iu=/1&us_privacy=1YNN", ctx)
+        done = Event(name="VideoCompletion", time=now_rfc3339(), properties={})
+        sent = await e.track(
+            [done], identity=device, consent=True, ids=EventIds(content_url=CHILD_PAGE)
+        )
+    assert sent == 1
+    play, completion = (call["body"]["events"][0] for call in fake.bodies["ccs"])
+    assert completion["view_id"] == play["view_id"]
+
+
+_LOCAL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+-", min_size=1, max_size=12)
+_HOST = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=10)
+_FIELD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-.", min_size=1, max_size=8)
+
+
+@given(
+    st.lists(st.tuples(_FIELD, _FIELD), max_size=4),
+    st.tuples(_FIELD, _LOCAL, _HOST, st.sampled_from(["com", "co.uk", "de"])),
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=0, max_value=4),
+)
+def test_an_email_field_is_removed_however_it_was_encoded(
+    fields: list[tuple[str, str]],
+    email: tuple[str, str, str, str],
+    times: int,
+    at: int,
+) -> None:
+    name, local, host, tld = email
+    value = f"{local}@{host}.{tld}"
+    for _ in range(times):
+        value = quote(value, safe="")
+    plain = [f"{k}={v}" for k, v in fields]
+    query = [*plain]
+    query.insert(min(at, len(query)), f"{name}={value}")
+    url = "https://pub.example/v/1?" + "&".join(query)
+    cleaned, removed = clean_content_url(url)
+    assert removed == 1 and "@" not in cleaned and "%40" not in cleaned.upper()
+    assert cleaned == "https://pub.example/v/1" + ("?" + "&".join(plain) if plain else "")
+    # a URL without an address is left exactly as it was
+    assert clean_content_url(cleaned) == (cleaned, 0)
+
+
+@pytest.mark.parametrize(
+    "field", ["by=@amy", "q=a%40b", "x=user@localhost", "tag=%23news", "v=1", "a@b"]
+)
+def test_fields_that_hold_no_email_address_stay(field: str) -> None:
+    assert not holds_email(field)
+
+
+# --- 7. what comes back from Redis is checked -------------------------------------------------
+
+
+GARBAGE = {
+    "injected_session_and_cohort": (
+        b"not-a-uuid\r\nINJECT: 1|x",
+        msgspec.msgpack.encode([{"cohorts": ["1\r\nINJECT: 1"]}, time.time()]),
+        ("session", "not_uuid"),
+        ("answer", "bad_cohorts"),
+    ),
+    "huge_session_and_answer": (
+        b"a" * 100_000 + b"|b",
+        b"\x92" + b"A" * 2_000_000,
+        ("session", "not_uuid"),
+        ("answer", "too_large"),
+    ),
+    "answer_from_the_future": (
+        None,
+        msgspec.msgpack.encode([{"cohorts": ["1"]}, time.time() + 86400]),
+        None,
+        ("answer", "bad_time"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GARBAGE))
+async def test_garbage_in_the_shared_store_never_reaches_the_ccs_event(
+    fake: FakePermutive, ads: FakeAdServer, shared_redis: SharedRedis, case: str
+) -> None:
+    import redis.asyncio as redis
+
+    session_value, answer_value, session_reason, answer_reason = GARBAGE[case]
+    device = f"{uuid.uuid4()}".upper()
+    who = compact_key(Identity(alias=Alias(tag="idfa", id=device)).cache_key()).hex()
+    at = shared_redis.prefix
+    session_key, answer_key = f"{at}:s:{{{who}}}", f"{at}:b:{who}"
+    client = redis.Redis.from_url(shared_redis.url)
+    try:
+        if session_value is not None:
+            await client.set(session_key, session_value, ex=60)
+        await client.set(answer_key, answer_value, ex=60)
+        # A timeout long enough for the 2 MB value to arrive whole, however loaded the machine.
+        cache = shared_redis.cache(redis_timeout_ms=10_000)
+        cfg = sidecar(fake, ads, cache=cache)
+        # The CCS API fails, so the user's answer can only come from the store (and the
+        # failed call writes no fresh one over it).
+        fake.status["ccs"] = 503
+        async with running(cfg) as side:
+            await get(side, GAM + f"&rdid={device}&idtype=idfa" + GRANT)
+            (call,) = fake.bodies["ccs"]
+            (event,) = call["body"]["events"]
+            assert uuid.UUID(event["session_id"]).version == 4
+            assert "INJECT" not in json.dumps(call)
+            assert "INJECT" not in unquote(unquote(ads.last.query))
+
+            def invalid(value: str, reason: str) -> float:
+                return side.sample(
+                    "cohortkv_shared_store_invalid_total", value=value, reason=reason
+                )
+
+            await until(lambda: invalid(*answer_reason) == 1, what="the answer counted")
+            if session_reason is not None:
+                assert invalid(*session_reason) == 1
+
+                # the bad value is gone, so the fleet starts that user's session afresh
+                async def clean() -> bool:
+                    stored = await client.get(session_key)
+                    return stored is None or uuid.UUID(stored.decode().split("|")[0]) is not None
+
+                await until(clean, what="the invalid session deleted")
+    finally:
+        await client.delete(session_key, answer_key)
+        await client.aclose()
+
+
+async def test_garbage_in_the_shared_session_never_reaches_a_completion_event(
+    fake: FakePermutive, shared_redis: SharedRedis
+) -> None:
+    import redis.asyncio as redis
+
+    device = Identity(alias=Alias(tag="idfa", id=f"{uuid.uuid4()}".upper()))
+    session_key = f"{shared_redis.prefix}:s:{{{compact_key(device.cache_key()).hex()}}}"
+    client = redis.Redis.from_url(shared_redis.url)
+    try:
+        await client.set(session_key, b"not-a-uuid\r\nINJECT: 1|also-not", ex=60)
+        cache = shared_redis.cache(redis_timeout_ms=10_000)
+        async with Enricher(config(fake, cache=cache)) as e:
+            done = Event(name="VideoCompletion", time=now_rfc3339(), properties={})
+            assert await e.track([done], identity=device, consent=True) == 1
+            invalid = e.metrics.registry.get_sample_value(
+                "cohortkv_shared_store_invalid_total", {"value": "session", "reason": "not_uuid"}
+            )
+        (call,) = fake.bodies["ccs"]
+        (event,) = call["body"]["events"]
+        assert uuid.UUID(event["session_id"]).version == 4 and "view_id" not in event
+        assert "INJECT" not in json.dumps(call)
+        assert invalid == 1
+    finally:
+        await client.delete(session_key)
+        await client.aclose()
