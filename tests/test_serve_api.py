@@ -347,7 +347,7 @@ async def test_4xx_is_dropped_without_retry(fake: FakePermutive, ads: FakeAdServ
 
 
 async def test_retries_give_up_after_max_attempts(fake: FakePermutive, ads: FakeAdServer) -> None:
-    fake.status["ccs"] = 500
+    fake.status["ccs"] = 503
     cfg = sidecar_config(
         fake, ads, events_backoff_ms=1, events_backoff_max_ms=2, events_max_attempts=3
     )
