@@ -34,7 +34,10 @@ class CcsRequest(msgspec.Struct, omit_defaults=True):
 
 
 class CcsResponse(msgspec.Struct, omit_defaults=True):
-    user_id: str
+    """`user_id` is documented, but an answer without it still carries the user's cohorts and
+    activations: it is used, never thrown away whole."""
+
+    user_id: str | None = None
     cohorts: list[str] = []
     activations: dict[str, list[str]] | None = None
 
