@@ -29,9 +29,10 @@ Parsing:
   `regs.ext.us_privacy`; two places (or duplicate JSON keys) that disagree are a conflict and
   deny; `regs.coppa=1` (or `regs.ext.coppa`) is a child flag and denies outright;
 - content: `site.page`, else `site.content.url`, else `app.content.url`, else the deterministic
-  `app://{app.bundle}/{app.content.id}`; `content.title` as the title; play-event properties
-  from the inventory object through the `properties` mapping (dotted paths under `site`, `app`
-  or `dooh`; default: the content's id, series, season, episode, genre, categories, length).
+  `app://{app.bundle}/{app.content.id}`, else the content id alone (`openrtb://content/{id}`);
+  `content.title` as the title; play-event properties from the inventory object through the
+  `properties` mapping (dotted paths under `site`, `app` or `dooh`; default: the content's id,
+  series, season, episode, genre, categories, length).
 
 Duplicate keys in a JSON object are read by most parsers as the last one, by some as the first.
 Where consent, device or user keys may be repeated (a name occurs in the body more often than
@@ -52,6 +53,7 @@ import msgspec
 
 from adapters.base import (
     AdapterSettings,
+    ContentId,
     ErrorHook,
     Example,
     FailOpen,
@@ -346,6 +348,7 @@ class OpenRtbAdapter(FailOpen):
         "content.cat": "categories",
         "content.len": "duration_seconds",
     }
+    default_content_ids = (ContentId("content.id", "content"),)
 
     def __init__(
         self, settings: AdapterSettings | None = None, *, on_error: ErrorHook | None = None

@@ -38,7 +38,10 @@ IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 
 GAM = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/ctv&description_url=https%3A%2F%2Fpub.example%2Fv%2F1&output=vast"
 FW = "https://5fd74.v.fwmrm.net/ad/g/1?nw=1&caid=c1&resp=vast4;_fw_did=idfa:{idfa}{extra};slid=pre"
-AW = "https://ads.example/vast/4.0/request/alias/zone1?aw_0_1st.ifa={idfa}&aw_0_1st.ifaType=idfa"
+AW = (
+    "https://ads.example/vast/4.0/request/alias/zone1?aw_0_1st.episode_id=ep1"
+    "&aw_0_1st.ifa={idfa}&aw_0_1st.ifaType=idfa"
+)
 
 
 def config(fake: FakePermutive, **kw: Any) -> Config:

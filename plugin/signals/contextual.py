@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 from plugin.cache.local import AgedLru, Clock, SingleFlight, compact_key
 from plugin.cache.shared import SharedStore
@@ -18,7 +17,8 @@ from plugin.config import CacheConfig
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import ContextualClient, UpstreamError
-from plugin.permutive.wire import ClientProperties, ContextualRequest
+from plugin.permutive.wire import ContextualRequest
+from plugin.signals.content_properties import ContentDescription
 from plugin.signals.pending import Failed, Pending, ready
 
 _NO_CONTENT = ready("none", None, "no_content")
@@ -40,18 +40,12 @@ class ContextualSignal:
         self.track: Any = None
         """Called with each call's task, so the enricher can let it finish on close."""
 
-    def begin(
-        self,
-        url: str | None,
-        properties: dict[str, Any],
-        *,
-        title: str | None,
-        client_type: str | None,
-        section: str,
-    ) -> Pending:
-        if not url:
+    def begin(self, content: ContentDescription | None) -> Pending:
+        """`content` is what the request is about, built with the play event's properties
+        (`plugin.signals.content_properties`); None: no content, so no call."""
+        if content is None:
             return _NO_CONTENT
-        key = compact_key(url)  # content URLs never stand in the clear in a cache key
+        key = compact_key(content.url)  # content URLs never stand in the clear in a cache key
         cache = self.cache
         fresh = cache.get(key, self._cfg.contextual_ttl_s)
         if fresh is not None:
@@ -59,7 +53,7 @@ class ContextualSignal:
         running = self._flights.get(key)
         if running is not None:
             return Pending(call=running, reason="shared_call", fallback=lambda: cache.get(key))
-        request = contextual_request(url, properties, title, client_type, section)
+        request = content.contextual_request()
         running = self._flights.run(key, lambda: self._fetch(key, request))
         if self.track is not None:
             self.track(running)
@@ -93,28 +87,3 @@ class ContextualSignal:
         if loop.time() - started > self.late_after_s:
             self._late.inc()
         return answer
-
-
-def contextual_request(
-    url: str,
-    properties: dict[str, Any],
-    title: str | None,
-    client_type: str | None,
-    section: str,
-) -> ContextualRequest:
-    """Content only: the guide says "minus any user-related data", so no user agent,
-    referrer, IP or identifier ever goes to the Contextual API."""
-    client = ClientProperties(
-        url=url,
-        domain=urlsplit(url).hostname or None if "://" in url else None,
-        type=client_type,
-        title=title,
-    )
-    props: dict[str, Any] = {"client": client}
-    if properties:
-        mirrored = {k: v for k, v in properties.items() if k != "client"}
-        if title and "title" not in mirrored:
-            mirrored["title"] = title
-        if mirrored:
-            props[section] = mirrored
-    return ContextualRequest(url=url, page_properties=props)
