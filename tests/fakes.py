@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from http import HTTPStatus
@@ -131,19 +130,6 @@ class FakePermutive:
         body = await request.json()
         answer = self.ctx_answers.get(body.get("url"), self.ctx_default)
         return await self._answer("contextual", request, body, lambda: answer)
-
-
-def user_ids_by_identity() -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A CCS answer per request whose `user_id` follows the identity, as the real API resolves
-    it: the same alias (or user id) always gets the same one, another a different one."""
-    known: dict[str, str] = {}
-
-    def reply(body: dict[str, Any]) -> dict[str, Any]:
-        who = body.get("user_id") or str(body.get("alias") or body.get("aliases"))
-        user = known.setdefault(who, str(uuid.uuid4()))
-        return {"user_id": user, "cohorts": ["12345"], "activations": {"dfp": ["12345"]}}
-
-    return reply
 
 
 def closed_port() -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -449,34 +448,43 @@ async def test_sandbox_cohorts_on_client_url_and_title_are_entered_through_the_p
     ads: FakeAdServer,
 ) -> None:
     """The shipped workspace's 10011 (`client.url` contains /sport/) and 10012 (`client.title`
-    contains Highlights): a proxied ad request's play event enters them, and a viewer of a news
-    page without that title enters neither."""
+    contains Highlights), activated for FreeWheel: a proxied ad request's play event enters
+    them, and a viewer of a news page without that title enters neither."""
     cfg = Config(
         sandbox=True,
         keys=KeysConfig(mode="split"),
-        serve=ServeConfig(upstreams={"gam": ads.url}),
+        serve=ServeConfig(upstreams={"freewheel": ads.url}),
     )
-    sport = "description_url=https%3A%2F%2Fexample.com%2Fsport%2Fcup-final&vid=cup-1"
-    news = "description_url=https%3A%2F%2Fexample.com%2Fnews%2Fbudget&vid=news-1"
-    other = "3f0c9a4e-8b1d-4c7a-9e2f-5d6b7a8c9d0e"
+
+    async def behavioral(content: str, user: str, extra: str = "") -> set[str]:
+        target = (
+            f"/proxy/freewheel/ad/g/1?nw=1&caid={content}"
+            f";_fw_content_url=https%3A%2F%2Fexample.com%2F{content}{extra}"
+            f"&cohortkv_uid={user}&cohortkv_consent=granted;slid=pre"
+        )
+        assert (await side.client.get(target)).status == 200
+        kv = ads.last.query.split(";")[1]
+        return {v for k, _, v in (p.partition("=") for p in kv.split("&")) if k == "permutive"}
+
     async with running(cfg) as side:
-        target = (
-            f"/proxy/gam/gampad/ads?iu=/1/x&{sport}&cohortkv_p.title=Cup%20Highlights"
-            f"&cohortkv_uid={USER}&cohortkv_consent=granted"
-        )
-        assert (await side.client.get(target)).status == 200
-        sport_viewer = behavioral_keyvalues(ads.last.target)
-        target = (
-            f"/proxy/gam/gampad/ads?iu=/1/x&{news}&cohortkv_uid={other}&cohortkv_consent=granted"
-        )
-        assert (await side.client.get(target)).status == 200
-        news_viewer = behavioral_keyvalues(ads.last.target)
-    assert {"10011", "10012"} <= sport_viewer
-    assert not {"10011", "10012"} & news_viewer
-    assert "10000" in news_viewer  # its play event did count: any Videoview
+        sport = await behavioral("sport%2Fcup-final", USER, "&cohortkv_p.title=Cup%20Highlights")
+        news = await behavioral("news%2Fbudget", "3f0c9a4e-8b1d-4c7a-9e2f-5d6b7a8c9d0e")
+    assert {"10011", "10012"} <= sport
+    assert not {"10011", "10012"} & news
+    assert "10000" in news  # its play event did count: any Videoview
 
 
-def behavioral_keyvalues(target: str) -> set[str]:
-    """The `permutive` values GAM received in `cust_params`."""
-    cust = parse_qs(urlsplit(target).query)["cust_params"][0]
-    return set(parse_qs(cust).get("permutive", [""])[0].split(","))
+async def test_a_host_play_event_stands_in_for_an_ad_requests_play_event_that_did_not_land(
+    fake: FakePermutive,
+) -> None:
+    url = GAM + "&description_url=https%3A%2F%2Fexample.com%2Fv%2F1"
+    fake.replies["ccs"] = [400]  # the ad request's play event is refused
+    play = Event(name="Videoview", time=recent(), properties={"video_id": "v1"})
+    ids = EventIds(content_url="https://example.com/v/1")
+    async with Enricher(config(fake)) as e:
+        await e.enrich(url, granted())
+        assert await e.track([play], identity=DEVICE, consent=True, ids=ids) == 1
+        later = await e.enrich(url, granted())
+    refused, host = fake.events()
+    assert host["view_id"] == refused["view_id"]
+    assert (later.behavioral.reason, later.behavioral.source) == ("view_reuse", "cache")

@@ -119,8 +119,9 @@ class EventSender:
         properties: dict[str, Any],
     ) -> tuple[str, str | None] | None:
         """(session id, view id) of the view a host play event opens; None when that view's
-        play event went out already. Without a view id or content to key a view by, the event
-        goes out with its session only: it cannot belong to an earlier view."""
+        play event went out already (it may have landed). Without a view id or content to key
+        a view by, the event goes out with its session only: it cannot belong to an earlier
+        view."""
         content = ids.content_url or _client_url(properties)
         if not view and not content:
             self._play["no_view"].inc()
@@ -133,11 +134,15 @@ class EventSender:
             view_id=view,
             content_url=content or "",
         )
-        if not claim.new:
+        opened = claim.view
+        if not claim.new and not opened.resend and opened.settled != "play_rejected":
             self._play["duplicate"].inc()
             return None
+        # A new view, or one whose own play event did not land (refused, or failed and due to
+        # be sent again): the host's is the view's play event.
+        opened.resend, opened.settled = False, None
         self._play["opened"].inc()
-        return claim.session_id, claim.view.id
+        return claim.session_id, opened.id
 
     async def send(self, identity: Identity, events: Sequence[Event]) -> int:
         """Prepared events in batches of at most 10; how many were delivered. Nothing is sent
