@@ -41,8 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plugin.commands.cli import build_parser
 from plugin.config import Config, config_from_dict
+from plugin.reserved import PREFIX as RESERVED_PREFIX
 from plugin.serve import make_app
-from plugin.serve.reserved import PREFIX as RESERVED_PREFIX
 from plugin.signals.events import now_rfc3339
 from tests.fake_adserver import FakeAdServer
 from tests.fakes import API_KEY, FakePermutive

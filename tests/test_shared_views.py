@@ -13,25 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
-from plugin.config import CacheConfig
 from plugin.identity import Alias
 from plugin.permutive.wire import Event
 from plugin.signals.tracker import EventIds
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
 from tests.times import recent
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def replica(fake: FakePermutive, redis_url: str, alias: str, content: str) -> dict[str, Any]:
+def replica(fake: FakePermutive, redis: SharedRedis, alias: str, content: str) -> dict[str, Any]:
     """One ad request through a replica of its own: `cohortkv enrich --json` in a new process."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")},
         "COHORTKV_API_KEY": API_KEY,
         "COHORTKV_CCS_URL": fake.url,
         "COHORTKV_CTX_URL": fake.url,
-        "COHORTKV_CACHE__REDIS_URL": redis_url,
+        **redis.env(),
     }
     out = subprocess.run(
         [sys.executable, "-m", "plugin", "enrich", GAM_SAMPLE, "--json", "--alias", alias,
@@ -48,7 +48,7 @@ def ccs_events(fake: FakePermutive) -> list[dict[str, Any]]:
 
 
 async def test_breaks_of_one_view_on_two_replicas_send_one_play_event(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     alias = f"tifa:{uuid.uuid4()}"
     show = f"https://example.com/v/{uuid.uuid4()}"
@@ -78,7 +78,7 @@ async def test_redis_down_means_per_replica_state_never_a_failed_request(
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
-        down = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+        down = SharedRedis(f"redis://127.0.0.1:{s.getsockname()[1]}/0", "cohortkv-down")
     alias = f"tifa:{uuid.uuid4()}"
     show = f"https://example.com/v/{uuid.uuid4()}"
     a = await asyncio.to_thread(replica, fake, down, alias, show)
@@ -90,7 +90,7 @@ async def test_redis_down_means_per_replica_state_never_a_failed_request(
 
 
 async def test_a_host_play_event_on_one_replica_opens_the_view_for_the_fleet(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     """The player's own Videoview lands on replica A; the view's ad request on replica B sends
     no play event of its own: the view was claimed with the key ad requests use."""
@@ -98,7 +98,7 @@ async def test_a_host_play_event_on_one_replica_opens_the_view_for_the_fleet(
         api_key=API_KEY,
         ccs_url=fake.url,
         ctx_url=fake.url,
-        cache=CacheConfig(redis_url=shared_redis),
+        cache=shared_redis.cache(),
     )
     device = Identity(alias=Alias(tag="tifa", id=str(uuid.uuid4())))
     show = f"https://example.com/v/{uuid.uuid4()}"

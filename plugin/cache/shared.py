@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from plugin.config import ConfigError
 from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.permutive.answer import Answer
 from plugin.permutive.breaker import Breaker
@@ -135,6 +136,12 @@ return {sid, ''}
 """
 
 
+REDIS_MISSING = (
+    "config: cache.redis_url: needs the Redis client, which is not installed:"
+    " pip install 'cohortkv[redis]'"
+)
+
+
 class RedisStore:
     """`redis.asyncio` client (or cluster client) with a timeout and a breaker on every call.
 
@@ -151,7 +158,10 @@ class RedisStore:
         cluster: bool = False,
         prefix: str = "cohortkv",
     ) -> None:
-        import redis.asyncio as redis
+        try:
+            import redis.asyncio as redis
+        except ImportError:
+            raise ConfigError(REDIS_MISSING, field="cache.redis_url") from None
 
         common: dict[str, Any] = {
             "socket_timeout": timeout_s,

@@ -45,6 +45,7 @@ from plugin.commands.demo import (
     ad_request,
 )
 from plugin.commands.demo_summary import sample_sum
+from plugin.commands.failures import upstream_text
 from plugin.commands.term import Color, Style, UrlChange, table, wants_color
 from plugin.config import Config, HttpConfig, adapter_settings
 from plugin.context import Content, Context
@@ -180,15 +181,7 @@ class VerifyApis:
         return text.replace(self.api_key, "***") if self.api_key else text
 
     def _upstream_text(self, api: str, url: str, e: UpstreamError) -> str:
-        if e.kind == "connect":
-            return f"cannot reach the {api} API at {url}: {e.detail}"
-        if e.kind == "decode":
-            return f"the {api} API's answer is not one it documents ({e.detail})"
-        if e.kind == "timeout":
-            return f"the {api} API did not answer within http.request_timeout_s"
-        parts = [str(p) for p in (e.code, e.message) if p is not None and p != ""]
-        said = (": " + " - ".join(self.redact(p) for p in parts)) if parts else ""
-        return f"the {api} API answered {e.detail or e.kind}{said}"
+        return upstream_text(api, url, e, self.redact)
 
 
 class Verifier:
@@ -335,11 +328,11 @@ class Verifier:
         if not mine:
             raise _Fail(
                 f"activations: {listed}",
-                f"none for {self.platform}, which reads {', '.join(names)} "
-                f"(adapters.{self.platform}.activation_platforms)",
+                names_line(self.platform, names, acts),
+                suggestion(self.platform, acts, self._adapter_settings()),
             )
         stray = sorted({c for codes in acts.values() for c in codes} - set(answer.cohorts))
-        lines = [f"activations: {listed}"]
+        lines = [f"activations: {listed}", names_line(self.platform, names, acts)]
         note = f"; not among the user's cohorts: {', '.join(stray)}" if stray else ""
         lines.append(
             f"{self.platform} reads {', '.join(names)}: "
@@ -367,10 +360,14 @@ class Verifier:
         if not mine:
             raise _Fail(
                 got,
-                f"none for {self.platform}, which reads {', '.join(names) or 'nothing'} "
-                f"(adapters.{self.platform}.activation_platforms){self._no_names()}",
+                names_line(self.platform, names, acts),
+                suggestion(self.platform, acts, self._adapter_settings()),
             )
-        return [got, f"activated for {self.platform}: {_codes(mine)}"]
+        return [
+            got,
+            names_line(self.platform, names, acts),
+            f"activated for {self.platform}: {_codes(mine)}",
+        ]
 
     def _no_names(self) -> str:
         if self._activation_names():
@@ -470,6 +467,10 @@ class Verifier:
     def _activation_names(self) -> tuple[str, ...]:
         return self._adapter().activation_platforms
 
+    def _adapter_settings(self) -> dict[str, Any]:
+        table = self.config.adapters.get(self.platform, {})
+        return dict(table) if isinstance(table, dict) else {}
+
     def _adapter(self) -> Adapter:
         return adapter_by_name(build_adapters(adapter_settings(self.config)), self.platform)
 
@@ -483,6 +484,32 @@ class Verifier:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def names_line(platform: str, names: tuple[str, ...], activations: dict[str, list[str]]) -> str:
+    """The activation names an answer carried, and which of them the platform reads."""
+    carried = [p for p, codes in activations.items() if codes]
+    read = [n for n in names if n in carried]
+    absent = [n for n in names if n not in carried]
+    line = (
+        f"activation names in the answer: {', '.join(carried) or '(none)'}; "
+        f"{platform} reads {', '.join(read) or 'none of them'}"
+    )
+    if absent:
+        line += f" (configured, not in this answer: {', '.join(absent)})"
+    return line
+
+
+def suggestion(platform: str, activations: dict[str, list[str]], table: dict[str, Any]) -> str:
+    """What to configure when none of an answer's activation names is the platform's."""
+    carried = ", ".join(f'"{p}"' for p, codes in activations.items() if codes)
+    where = f"[adapters.{platform}] activation_platforms"
+    if table.get("scope") == "bidders":
+        where = f"[adapters.{platform}.bidders]"
+    return (
+        f"none for {platform}: set {where} to the names your dashboard activates for it,"
+        f" e.g. [{carried}]"
+    )
 
 
 def _describe(e: BaseException) -> str:

@@ -9,7 +9,7 @@
   and lasts until `[views] idle_timeout_s` passes without an ad request for it. A new session
   therefore always starts new views. The content is its key (`plugin.signals.content_key`:
   the content URL, else the platform's content id), and the view keys are made in one place
-  (`view_key`, `given_view_key`, `fleet_view_key`). The first ad request of a view, or the
+  (`_view_key`, `fleet_view_key`). The first ad request of a view, or the
   host's own play event, sends its play event.
 - Completion events find their view: their own or the host's view id; else the SSAI-derived
   one; else the live view of (identity, content URL); else the identity's latest view.
@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from plugin.cache.local import AgedLru, Clock
 from plugin.cache.shared import SharedViews
@@ -117,21 +117,32 @@ def digest(*parts: str) -> bytes:
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
 
 
-def view_key(identity: bytes, session_id: str, content_key: str) -> bytes:
-    """This replica's key of the generated view of (identity, session, content). The content
-    key is the content URL, else the platform's content id (`plugin.signals.content_key`)."""
-    return digest(identity.hex(), session_id, content_key)
-
-
-def given_view_key(identity: bytes, view_id: str) -> bytes:
-    """This replica's key of a view whose id the host gave (or an SSAI session derived)."""
-    return digest(identity.hex(), "given", view_id)
-
-
 def fleet_view_key(content_key: str) -> str:
     """The shared store's key of the generated view of a content (the store puts the
     identity and the session around it)."""
     return digest(content_key).hex()
+
+
+def _view_key(identity: bytes, sid: str, given: str | None, content_url: str) -> bytes:
+    """A view's key on this replica: the host's (or SSAI-derived) view id, else the
+    identity's session and content key (`plugin.signals.content_key`: the content URL, else
+    the platform's content id)."""
+    if given is not None:
+        return digest(identity.hex(), "given", given)
+    return digest(identity.hex(), sid, content_url)
+
+
+class Preview(NamedTuple):
+    """An ad request's session and view as this replica knows them now (`preview`)."""
+
+    session_id: str | None
+    """None: the identity has no session here, so a new one would be generated."""
+    session_origin: str
+    """`host`, `ssai`, `generated` (the identity's current one) or `new`."""
+    given_view: str | None
+    """The host's or SSAI-derived view id, else None (a view id is generated)."""
+    view: View | None
+    """The live view this request belongs to; None: it would start a view (play event)."""
 
 
 class SessionTracker:
@@ -216,10 +227,7 @@ class SessionTracker:
         else:
             sid = fixed
         given = self.given_view(view_id, ssai_session_id, content_url)
-        if given is not None:
-            key = given_view_key(identity, given)
-        else:
-            key = view_key(identity, sid, content_url)
+        key = _view_key(identity, sid, given, content_url)
         view = self._views.get(key)
         new = view is None or view.session_id != sid
         if view is None or new:
@@ -228,6 +236,31 @@ class SessionTracker:
                 record.last_view = view.id
         self._views.put(key, view)
         return Claim(sid, view, new, key)
+
+    def preview(
+        self,
+        identity: bytes,
+        *,
+        session: str | None,
+        ssai_session_id: str | None,
+        view_id: str | None,
+        content_url: str,
+    ) -> Preview:
+        """What `claim_local` would answer, claiming nothing and keeping nothing alive: the
+        explain page shows it without changing what the next real ad request sees."""
+        origin = "host" if session else "ssai"
+        sid = self.given_session(session, ssai_session_id)
+        if sid is None:
+            record = self._sessions.peek(identity)
+            sid = record.id if record is not None else None
+            origin = "generated" if record is not None else "new"
+        given = self.given_view(view_id, ssai_session_id, content_url)
+        view = None
+        if sid is not None:
+            view = self._views.peek(_view_key(identity, sid, given, content_url))
+            if view is not None and view.session_id != sid:
+                view = None
+        return Preview(sid, origin, given, view)
 
     async def claim(
         self,
@@ -299,7 +332,7 @@ class SessionTracker:
         sid = self.session(identity, fixed)
         found: str | None = None
         if content_url:
-            view = self._views.get(view_key(identity, sid, content_url))
+            view = self._views.get(_view_key(identity, sid, None, content_url))
             if view is not None and view.session_id == sid:
                 found = view.id
         else:
