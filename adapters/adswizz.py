@@ -20,11 +20,13 @@ Parsing:
   `aw_0_req.coppa=1` or `coppa=1` is a child flag and denies outright. Each is read in any
   letter case (`AW_0_REQ.COPPA=1`), and in the `aw_0_1st.` targeting too (`aw_0_1st.coppa=1`);
   an id (device or listener) given twice with different values names nobody;
-- content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the deterministic
-  `adswizz://zone/{zone}` from the zone alias in the path (or `zoneId` in the query): in audio a
-  zone is usually one station or show, so contextual cohorts follow it. Properties for the
-  `AudioPlay` event come through the `properties` mapping (default: `aw_0_1st.episode_id`,
-  `.show`, `.title`, `.categories`, `.duration` → `duration_seconds`).
+- content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the episode id
+  (`aw_0_1st.episode_id`: `adswizz://episode/{id}`), else the content id
+  (`aw_0_1st.content_id`: `adswizz://content/{id}`). A zone is an ad placement, never content:
+  every episode of a show may share one, so a request with only a zone has no content (no
+  play event, no Contextual call). Properties for the `AudioPlay` event come through the
+  `properties` mapping (default: `aw_0_1st.episode_id`, `.content_id`, `.show`, `.title`,
+  `.categories`, `.duration` → `duration_seconds`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from adapters.base import Example, KeyValuesIn, UrlAdapter
+from adapters.base import ContentId, Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -59,7 +61,6 @@ LISTENER_ID_TAG = "listener_id"
 
 _LISTENER_PARAMS = ("listenerId", "listenerid", "aw_0_awz.listenerid")
 _CONTENT_URL_PARAMS = ("aw_0_1st.contentUrl", "aw_0_1st.contenturl", "aw_0_1st.url", "url")
-_ZONE_PARAMS = ("zoneId", "zoneid", "zone_id")
 _LMT_PARAMS = ("aw_0_req.lmt", "lmt")
 _CHILD_PARAMS = ("aw_0_req.coppa", "coppa")
 
@@ -72,17 +73,6 @@ def clean_value(value: object) -> str | None:
     if not isinstance(value, str) or not value or "," in value or not encodable(value):
         return None
     return value
-
-
-def zone_of(path: str) -> str | None:
-    """The zone alias of `/vast/{version}/request/alias/{zone}`; None for other paths."""
-    at = path.find("/vast/")
-    if at < 0:
-        return None
-    parts = path[at + 1 :].split("/")
-    if len(parts) >= 5 and parts[2] == "request" and parts[3] == "alias" and parts[4]:
-        return decode(parts[4], plus=False)
-    return None
 
 
 def _is_adswizz_path(path: str) -> bool:
@@ -104,11 +94,16 @@ class AdsWizzAdapter(UrlAdapter):
     default_content_section = "audio"
     default_properties: ClassVar[Mapping[str, str]] = {
         "aw_0_1st.episode_id": "episode_id",
+        "aw_0_1st.content_id": "content_id",
         "aw_0_1st.show": "show",
         "aw_0_1st.title": "title",
         "aw_0_1st.categories": "categories",
         "aw_0_1st.duration": "duration_seconds",
     }
+    default_content_ids = (
+        ContentId("aw_0_1st.episode_id", "episode"),
+        ContentId("aw_0_1st.content_id", "content"),
+    )
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -159,16 +154,12 @@ class AdsWizzAdapter(UrlAdapter):
             child_directed=_CHILD_PARAMS,
         )
 
-        content_url = first(_CONTENT_URL_PARAMS)
-        if content_url is None:
-            zone = zone_of(path) or first(_ZONE_PARAMS)
-            if zone is not None:
-                content_url = f"adswizz://zone/{encode(zone)}"
-
         return Context(
             identity=identity_of(aliases),
             consent=consent,
-            content=Content(url=content_url, properties=mapped_properties(self.properties, p)),
+            content=Content(
+                url=first(_CONTENT_URL_PARAMS), properties=mapped_properties(self.properties, p)
+            ),
             limit_ad_tracking=lat,
         )
 

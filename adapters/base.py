@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar, Protocol
 
 import msgspec
 
-from plugin.context import Context
+from plugin.context import ContentIdRule, Context
 from plugin.request import AdRequest, Applied
 
 KeyValuesIn = Mapping[str, Sequence[str]]
@@ -58,6 +58,20 @@ class AdapterSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     """Platform parameter → play-event property (a trailing `*` maps a whole prefix)."""
 
 
+class ContentId(msgspec.Struct, frozen=True):
+    """A platform parameter that identifies content when the request names no content URL.
+
+    The content key is then `<platform>://<namespace>/<id>`: `namespace_param`'s value when
+    the request has it (GAM's `cmsid`), else `namespace`. Both parameters are read as the
+    play-event properties they are mapped to (`properties`), so a host's
+    `cohortkv_p.<property>` names the content too, and a mapping without the parameter has no
+    content id from it."""
+
+    param: str
+    namespace: str
+    namespace_param: str | None = None
+
+
 class Example(msgspec.Struct, frozen=True):
     """A viewer's ad request as a player or stitcher would make it: the demo and `verify`
     build each platform's request from its adapter's `example`, so both follow the registry."""
@@ -83,6 +97,8 @@ class Adapter(Protocol):
     play_event: str
     content_section: str
     client_type: str | None
+    content_ids: tuple[ContentIdRule, ...]
+    """What identifies content without a URL, in order of preference."""
 
     def unrecognised(self, request: AdRequest) -> str | None:
         """None when this is one of the platform's ad requests, else why not (a short reason,
@@ -118,6 +134,8 @@ class FailOpen:
     default_play_event: ClassVar[str] = "Videoview"
     default_content_section: ClassVar[str] = "video"
     default_properties: ClassVar[Mapping[str, str]] = {}
+    default_content_ids: ClassVar[tuple[ContentId, ...]] = ()
+    """The platform's content ids (`ContentId`), most specific first."""
 
     def __init__(
         self,
@@ -138,6 +156,15 @@ class FailOpen:
         self.client_type: str | None = s.client_type
         self.properties: Mapping[str, str] = (
             self.default_properties if s.properties is None else dict(s.properties)
+        )
+        self.content_ids: tuple[ContentIdRule, ...] = tuple(
+            ContentIdRule(
+                self.properties[c.param],
+                c.namespace,
+                self.properties.get(c.namespace_param) if c.namespace_param else None,
+            )
+            for c in self.default_content_ids
+            if c.param in self.properties
         )
         self.on_error = on_error
         self.on_skip = on_skip

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from adapters.base import Example, KeyValuesIn, UrlAdapter
+from adapters.base import ContentId, Example, KeyValuesIn, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -103,6 +103,7 @@ class FreeWheelAdapter(UrlAdapter):
         "vdur": "duration_seconds",
         "_fw_content_*": "*",
     }
+    default_content_ids = (ContentId("caid", "asset"),)
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:

@@ -23,8 +23,9 @@ is a conflict, which denies too; a repeated flag counts when any copy sets it. P
 parameters are read in any letter case (`TFCD=1`) and inside `cust_params` too: a flag there
 denies, and a consent value there that disagrees with the query's is a conflict.
 Content: `description_url` (else `url`) as the content URL, decoded twice if a player encoded
-it twice; `vid` → `video_id`, `cmsid` → `cms_id`. The stream correlator `scor` (constant for
-one video stream) is the view id.
+it twice; `vid` → `video_id`, `cmsid` → `cms_id`. Without a content URL the video id is the
+content: `gam://{cmsid}/{vid}` (`gam://video/{vid}` without `cmsid`). The stream correlator
+`scor` (constant for one video stream) is the view id.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from typing import Annotated, ClassVar, TypeVar
 
 import msgspec
 
-from adapters.base import AdapterSettings, ErrorHook, Example, KeyValuesIn, UrlAdapter
+from adapters.base import (
+    AdapterSettings,
+    ContentId,
+    ErrorHook,
+    Example,
+    KeyValuesIn,
+    UrlAdapter,
+)
 from adapters.params import (
     Params,
     SignalReader,
@@ -140,6 +148,7 @@ class GamAdapter(UrlAdapter):
         "cust_params.title": "title",
         "cust_params.categories": "categories",
     }
+    default_content_ids = (ContentId("vid", "video", namespace_param="cmsid"),)
 
     def __init__(
         self, settings: AdapterSettings | None = None, *, on_error: ErrorHook | None = None

@@ -53,7 +53,8 @@ Parsing (member names match in any case, and every copy of a repeated name count
   `regs.ext.us_privacy`; two places or copies that disagree are a conflict and deny;
   `regs.coppa=1` (or `regs.ext.coppa`) in any copy is a child flag and denies outright;
 - content: `site.page`, else `site.content.url`, else `app.content.url`, else
-  `dooh.content.url`, else the deterministic `app://{app.bundle}/{app.content.id}`;
+  `dooh.content.url`, else the deterministic `app://{app.bundle}/{app.content.id}`, else the
+  content id alone (`openrtb://content/{id}`);
   `content.title` as the title; play-event properties from the inventory object through the
   `properties` mapping (dotted paths under `site`, `app` or `dooh`; default: the content's id,
   series, season, episode, genre, categories, length).
@@ -95,6 +96,7 @@ import msgspec
 from adapters.base import (
     AdapterSettings,
     CohortsFor,
+    ContentId,
     ErrorHook,
     Example,
     FailOpen,
@@ -272,6 +274,7 @@ class OpenRtbAdapter(FailOpen):
         "content.cat": "categories",
         "content.len": "duration_seconds",
     }
+    default_content_ids = (ContentId("content.id", "content"),)
 
     def __init__(
         self,

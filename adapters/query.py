@@ -24,8 +24,9 @@ Parsing (names configurable in `[adapters.query]`):
   disagree (in any letter case) is a conflict and denies; `coppa=1` in any copy and any case is
   a child flag and denies outright, whatever the host says;
 - content: the first of `content_url`, `url`, `description_url` (decoded twice when a player
-  encoded it twice); play-event properties through the `properties` mapping (default: the
-  `content_*` parameters named after OpenRTB's content fields).
+  encoded it twice), else the content id `content_id` as `query://content/{id}`; play-event
+  properties through the `properties` mapping (default: the `content_*` parameters named
+  after OpenRTB's content fields).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import msgspec
 
 from adapters.base import (
     AdapterSettings,
+    ContentId,
     ErrorHook,
     Example,
     KeyName,
@@ -168,6 +170,7 @@ class QueryAdapter(UrlAdapter):
         "content_cat": "categories",
         "content_len": "duration_seconds",
     }
+    default_content_ids = (ContentId("content_id", "content"),)
 
     def __init__(
         self, settings: AdapterSettings | None = None, *, on_error: ErrorHook | None = None

@@ -113,7 +113,18 @@ DEFAULT_PROPERTY_TYPES: dict[str, PropertyType] = {
 
 class EventsConfig(_Section, frozen=True):
     view_namespace: str = "6f1c2b8e-3d4a-4f5e-9a7b-2c1d0e9f8a7b"
-    """uuid5 namespace for mapping host and SSAI session / view ids that are not UUIDv4s."""
+    """uuid5 namespace for mapping host and SSAI session / view ids that are not UUIDs."""
+    client: bool = True
+    """Play events carry `client` ({url, domain, title, type}), the properties custom cohorts
+    are typically built on; false for a workspace whose event schema has no `client`."""
+    play_events: tuple[str, ...] | None = None
+    """Names of the host's events (`track()`, `/v1/events`) that are play events: each opens
+    its view, so that the view's ad requests send no play event of their own. None: every
+    adapter's `play_event` (`Videoview`, `AudioPlay`)."""
+    retry: Literal["safe", "always"] = "safe"
+    """`/v1/events` deliveries: `safe` sends a batch again only when the CCS API provably did
+    not process it (no connection, 429, 503); `always` also after a timeout or another 5xx,
+    which may count the events twice."""
     properties: dict[str, PropertyType] = {}
     """Play-event property → type, for values that come from URLs as text (adapters'
     parameters, `cohortkv_p.*`): lists split on commas; names not listed stay strings."""
@@ -193,7 +204,9 @@ class ServeConfig(_Section, frozen=True):
     events_workers: PositiveInt = 16
     """Event deliveries in flight at once (one user's batches always go one at a time)."""
     events_max_attempts: PositiveInt = 8
-    """Tries per batch on 5xx/timeouts before its events are dropped (4xx: no retry)."""
+    """Tries per batch before its events are dropped. A batch is tried again only when the CCS
+    API provably did not process it (no connection, 429, 503), or with `[events] retry =
+    "always"` also after a timeout or another 5xx; never after a 4xx."""
     events_backoff_ms: PositiveInt = 200
     """First retry pause; it doubles per attempt, jittered, up to `events_backoff_max_ms`."""
     events_backoff_max_ms: PositiveInt = 30_000

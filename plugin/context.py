@@ -48,6 +48,17 @@ class Content(msgspec.Struct, omit_defaults=True, frozen=True):
     client_type: str | None = None
 
 
+class ContentIdRule(msgspec.Struct, frozen=True):
+    """How a platform's content id stands for content without a URL: the play-event property
+    `property` holds the id, and the content's deterministic URL is
+    `<platform>://<namespace>/<id>`, the namespace being the value of `namespace_property`
+    when the request has one, else `namespace` (`plugin.signals.content_key`)."""
+
+    property: str
+    namespace: str
+    namespace_property: str | None = None
+
+
 class Context(msgspec.Struct, omit_defaults=True, frozen=True):
     identity: Identity | None = None
     consent: ConsentSignals = ConsentSignals()

@@ -38,10 +38,10 @@ from plugin.permutive.clients import CcsClient, ContextualClient, UpstreamError
 from plugin.permutive.wire import CcsRequest, ContextualRequest, Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision
-from plugin.signals.behavioral import play_event_of
+from plugin.signals.content_properties import ContentDescription
 from plugin.signals.content_url import with_clean_url
-from plugin.signals.contextual import contextual_key, contextual_request
-from plugin.signals.events import typed_content_properties
+from plugin.signals.contextual import contextual_key
+from plugin.signals.events import now_rfc3339, typed_content_properties
 from plugin.signals.merge import build_keyvalues
 from plugin.signals.sessions import new_uuid4
 
@@ -233,23 +233,18 @@ class DryRun:
             session={"id": None, "origin": None},
             view={"id": None, "origin": None, "first": None},
         )
-        c = self._contextual(content.url, props, content.title, client_type, adapter)
-        play = play_event_of(adapter.play_event, content.url, props, content.title, client_type)
-        b = self._behavioral(ctx, decision, play, read)
+        described = self._e.describe_content(ctx, adapter)
+        read.content["key"] = described.url if described is not None else None
+        c = self._contextual(described)
+        b = self._behavioral(ctx, decision, described, adapter.play_event, read)
         return read, b, c
 
-    def _contextual(
-        self,
-        url: str | None,
-        props: dict[str, Any],
-        title: str | None,
-        client_type: str | None,
-        adapter: Adapter,
-    ) -> Plan:
-        if not url:
-            return Plan("none", "no_content", Ask("contextual", False, "no content URL"))
+    def _contextual(self, content: ContentDescription | None) -> Plan:
+        if content is None:
+            why = "no content URL and no content id"
+            return Plan("none", "no_content", Ask("contextual", False, why))
         signal = self._e.contextual
-        key = contextual_key(url, props, title, client_type, adapter.content_section)
+        key = contextual_key(content.contextual_request())
         fresh = signal.cache.peek(key, self._cfg.cache.contextual_ttl_s)
         if fresh is not None:
             why = "a fresh cached answer for this content (younger than contextual_ttl_s)"
@@ -258,14 +253,21 @@ class DryRun:
         if signal._flights.get(key) is not None:
             why = "another request's call for this content is in flight: it would share it"
             return Plan("not_asked", "shared_call", Ask("contextual", False, why), fallback=stale)
-        request = contextual_request(url, props, title, client_type, adapter.content_section)
+        request = content.contextual_request()
         if self._e.upstream_states().get("contextual") == "open":
             why = "the Contextual API's circuit breaker is open: no call"
             return Plan("not_asked", "breaker_open", Ask("contextual", False, why), fallback=stale)
         ask = Ask("contextual", True, request=msgspec.to_builtins(request))
         return Plan("not_asked", "live", ask, fallback=stale, request=request)
 
-    def _behavioral(self, ctx: Context, decision: ConsentDecision, play: Any, read: Read) -> Plan:
+    def _behavioral(
+        self,
+        ctx: Context,
+        decision: ConsentDecision,
+        content: ContentDescription | None,
+        play_event: str,
+        read: Read,
+    ) -> Plan:
         if not decision.allowed:
             why = f"consent denied ({decision.reason}): no CCS call, no cached cohorts"
             return Plan("skipped", "consent_denied", Ask("ccs", False, why))
@@ -280,28 +282,27 @@ class DryRun:
             return Plan("none", "invalid_identity", Ask("ccs", False, why))
         key = compact_key(identity.cache_key())
         cached = self._e.behavioral.cache.peek(key)
-        if play is None:
-            why = "no content URL and no properties: no play event, so no call (cache only)"
+        if content is None:
+            why = "no content URL and no content id: no play event, so no call (cache only)"
             src = "cache" if cached is not None else "none"
             return Plan(src, "no_content", Ask("ccs", False, why), answer=cached)
-        content_url = ctx.content.url or ""
         p = self._e.sessions.preview(
             key,
             session=ctx.session_id,
             ssai_session_id=ctx.ssai_session_id,
             view_id=ctx.view_id,
-            content_url=content_url,
+            content_url=content.url,
         )
         session_id = p.session_id or new_uuid4()
         view_id = p.view.id if p.view is not None else (p.given_view or new_uuid4())
         read.session = {"id": session_id, "origin": p.session_origin}
         view_origin = "host" if ctx.view_id else "ssai" if ctx.ssai_session_id else "generated"
         read.view = {"id": view_id, "origin": view_origin, "first": p.view is None}
-        if p.view is not None:
+        if p.view is not None and not p.view.resend:
             return self._later_break(p.view, cached)
-        event = play()
+        props = content.event_properties(client=self._cfg.events.client)
         request = CcsRequest(
-            events=[Event(event.name, event.time, event.properties, view_id, session_id)],
+            events=[Event(play_event, now_rfc3339(), props, view_id, session_id)],
             user_id=identity.user_id,
             alias=identity.alias,
             aliases=identity.aliases,
@@ -317,14 +318,17 @@ class DryRun:
 
     def _later_break(self, view: Any, cached: Answer | None) -> Plan:
         if view.answer is not None:
-            why = "the view's play event already went out: this break reuses its answer"
-            return Plan("cache", "view_reuse", Ask("ccs", False, why), answer=view.answer)
+            why = "the view's play event already went out: this break uses the freshest answer"
+            return Plan("cache", "view_reuse", Ask("ccs", False, why), answer=cached or view.answer)
         if view.flight is not None and not view.flight.done():
             why = "the view's play-event call is in flight: this request would wait on it"
             return Plan("not_asked", "view_reuse", Ask("ccs", False, why), fallback=cached)
-        why = "the view's play event already went out: no second one (cache only)"
+        if view.settled is not None:
+            why = f"the view's play event failed ({view.settled}): never sent again (cache only)"
+        else:
+            why = "the view's play event already went out: no second one (cache only)"
         src = "cache" if cached is not None else "none"
-        return Plan(src, "view_reuse", Ask("ccs", False, why), answer=cached)
+        return Plan(src, view.settled or "view_reuse", Ask("ccs", False, why), answer=cached)
 
     # -- a run: the calls, made on clients of their own ------------------------------------
 

@@ -12,6 +12,8 @@ REASON_TEXT: dict[str, str] = {
     "live": "the API answered in time",
     "shared_call": "another request's call for the same content answered in time",
     "view_reuse": "a later ad break of a view whose play event already went out",
+    "play_rejected": "the CCS API refused the view's play event (4xx): never sent again",
+    "play_failed": "the view's play event failed twice, perhaps landed: not sent a third time",
     "fresh_cache": "a fresh cached answer for this content",
     "cache_first": "the user's cached answer, used at once ([behavioral] wait = if_uncached)",
     "cache_fallback_timeout": "the call missed budget_ms: the last good answer",
@@ -20,7 +22,7 @@ REASON_TEXT: dict[str, str] = {
     "shed": "too many calls in flight: no call, the last good answer",
     "no_identity": "the request carries no identity",
     "invalid_identity": "the identity would be refused by the CCS API",
-    "no_content": "no content URL",
+    "no_content": "no content URL and no content id",
     "consent_denied": "consent denied: no CCS call",
     "not_recognised": "the request was not recognised",
 }

@@ -29,11 +29,12 @@ from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
 from plugin.observe.tracing import make_tracer, result_attributes
 from plugin.permutive.answer import Answer, RememberedActivations
-from plugin.permutive.clients import CcsClient
-from plugin.permutive.wire import Event
+from plugin.permutive.wire import CcsRequest, Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
-from plugin.signals.behavioral import BehavioralSignal, play_event_of
+from plugin.signals.behavioral import BehavioralSignal
+from plugin.signals.content_key import content_key
+from plugin.signals.content_properties import ContentDescription
 from plugin.signals.content_url import ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.events import as_event, typed_content_properties
@@ -92,7 +93,12 @@ class Enricher:
         self.behavioral.spawn = self._spawn
         self.contextual.track = self._track
         self.behavioral.late_after_s = self.contextual.late_after_s = cfg.budget_ms / 1000
-        self.events = EventSender(self.sessions, self._ccs_client, self.behavioral.remember)
+        self.events = EventSender(
+            self.sessions,
+            self._call,
+            self.metrics,
+            cfg.events.play_events or {a.play_event for a in self.adapters},
+        )
         self.content_urls = ContentUrls(
             cfg.content.drop_query, self.metrics.content_url_redactions.inc
         )
@@ -139,11 +145,10 @@ class Enricher:
         """The in-process sandbox when running with `sandbox = true`, else None."""
         return self.upstreams.sandbox
 
-    def _ccs_client(self) -> CcsClient:
-        client = self.behavioral.client
-        if client is None:
+    async def _call(self, key: bytes, request: CcsRequest) -> Answer:
+        if self.behavioral.client is None:
             raise RuntimeError("Enricher used before start()")
-        return client
+        return await self.behavioral.call(key, request)
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -203,18 +208,9 @@ class Enricher:
         # Stop waiting a little before the budget: merging and writing come after.
         until = loop.time() + deadline - min(_FINISH_RESERVE_S, deadline * 0.05)
 
-        content = ctx.content
-        props = self._properties(content.properties)
-        client_type = content.client_type or adapter.client_type
-        c = self.contextual.begin(
-            content.url,
-            props,
-            title=content.title,
-            client_type=client_type,
-            section=adapter.content_section,
-        )
-        play = play_event_of(adapter.play_event, content.url, props, content.title, client_type)
-        b = await self.behavioral.begin(ctx, decision, play)
+        described = self.describe_content(ctx, adapter)
+        c = self.contextual.begin(described)
+        b = await self.behavioral.begin(ctx, decision, described, adapter.play_event)
         waiting: list[asyncio.Task[Any]] = []
         b.waiting(waiting)
         c.waiting(waiting)
@@ -268,6 +264,22 @@ class Enricher:
         """The consent gate's decision over the request's and the host's signals, counted."""
         return self.accounting.decision(self._decide(signals, host))
 
+    def describe_content(self, ctx: Context, adapter: Adapter) -> ContentDescription | None:
+        """What the play event and the Contextual request say about the content; None when
+        the request names none (no content URL, no content id). The explain page uses it too."""
+        content = ctx.content
+        props = self._properties(content.properties)
+        key = content_key(content.url, props, adapter.name, adapter.content_ids)
+        if key is None:
+            return None
+        return ContentDescription(
+            key,
+            props,
+            title=content.title,
+            client_type=content.client_type or adapter.client_type,
+            section=adapter.content_section,
+        )
+
     def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
         if not raw:
             return {}
@@ -299,7 +311,9 @@ class Enricher:
         `/v1/events` body's event is. Consented users only; chronological order; at most 10
         events per request; empty properties left out. Events without a view id land in the
         view whose play event went out (`plugin.signals.sessions`; `ids` says where, as the ad
-        request did). Returns how many events were delivered. Raises `IdentityError` /
+        request did). A play event (`[events] play_events`) opens its view; one whose view's
+        play event went out already is not sent. Returns how many events were delivered;
+        nothing is ever sent twice. Raises `IdentityError` /
         `RequestError` naming the field for a person's mistake (an invalid identity, a bad
         event), whatever the consent; upstream failures mean fewer delivered.
         """
@@ -315,7 +329,7 @@ class Enricher:
             return 0
         await self.start()
         prepared = await self.events.prepare(identity, checked, ids or EventIds())
-        return await self.events.send(identity, prepared)
+        return await self.events.send(identity, prepared.events)
 
     async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:
         """One CCS call with up to 10 prepared events, no consent check: callers made it."""

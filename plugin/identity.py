@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 
 import msgspec
@@ -130,6 +131,16 @@ def is_uuid4(value: str) -> bool:
     except (ValueError, AttributeError, TypeError):
         return False
     return u.version == 4 and str(u) == value.lower()
+
+
+_UUID_TEXT = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
+
+
+def is_uuid(value: str) -> bool:
+    """A UUID in its usual 8-4-4-4-12 hex form, of any version or variant: the Direct API
+    guide's own `a2b3c4d5-e6f7-8901-2345-6789abcdef01` is not an RFC 4122 UUIDv4, and a host
+    that uses such ids elsewhere must find them unchanged in our events."""
+    return isinstance(value, str) and _UUID_TEXT.fullmatch(value) is not None
 
 
 def generate_permutive_id() -> str:

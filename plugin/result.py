@@ -14,6 +14,8 @@ Reason = Literal[
     "live",
     "shared_call",
     "view_reuse",
+    "play_rejected",
+    "play_failed",
     "fresh_cache",
     "cache_first",
     "cache_fallback_timeout",

@@ -1,4 +1,4 @@
-"""Shared test set-up: hypothesis profiles.
+"""Shared test set-up: hypothesis profiles, the garbage collector.
 
 `HYPOTHESIS_PROFILE=long` runs the fuzz targets with at least 10,000 examples each; the default
 `ci` profile keeps the whole suite within a few minutes.
@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,14 @@ settings.register_profile(
     "long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Every module is imported now: keep those objects out of the collector's full passes.
+    Hundreds of thousands of them made one full pass take half a second mid-test, longer than
+    a 300 ms enrichment budget, so a test could see its own call "miss" the budget."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -65,7 +65,6 @@ def test_parse_sample() -> None:
     assert aw.parse_url(SAMPLE) == Context(
         identity=Identity(alias=Alias(tag="listener_id", id="abc-123")),
         consent=ConsentSignals(gdpr=True, tc_string="CONSENT"),
-        content=Content(url="adswizz://zone/demo_zone"),
     )
 
 
@@ -83,7 +82,6 @@ def test_parse_app_request_with_device_id() -> None:
             )
         ),
         consent=ConsentSignals(gdpr=False, us_privacy="1YNN", gpp="DBABMA~x", gpp_sid=(2, 6)),
-        content=Content(url="adswizz://zone/station%201"),
     )
 
 
@@ -100,13 +98,18 @@ def test_unusable_ids_are_ignored(params: str) -> None:
     assert aw.parse_url(f"https://h/vast/4.0/request/alias/z?{params}").identity is None
 
 
-def test_content_url_parameter_wins_and_legacy_zone() -> None:
+def test_content_url_parameter_wins_and_a_zone_is_never_content() -> None:
     url = "https://h/www/delivery/afr.php?zoneid=77&aw_0_1st.contentUrl=podcast%3A%2F%2Fshow%2F9"
     assert aw.parse_url(url).content.url == "podcast://show/9"
-    assert (
-        aw.parse_url("https://h/www/delivery/afr.php?zoneid=77").content.url == "adswizz://zone/77"
+    # A zone is an ad placement: every episode of a show may share it.
+    assert aw.parse_url("https://h/www/delivery/afr.php?zoneid=77").content == Content()
+    assert aw.parse_url("https://h/vast/4.0/request/alias/show-zone").content == Content()
+    # The episode and content ids are the content when no URL names it.
+    episode = aw.parse_url(
+        "https://h/vast/4.0/request/alias/z?aw_0_1st.episode_id=ep1&aw_0_1st.content_id=c9"
     )
-    assert aw.parse_url("https://h/www/delivery/afr.php").content.url is None
+    assert episode.content == Content(properties={"episode_id": "ep1", "content_id": "c9"})
+    assert aw.content_ids[0].property == "episode_id"
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,10 @@ async def test_ccs_request_carries_identity_and_play_event(fake: FakePermutive) 
     (event,) = body["events"]
     assert event["name"] == "Videoview"
     assert event["view_id"] == "a2b3c4d5-e6f7-4901-a345-6789abcdef01"
-    assert event["properties"] == {"video_id": "v1"}
+    assert event["properties"] == {
+        "video_id": "v1",
+        "client": {"url": "https://example.com/v/1", "domain": "example.com"},
+    }
     # no host session: one is generated per identity (a UUIDv4), never null
     assert uuid.UUID(event["session_id"]).version == 4
     (cbody,) = [b["body"] for b in fake.bodies["contextual"]]

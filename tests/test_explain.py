@@ -197,7 +197,12 @@ async def test_a_dry_run_reads_the_request_and_asks_nothing(
     assert enricher.sessions.view_count == 0 and len(enricher.behavioral.cache) == 0
     await real_gam(ex, GAM_QUERY + "&cohortkv_sid=ssai-42")
     assert fake.calls == {"ccs": 1, "contextual": 1}
-    assert fake.bodies["ccs"][0]["body"]["events"][0]["view_id"] == read["view"]["id"]
+    sent = fake.bodies["ccs"][0]["body"]["events"][0]
+    assert sent["view_id"] == read["view"]["id"]
+    # The explain page shows the bodies the ad request sends: one builder for both.
+    assert sent["properties"] == event["properties"] and "client" in sent["properties"]
+    assert fake.bodies["contextual"][0]["body"] == ctx["request"]
+    assert read["content"]["key"] == CONTENT
 
 
 async def test_a_run_asks_the_contextual_api_only_and_caches_nothing(

@@ -20,6 +20,7 @@ from plugin import Config, ConfigError, ConsentSignals, Content, Context, Enrich
 from plugin.commands.cli import main
 from plugin.identity import Alias
 from plugin.observe.logs import configure_logging
+from plugin.signals.content_properties import ContentDescription
 from plugin.signals.contextual import contextual_key
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
@@ -40,7 +41,10 @@ IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 
 GAM = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/ctv&description_url=https%3A%2F%2Fpub.example%2Fv%2F1&output=vast"
 FW = "https://5fd74.v.fwmrm.net/ad/g/1?nw=1&caid=c1&resp=vast4;_fw_did=idfa:{idfa}{extra};slid=pre"
-AW = "https://ads.example/vast/4.0/request/alias/zone1?aw_0_1st.ifa={idfa}&aw_0_1st.ifaType=idfa"
+AW = (
+    "https://ads.example/vast/4.0/request/alias/zone1?aw_0_1st.episode_id=ep1"
+    "&aw_0_1st.ifa={idfa}&aw_0_1st.ifaType=idfa"
+)
 
 
 def config(fake: FakePermutive, **kw: Any) -> Config:
@@ -468,7 +472,7 @@ async def test_content_urls_never_stand_in_the_clear_in_cache_keys(
         local_keys = list(e.contextual.cache._data)  # the in-process cache
     keys = keys_of(shared_redis)
     # keyed by the URL and what else the Contextual request carried (GAM: the `video` section)
-    key = contextual_key(prefix_url, {}, None, None, "video")
+    key = contextual_key(ContentDescription(prefix_url, {}, section="video").contextual_request())
     assert f"{shared_redis.prefix}:c:{key.hex()}" in keys
     assert not [k for k in keys if "secret-content-slug" in k or IDFA in k]
     assert local_keys == [key]

@@ -9,6 +9,7 @@ import redis
 
 from plugin import ConsentSignals, Content, Context, Enricher
 from plugin.config import Config
+from plugin.signals.content_properties import ContentDescription
 from plugin.signals.contextual import contextual_key
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import RUN_PREFIX, SharedRedis, keys_of, remove_keys
@@ -26,7 +27,9 @@ async def test_a_run_writes_only_under_its_own_prefix_and_removes_it(
     async with Enricher(cfg) as e:  # closing waits for the fire-and-forget writes
         await e.enrich(GAM_SAMPLE, Context(consent=ConsentSignals(override=False),
                                            content=Content(url=url)))  # fmt: skip
-    hashed = contextual_key(url, {}, None, None, "video").hex()  # GAM: the `video` section
+    hashed = contextual_key(
+        ContentDescription(url, {}, section="video").contextual_request()
+    ).hex()  # GAM: the `video` section
     assert keys_of(mine) == [f"{mine.prefix}:c:{hashed}"]
     client = redis.Redis.from_url(shared_redis.url)
     try:

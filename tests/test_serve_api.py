@@ -7,6 +7,8 @@ import io
 import json
 import uuid
 from contextlib import redirect_stdout
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ GAM = (
     "&description_url=https%3A%2F%2Fexample.com%2Fv%2F1"
 )
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
+ROOT = Path(__file__).resolve().parent.parent
 GRANTED = {"granted": True}
 
 
@@ -347,7 +350,7 @@ async def test_4xx_is_dropped_without_retry(fake: FakePermutive, ads: FakeAdServ
 
 
 async def test_retries_give_up_after_max_attempts(fake: FakePermutive, ads: FakeAdServer) -> None:
-    fake.status["ccs"] = 500
+    fake.status["ccs"] = 503
     cfg = sidecar_config(
         fake, ads, events_backoff_ms=1, events_backoff_max_ms=2, events_max_attempts=3
     )
@@ -357,3 +360,22 @@ async def test_retries_give_up_after_max_attempts(fake: FakePermutive, ads: Fake
         await until(lambda: side.sample("cohortkv_events_dropped_total", reason="exhausted") == 1)
         assert fake.calls["ccs"] == 3
         assert side.sample("cohortkv_events_total", state="retried") == 2
+
+
+async def test_the_events_example_in_the_docs_is_accepted_when_pasted(side: Running) -> None:
+    """docs/sidecar.md's `/v1/events` example, with its shell `date` run as the shell would:
+    the sidecar accepts it, today and every day."""
+    text = (ROOT / "docs" / "sidecar.md").read_text(encoding="utf-8")
+    section = text[text.index("## `POST /v1/events`") :]
+    start = section.index("```sh\n") + 6
+    block = section[start : section.index("\n```", start)]
+    payload = block[block.index("-d '") + 4 : block.rindex("'")]
+    date = "'\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"'"
+    assert date in payload, "the example no longer writes the current time"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # what `date -u +...` prints
+    status, doc = await post(side, "/v1/events", json.loads(payload.replace(date, now)))
+    assert (status, doc) == (202, {"accepted": 1, "reason": "override_granted"})
+    # The guide's own example time is refused, as the docs say.
+    old = json.loads(payload.replace(date, "2024-01-15T14:07:30Z"))
+    status, doc = await post(side, "/v1/events", old)
+    assert status == 400 and doc["fields"][0]["field"] == "events[0].time"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -164,8 +165,9 @@ def ev(t: int) -> Event:
 
 
 class Recorder:
-    def __init__(self, **fail: list[str]) -> None:
+    def __init__(self, **fail: list[UpstreamError]) -> None:
         self.batches: list[tuple[str, list[str]]] = []
+        self.calls: Counter[str] = Counter()
         self.fail = fail
         """Per user id, the failures its next calls meet."""
         self.gate = asyncio.Event()
@@ -174,8 +176,9 @@ class Recorder:
     async def __call__(self, identity: Identity, events: Sequence[Event]) -> Any:
         await self.gate.wait()
         user = identity.user_id or ""
+        self.calls[user] += 1
         if self.fail.get(user):
-            raise UpstreamError("ccs", self.fail[user].pop(0))  # type: ignore[arg-type]
+            raise self.fail[user].pop(0)
         self.batches.append((user, [e.time[-3:-1] for e in events]))
 
 
@@ -222,18 +225,46 @@ async def test_close_drops_what_cannot_be_sent_in_time_and_counts_it() -> None:
     assert registry.get_sample_value("cohortkv_events_queue_depth") == 0
 
 
-async def test_retry_decisions_by_kind() -> None:
-    send = Recorder(u1=["timeout", "http_5xx", "connect"], u2=["http_4xx"], u3=["decode"])
-    q, registry = queue(send, workers=1, backoff_s=0.001, backoff_max_s=0.002)
+def err(kind: str, status: int | None = None, unsent: bool = False) -> UpstreamError:
+    return UpstreamError("ccs", kind, status=status, unsent=unsent)  # type: ignore[arg-type]
+
+
+def failures() -> dict[str, list[UpstreamError]]:
+    """Per user, what its calls meet: u1 only failures the API provably did not process
+    (no connection, 429, 503), u2 a refusal, u3 an unreadable 2xx, u4 a timeout after
+    sending and u5 a 500 (either may have landed)."""
+    return {
+        "u1": [err("connect", unsent=True), err("http_5xx", 503), err("http_429", 429)],
+        "u2": [err("http_4xx", 400)],
+        "u3": [err("decode")],
+        "u4": [err("timeout")],
+        "u5": [err("http_5xx", 500), err("connect")],
+    }
+
+
+@pytest.mark.parametrize("policy", ["safe", "always"])
+async def test_retry_decisions_by_what_the_api_may_have_processed(policy: str) -> None:
+    send = Recorder(**failures())
+    q, registry = queue(
+        send, workers=1, backoff_s=0.001, backoff_max_s=0.002, retry=policy, max_attempts=4
+    )
     q.start()
-    q.offer(Identity(user_id="u1"), [ev(1)], key("u1"))  # 3 retries, then delivered
-    q.offer(Identity(user_id="u2"), [ev(2)], key("u2"))  # refused (4xx): dropped, no retry
-    q.offer(Identity(user_id="u3"), [ev(3)], key("u3"))  # answered 2xx, unreadable: delivered
+    for n, user in enumerate(["u1", "u2", "u3", "u4", "u5"], 1):
+        q.offer(Identity(user_id=user), [ev(n)], key(user))
     assert await q.close(5.0) == 1  # u2's event, refused while the queue was being flushed
 
     def count(state: str) -> float | None:
         return registry.get_sample_value("cohortkv_events_total", {"state": state})
 
-    assert send.batches == [("u1", ["01"])]
-    assert (count("sent"), count("retried"), count("dropped")) == (2, 3, 1)
     assert registry.get_sample_value("cohortkv_events_dropped_total", {"reason": "rejected"}) == 1
+    assert send.calls["u1"] == 4 and send.calls["u2"] == send.calls["u3"] == 1
+    if policy == "safe":
+        # A batch that may have landed is never sent again: it is counted uncertain.
+        assert send.batches == [("u1", ["01"])]
+        assert (send.calls["u4"], send.calls["u5"]) == (1, 1)
+        assert (count("sent"), count("retried"), count("uncertain")) == (2, 3, 2)
+    else:
+        assert send.batches == [("u1", ["01"]), ("u4", ["04"]), ("u5", ["05"])]
+        assert (send.calls["u4"], send.calls["u5"]) == (2, 3)
+        assert (count("sent"), count("retried"), count("uncertain")) == (4, 6, 0)
+    assert count("dropped") == 1

@@ -54,16 +54,22 @@ async def test_reserved_parameters_become_typed_properties_and_are_not_forwarded
         )
         assert await get(side, target) == 200
         props = play_event(fake)["properties"]
+        client = props.pop("client")
         assert props == {
             "title": "Cup final",
             "categories": ["sports", "football"],
             "season": 2026,
             "live": True,
         }  # "ninety" does not parse as a number: dropped and counted; "" is left out
+        assert client == {
+            "url": "https://example.com/v/1",
+            "domain": "example.com",
+            "title": "Cup final",
+        }
         assert side.sample("cohortkv_bad_input_total", source="property", kind="untyped") == 1
         assert "cohortkv_p." not in ads.last.target
         (ctx_call,) = fake.bodies["contextual"]
-        assert ctx_call["body"]["page_properties"]["video"] == props
+        assert ctx_call["body"]["page_properties"] == {"client": client, "video": props}
 
 
 async def test_the_header_gives_json_properties_and_parameters_win(
@@ -80,6 +86,11 @@ async def test_the_header_gives_json_properties_and_parameters_win(
             "title": "From URL",
             "genre": "drama",
             "episode": {"number": 3},
+            "client": {
+                "url": "https://example.com/v/2",
+                "domain": "example.com",
+                "title": "From URL",
+            },
         }
         assert await get(side, target, {"X-Cohortkv-Properties": "[1, 2]"}) == 200
         assert side.sample("cohortkv_bad_input_total", source="proxy", kind="properties") == 1

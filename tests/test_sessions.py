@@ -210,7 +210,8 @@ async def test_empty_properties_are_left_out_of_the_play_event_and_the_contextua
         await e.track([track], identity=DEVICE, consent=True)
     play, done = play_events(fake)
     expected = {"video_id": "v1", "nested": {"keep": 1}, "list": ["x"]}
-    assert play["properties"] == expected
+    client = {"url": "https://example.com/v/a", "domain": "example.com"}
+    assert play["properties"] == {**expected, "client": client}
     assert done["properties"] == {"y": 2}
     (ctx_call,) = fake.bodies["contextual"]
-    assert ctx_call["body"]["page_properties"]["video"] == expected
+    assert ctx_call["body"]["page_properties"] == {"client": client, "video": expected}

@@ -12,9 +12,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
+from plugin.identity import Alias
+from plugin.permutive.wire import Event
+from plugin.signals.tracker import EventIds
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
+from tests.times import recent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +87,27 @@ async def test_redis_down_means_per_replica_state_never_a_failed_request(
     assert a["keyvalues"] and b["keyvalues"]
     first, second = ccs_events(fake)  # each replica on its own: one play event each
     assert first["view_id"] != second["view_id"]
+
+
+async def test_a_host_play_event_on_one_replica_opens_the_view_for_the_fleet(
+    fake: FakePermutive, shared_redis: SharedRedis
+) -> None:
+    """The player's own Videoview lands on replica A; the view's ad request on replica B sends
+    no play event of its own: the view was claimed with the key ad requests use."""
+    config = Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        cache=shared_redis.cache(),
+    )
+    device = Identity(alias=Alias(tag="tifa", id=str(uuid.uuid4())))
+    show = f"https://example.com/v/{uuid.uuid4()}"
+    play = Event(name="Videoview", time=recent(), properties={"video_id": "v1"})
+    context = Context(
+        identity=device, consent=ConsentSignals(override=True), content=Content(url=show)
+    )
+    async with Enricher(config) as a, Enricher(config) as b:
+        assert await a.track([play], identity=device, consent=True, ids=EventIds(content_url=show))
+        r = await b.enrich(GAM_SAMPLE, context)
+    assert (r.behavioral.reason, fake.calls["ccs"]) == ("view_reuse", 1)
+    assert r.behavioral.cohorts == ["12345", "67890"]  # the play event's answer, through Redis

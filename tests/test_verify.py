@@ -19,9 +19,10 @@ from aiohttp.test_utils import TestServer
 from plugin.commands import cli, verify
 from plugin.sandbox import Sandbox, default_workspace, start_sandbox
 from plugin.sandbox.workspace import Workspace
+from tests.helpers.broken_api import BrokenApi
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP = re.compile(r"^\s+([1-6])\s+(PASS|FAIL)\s+(.*)$", re.M)
+STEP = re.compile(r"^\s+([1-6])\s+(PASS|FAIL|UNPROVEN)\s+(.*)$", re.M)
 
 
 def clean_env() -> dict[str, str]:
@@ -35,7 +36,9 @@ def verdicts(out: str) -> dict[int, str]:
 def evidence(out: str, step: int) -> str:
     """The lines printed under one step."""
     lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if re.match(rf"^\s+{step}\s+(PASS|FAIL)", line))
+    start = next(
+        i for i, line in enumerate(lines) if re.match(rf"^\s+{step}\s+(PASS|FAIL|UNPROVEN)", line)
+    )
     body = []
     for line in lines[start + 1 :]:
         if STEP.match(line) or not line.strip():
@@ -144,7 +147,7 @@ class EmptyApi:
         return web.json_response({"cohorts": [], "activations": {}})
 
 
-async def test_api_without_cohorts_or_activations_fails_steps_2_to_5(
+async def test_api_without_cohorts_or_activations_fails_every_step(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with EmptyApi() as url:
@@ -153,14 +156,79 @@ async def test_api_without_cohorts_or_activations_fails_steps_2_to_5(
         )
     assert code == 1
     got = verdicts(out)
-    assert got[1] == "PASS"  # a constant user_id is a stable one
+    # One user_id for everyone is stable, but not an identity: two users would share one.
+    assert got[1] == "FAIL" and "two different identifiers resolved to one user" in out
     assert got[2] == got[3] == got[4] == got[5] == "FAIL"
     # Gating itself held (no CCS call) but no contextual cohorts reached the ad request.
     assert got[6] == "FAIL"
     assert "no activations" in evidence(out, 3)
     assert "CCS calls +0" in evidence(out, 6)
     assert "no contextual cohorts reached the ad request" in evidence(out, 6)
-    assert "1 of 6 steps passed" in out
+    assert "0 of 6 steps passed" in out
+
+
+ALL_PASS = dict.fromkeys(range(1, 7), "PASS")
+
+
+@pytest.mark.parametrize(
+    ("breaks", "steps", "why"),
+    [
+        ("same_user", {1: "FAIL"}, "two different identifiers resolved to one user"),
+        ("membership_fixed", {2: "UNPROVEN"}, "was in the test cohort 10000 before it"),
+        ("no_activations", {3: "FAIL", 5: "FAIL"}, "no activations"),
+        ("contextual_cohorts_only", {4: "FAIL", 5: "FAIL", 6: "FAIL"}, "without activations"),
+        ("ad_path_no_activations", {5: "FAIL"}, "no behavioral cohorts for freewheel"),
+        ("contextual_guide_shape", {}, ""),
+    ],
+)
+async def test_an_api_broken_in_one_way_fails_the_step_that_checks_it(
+    breaks: str,
+    steps: dict[int, str],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox (a correct API) behind a proxy that breaks one thing: only the step that
+    checks it (and the steps that need what it broke) stop passing. The guide's own shape of
+    a Contextual answer, activations without `cohorts`, passes."""
+    sandbox = await start_sandbox()
+    try:
+        async with BrokenApi(sandbox.base_url, breaks) as url:
+            code, out = await run_verify(
+                capsys,
+                *("--ccs-url", url, "--ctx-url", url, "--api-key", "sandbox"),
+                *("--test-cohort", "10000", "--platform", "freewheel"),
+                monkeypatch=monkeypatch,
+            )
+    finally:
+        await sandbox.close()
+    assert verdicts(out) == {**ALL_PASS, **steps}, out
+    assert code == (1 if steps else 0)
+    failed = min(steps) if steps else None
+    if failed is not None:
+        assert why in evidence(out, failed)
+        if steps[failed] == "UNPROVEN":
+            assert "could not be proven" in out
+
+
+async def test_without_a_test_cohort_the_event_must_change_membership(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = await start_sandbox()
+    try:
+        url = sandbox.base_url
+        args = ("--ccs-url", url, "--ctx-url", url, "--api-key", "sandbox")
+        code, out = await run_verify(capsys, *args, monkeypatch=monkeypatch)
+        assert code == 0 and "entered [" in evidence(out, 2)
+        # A baseline that is itself a play event: the user is in every cohort it enters
+        # before the verification event, so nothing shows the event was collected.
+        code, out = await run_verify(
+            capsys, *args, "--baseline-event", "Videoview", monkeypatch=monkeypatch
+        )
+    finally:
+        await sandbox.close()
+    assert code == 1 and verdicts(out)[2] == "UNPROVEN"
+    assert "could not prove the Videoview event was collected" in evidence(out, 2)
 
 
 @pytest.fixture
@@ -191,7 +259,7 @@ async def test_workspace_lacking_the_test_cohort_fails_step_2_only(
     assert "passes synchronous validation" in why  # the event was fine: the rule is not
 
 
-async def test_remote_api_without_test_cohort_flag_accepts_any_cohort(
+async def test_remote_api_without_test_cohort_flag_accepts_any_cohort_the_event_enters(
     sandbox_without_test_cohort: Sandbox,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -203,7 +271,7 @@ async def test_remote_api_without_test_cohort_flag_accepts_any_cohort(
         monkeypatch=monkeypatch,
     )
     assert code == 0, out
-    assert "any cohort counts" in evidence(out, 2)
+    assert "entered [10006] with the event (no --test-cohort)" in evidence(out, 2)
 
 
 async def test_schema_mismatch_is_explained_by_synchronous_validation(

@@ -54,7 +54,12 @@ REASON_TEXT: dict[str, str] = {
     "shared_call": "another request's Contextual call for the same content answered in time: "
     "one call per content (URL and properties)",
     "view_reuse": "the view's play event went out already (never twice): live, the call of the "
-    "break's first request, shared; cache, that call's answer, kept for the view's later breaks",
+    "break's first request, shared; cache, the user's freshest answer, for the view's later "
+    "breaks",
+    "play_rejected": "the CCS API refused the view's play event (4xx): never sent again; the "
+    "last good answer",
+    "play_failed": "the view's play event failed twice without saying whether it landed: not "
+    "sent a third time; the last good answer",
     "fresh_cache": "the content's answer is fresh (cache.contextual_ttl_s): no call",
     "cache_first": "a cached answer at once ([behavioral] wait = if_uncached); the call "
     "refreshes it",

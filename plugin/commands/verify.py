@@ -1,11 +1,22 @@
 """`cohortkv verify`: the Direct API guide's six verification steps, against a configured API.
 
-1 identity is stable, 2 an event puts a fresh user in a test cohort, 3 activations come back,
-4 a known URL has contextual cohorts, 5 both signals land in an ad request, 6 no CCS call is made
-for an unconsented user while contextual cohorts still flow. Steps 1-4 talk to the APIs
-directly; 5 and 6 go through the enricher, as production traffic does. With no API key and no
-API URL the built-in sandbox is started in-process. Each step prints PASS or FAIL with its
-evidence; any FAIL makes the exit status 1. The API key never appears in the output.
+Each step checks what the guide's step means, so that an API that answers the same for
+everyone cannot pass it:
+
+1. identity: one identifier twice gets one `user_id`, and another identifier a different one;
+2. event collection: the verification event changes the user's membership: a fresh user is in
+   the test cohort (or, without one, in some cohort) after the event and was not before it (a
+   first call with a baseline event, `--baseline-event`, shows "before");
+3. activations come back for the platform;
+4. the Contextual API answers a known URL with activations, as the guide shows them (no
+   `cohorts` member needed);
+5. both signals land in an ad request; 6. no CCS call is made for an unconsented user while
+   contextual cohorts still flow.
+
+Steps 1-4 talk to the APIs directly; 5 and 6 go through the enricher, as production traffic
+does. With no API key and no API URL the built-in sandbox is started in-process. Each step
+prints PASS, FAIL, or UNPROVEN (it could not be shown either way: not a pass) with its
+evidence; anything but PASS makes the exit status 1. The API key never appears in the output.
 """
 
 from __future__ import annotations
@@ -16,8 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import msgspec
@@ -36,22 +46,16 @@ from plugin.commands.demo import (
 )
 from plugin.commands.demo_summary import sample_sum
 from plugin.commands.failures import upstream_text
-from plugin.commands.term import Style, UrlChange, table, wants_color
+from plugin.commands.term import Color, Style, UrlChange, table, wants_color
 from plugin.config import Config, HttpConfig, adapter_settings
 from plugin.context import Content, Context
 from plugin.identity import Alias
 from plugin.observe.metrics import Metrics
 from plugin.permutive.clients import CcsClient, ContextualClient, UpstreamError, make_session
-from plugin.permutive.wire import (
-    CcsRequest,
-    CcsResponse,
-    ClientProperties,
-    ContextualRequest,
-    ContextualResponse,
-    Event,
-)
+from plugin.permutive.wire import CcsRequest, CcsResponse, ContextualResponse, Event
 from plugin.request import AdRequest
 from plugin.result import EnrichResult
+from plugin.signals.content_properties import ContentDescription
 
 if TYPE_CHECKING:
     from plugin.sandbox import Sandbox
@@ -62,34 +66,52 @@ PLATFORMS: tuple[str, ...] = EXAMPLE_PLATFORMS
 DEFAULT_CONTENT_URL = "https://example.com/sport/football/pl-highlights-week-20"
 """A URL the sandbox's default workspace has contextual cohorts for (sport, football)."""
 DEFAULT_ALIAS_TAG = "tifa"
+DEFAULT_BASELINE_EVENT = "Pageview"
+"""The event that shows a fresh user's cohorts before the verification event: the CCS API
+takes no call without events, and a workspace has Pageview events (Custom Cohorts page)."""
 VERIFICATION_PREFIX = "Verification"
 """Name prefix of the sandbox workspace's test cohort (`any Videoview or AudioPlay`)."""
 MIN_ENRICH_BUDGET_MS = 2000
 """Steps 5-6 check wiring, not latency: a slow API must not turn them into cache answers."""
 
 TITLES: dict[int, str] = {
-    1: "Identity: the same alias twice gets the same user_id",
-    2: "Event collection: an event puts a fresh user in the test cohort",
+    1: "Identity: one alias gets one user_id, another alias another",
+    2: "Event collection: the event puts a fresh user in the test cohort",
     3: "Activations: activations=true returns platforms and cohort ids",
-    4: "Contextual signals: a known URL has contextual cohorts",
+    4: "Contextual signals: a known URL has contextual activations",
     5: "Signal merging: behavioral and contextual cohorts in the ad request",
     6: "Consent gating: no CCS call without consent; contextual still flows",
 }
 
 
+Verdict = Literal["PASS", "FAIL", "UNPROVEN"]
+
+
 class Step(msgspec.Struct):
     number: int
     title: str
-    passed: bool
+    verdict: Verdict
     evidence: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASS"
 
 
 class _Fail(Exception):
     """A step's failure, with the lines that explain it."""
 
+    verdict: Verdict = "FAIL"
+
     def __init__(self, *lines: str) -> None:
         super().__init__(lines[0] if lines else "failed")
         self.lines = list(lines)
+
+
+class _Unproven(_Fail):
+    """The step could not show what it checks either way: not a pass."""
+
+    verdict: Verdict = "UNPROVEN"
 
 
 class VerifyApis:
@@ -128,14 +150,13 @@ class VerifyApis:
         except UpstreamError as e:
             raise _Fail(self._upstream_text("CCS", self.config.ccs_url, e)) from None
         return CcsResponse(
-            user_id=answer.user_id or "",
+            user_id=answer.user_id,
             cohorts=list(answer.cohorts),
             activations={p: list(codes) for p, codes in answer.activations or ()},
         )
 
     async def ctx(self, url: str) -> ContextualResponse:
-        client = ClientProperties(url=url, domain=urlsplit(url).hostname or None)
-        request = ContextualRequest(url=url, page_properties={"client": client})
+        request = ContentDescription(url, {}).contextual_request()
         try:
             answer = await self._ctx.segment(request)
         except UpstreamError as e:
@@ -176,6 +197,7 @@ class Verifier:
         test_cohort: str | None = None,
         content_url: str = DEFAULT_CONTENT_URL,
         alias_tag: str = DEFAULT_ALIAS_TAG,
+        baseline_event: str = DEFAULT_BASELINE_EVENT,
         sandbox: Sandbox | None = None,
     ) -> None:
         if platform not in PLATFORMS:
@@ -188,6 +210,7 @@ class Verifier:
         self.test_cohort = test_cohort
         self.content_url = content_url
         self.alias_tag = alias_tag
+        self.baseline_event = baseline_event
         self.sandbox = sandbox
         self._answer: CcsResponse | None = None  # step 2's answer, checked again in step 3
         self._alias: Alias | None = None  # step 2's user: has history for step 5
@@ -207,52 +230,83 @@ class Verifier:
             ]
             out = []
             for number, check in steps:
+                verdict: Verdict = "PASS"
                 try:
                     evidence = await check()
-                    passed = True
                 except _Fail as e:
-                    evidence, passed = e.lines, False
+                    evidence, verdict = e.lines, e.verdict
                 except Exception as e:  # a step must report, never crash the others
-                    evidence, passed = [f"unexpected error: {apis.redact(_describe(e))}"], False
-                out.append(Step(number, TITLES[number], passed, evidence))
+                    evidence, verdict = [f"unexpected error: {apis.redact(_describe(e))}"], "FAIL"
+                out.append(Step(number, TITLES[number], verdict, evidence))
             return out
 
     # -- the steps ------------------------------------------------------------------------
 
     async def identity(self) -> list[str]:
-        alias = self._fresh_alias()
+        alias, other = self._fresh_alias(), self._fresh_alias()
         first = await self.apis.ccs(alias, self._play_event())
         second = await self.apis.ccs(alias, self._play_event())
+        third = await self.apis.ccs(other, self._play_event())
         shown = f"alias {alias.tag}:{alias.id}"
-        if not first.user_id or first.user_id != second.user_id:
+        got = [
+            f"{shown} twice -> user_id {first.user_id or '(none)'}, then "
+            f"{second.user_id or '(none)'}",
+            f"another alias {other.tag}:{other.id} -> user_id {third.user_id or '(none)'}",
+        ]
+        if not (first.user_id and second.user_id and third.user_id):
+            raise _Fail(*got, "an answer has no user_id: the identity cannot be checked")
+        if first.user_id != second.user_id:
             raise _Fail(
-                f"{shown} -> user_id {first.user_id!r}, then {second.user_id!r}",
+                *got,
                 "the same identifier must resolve to the same user: check the alias tag is "
                 "configured in the workspace",
             )
-        return [f"{shown} -> user_id {first.user_id} both times"]
+        if third.user_id == first.user_id:
+            raise _Fail(
+                *got,
+                "two different identifiers resolved to one user: users would share their "
+                "behaviour (the API answers one user_id for everyone?)",
+            )
+        return got
 
     async def event_collection(self) -> list[str]:
         alias = self._alias = self._fresh_alias()
+        baseline = Event(name=self.baseline_event, time=_now(), properties={})
+        before = await self.apis.ccs(alias, baseline)
         event = self._play_event()
         answer = self._answer = await self.apis.ccs(alias, event)
-        got = (
-            f"fresh alias {alias.tag}:{alias.id}, one {event.name} event -> cohorts "
-            f"{_codes(answer.cohorts)}"
-        )
+        got = [
+            f"fresh alias {alias.tag}:{alias.id}, one {baseline.name} event -> cohorts "
+            f"{_codes(before.cohorts)}",
+            f"then one {event.name} event -> cohorts {_codes(answer.cohorts)}",
+        ]
         expected = self.test_cohort
         if expected is None:
+            entered = [c for c in answer.cohorts if c not in before.cohorts]
+            if entered:
+                return [*got, f"entered {_codes(entered)} with the event (no --test-cohort)"]
             if not answer.cohorts:
                 raise _Fail(
-                    got,
+                    *got,
                     "no cohorts after the event: check cohorts are active and match "
                     f"{event.name}; pass --test-cohort CODE to name the test cohort",
                 )
-            return [got, "cohorts non-empty (no --test-cohort given: any cohort counts)"]
+            raise _Unproven(
+                *got,
+                f"could not prove the {event.name} event was collected: the user's cohorts did "
+                "not change with it; pass --test-cohort CODE for a cohort it enters",
+            )
+        if expected in answer.cohorts and expected not in before.cohorts:
+            return [*got, f"entered the test cohort {self._cohort(expected)} with the event"]
         if expected in answer.cohorts:
-            return [got, f"includes the test cohort {self._cohort(expected)}"]
+            raise _Unproven(
+                *got,
+                f"could not prove the {event.name} event was collected: the fresh user was in "
+                f"the test cohort {self._cohort(expected)} before it (a cohort that "
+                f"{baseline.name} enters cannot show it; --baseline-event names another event)",
+            )
         raise _Fail(
-            got,
+            *got,
             f"the test cohort {self._cohort(expected)} is missing",
             *await self.apis.why(alias, event),
         )
@@ -289,19 +343,30 @@ class Verifier:
 
     async def contextual(self) -> list[str]:
         answer = await self.apis.ctx(self.content_url)
-        got = f"url {self.content_url} -> cohorts {_codes(answer.cohorts)}"
-        if not answer.cohorts:
+        acts = {p: codes for p, codes in answer.activations.items() if codes}
+        listed = ", ".join(f"{p} {_codes(c)}" for p, c in acts.items()) or "(none)"
+        got = f"url {self.content_url} -> activations {listed}"
+        if not acts:
+            said = (
+                f" (cohorts {_codes(answer.cohorts)} without activations)" if answer.cohorts else ""
+            )
             raise _Fail(
-                got,
-                "no contextual cohorts: pass --content-url with a page of yours that the "
-                "workspace's contextual cohorts match",
+                got + said,
+                "no contextual activations: pass --content-url with a page of yours that the "
+                "workspace's contextual cohorts match, activated for a platform",
             )
         names = self._activation_names()
-        mine = sorted({c for p, codes in answer.activations.items() if p in names for c in codes})
+        mine = sorted({c for p, codes in acts.items() if p in names for c in codes})
+        if not mine:
+            raise _Fail(
+                got,
+                names_line(self.platform, names, acts),
+                suggestion(self.platform, acts, self._adapter_settings()),
+            )
         return [
             got,
-            names_line(self.platform, names, answer.activations),
-            f"activated for {self.platform}: {_codes(mine)}{self._no_names()}",
+            names_line(self.platform, names, acts),
+            f"activated for {self.platform}: {_codes(mine)}",
         ]
 
     def _no_names(self) -> str:
@@ -393,10 +458,9 @@ class Verifier:
         return Alias(tag=self.alias_tag, id=str(uuid.uuid4()).upper())
 
     def _play_event(self) -> Event:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return Event(
             name=self._adapter().play_event,
-            time=now,
+            time=_now(),
             properties={"video_id": "cohortkv-verify", "title": "cohortkv verification"},
         )
 
@@ -416,6 +480,10 @@ class Verifier:
                 if c.code == code:
                     return f"{code} ({c.name})"
         return code
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def names_line(platform: str, names: tuple[str, ...], activations: dict[str, list[str]]) -> str:
@@ -475,13 +543,17 @@ def report(steps: list[Step], out: IO[str], style: Style, header: list[list[str]
     for line in table(header, indent="  "):
         out.write(line + "\n")
     out.write("\n")
+    colour: dict[Verdict, Color] = {"PASS": "green", "FAIL": "red", "UNPROVEN": "yellow"}
     for step in steps:
-        verdict = s("PASS", "bold", "green") if step.passed else s("FAIL", "bold", "red")
+        verdict = s(step.verdict, "bold", colour[step.verdict])
         out.write(f"  {step.number}  {verdict}  {step.title}\n")
         for line in step.evidence:
             out.write(f"           {line}\n")
     passed = sum(1 for st in steps if st.passed)
+    unproven = sum(1 for st in steps if st.verdict == "UNPROVEN")
     summary = f"{passed} of {len(steps)} steps passed"
+    if unproven:
+        summary += f" ({unproven} could not be proven)"
     out.write("\n" + s(summary, "bold", "green" if passed == len(steps) else "red") + "\n")
 
 
@@ -511,6 +583,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"content URL with contextual cohorts (default: {DEFAULT_CONTENT_URL})",
     )
     parser.add_argument(
+        "--baseline-event",
+        metavar="NAME",
+        default=DEFAULT_BASELINE_EVENT,
+        help="event that shows a fresh user's cohorts before the verification event "
+        f"(default: {DEFAULT_BASELINE_EVENT}); it must not enter the test cohort",
+    )
+    parser.add_argument(
         "--alias-tag",
         metavar="TAG",
         default=DEFAULT_ALIAS_TAG,
@@ -526,6 +605,8 @@ async def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if not args.alias_tag.strip():
         raise UsageError("--alias-tag", "a non-empty identifier tag")
+    if not args.baseline_event.strip():
+        raise UsageError("--baseline-event", "a non-empty event name")
     if not args.content_url.strip() or "://" not in args.content_url:
         raise UsageError("--content-url", f"a URL such as {DEFAULT_CONTENT_URL}", args.content_url)
     sandbox = None
@@ -553,6 +634,7 @@ async def run(args: argparse.Namespace) -> int:
             test_cohort=test_cohort,
             content_url=args.content_url,
             alias_tag=args.alias_tag.strip(),
+            baseline_event=args.baseline_event.strip(),
             sandbox=sandbox,
         )
         steps = await verifier.run()

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 1 ms to 2.5 s, with a bound at the default 300 ms budget so `le="0.3"` reads it exactly.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5)
+HOST_PLAY_OUTCOMES = ("opened", "duplicate", "no_view")
+"""What became of a play event the host sent (`plugin.signals.tracker`)."""
 
 
 class Metrics:
@@ -119,6 +121,16 @@ class Metrics:
             ["api"],
             registry=r,
         )
+        self.host_play_events = Counter(
+            "cohortkv_host_play_events_total",
+            "Play events the host sent (track(), /v1/events) by outcome: opened (a view, sent),"
+            " duplicate (its view's play event had gone out: not sent), no_view (no view id"
+            " and no content to open one: sent with its session only).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in HOST_PLAY_OUTCOMES:
+            self.host_play_events.labels(outcome)
 
 
 _OVERFLOW = "\x00overflow"

@@ -70,12 +70,19 @@ class UpstreamError(Exception):
         *,
         code: int | None = None,
         message: str | None = None,
+        status: int | None = None,
+        unsent: bool = False,
     ) -> None:
         super().__init__(f"{api}: {kind}{': ' + detail if detail else ''}")
         self.api = api
         self.kind = kind
         self.detail = detail
         self.retry_after_s = retry_after_s
+        self.status = status
+        """The HTTP status of the API's answer, when it answered."""
+        self.unsent = unsent
+        """The request provably never reached the API whole: the connection could not be
+        opened, or it failed while the request was being written (`plugin.permutive.delivery`)."""
         self.code = code
         """Permutive's numeric error code from the error body, when it gave one."""
         self.message = message
@@ -211,7 +218,9 @@ class _Client:
             outcome = "timeout"
             raise self._fail(UpstreamError(self.api, "timeout")) from None
         except aiohttp.ClientConnectionError as e:
-            raise self._fail(UpstreamError(self.api, "connect", type(e).__name__)) from None
+            raise self._fail(
+                UpstreamError(self.api, "connect", type(e).__name__, unsent=_unsent(e))
+            ) from None
         except aiohttp.ClientError as e:
             raise self._fail(UpstreamError(self.api, "other", type(e).__name__)) from None
         finally:
@@ -251,6 +260,7 @@ class _Client:
             _retry_after_s(retry_after),
             code=detail.code if detail is not None else None,
             message=detail.message if detail is not None else None,
+            status=status,
         )
 
     def _fail(self, e: UpstreamError) -> UpstreamError:
@@ -258,6 +268,24 @@ class _Client:
         self._metrics.upstream_errors.labels(self.api, e.kind).inc()
         self._warn.warning(f"{self.api}:{e.kind}", "%s", e)
         return e
+
+
+_WRITE_FAILED = "Can not write request body"
+"""How aiohttp words a connection that failed while the request was being written (a
+`ClientOSError` without an errno): the API cannot have read a whole request."""
+
+
+def _unsent(e: aiohttp.ClientConnectionError) -> bool:
+    """Whether this connection failure happened before the request was sent whole: the
+    connection could not be opened (refused, DNS, TLS handshake), or writing it failed. A
+    connection lost while waiting for the answer is not: the API may have processed it."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return True
+    return (
+        isinstance(e, aiohttp.ClientOSError)
+        and e.errno is None
+        and str(e).startswith(_WRITE_FAILED)
+    )
 
 
 def _retry_after_s(value: str | None) -> float | None:

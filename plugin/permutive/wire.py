@@ -37,23 +37,18 @@ class CcsRequest(msgspec.Struct, omit_defaults=True):
 
 
 class CcsResponse(msgspec.Struct, omit_defaults=True):
-    user_id: str
+    """`user_id` is documented, but an answer without it still carries the user's cohorts and
+    activations: it is used, never thrown away whole."""
+
+    user_id: str | None = None
     cohorts: list[str] = []
     activations: dict[str, list[str]] | None = None
 
 
-class ClientProperties(msgspec.Struct, omit_defaults=True):
-    """The Contextual request's `client` section: about the content, never about the user
-    (no user agent, referrer, IP or identifier: the guide says "minus any user-related data")."""
-
-    url: str | None = None
-    domain: str | None = None
-    type: str | None = None
-    title: str | None = None
-
-
 class ContextualRequest(msgspec.Struct, omit_defaults=True):
-    """`page_properties` holds `client` plus the content properties (no user data)."""
+    """`page_properties` holds `client` ({url, domain, title, type}) plus the content
+    properties under the platform's content section: the play event's properties minus user
+    data (`plugin.signals.content_properties`)."""
 
     url: str
     page_properties: dict[str, Any] = {}

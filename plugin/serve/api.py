@@ -149,10 +149,11 @@ class Api:
             ssai_session_id=body.ssai_session_id,
             content_url=body.content_url,
         )
-        events = await self._enricher.events.prepare(identity, given, ids)
-        if not self._queue.offer(identity, events, msgspec.json.encode(identity)):
+        prepared = await self._enricher.events.prepare(identity, given, ids)
+        events = prepared.events
+        if events and not self._queue.offer(identity, events, msgspec.json.encode(identity)):
             return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
-        return _accepted(len(events), decision.reason)
+        return _accepted(len(events), decision.reason, prepared.duplicates)
 
 
 # -- conversions: body structs → engine types, collecting semantic errors ----------------------
@@ -240,7 +241,9 @@ def _invalid(fields: Sequence[FieldError]) -> web.Response:
     return json_response(400, {"error": "invalid request", "fields": msgspec.to_builtins(fields)})
 
 
-def _accepted(n: int, reason: str) -> web.Response:
+def _accepted(n: int, reason: str, duplicates: int = 0) -> web.Response:
     return web.Response(
-        status=202, body=_encode(EventsAccepted(n, reason)), content_type="application/json"
+        status=202,
+        body=_encode(EventsAccepted(n, reason, duplicates)),
+        content_type="application/json",
     )

@@ -63,6 +63,7 @@ class Sidecar:
             max_attempts=serve.events_max_attempts,
             backoff_s=serve.events_backoff_ms / 1000,
             backoff_max_s=serve.events_backoff_max_ms / 1000,
+            retry=config.events.retry,
         )
         self.proxy = Proxy(enricher, serve, self.upstreams, self.gate, self.metrics, bodies)
         self.api = Api(config, enricher, self.queue, self.gate, self.metrics, bodies)

@@ -114,11 +114,14 @@ class EventsBody(Body, frozen=True):
     content_url: Text | None = None
 
 
-class EventsAccepted(msgspec.Struct, frozen=True):
+class EventsAccepted(msgspec.Struct, frozen=True, omit_defaults=True):
     accepted: int
     """Events queued for delivery (0 when the user has not consented)."""
     reason: str
     """The consent gate's reason for its decision."""
+    duplicate_play_events: int = 0
+    """Play events not queued because their view's play event had gone out already (an ad
+    request of the view sent it): one play event per view. Left out when 0."""
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True, frozen=True):

@@ -2,9 +2,12 @@
 
 Bounded and in memory: `offer` refuses (never blocks) when full. Each user's events wait in
 time order; a user's batches (at most 10 events) go out one at a time, so the CCS API sees them
-chronologically, while different users' batches go out concurrently. 5xx answers, timeouts and
-connection failures are retried with exponential backoff and jitter (honouring `Retry-After`);
-a 4xx means the batch itself is wrong and is dropped at once. `close` flushes within a deadline.
+chronologically, while different users' batches go out concurrently. A batch is sent again,
+with exponential backoff and jitter (honouring `Retry-After`), only when the CCS API provably
+did not process it (`plugin.permutive.delivery`: no connection, 429, 503): the API counts every
+event it receives, so a batch that may have landed (a timeout after sending, another 5xx) is
+counted `uncertain` and not sent again, unless `[events] retry = "always"`. A 4xx means the
+batch itself is wrong and is dropped at once. `close` flushes within a deadline.
 
 Consent is not looked at here: the caller decides it before offering (no event of an
 unconsented user is ever queued).
@@ -21,11 +24,12 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from plugin.identity import Identity
 from plugin.observe.metrics import RateLimitedLog
 from plugin.permutive.clients import UpstreamError
+from plugin.permutive.delivery import delivery
 from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, Event
 from plugin.serve.metrics import ServeMetrics
 
@@ -34,10 +38,6 @@ log = logging.getLogger("cohortkv.serve.events")
 BATCH = MAX_EVENTS_PER_REQUEST
 SendBatch = Callable[[Identity, Sequence[Event]], Awaitable[Any]]
 
-# The batch itself was refused: sending it again cannot help.
-_FINAL = frozenset({"http_4xx", "auth"})
-# The API answered 2xx with a body we could not read: the events were delivered.
-_DELIVERED = frozenset({"decode"})
 # Why accepted events were lost during shutdown, as the shutdown line says it.
 _LOSSES = {
     "grace": "{n} still queued or being sent when the {timeout_s:.1f} s left for the queue ran out",
@@ -69,9 +69,11 @@ class EventQueue:
         max_attempts: int = 8,
         backoff_s: float = 0.2,
         backoff_max_s: float = 30.0,
+        retry: Literal["safe", "always"] = "safe",
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._send = send
+        self._retry_uncertain = retry == "always"
         self._max = max_events
         self._workers_n = workers
         self._max_attempts = max_attempts
@@ -95,6 +97,7 @@ class EventQueue:
         self._queued = m.events.labels("queued")
         self._sent = m.events.labels("sent")
         self._retried = m.events.labels("retried")
+        self._uncertain = m.events.labels("uncertain")
         self._dropped = m.events.labels("dropped")
         self._drop_reason = m.events_dropped
         self._gauge = m.queue_depth
@@ -219,11 +222,20 @@ class EventQueue:
             try:
                 await self._send(identity, batch)
             except UpstreamError as e:
-                if e.kind in _DELIVERED:
+                got = delivery(e)
+                if got == "delivered":
                     break
-                if e.kind in _FINAL:
+                if got == "refused":
                     self._drop(n, "rejected", "rejected", str(e))
                     self._warn.warning(f"events:{e.kind}", "events refused by the CCS API: %s", e)
+                    return
+                if got == "uncertain" and not self._retry_uncertain:
+                    self._uncertain.inc(n)
+                    self._warn.warning(
+                        "events:uncertain",
+                        "events may have reached the CCS API; not sent again (%s)",
+                        e,
+                    )
                     return
                 if attempt == self._max_attempts:
                     self._drop(n, "exhausted", "exhausted", str(e))

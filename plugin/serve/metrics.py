@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from plugin.observe.metrics import LATENCY_BUCKETS
 
-EVENT_STATES = ("queued", "sent", "retried", "dropped", "unconsented")
+EVENT_STATES = ("queued", "sent", "retried", "uncertain", "dropped", "unconsented")
 CLOSE_REASONS = (
     "header_timeout",
     "body_timeout",
@@ -21,8 +21,9 @@ class ServeMetrics:
         r = registry
         self.events = Counter(
             "cohortkv_events_total",
-            "Player events by state: queued, sent, retried (per retry), dropped, unconsented"
-            " (refused at accept time, never queued).",
+            "Player events by state: queued, sent, retried (per retry), uncertain (the CCS API"
+            " may have processed them: a timeout after sending or a 5xx other than 503; not"
+            " sent again), dropped, unconsented (refused at accept time, never queued).",
             ["state"],
             registry=r,
         )

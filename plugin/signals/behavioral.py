@@ -8,6 +8,10 @@ user's last good answer (local cache, then the shared one); a late answer still 
 cache. Without content there is no play event to send: the signal is then cache-only
 (`no_content`).
 
+Any later CCS answer for the user (a completion event's, a late one) is fresher than the view's
+play-event answer, and serves the view's later breaks instead (`AnswerOrder`). A play event
+that failed is sent again only when that cannot count it twice (`_play_failed`).
+
 With `[behavioral] wait = "if_uncached"`, a view's first break whose user has a cached answer
 uses it at once; the play event still goes out and its answer serves the later breaks.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from plugin.cache.local import AgedLru, Clock, Interner, compact_key
 from plugin.cache.shared import SharedStore
@@ -26,55 +30,57 @@ from plugin.identity import IdentityError
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import CcsClient, UpstreamError
+from plugin.permutive.delivery import delivery
 from plugin.permutive.wire import CcsRequest, Event
-from plugin.result import ConsentDecision
+from plugin.result import ConsentDecision, Reason
+from plugin.signals.content_properties import ContentDescription
 from plugin.signals.events import now_rfc3339
 from plugin.signals.pending import Failed, Pending, ready
-from plugin.signals.sessions import Claim, SessionTracker
+from plugin.signals.sessions import Claim, SessionTracker, View
 
 _DENIED = ready("skipped", None, "consent_denied")
 _NO_IDENTITY = ready("none", None, "no_identity")
 _INVALID_IDENTITY = ready("none", None, "invalid_identity")
+MAX_PLAY_RETRIES = 1
+"""Times a view's play event is sent again after a failure that may have landed (timeout,
+5xx): each retry risks counting it twice."""
 
 
-class PlayEvent:
-    """What the play event of a view carries, apart from its ids."""
+class AnswerOrder:
+    """Which CCS answer of an identity is the freshest: the one whose call went out last.
 
-    __slots__ = ("name", "properties", "time")
+    Every call for an identity (a play event, the host's events) refreshes the user's cached
+    answer, and a later ad break of a view uses that freshest answer. Calls can overlap, so an
+    answer replaces the cached one only when no call sent after it has answered already: a
+    slow play-event answer never undoes a completion event's newer one. Bounded by the calls in
+    flight."""
 
-    def __init__(self, name: str, time: str, properties: dict[str, Any]) -> None:
-        self.name = name
-        self.time = time
-        self.properties = properties
+    __slots__ = ("_calls", "_seq")
 
+    def __init__(self) -> None:
+        self._calls: dict[bytes, list[int]] = {}  # identity -> [calls in flight, newest answered]
+        self._seq = 0
 
-def play_event_of(
-    name: str,
-    content_url: str | None,
-    properties: dict[str, Any],
-    title: str | None,
-    client_type: str | None,
-) -> Callable[[], PlayEvent] | None:
-    """How to make the view's play event, when there is content to make it about; None
-    otherwise (the behavioral signal is then cache-only, reason `no_content`). Made only when a
-    view starts: later breaks of the view send none."""
-    if not content_url and not properties:
-        return None
+    def sent(self, key: bytes) -> int:
+        """A call for `key` goes out; its ticket."""
+        self._seq += 1
+        entry = self._calls.get(key)
+        if entry is None:
+            self._calls[key] = [1, 0]
+        else:
+            entry[0] += 1
+        return self._seq
 
-    def play() -> PlayEvent:
-        props = dict(properties)
-        if title and "title" not in props:
-            props["title"] = title
-        if client_type:
-            client = props.get("client")
-            props["client"] = (
-                {**client, "type": client_type}
-                if isinstance(client, dict)
-                else {"type": client_type}
-            )
-        return PlayEvent(name, now_rfc3339(), props)
-
-    return play
+    def done(self, key: bytes, ticket: int, answered: bool) -> bool:
+        """The call `ticket` ended; True when it answered and its answer is the freshest."""
+        entry = self._calls[key]
+        entry[0] -= 1
+        fresh = answered and ticket > entry[1]
+        if fresh:
+            entry[1] = ticket
+        if entry[0] == 0:
+            del self._calls[key]
+        return fresh
 
 
 class BehavioralSignal:
@@ -86,7 +92,9 @@ class BehavioralSignal:
         self._ttl_s = c.behavioral_ttl_s
         self._keep_user = config.keys.puid is not None
         self._cache_first = config.behavioral.wait == "if_uncached"
+        self._client_section = config.events.client
         self._intern = Interner()
+        self._order = AnswerOrder()
         self.sessions = sessions
         # Read when scraped, not set on every request.
         metrics.cache_entries.labels("behavioral").set_function(lambda: len(self.cache))
@@ -99,9 +107,14 @@ class BehavioralSignal:
         self.spawn: Callable[[Any], asyncio.Task[Any]] = asyncio.ensure_future
 
     async def begin(
-        self, ctx: Context, decision: ConsentDecision, play: Callable[[], PlayEvent] | None
+        self,
+        ctx: Context,
+        decision: ConsentDecision,
+        content: ContentDescription | None,
+        play_event: str,
     ) -> Pending:
-        """`play` builds the play event (None: no content, so no play event is possible)."""
+        """`content` is what the play event is about (None: no content, so no play event is
+        possible); `play_event` its name."""
         if not decision.allowed:
             return _DENIED
         identity = ctx.identity
@@ -114,36 +127,25 @@ class BehavioralSignal:
             return _INVALID_IDENTITY
         key = compact_key(identity.cache_key())
         cached = self.cache.get(key)
-        if play is None:
+        if content is None:
             return self._cache_only(key, cached, "no_content")
-        content_url = ctx.content.url or ""
         claim = await self.sessions.claim(
             key,
             session=ctx.session_id,
             ssai_session_id=ctx.ssai_session_id,
             view_id=ctx.view_id,
-            content_url=content_url,
+            content_url=content.url,
         )
         view = claim.view
-        if not claim.new:
-            # A later ad break of a view whose play event went out: reuse, never resend.
-            if view.answer is not None:
-                return ready("cache", view.answer, "view_reuse")
-            flight = view.flight
-            if flight is not None and not flight.done():
-                # The view's play-event call is still running (another platform's request of
-                # the same ad break): its answer, if in time, is live and shared.
-                return Pending(
-                    call=flight, source="live", reason="view_reuse", fallback=self._local(key)
-                )
-            return self._cache_only(key, cached, "view_reuse")
-        event = play()
+        if not claim.new and not view.resend:
+            return self._later_break(key, view, cached)
+        view.resend = False
         request = CcsRequest(
             events=[
                 Event(
-                    name=event.name,
-                    time=event.time,
-                    properties=event.properties,
+                    name=play_event,
+                    time=now_rfc3339(),
+                    properties=content.event_properties(client=self._client_section),
                     view_id=view.id,
                     session_id=claim.session_id,
                 )
@@ -153,16 +155,28 @@ class BehavioralSignal:
             aliases=identity.aliases,
         )
         given = ctx.view_id is not None or ctx.ssai_session_id is not None
-        call = self.spawn(self._fetch(key, request, claim, content_url, given))
+        call = self.spawn(self._fetch(key, request, claim, content.url, given))
         view.flight = call
         if cached is not None and self._cache_first:
             return ready("cache", cached, "cache_first")
         prefetch = self._prefetch(key) if cached is None else None
         return Pending(call=call, fallback=self._local(key), prefetch=prefetch)
 
-    def _cache_only(
-        self, key: bytes, cached: Answer | None, reason: Literal["no_content", "view_reuse"]
-    ) -> Pending:
+    def _later_break(self, key: bytes, view: View, cached: Answer | None) -> Pending:
+        """A later ad break of a view whose play event went out: never sent again. The user's
+        freshest answer (a completion event's, a late one) serves it, else the view's own."""
+        if view.answer is not None:
+            return ready("cache", cached or view.answer, "view_reuse")
+        flight = view.flight
+        if flight is not None and not flight.done():
+            # The view's play-event call is still running (another platform's request of
+            # the same ad break): its answer, if in time, is live and shared.
+            return Pending(
+                call=flight, source="live", reason="view_reuse", fallback=self._local(key)
+            )
+        return self._cache_only(key, cached, view.settled or "view_reuse")
+
+    def _cache_only(self, key: bytes, cached: Answer | None, reason: Reason) -> Pending:
         if cached is not None:
             return ready("cache", cached, reason)
         prefetch = self._prefetch(key)
@@ -184,22 +198,54 @@ class BehavioralSignal:
     async def _fetch(
         self, key: bytes, request: CcsRequest, claim: Claim, content_url: str, given: bool
     ) -> Answer | Failed:
-        assert self.client is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
         view = claim.view
         try:
-            answer = await self.client.segment(request)
+            answer = await self.call(key, request)
         except UpstreamError as e:
-            # The play event may not have landed: let the view's next ad break send it again.
             view.flight = None
-            self.sessions.release(claim, key, content_url, given)
+            self._play_failed(e, claim, key, content_url, given)
             return Failed(e.kind)
-        self.remember(key, answer)
         view.answer = answer
         view.flight = None
         if loop.time() - started > self.late_after_s:
             self._late.inc()
+        return answer
+
+    def _play_failed(
+        self, e: UpstreamError, claim: Claim, key: bytes, content_url: str, given: bool
+    ) -> None:
+        """What the view's later ad breaks do after its play event failed: send it again only
+        when that cannot count it twice (`plugin.permutive.delivery`). Not processed: the
+        view is released, any replica's next break sends it. Refused (4xx): never again.
+        Uncertain (timeout, 5xx): the next break on this replica tries once more."""
+        view = claim.view
+        got = delivery(e)
+        if got == "unsent":
+            self.sessions.release(claim, key, content_url, given)
+        elif got == "refused":
+            view.settled = "play_rejected"
+        elif got == "uncertain":
+            view.failures += 1
+            if view.failures <= MAX_PLAY_RETRIES:
+                view.resend = True
+            else:
+                view.settled = "play_failed"
+
+    async def call(self, key: bytes, request: CcsRequest) -> Answer:
+        """One CCS call for the identity `key`; its answer refreshes the user's cached one
+        when it is the freshest (`AnswerOrder`). Raises `UpstreamError`."""
+        assert self.client is not None
+        ticket = self._order.sent(key)
+        answered = False
+        try:
+            answer = await self.client.segment(request)
+            answered = True
+        finally:
+            fresh = self._order.done(key, ticket, answered)
+        if fresh:
+            self.remember(key, answer)
         return answer
 
     def remember(self, key: bytes, answer: Answer) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from hashlib import blake2b
 from typing import Any
-from urllib.parse import urlsplit
 
 from plugin.cache.local import AgedLru, Clock, SingleFlight
 from plugin.cache.shared import SharedStore
@@ -22,7 +21,8 @@ from plugin.config import CacheConfig
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import ContextualClient, UpstreamError
-from plugin.permutive.wire import ClientProperties, ContextualRequest, json_encoder
+from plugin.permutive.wire import ContextualRequest, json_encoder
+from plugin.signals.content_properties import ContentDescription
 from plugin.signals.pending import Failed, Pending, ready
 
 _NO_CONTENT = ready("none", None, "no_content")
@@ -44,18 +44,13 @@ class ContextualSignal:
         self.track: Any = None
         """Called with each call's task, so the enricher can let it finish on close."""
 
-    def begin(
-        self,
-        url: str | None,
-        properties: dict[str, Any],
-        *,
-        title: str | None,
-        client_type: str | None,
-        section: str,
-    ) -> Pending:
-        if not url:
+    def begin(self, content: ContentDescription | None) -> Pending:
+        """`content` is what the request is about, built with the play event's properties
+        (`plugin.signals.content_properties`); None: no content, so no call."""
+        if content is None:
             return _NO_CONTENT
-        key = contextual_key(url, properties, title, client_type, section)
+        request = content.contextual_request()
+        key = contextual_key(request)
         cache = self.cache
         fresh = cache.get(key, self._cfg.contextual_ttl_s)
         if fresh is not None:
@@ -63,7 +58,6 @@ class ContextualSignal:
         running = self._flights.get(key)
         if running is not None:
             return Pending(call=running, reason="shared_call", fallback=lambda: cache.get(key))
-        request = contextual_request(url, properties, title, client_type, section)
         running = self._flights.run(key, lambda: self._fetch(key, request))
         if self.track is not None:
             self.track(running)
@@ -99,47 +93,13 @@ class ContextualSignal:
         return answer
 
 
-def contextual_key(
-    url: str,
-    properties: dict[str, Any],
-    title: str | None,
-    client_type: str | None,
-    section: str,
-) -> bytes:
-    """A 16-byte digest of the URL and of what else `contextual_request` sends for these
-    arguments (it is a function of them): the same content with the same properties shares
-    one answer, and nothing sent with other properties can stand in for it. Content URLs
-    never stand in the clear in a cache key."""
-    if "client" in properties:  # not sent (`client` is ours)
-        properties = {k: v for k, v in properties.items() if k != "client"}
+def contextual_key(request: ContextualRequest) -> bytes:
+    """A 16-byte digest of exactly what the Contextual request sends: the same content with
+    the same properties shares one answer, and nothing sent with other properties can stand
+    in for it. Content URLs never stand in the clear in a cache key."""
     try:
-        sent = json_encoder.encode((url, section, client_type, title, properties))
+        sent = json_encoder.encode(request)
     except (TypeError, ValueError, OverflowError):
         # Not sendable either (the call fails the same way); key it apart from the rest.
-        sent = repr((url, section, client_type, title)).encode("utf-8", "replace") + b"\x00?"
+        sent = repr(request.url).encode("utf-8", "replace") + b"\x00?"
     return blake2b(sent, digest_size=16).digest()
-
-
-def contextual_request(
-    url: str,
-    properties: dict[str, Any],
-    title: str | None,
-    client_type: str | None,
-    section: str,
-) -> ContextualRequest:
-    """Content only: the guide says "minus any user-related data", so no user agent,
-    referrer, IP or identifier ever goes to the Contextual API."""
-    client = ClientProperties(
-        url=url,
-        domain=urlsplit(url).hostname or None if "://" in url else None,
-        type=client_type,
-        title=title,
-    )
-    props: dict[str, Any] = {"client": client}
-    if properties:
-        mirrored = {k: v for k, v in properties.items() if k != "client"}
-        if title and "title" not in mirrored:
-            mirrored["title"] = title
-        if mirrored:
-            props[section] = mirrored
-    return ContextualRequest(url=url, page_properties=props)

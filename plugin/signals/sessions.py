@@ -7,7 +7,10 @@
 - A view is one content engagement. The host's view id (or one derived from an SSAI session and
   the content) is used as given; otherwise a view of (identity, session, content) is generated
   and lasts until `[views] idle_timeout_s` passes without an ad request for it. A new session
-  therefore always starts new views. The first ad request of a view sends its play event.
+  therefore always starts new views. The content is its key (`plugin.signals.content_key`:
+  the content URL, else the platform's content id), and the view keys are made in one place
+  (`_view_key`, `fleet_view_key`). The first ad request of a view, or the
+  host's own play event, sends its play event.
 - Completion events find their view: their own or the host's view id; else the SSAI-derived
   one; else the live view of (identity, content URL); else the identity's latest view.
 
@@ -27,14 +30,15 @@ from typing import Any, NamedTuple
 
 from plugin.cache.local import AgedLru, Clock
 from plugin.cache.shared import SharedViews
-from plugin.identity import is_uuid4
+from plugin.identity import is_uuid
 from plugin.permutive.answer import Answer
+from plugin.result import Reason
 
 
 class View:
     """One content engagement on this replica, and the play event's call or answer."""
 
-    __slots__ = ("answer", "flight", "id", "session_id")
+    __slots__ = ("answer", "failures", "flight", "id", "resend", "session_id", "settled")
 
     def __init__(self, view_id: str, session_id: str) -> None:
         self.id = view_id
@@ -43,6 +47,12 @@ class View:
         """The play event's call while it runs."""
         self.answer: Answer | None = None
         """Its answer once it has one: later ad breaks of the view reuse it."""
+        self.failures = 0
+        """Play-event calls of this view that failed without saying whether they landed."""
+        self.resend = False
+        """The next ad break sends the play event again (`plugin.signals.behavioral`)."""
+        self.settled: Reason | None = None
+        """Why the play event is never sent again (a signal reason), after it failed."""
 
 
 class _Session:
@@ -107,9 +117,16 @@ def digest(*parts: str) -> bytes:
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
 
 
+def fleet_view_key(content_key: str) -> str:
+    """The shared store's key of the generated view of a content (the store puts the
+    identity and the session around it)."""
+    return digest(content_key).hex()
+
+
 def _view_key(identity: bytes, sid: str, given: str | None, content_url: str) -> bytes:
     """A view's key on this replica: the host's (or SSAI-derived) view id, else the
-    identity's session and content."""
+    identity's session and content key (`plugin.signals.content_key`: the content URL, else
+    the platform's content id)."""
     if given is not None:
         return digest(identity.hex(), "given", given)
     return digest(identity.hex(), sid, content_url)
@@ -156,10 +173,10 @@ class SessionTracker:
     # -- ids the host gave ---------------------------------------------------------------
 
     def given_session(self, session_id: str | None, ssai_session_id: str | None) -> str | None:
-        """The host's session id (UUIDv4 as is, anything else mapped by uuid5), or one derived
-        from the SSAI session; None when the host gave neither."""
+        """The host's session id (a UUID of any version as it is, anything else mapped by
+        uuid5), or one derived from the SSAI session; None when the host gave neither."""
         if session_id:
-            return session_id if is_uuid4(session_id) else self._uuid5("session:" + session_id)
+            return session_id if is_uuid(session_id) else self._uuid5("session:" + session_id)
         if ssai_session_id:
             return self._uuid5("ssai-session:" + ssai_session_id)
         return None
@@ -170,7 +187,7 @@ class SessionTracker:
         """The host's view id (mapped like session ids), or one derived from the SSAI session
         and the content; None when the host gave neither."""
         if view_id:
-            return view_id if is_uuid4(view_id) else self._uuid5("view:" + view_id)
+            return view_id if is_uuid(view_id) else self._uuid5("view:" + view_id)
         if ssai_session_id:
             return self._uuid5(f"ssai-view:{ssai_session_id}|{content_url or ''}")
         return None
@@ -269,7 +286,7 @@ class SessionTracker:
         given = self.given_view(view_id, ssai_session_id, content_url) is not None
         fleet = await shared.claim_view(
             identity.hex(),
-            local.key.hex() if given else digest(content_url).hex(),
+            local.key.hex() if given else fleet_view_key(content_url),
             session_id=local.session_id,
             view_id=local.view.id,
             fixed_session=fixed,
@@ -293,7 +310,7 @@ class SessionTracker:
         self._views.discard(claim.key)
         if self.shared is not None:
             self.shared.release_view(
-                identity.hex(), claim.key.hex() if given else digest(content_url).hex()
+                identity.hex(), claim.key.hex() if given else fleet_view_key(content_url)
             )
 
     # -- events --------------------------------------------------------------------------
@@ -315,7 +332,7 @@ class SessionTracker:
         sid = self.session(identity, fixed)
         found: str | None = None
         if content_url:
-            view = self._views.get(digest(identity.hex(), sid, content_url))
+            view = self._views.get(_view_key(identity, sid, None, content_url))
             if view is not None and view.session_id == sid:
                 found = view.id
         else:
@@ -327,7 +344,7 @@ class SessionTracker:
             return sid, found
         fleet = await shared.find_view(
             identity.hex(),
-            digest(content_url).hex() if content_url else None,
+            fleet_view_key(content_url) if content_url else None,
             session_id=sid,
             session_ttl_s=self.session_idle_s,
         )

@@ -1,28 +1,41 @@
-"""Player events (completion with engagement metrics, ...) to the CCS API.
+"""Player events (play, completion with engagement metrics, ...) to the CCS API.
 
 Each event is checked (RFC 3339 time in a sane window), stripped of empty properties, and
 given the session and view its play event went out with when the host sent none of its own
 (`plugin.signals.sessions`); then events go out in chronological order, at most 10 per request.
+
+The guide sends the play event "when the video starts playing", which only the player knows,
+so the host may send it itself. A host play event (`[events] play_events`) opens its view, with
+the same view key the view's ad requests use (claimed fleet-wide with a shared store): the
+view's ad requests then send no play event of their own (`view_reuse`), and its answer, the
+user's freshest, serves them. When the view's play event already went out (an ad request came
+first), the host's is not sent again: one play event per view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Any
 
 import msgspec
 
 from plugin.cache.local import compact_key
 from plugin.identity import Identity
+from plugin.observe.metrics import HOST_PLAY_OUTCOMES, Metrics
 from plugin.permutive.answer import Answer
-from plugin.permutive.clients import CcsClient, UpstreamError
+from plugin.permutive.clients import UpstreamError
 from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, CcsRequest, Event
 from plugin.signals.events import parse_event_time, prune_empty
 from plugin.signals.sessions import SessionTracker
 
+Call = Callable[[bytes, CcsRequest], Awaitable[Answer]]
+"""One CCS call for an identity key (`BehavioralSignal.call`: the answer refreshes the cache)."""
+
 
 class EventIds(msgspec.Struct, frozen=True):
     """Where the host's events belong when they carry no ids of their own: the same fields a
-    play event's view is found by."""
+    play event's view is found by. `content_url` is the content key the ad requests had: the
+    content URL, or the deterministic URL of a content id (`gam://2553/v1`)."""
 
     session_id: str | None = None
     view_id: str | None = None
@@ -30,25 +43,35 @@ class EventIds(msgspec.Struct, frozen=True):
     content_url: str | None = None
 
 
+class Prepared(msgspec.Struct):
+    """The events as they go out, and the host play events left out as duplicates."""
+
+    events: list[Event]
+    duplicates: int = 0
+
+
 class EventSender:
     def __init__(
         self,
         sessions: SessionTracker,
-        client: Callable[[], CcsClient],
-        remember: Callable[[bytes, Answer], None],
+        call: Call,
+        metrics: Metrics,
+        play_events: Collection[str] = (),
     ) -> None:
         self._sessions = sessions
-        self._client = client
-        self._remember = remember
+        self._call = call
+        self.play_events = frozenset(play_events)
+        self._play = {o: metrics.host_play_events.labels(o) for o in HOST_PLAY_OUTCOMES}
         self.content_url: Callable[[str | None], str | None] = _as_given
         """Cleans `EventIds.content_url` as the ad request's was cleaned, so both find one
         view (`plugin.signals.content_url`)."""
 
     async def prepare(
         self, identity: Identity, events: Iterable[Event], ids: EventIds | None = None
-    ) -> list[Event]:
+    ) -> Prepared:
         """The events as they go out: checked (a `RequestError` names the bad field), empty
-        properties dropped, ids filled in, in chronological order."""
+        properties dropped, ids filled in, in chronological order; host play events open
+        their views, or are left out when their view's play event went out already."""
         ids = ids if ids is not None else EventIds()
         key = compact_key(identity.cache_key())
         timed = []
@@ -57,34 +80,76 @@ class EventSender:
             timed.append((at, i, ev))
         timed.sort(key=lambda t: (t[0], t[1]))
         resolved: dict[tuple[str | None, str | None], tuple[str, str | None]] = {}
-        out: list[Event] = []
+        out = Prepared([])
         for _, _, ev in timed:
             session = ev.session_id or ids.session_id
             view = ev.view_id or ids.view_id
-            wanted = (session, view)
-            found = resolved.get(wanted)
-            if found is None:
-                found = resolved[wanted] = await self._sessions.for_event(
-                    key,
-                    session=session,
-                    view_id=view,
-                    ssai_session_id=ids.ssai_session_id,
-                    content_url=self.content_url(ids.content_url),
-                )
+            props = prune_empty(ev.properties)
+            if ev.name in self.play_events:
+                found = await self._open_view(key, session, view, ids, props)
+                if found is None:
+                    out.duplicates += 1
+                    continue
+            else:
+                wanted = (session, view)
+                found = resolved.get(wanted)
+                if found is None:
+                    found = resolved[wanted] = await self._sessions.for_event(
+                        key,
+                        session=session,
+                        view_id=view,
+                        ssai_session_id=ids.ssai_session_id,
+                        content_url=self.content_url(ids.content_url),
+                    )
             session_id, view_id = found
-            out.append(
+            out.events.append(
                 Event(
                     name=ev.name,
                     time=ev.time,
-                    properties=prune_empty(ev.properties),
+                    properties=props,
                     view_id=view_id,
                     session_id=session_id,
                 )
             )
         return out
 
+    async def _open_view(
+        self,
+        key: bytes,
+        session: str | None,
+        view: str | None,
+        ids: EventIds,
+        properties: dict[str, Any],
+    ) -> tuple[str, str | None] | None:
+        """(session id, view id) of the view a host play event opens; None when that view's
+        play event went out already (it may have landed). Without a view id or content to key
+        a view by, the event goes out with its session only: it cannot belong to an earlier
+        view."""
+        content = self.content_url(ids.content_url or _client_url(properties))
+        if not view and not content:
+            self._play["no_view"].inc()
+            fixed = self._sessions.given_session(session, ids.ssai_session_id)
+            return self._sessions.session(key, fixed), None
+        claim = await self._sessions.claim(
+            key,
+            session=session,
+            ssai_session_id=ids.ssai_session_id,
+            view_id=view,
+            content_url=content or "",
+        )
+        opened = claim.view
+        if not claim.new and not opened.resend and opened.settled != "play_rejected":
+            self._play["duplicate"].inc()
+            return None
+        # A new view, or one whose own play event did not land (refused, or failed and due to
+        # be sent again): the host's is the view's play event.
+        opened.resend, opened.settled = False, None
+        self._play["opened"].inc()
+        return claim.session_id, opened.id
+
     async def send(self, identity: Identity, events: Sequence[Event]) -> int:
-        """Prepared events in batches of at most 10; how many were delivered."""
+        """Prepared events in batches of at most 10; how many were delivered. Nothing is sent
+        twice: a failed batch and the ones after it are not delivered."""
         sent = 0
         for i in range(0, len(events), MAX_EVENTS_PER_REQUEST):
             batch = events[i : i + MAX_EVENTS_PER_REQUEST]
@@ -104,9 +169,14 @@ class EventSender:
             alias=identity.alias,
             aliases=identity.aliases,
         )
-        answer = await self._client().segment(request)
-        self._remember(compact_key(identity.cache_key()), answer)
-        return answer
+        return await self._call(compact_key(identity.cache_key()), request)
+
+
+def _client_url(properties: dict[str, Any]) -> str | None:
+    """`client.url` of a host's play event: the content it is about, when the call names none."""
+    client = properties.get("client")
+    url = client.get("url") if isinstance(client, dict) else None
+    return url if isinstance(url, str) and url.strip() else None
 
 
 def _as_given(url: str | None) -> str | None:
