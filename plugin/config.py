@@ -67,6 +67,17 @@ class CacheConfig(_Section, frozen=True):
     """Shared cache for many replicas (`redis://host:6379/0`); needs `cohortkv[redis]`."""
     redis_cluster: bool = False
     redis_timeout_ms: PositiveInt = 50
+    """How long an ad request or event waits for a shared answer or a view lookup before it
+    goes on without (the call itself goes on; a view claim waits what is left of the budget)."""
+    redis_call_timeout_ms: PositiveInt = 2000
+    """A Redis call not answered within this long has failed: counted, and the breaker counts
+    it. Calls a request stopped waiting for still end within it."""
+    redis_max_connections: PositiveInt = 64
+    """Connections to Redis per replica (per node in a cluster); a call waits for a free one."""
+    redis_prefix: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")] = (
+        "cohortkv"
+    )
+    """The start of every key cohortkv writes: fleets that share one Redis keep apart by it."""
 
 
 class HttpConfig(_Section, frozen=True):

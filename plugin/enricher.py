@@ -200,7 +200,7 @@ class Enricher:
             section=adapter.content_section,
         )
         play = play_event_of(adapter.play_event, content.url, props, content.title, client_type)
-        b = await self.behavioral.begin(ctx, decision, play)
+        b = await self.behavioral.begin(ctx, decision, play, until - loop.time())
         waiting: list[asyncio.Task[Any]] = []
         b.waiting(waiting)
         c.waiting(waiting)

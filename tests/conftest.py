@@ -7,14 +7,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
-from tests.helpers.redis import shared_redis_url
+from tests.helpers.redis import RedisProcess, free_port, shared_redis_url
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -50,3 +50,12 @@ async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]
 def shared_redis() -> str:
     """The machine's Redis (127.0.0.1:6379); under CI=true its absence fails the test."""
     return shared_redis_url()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisProcess]:
+    """A redis-server of the test's own, on its own port, that it may stop and start."""
+    r = RedisProcess(free_port())
+    r.start()
+    yield r
+    r.stop()

@@ -59,7 +59,8 @@ class FakePermutive:
         self, api: str, request: web.Request, received: Any, body: dict[str, Any]
     ) -> web.Response:
         self.calls[api] += 1
-        self.bodies[api].append({"query": dict(request.query), "body": received})
+        status = 200 if self.raw[api] is not None else self.status[api]
+        self.bodies[api].append({"query": dict(request.query), "body": received, "status": status})
         if self.delay[api]:
             await asyncio.sleep(self.delay[api])
         raw = self.raw[api]

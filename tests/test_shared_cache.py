@@ -27,18 +27,13 @@ from plugin.identity import Alias
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import RedisProcess
 from tests.helpers.redis import missing as _missing
 from tests.helpers.redis import port_open as _port_open
 from tests.helpers.samples import GAM_SAMPLE
 from tests.helpers.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _free_cluster_port() -> int:
@@ -56,46 +51,6 @@ def _free_cluster_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port pair for a cluster node")
-
-
-class RedisProcess:
-    """A private redis-server this test can stop and start again on the same port."""
-
-    def __init__(self, port: int, *extra: str) -> None:
-        self.port = port
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            _missing("redis-server is not installed")
-            return
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not _port_open(self.port):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisProcess]:
-    r = RedisProcess(_free_port())
-    r.start()
-    yield r
-    r.stop()
 
 
 def _enrich_in_process(fake: FakePermutive, redis_url: str, alias: str) -> dict[str, object]:

@@ -22,14 +22,14 @@ from plugin.cache.local import AgedLru, Clock, Interner, compact_key
 from plugin.cache.shared import SharedStore
 from plugin.config import Config
 from plugin.context import Context
-from plugin.identity import IdentityError
+from plugin.identity import Identity, IdentityError
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import CcsClient, UpstreamError
 from plugin.permutive.wire import CcsRequest, Event
 from plugin.result import ConsentDecision
 from plugin.signals.events import now_rfc3339
-from plugin.signals.pending import Failed, Pending, ready
+from plugin.signals.pending import Call, Failed, Pending, ready
 from plugin.signals.sessions import Claim, SessionTracker
 
 _DENIED = ready("skipped", None, "consent_denied")
@@ -99,9 +99,14 @@ class BehavioralSignal:
         self.spawn: Callable[[Any], asyncio.Task[Any]] = asyncio.ensure_future
 
     async def begin(
-        self, ctx: Context, decision: ConsentDecision, play: Callable[[], PlayEvent] | None
+        self,
+        ctx: Context,
+        decision: ConsentDecision,
+        play: Callable[[], PlayEvent] | None,
+        wait_s: float = 0.05,
     ) -> Pending:
-        """`play` builds the play event (None: no content, so no play event is possible)."""
+        """`play` builds the play event (None: no content, so no play event is possible);
+        `wait_s` is how long the request can wait for the fleet's claim of its view."""
         if not decision.allowed:
             return _DENIED
         identity = ctx.identity
@@ -123,7 +128,14 @@ class BehavioralSignal:
             ssai_session_id=ctx.ssai_session_id,
             view_id=ctx.view_id,
             content_url=content_url,
+            wait_s=wait_s,
         )
+        given = ctx.view_id is not None or ctx.ssai_session_id is not None
+        if claim.later is not None:
+            # The fleet has not answered in time: its answer decides the play event later.
+            self.spawn(self._when_settled(claim.later, key, identity, play, content_url, given))
+            if claim.view.answer is None and claim.view.flight is None:
+                return self._cache_only(key, cached, "cache_fallback_timeout")
         view = claim.view
         if not claim.new:
             # A later ad break of a view whose play event went out: reuse, never resend.
@@ -137,6 +149,22 @@ class BehavioralSignal:
                     call=flight, source="live", reason="view_reuse", fallback=self._local(key)
                 )
             return self._cache_only(key, cached, "view_reuse")
+        call = self._send_play(key, identity, play, claim, content_url, given)
+        if cached is not None and self._cache_first:
+            return ready("cache", cached, "cache_first")
+        prefetch = self._prefetch(key) if cached is None else None
+        return Pending(call=call, fallback=self._local(key), prefetch=prefetch)
+
+    def _send_play(
+        self,
+        key: bytes,
+        identity: Identity,
+        play: Callable[[], PlayEvent],
+        claim: Claim,
+        content_url: str,
+        given: bool,
+    ) -> Call:
+        """The view's play event, sent now; its call is the view's flight."""
         event = play()
         request = CcsRequest(
             events=[
@@ -144,7 +172,7 @@ class BehavioralSignal:
                     name=event.name,
                     time=event.time,
                     properties=event.properties,
-                    view_id=view.id,
+                    view_id=claim.view.id,
                     session_id=claim.session_id,
                 )
             ],
@@ -152,16 +180,30 @@ class BehavioralSignal:
             alias=identity.alias,
             aliases=identity.aliases,
         )
-        given = ctx.view_id is not None or ctx.ssai_session_id is not None
-        call = self.spawn(self._fetch(key, request, claim, content_url, given))
-        view.flight = call
-        if cached is not None and self._cache_first:
-            return ready("cache", cached, "cache_first")
-        prefetch = self._prefetch(key) if cached is None else None
-        return Pending(call=call, fallback=self._local(key), prefetch=prefetch)
+        call: Call = self.spawn(self._fetch(key, request, claim, content_url, given))
+        claim.view.flight = call
+        return call
+
+    async def _when_settled(
+        self,
+        later: asyncio.Task[Claim],
+        key: bytes,
+        identity: Identity,
+        play: Callable[[], PlayEvent],
+        content_url: str,
+        given: bool,
+    ) -> None:
+        """A claim that came back after its request went on: the play event goes out now if
+        the fleet (or, when it could not answer, this replica) says the view is new."""
+        claim = await later
+        if claim.new:
+            self._send_play(key, identity, play, claim, content_url, given)
 
     def _cache_only(
-        self, key: bytes, cached: Answer | None, reason: Literal["no_content", "view_reuse"]
+        self,
+        key: bytes,
+        cached: Answer | None,
+        reason: Literal["no_content", "view_reuse", "cache_fallback_timeout"],
     ) -> Pending:
         if cached is not None:
             return ready("cache", cached, reason)
@@ -178,8 +220,16 @@ class BehavioralSignal:
         """With a shared cache and nothing local, fetch the fleet's last answer meanwhile."""
         if self.shared is None:
             return None
-        task: asyncio.Task[Answer | None] = self.spawn(self.shared.get("b", key.hex(), self._ttl_s))
+        task: asyncio.Task[Answer | None] = self.spawn(self._from_fleet(self.shared, key))
         return task
+
+    async def _from_fleet(self, shared: SharedStore, key: bytes) -> Answer | None:
+        """The fleet's last answer, kept here too: the next request (or a Redis outage) finds
+        it locally."""
+        answer = await shared.get("b", key.hex(), self._ttl_s)
+        if answer is not None and self.cache.get(key) is None:
+            self.cache.put(key, self._intern(answer, keep_user=self._keep_user))
+        return answer
 
     async def _fetch(
         self, key: bytes, request: CcsRequest, claim: Claim, content_url: str, given: bool

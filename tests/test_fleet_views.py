@@ -1,0 +1,201 @@
+"""One play event per view across two replicas that share one Redis: under load, when Redis
+goes down after a view moved between them, when it restarts empty, and when every connection
+is busy. The replicas are two enrichers (each with its own Redis client and local state) in
+this test's event loop, which makes that loop as busy as a loaded replica's."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from prometheus_client import CollectorRegistry
+
+from plugin import Config, ConsentSignals, Content, Context, Enricher, EnrichResult, Identity
+from plugin.config import CacheConfig
+from plugin.identity import Alias
+from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import RedisProcess
+from tests.helpers.samples import GAM_SAMPLE
+from tests.helpers.waiting import until
+
+
+class Viewer:
+    """One viewer watching one piece of content: every ad break is an ad request for it."""
+
+    def __init__(self) -> None:
+        self.name = str(uuid.uuid4())
+        self.identity = Identity(alias=Alias(tag="tifa", id=self.name))
+        self.content = Content(url=f"https://example.com/v/{uuid.uuid4()}")
+
+    def context(self) -> Context:
+        return Context(
+            identity=self.identity, consent=ConsentSignals(override=True), content=self.content
+        )
+
+    async def ad_break(self, replica: Enricher) -> EnrichResult:
+        return await replica.enrich(GAM_SAMPLE, self.context())
+
+
+@asynccontextmanager
+async def replicas(
+    fake: FakePermutive, redis_url: str, n: int = 2, **cache: object
+) -> AsyncIterator[list[Enricher]]:
+    """`n` replicas on one Redis, under a key prefix of this test's own."""
+    cfg = Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        cache=CacheConfig(redis_url=redis_url, redis_prefix=f"t-{uuid.uuid4().hex}", **cache),  # type: ignore[arg-type]
+    )
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(Enricher(cfg, registry=CollectorRegistry()))
+            for _ in range(n)
+        ]
+
+
+def play_events(fake: FakePermutive) -> Counter[str]:
+    """Play events the CCS API received, by the alias of the viewer they were for."""
+    return Counter(call["body"]["alias"]["id"] for call in fake.bodies["ccs"])
+
+
+def view_ids(fake: FakePermutive) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for call in fake.bodies["ccs"]:
+        out.setdefault(call["body"]["alias"]["id"], set()).update(
+            ev["view_id"] for ev in call["body"]["events"]
+        )
+    return out
+
+
+def duplicated(fake: FakePermutive, viewers: Sequence[Viewer]) -> list[str]:
+    counts = play_events(fake)
+    return [v.name for v in viewers if counts[v.name] > 1]
+
+
+def errors(e: Enricher, kind: str) -> float:
+    return sum(
+        s.value
+        for m in e.metrics.registry.collect()
+        if m.name == "cohortkv_shared_cache_errors"
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels.get("kind") == kind
+    )
+
+
+async def test_concurrency_256_with_redis_healthy_sends_one_play_event_per_view(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    viewers = [Viewer() for _ in range(320)]
+    gate = asyncio.Semaphore(256)
+    async with replicas(fake, shared_redis) as (a, b):
+
+        async def watch(v: Viewer) -> None:
+            for replica in (a, b, a, b):  # four ad breaks, alternating replicas
+                async with gate:
+                    await v.ad_break(replica)
+
+        await asyncio.gather(*(watch(v) for v in viewers))
+        # A claim that came back after its request went on sends its play event then.
+        await until(lambda: len(play_events(fake)) == len(viewers), what="one per viewer")
+        await asyncio.sleep(0.2)  # (anything still owed would be sent by now: nothing is)
+        assert duplicated(fake, viewers) == []
+        assert all(len(ids) == 1 for ids in view_ids(fake).values())
+        for replica in (a, b):
+            assert errors(replica, "MaxConnectionsError") == 0
+            assert errors(replica, "timeout") == 0
+
+
+async def test_breaks_on_a_then_b_then_redis_down_send_no_second_play_event(
+    fake: FakePermutive, private_redis: RedisProcess
+) -> None:
+    viewers = [Viewer() for _ in range(100)]
+    async with replicas(fake, private_redis.url) as (a, b):
+        for v in viewers:
+            first = await v.ad_break(a)
+            second = await v.ad_break(b)
+            assert first.behavioral.reason == "live"
+            assert second.behavioral.reason == "view_reuse"
+        assert play_events(fake) == Counter({v.name: 1 for v in viewers})
+
+        private_redis.stop()
+        for v in viewers:
+            third = await v.ad_break(b)  # B learned the view through Redis: it remembers it
+            fourth = await v.ad_break(a)
+            assert third.behavioral.reason == fourth.behavioral.reason == "view_reuse"
+            assert third.behavioral.cohorts == first.behavioral.cohorts
+        assert duplicated(fake, viewers) == []
+
+        # A new view of the same viewer still sends its play event, on either replica.
+        fresh = viewers[0]
+        fresh.content = Content(url=f"https://example.com/v/{uuid.uuid4()}")
+        assert (await fresh.ad_break(b)).behavioral.reason == "live"
+        assert play_events(fake)[fresh.name] == 2
+
+
+async def test_redis_restarted_empty_sends_no_second_play_event_for_known_views(
+    fake: FakePermutive, private_redis: RedisProcess
+) -> None:
+    viewers = [Viewer() for _ in range(60)]
+    async with replicas(fake, private_redis.url, redis_call_timeout_ms=500) as (a, b):
+        for v in viewers:
+            await v.ad_break(a)
+            await v.ad_break(b)
+
+        private_redis.stop()
+        private_redis.start()  # empty: no persistence on this one
+
+        async def redis_in_use(e: Enricher) -> bool:
+            assert e.upstreams.shared is not None
+            await e.upstreams.shared.get("probe", "x", 1)
+            return (
+                e.metrics.registry.get_sample_value("cohortkv_breaker_state", {"api": "redis"}) == 0
+            )
+
+        for replica in (a, b):
+            await until(lambda r=replica: redis_in_use(r), what="the replica uses Redis again")  # type: ignore[misc]
+        for v in viewers:
+            third = await v.ad_break(a)  # known to A: written back, not claimed as new
+            fourth = await v.ad_break(b)
+            assert third.behavioral.reason == fourth.behavioral.reason == "view_reuse"
+        assert duplicated(fake, viewers) == []
+
+    # A third replica, that never saw these views, learns them from Redis again.
+    async with Enricher(a.config) as c:
+        for v in viewers:
+            assert (await v.ad_break(c)).behavioral.reason == "view_reuse"
+    assert duplicated(fake, viewers) == []
+    assert sum(play_events(fake).values()) == len(viewers)
+
+
+async def test_a_claim_without_a_free_connection_waits_only_its_budget_and_sends_once(
+    fake: FakePermutive, private_redis: RedisProcess
+) -> None:
+    import redis.asyncio as redis
+
+    viewers = [Viewer() for _ in range(20)]
+    admin = redis.Redis.from_url(private_redis.url)
+    try:
+        async with replicas(fake, private_redis.url, redis_max_connections=1) as (a, b):
+            for v in viewers[:10]:  # these views are known to A already
+                await v.ad_break(a)
+            await admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+            results = await asyncio.gather(*(v.ad_break(r) for v in viewers for r in (a, b)))
+            # Every request went on at the end of its budget, without the fleet's answer.
+            assert all(r.url for r in results)
+            await until(lambda: errors(a, "pool") + errors(b, "pool") > 0, what="counted")
+            assert {r.behavioral.reason for r in results} <= {
+                "cache_fallback_timeout",
+                "view_reuse",
+            }
+            # Once Redis answers, the claims decide: one play event per view, all told.
+            await until(
+                lambda: len(play_events(fake)) == len(viewers), what="every view's play event"
+            )
+            await asyncio.sleep(0.2)
+            assert duplicated(fake, viewers) == []
+    finally:
+        await admin.aclose()
