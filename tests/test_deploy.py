@@ -732,6 +732,23 @@ def test_service_pdb_and_hpa_select_the_deployment() -> None:
     assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == selector
 
 
+def test_redis_keeps_views_and_events_across_a_restart() -> None:
+    """AOF (fsync every second) on a volume; eviction never takes an event stream."""
+    redis = one("Deployment", "cohortkv-redis")
+    pod = redis["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = c["args"]
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] in ("volatile-lru", "volatile-lfu", "noeviction")
+    (mount,) = c["volumeMounts"]
+    assert mount["mountPath"] == flags["--dir"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = one("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert redis["spec"]["strategy"]["type"] == "Recreate", "one pod at a time on the volume"
+
+
 def test_ingress_exposes_only_the_proxy() -> None:
     ingress = one("Ingress", "cohortkv")
     (rule,) = ingress["spec"]["rules"]
