@@ -7,14 +7,24 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
-from tests.helpers.redis import RedisProcess, free_port, shared_redis_url
+from tests.helpers.redis import (
+    RedisProcess,
+    free_cluster_port,
+    free_port,
+    missing,
+    shared_redis_url,
+)
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -59,3 +69,34 @@ def private_redis() -> Iterator[RedisProcess]:
     r.start()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[str]:
+    """Three redis-server nodes of the test's own, as one Redis Cluster."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        missing("redis-server / redis-cli are not installed")
+    nodes = [RedisProcess(free_cluster_port(), "--cluster-enabled", "yes",
+                          "--cluster-config-file", str(tmp_path / f"nodes-{i}.conf"))
+             for i in range(3)]  # fmt: skip
+    for n in nodes:
+        n.start()
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while True:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout  # fmt: skip
+            if "cluster_state:ok" in info or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{nodes[0].port}/0"
+    finally:
+        for n in nodes:
+            n.stop()

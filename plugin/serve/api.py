@@ -35,9 +35,9 @@ from plugin.serve.bodies import (
     IdentityBody,
 )
 from plugin.serve.errors import json_error, json_response
-from plugin.serve.events import EventQueue
 from plugin.serve.limits import Gate
 from plugin.serve.metrics import ServeMetrics
+from plugin.serve.queue import EventQueue
 from plugin.serve.validate import BodyError, decode
 from plugin.signals.events import parse_event_time, prune_empty
 from plugin.signals.tracker import EventIds
@@ -146,8 +146,11 @@ class Api:
             content_url=body.content_url,
         )
         events = await self._enricher.events.prepare(identity, given, ids)
-        if not self._queue.offer(identity, events, msgspec.json.encode(identity)):
+        offered = await self._queue.offer(identity, events, msgspec.json.encode(identity))
+        if offered == "full":
             return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
+        if offered == "unavailable":
+            return json_error(503, "event queue unavailable", headers=_RETRY)
         return _accepted(len(events), decision.reason)
 
 

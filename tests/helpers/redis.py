@@ -77,3 +77,20 @@ class RedisProcess:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def free_cluster_port() -> int:
+    """A port below 55536 whose cluster bus port (+10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 45000)
+        if not port_open(port) and not port_open(port + 10000):
+            with socket.socket() as a, socket.socket() as b:
+                try:
+                    a.bind(("127.0.0.1", port))
+                    b.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair for a cluster node")

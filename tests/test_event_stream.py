@@ -1,0 +1,297 @@
+"""The durable event queue (`[events] queue = "redis"`) against real Redis: 202 only once the
+events are in a stream, delivery in order per user across replicas, a bound that refuses and
+never trims, a graceful hand-over, and a replica killed with SIGKILL whose accepted events a
+second replica delivers, each once. Each test uses a key prefix of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as redis
+
+from plugin.config import (
+    CacheConfig,
+    Config,
+    ConfigError,
+    EventsConfig,
+    HttpConfig,
+    ServeConfig,
+    config_from_dict,
+)
+from tests.fake_adserver import Running, running
+from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import SHARED_REDIS, RedisProcess, port_open
+from tests.helpers.waiting import until
+from tests.times import recent
+
+ROOT = Path(__file__).resolve().parent.parent
+GRANTED = {"granted": True}
+
+
+_PREFIXES: list[str] = []
+
+
+def prefix() -> str:
+    """A key prefix of the test's own; its keys are deleted afterwards."""
+    _PREFIXES.append(f"t-{uuid.uuid4().hex}")
+    return _PREFIXES[-1]
+
+
+@pytest.fixture(autouse=True)
+async def _clean_up() -> AsyncIterator[None]:
+    yield
+    names, _PREFIXES[:] = list(_PREFIXES), []
+    if not names or not port_open(6379):
+        return
+    client = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        for name in names:
+            found = [k async for k in client.scan_iter(match=f"{name}:*", count=1000)]
+            if found:
+                await client.delete(*found)
+    finally:
+        await client.aclose()
+
+
+def config(
+    fake: FakePermutive, redis_url: str, key_prefix: str, *, cluster: bool = False, **events: Any
+) -> Config:
+    serve = {k: events.pop(k) for k in list(events) if k.startswith("events_")}
+    return Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        cache=CacheConfig(redis_url=redis_url, redis_prefix=key_prefix, redis_cluster=cluster),
+        http=HttpConfig(request_timeout_s=0.5),
+        events=EventsConfig(queue="redis", **{"claim_idle_s": 1.0, **events}),
+        serve=ServeConfig(**{"events_backoff_ms": 20, "events_backoff_max_ms": 200, **serve}),
+    )
+
+
+def body(user: str, *seqs: int) -> dict[str, Any]:
+    """Events of `user`, numbered: event `seq` happened `seq` seconds into the hour."""
+    return {
+        "identity": {"alias": {"tag": "t", "id": user}},
+        "consent": GRANTED,
+        "events": [
+            {"name": "VideoCompletion", "time": recent(0, s), "properties": {"seq": s}}
+            for s in seqs
+        ],
+    }
+
+
+async def post(r: Running, doc: dict[str, Any]) -> tuple[int, Any]:
+    resp = await r.client.post("/v1/events", json=doc)
+    return resp.status, await resp.json()
+
+
+def delivered(fake: FakePermutive) -> dict[str, list[int]]:
+    """Per user, the events the CCS API accepted (2xx), in the order it received them."""
+    out: dict[str, list[int]] = {}
+    for call in fake.bodies["ccs"]:
+        if call["status"] == 200:
+            events = call["body"]["events"]
+            assert 1 <= len(events) <= 10
+            out.setdefault(call["body"]["alias"]["id"], []).extend(
+                e["properties"]["seq"] for e in events
+            )
+    return out
+
+
+@asynccontextmanager
+async def replicas(*configs: Config) -> AsyncIterator[list[Running]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(running(c)) for c in configs]
+
+
+def test_the_redis_queue_needs_redis_and_a_claim_idle_above_the_call_timeout() -> None:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"events": {"queue": "redis"}})
+    assert e.value.field == "events.queue" and "cache.redis_url" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(
+            {
+                "cache": {"redis_url": "redis://127.0.0.1:6379/0"},
+                "events": {"queue": "redis", "claim_idle_s": 5},
+                "http": {"request_timeout_s": 5},
+            }
+        )
+    assert e.value.field == "events.claim_idle_s"
+
+
+async def test_events_are_in_redis_when_accepted_and_delivered_in_order(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    keys = prefix()
+    async with replicas(config(fake, shared_redis, keys, partitions=4)) as (side,):
+        status, doc = await post(side, body("u1", *range(25, 0, -1)))
+        assert (status, doc["accepted"]) == (202, 25)
+        await until(lambda: side.sample("cohortkv_events_total", state="sent") == 25)
+        assert delivered(fake) == {"u1": list(range(1, 26))}
+        sizes = [len(c["body"]["events"]) for c in fake.bodies["ccs"]]
+        assert sizes == [10, 10, 5]
+        assert side.sample("cohortkv_events_total", state="queued") == 25
+    client = redis.Redis.from_url(shared_redis)
+    try:
+        lengths = [await client.xlen(f"{keys}:{{ev-{n}}}:stream") for n in range(4)]
+        assert lengths == [0, 0, 0, 0], "settled entries leave the stream"
+    finally:
+        await client.aclose()
+
+
+async def test_a_full_stream_refuses_and_trims_nothing(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    fake.status["ccs"] = 503  # nothing leaves the stream
+    cfg = config(fake, shared_redis, prefix(), partitions=1, events_queue_max=12)
+    async with replicas(cfg) as (side,):
+        assert (await post(side, body("u1", 1, 2, 3, 4, 5)))[0] == 202
+        assert (await post(side, body("u2", 6, 7, 8, 9, 10)))[0] == 202
+        status, doc = await post(side, body("u3", 11, 12, 13))
+        assert status == 503 and doc["error"] == "event queue full"
+        assert side.sample("cohortkv_events_dropped_total", reason="queue_full") == 3
+        fake.status["ccs"] = 200
+        await until(lambda: side.sample("cohortkv_events_total", state="sent") == 10)
+        assert delivered(fake) == {"u1": [1, 2, 3, 4, 5], "u2": [6, 7, 8, 9, 10]}
+
+
+async def test_redis_down_answers_503_and_accepts_nothing(
+    fake: FakePermutive, private_redis: RedisProcess
+) -> None:
+    async with replicas(config(fake, private_redis.url, prefix())) as (side,):
+        private_redis.stop()
+        status, doc = await post(side, body("u1", 1))
+        assert status == 503 and doc["error"] == "event queue unavailable"
+        assert side.sample("cohortkv_events_dropped_total", reason="unavailable") == 1
+        assert side.sample("cohortkv_events_total", state="queued") == 0
+
+
+async def test_two_replicas_share_the_partitions_and_keep_each_users_order(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    keys = prefix()
+    cfg = config(fake, shared_redis, keys, partitions=8)
+    async with replicas(cfg, cfg) as (a, b):
+        owned = [x.sidecar.queue._own.owned for x in (a, b)]  # type: ignore[attr-defined]
+        await until(lambda: [len(o) for o in owned] == [4, 4], what="a fair share each")
+        users = [f"user-{i}" for i in range(40)]
+        for round_ in range(3):  # each user's events arrive on both replicas, in turns
+            await asyncio.gather(
+                *(
+                    post((a, b)[(i + round_) % 2], body(u, *range(round_ * 5, round_ * 5 + 5)))
+                    for i, u in enumerate(users)
+                )
+            )
+        want = {u: list(range(15)) for u in users}
+        await until(lambda: delivered(fake) == want, what="every event, once, in order")
+        sent = [x.sample("cohortkv_events_total", state="sent") for x in (a, b)]
+        assert sum(sent) == 15 * len(users) and min(sent) > 0
+
+
+async def test_a_replica_that_stops_hands_its_events_over_at_once(
+    fake: FakePermutive, shared_redis: str
+) -> None:
+    keys = prefix()
+    fake.status["ccs"] = 503
+    # Taking events over from a replica that just vanished waits claim_idle_s (a minute
+    # here); one that stopped cleanly marked its events as free to take at once.
+    slow = config(fake, shared_redis, keys, partitions=2, claim_idle_s=60.0)
+    async with replicas(slow) as (a,):
+        assert (await post(a, body("u1", 1, 2, 3)))[0] == 202
+        await until(lambda: fake.calls["ccs"] >= 2, what="read, tried and failed")
+    assert delivered(fake) == {}
+    fake.status["ccs"] = 200
+    async with replicas(slow) as (b,):
+        await until(lambda: delivered(fake) == {"u1": [1, 2, 3]}, what="taken over")
+        assert b.sample("cohortkv_events_total", state="claimed") == 3
+
+
+async def test_works_against_a_redis_cluster(fake: FakePermutive, redis_cluster: str) -> None:
+    cfg = config(fake, redis_cluster, prefix(), cluster=True, partitions=6)
+    async with replicas(cfg) as (side,):
+        for i in range(12):
+            assert (await post(side, body(f"u{i}", i, i + 100)))[0] == 202
+        want = {f"u{i}": [i, i + 100] for i in range(12)}
+        await until(lambda: delivered(fake) == want, timeout_s=20, what="all delivered")
+
+
+# -- a replica killed with SIGKILL ------------------------------------------------------------
+
+
+async def serve(cfg: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """`cohortkv serve` as a real process; its base URL once it listens."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plugin", "serve", "--config", str(cfg),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    err = []
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert line, "".join(err)
+        err.append(line)
+        if m := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
+            return proc, m.group(1)
+
+
+async def test_events_accepted_by_a_killed_replica_are_delivered_once_in_order(
+    fake: FakePermutive, shared_redis: str, tmp_path: Path
+) -> None:
+    keys = prefix()
+    cfg = tmp_path / "cohortkv.toml"
+    cfg.write_text(
+        f'api_key = "{API_KEY}"\nccs_url = "{fake.url}"\nctx_url = "{fake.url}"\n'
+        f'[cache]\nredis_url = "{shared_redis}"\nredis_prefix = "{keys}"\n'
+        "[http]\nrequest_timeout_s = 0.5\n"
+        '[events]\nqueue = "redis"\nclaim_idle_s = 1.0\npartitions = 4\n'
+        '[serve]\nhost = "127.0.0.1"\nport = 0\nevents_backoff_ms = 50\n'
+    )
+    fake.status["ccs"] = 503
+    users = [f"viewer-{i}" for i in range(12)]
+    first, url = await serve(cfg)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def accept(user: str, seqs: range) -> int:
+                async with session.post(f"{url}/v1/events", json=body(user, *seqs)) as resp:
+                    assert resp.status == 202, await resp.text()
+                    return int((await resp.json())["accepted"])
+
+            accepted = 0
+            for n in range(3):  # three requests per user, events out of order within each
+                got = await asyncio.gather(
+                    *(accept(u, range(n * 12 + 11, n * 12 - 1, -1)) for u in users)
+                )
+                accepted += sum(got)
+        await until(lambda: fake.calls["ccs"] >= 4, what="the replica read events and tried")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    assert accepted == 36 * len(users) and delivered(fake) == {}
+
+    fake.status["ccs"] = 200
+    second, url = await serve(cfg)
+    try:
+        want = {u: list(range(36)) for u in users}
+        await until(lambda: delivered(fake) == want, timeout_s=30, what="all, once, in order")
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+            metrics = await resp.text()
+        claimed = re.search(r'^cohortkv_events_total\{state="claimed"\} (\S+)$', metrics, re.M)
+        assert claimed is not None and float(claimed.group(1)) > 0, "taken over from the dead"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), 30) == 0
+    assert json.dumps(fake.bodies).count(API_KEY) == 0
