@@ -27,13 +27,16 @@ import shutil
 import socket
 import subprocess
 import tomllib
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 import pytest
+import redis.asyncio as redis
 import yarl
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
@@ -46,6 +49,8 @@ from plugin.serve.reserved import PREFIX as RESERVED_PREFIX
 from plugin.signals.events import now_rfc3339
 from tests.fake_adserver import FakeAdServer
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.waiting import until
+from tests.times import recent
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -173,11 +178,16 @@ def closed_port() -> int:
 
 
 def local_config(
-    ads: FakeAdServer, *, fake: FakePermutive | None = None, redis_url: str | None = None
+    ads: FakeAdServer,
+    *,
+    fake: FakePermutive | None = None,
+    redis_url: str | None = None,
+    events_in_memory: bool = False,
 ) -> Config:
     """The ConfigMap's configuration, pointed at loopback stand-ins instead of the internet.
 
     Without `fake` there is no API key: the sidecar runs on its built-in sandbox, asked for.
+    Without a Redis (or with `events_in_memory`) the event queue is the in-memory one.
     """
     data = configmap_toml()
     data["serve"]["upstreams"] = {name: ads.url for name in data["serve"]["upstreams"]}
@@ -185,6 +195,8 @@ def local_config(
     data["cache"]["redis_url"] = redis_url
     if redis_url is None:
         del data["cache"]["redis_url"]
+    if redis_url is None or events_in_memory:
+        data["events"]["queue"] = "memory"
     if fake is not None:
         data.update(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
     else:
@@ -248,7 +260,11 @@ async def _drive(ads: FakeAdServer) -> Scrape:
     through every route (and an unreachable Redis, a bad identity, an oversized URL, a player
     event) so that most series have samples; then one scrape."""
     registry = CollectorRegistry()
-    config = local_config(ads, redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    # Redis unreachable (its failures are counted); the player event is still accepted, in
+    # the memory queue.
+    config = local_config(
+        ads, redis_url=f"redis://127.0.0.1:{closed_port()}/0", events_in_memory=True
+    )
     app = make_app(config, registry=registry)
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -730,6 +746,36 @@ def test_service_pdb_and_hpa_select_the_deployment() -> None:
     assert not selector.items() <= redis_labels.items(), "the Service must not pick Redis pods"
     policy = one("NetworkPolicy", "cohortkv-redis")
     assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == selector
+
+
+async def test_the_configmaps_event_queue_keeps_events_in_redis(shared_redis: str) -> None:
+    """As shipped, an accepted event is in Redis (another replica could deliver it)."""
+    async with FakePermutive() as fake, FakeAdServer() as ads:
+        config = local_config(ads, fake=fake, redis_url=shared_redis)
+        assert config.events.queue == "redis"
+        prefix = f"t-{uuid.uuid4().hex}"
+        config = config.with_overrides(
+            cache=msgspec.structs.replace(config.cache, redis_prefix=prefix)
+        )
+        registry = CollectorRegistry()
+        client = TestClient(TestServer(make_app(config, registry=registry)))
+        await client.start_server()
+        try:
+            body = {
+                "identity": {"user_id": USER},
+                "consent": {"granted": True},
+                "events": [{"name": "VideoCompletion", "time": recent(0)}],
+            }
+            resp = await client.post("/v1/events", json=body)
+            assert resp.status == 202, await resp.text()
+            await until(lambda: fake.calls["ccs"] == 1, what="delivered from Redis")
+        finally:
+            await client.close()
+            rc = redis.Redis.from_url(shared_redis)
+            found = [k async for k in rc.scan_iter(match=f"{prefix}:*")]
+            if found:
+                await rc.delete(*found)
+            await rc.aclose()
 
 
 def test_redis_keeps_views_and_events_across_a_restart() -> None:
