@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from plugin.config import CacheConfig
 from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.permutive.breaker import Breaker, State
 
@@ -68,6 +69,29 @@ class RedisCalls:
         self._warn = RateLimitedLog(log)
         self._log = log
         self._background: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def for_config(
+        cls, cache: CacheConfig, metrics: Metrics, *, name: str, log: logging.Logger
+    ) -> RedisCalls:
+        """A client of `cache.redis_url` as `[cache]` says (needs the URL set)."""
+        if not cache.redis_url:
+            raise ValueError("cache.redis_url is not set")
+        timeout_s = cache.redis_call_timeout_ms / 1000
+        client = make_client(
+            cache.redis_url,
+            cluster=cache.redis_cluster,
+            max_connections=cache.redis_max_connections,
+            timeout_s=timeout_s,
+        )
+        return cls(
+            client,
+            metrics,
+            name=name,
+            max_connections=cache.redis_max_connections,
+            timeout_s=timeout_s,
+            log=log,
+        )
 
     async def run(
         self,

@@ -35,6 +35,13 @@ Ending = Literal["sent", "rejected", "exhausted", "bug", "stopped"]
 """How a batch ended. All but `stopped` settle it (a queue may forget it); `stopped`: the
 queue is closing (or gave the events up to another replica) and the batch was not settled."""
 
+DROP_REASON: dict[Ending, str] = {
+    "rejected": "rejected",
+    "exhausted": "exhausted",
+    "bug": "rejected",
+}
+"""`cohortkv_events_dropped_total{reason}` of the endings that drop a batch."""
+
 # The batch itself was refused: sending it again cannot help.
 _FINAL = frozenset({"http_4xx", "auth"})
 # The API answered 2xx with a body we could not read: the events were delivered.
@@ -145,10 +152,8 @@ class Deliveries:
             ]
 
     async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        workers, self._workers = self._workers, []
+        await stop_tasks(workers)
 
     def push(self, key: bytes, identity: Identity, events: Sequence[tuple[Event, Any]]) -> None:
         """Adds a user's events (each with its token); `key` names the user exactly."""
@@ -182,7 +187,7 @@ class Deliveries:
             self._ready.put_nowait(key)
 
     async def _work(self) -> None:
-        while True:
+        while self._workers:
             key = await self._ready.get()
             user = self._users.get(key)
             if user is None:
@@ -250,6 +255,17 @@ class Deliveries:
             break
         self._sent.inc(n)
         return "sent", ""
+
+
+async def stop_tasks(tasks: Sequence[asyncio.Task[Any]], wait_s: float = 1.0) -> None:
+    """Cancels `tasks` and waits for them, within `wait_s`. Python 3.11's `asyncio.wait_for`
+    (which client libraries use) can swallow a cancellation that arrives as what it waits for
+    completes: a task may go on after `cancel()`, so its loop also checks a flag, and closing
+    never waits for it without a bound."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=wait_s)
 
 
 def _seconds(value: str) -> float:

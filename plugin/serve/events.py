@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from plugin.identity import Identity
 from plugin.permutive.wire import Event
-from plugin.serve.delivery import Deliveries, Ending, Item, RetryPolicy, SendBatch
+from plugin.serve.delivery import DROP_REASON, Deliveries, Ending, Item, RetryPolicy, SendBatch
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.queue import Offered
 
@@ -35,7 +35,6 @@ _LOSSES = {
     "rejected": "{n} refused by the CCS API (4xx)",
     "bug": "{n} failed with an unexpected error",
 }
-_DROP_REASON = {"rejected": "rejected", "exhausted": "exhausted", "bug": "rejected"}
 
 
 class MemoryQueue:
@@ -138,7 +137,7 @@ class MemoryQueue:
                 n, "exhausted" if error else "shutdown", "retrying" if error else "grace", error
             )
         elif ending != "sent":
-            self._drop(n, _DROP_REASON[ending], ending, error)
+            self._drop(n, DROP_REASON[ending], ending, error)
 
     async def _pause(self, delay: float, batch: Sequence[Item]) -> bool:
         """Sleeps before a retry; False when the shutdown deadline leaves no time."""
