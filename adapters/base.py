@@ -24,6 +24,16 @@ ErrorHook = Callable[[str, str, BaseException], None]
 """Called with (platform, stage, exception) when an adapter's own code raised: the stage is
 `recognise`, `parse` or `apply`. The request still goes out; the hook counts and logs."""
 
+SkipHook = Callable[[str, str], None]
+"""Called with (platform, reason) when an adapter leaves out something the request carries or
+something it was asked to write (a device id of unknown type, a bidder it cannot write for):
+the hook counts and logs it, as machine input, at a bounded rate."""
+
+CohortsFor = Callable[[Sequence[str]], dict[str, list[str]]]
+"""The key-values (as `[keys]` merges or splits them, without the user id) of the cohorts the
+API answers activated for these activation names: for adapters that place cohorts per bidder
+or per kind of activation rather than as one set of key-values."""
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^\S+$")]
 PropertyName = Annotated[str, msgspec.Meta(pattern=r"^(\*|[A-Za-z0-9_\-]{1,64})$")]
 """A play-event property, or `*` for "the rest of the parameter's name" (with a key that ends
@@ -81,7 +91,12 @@ class Adapter(Protocol):
 
     def parse(self, request: AdRequest) -> Context: ...
 
-    def apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied: ...
+    def apply(
+        self, request: AdRequest, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None = None
+    ) -> Applied:
+        """Writes `keyvalues` (the cohorts activated for `activation_platforms`); an adapter
+        that places cohorts per activation name asks `cohorts_for`, when given."""
+        ...
 
 
 class FailOpen:
@@ -105,7 +120,11 @@ class FailOpen:
     default_properties: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
-        self, settings: AdapterSettings | None = None, *, on_error: ErrorHook | None = None
+        self,
+        settings: AdapterSettings | None = None,
+        *,
+        on_error: ErrorHook | None = None,
+        on_skip: SkipHook | None = None,
     ) -> None:
         s = settings if settings is not None else self.Settings()
         self.settings = s
@@ -121,6 +140,7 @@ class FailOpen:
             self.default_properties if s.properties is None else dict(s.properties)
         )
         self.on_error = on_error
+        self.on_skip = on_skip
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})"
@@ -137,6 +157,12 @@ class FailOpen:
             # a broken hook must not break the ad request either
             with contextlib.suppress(Exception):
                 hook(self.name, stage, e)
+
+    def _skipped(self, reason: str) -> None:
+        hook = self.on_skip
+        if hook is not None:
+            with contextlib.suppress(Exception):
+                hook(self.name, reason)
 
     def unrecognised(self, request: AdRequest) -> str | None:
         try:
@@ -155,11 +181,15 @@ class FailOpen:
             self._failed("parse", e)
             return Context()
 
-    def apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
+    def apply(
+        self, request: AdRequest, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None = None
+    ) -> Applied:
         if not keyvalues:
             return Applied(request, {})
         try:
-            return self._apply(request, keyvalues)
+            if cohorts_for is None:
+                return self._apply(request, keyvalues)
+            return self._apply_cohorts(request, keyvalues, cohorts_for)
         except Exception as e:
             self._failed("apply", e)
             return Applied(request, {})
@@ -172,6 +202,12 @@ class FailOpen:
 
     def _apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
         raise NotImplementedError
+
+    def _apply_cohorts(
+        self, request: AdRequest, keyvalues: KeyValuesIn, cohorts_for: CohortsFor
+    ) -> Applied:
+        """`_apply`, for an adapter that places cohorts per activation name: override."""
+        return self._apply(request, keyvalues)
 
 
 class UrlAdapter(FailOpen):

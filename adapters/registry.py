@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from adapters.adswizz import AdsWizzAdapter
-from adapters.base import Adapter, AdapterSettings, ErrorHook, FailOpen
+from adapters.base import Adapter, AdapterSettings, ErrorHook, FailOpen, SkipHook
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
 from adapters.openrtb import OpenRtbAdapter
@@ -56,11 +56,17 @@ def settings_type(name: str) -> type[AdapterSettings] | None:
 
 
 def build_adapters(
-    settings: Mapping[str, AdapterSettings] | None = None, *, on_error: ErrorHook | None = None
+    settings: Mapping[str, AdapterSettings] | None = None,
+    *,
+    on_error: ErrorHook | None = None,
+    on_skip: SkipHook | None = None,
 ) -> tuple[Adapter, ...]:
     """One adapter per platform, each with its settings (defaults where none are given)."""
     given = settings or {}
-    return tuple(a(given.get(a.name), on_error=on_error) for a in ADAPTERS)
+    built = tuple(a(given.get(a.name), on_error=on_error) for a in ADAPTERS)
+    for adapter in built:
+        adapter.on_skip = on_skip
+    return built
 
 
 def default_adapters() -> tuple[Adapter, ...]:

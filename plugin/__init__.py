@@ -7,8 +7,10 @@ from plugin.context import ConsentSignals, Content, Context
 from plugin.enricher import Enricher
 from plugin.errors import CohortkvError, RequestError
 from plugin.identity import Alias, Identity, IdentityError, email_sha256, generate_permutive_id
+from plugin.permutive.wire import Event
 from plugin.request import AdRequest
 from plugin.result import EnrichResult, SignalResult
+from plugin.signals.tracker import EventIds
 from plugin.version import __version__
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "Context",
     "EnrichResult",
     "Enricher",
+    "Event",
+    "EventIds",
     "Identity",
     "IdentityError",
     "RequestError",

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from plugin.consent.gate import is_undecodable
+from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
@@ -29,6 +30,9 @@ class Accounting:
         self._sources: dict[tuple[str, Source, Reason], Any] = {}
         self._timers: dict[str, Any] = {}
         self._not_recognised: dict[tuple[str, str, str], Any] = {}
+        self._skips: dict[tuple[str, str], Any] = {}
+        self.decisions: DecisionLog | None = None
+        """This replica's last decisions, kept only while the explain page is on."""
 
     def decision(self, d: ConsentDecision) -> ConsentDecision:
         counter = self._decisions.get((d.allowed, d.reason))
@@ -82,7 +86,7 @@ class Accounting:
             platform,
             why,
         )
-        return EnrichResult(
+        result = EnrichResult(
             url=req.url,
             keyvalues={},
             behavioral=_NOT_RECOGNISED,
@@ -92,6 +96,9 @@ class Accounting:
             request=req,
             unrecognised=why,
         )
+        if self.decisions is not None:
+            self.decisions.add(result, None, origin, platform)
+        return result
 
     def adapter_failed(self, platform: str, stage: str, e: BaseException) -> None:
         self.metrics.adapter_errors.labels(platform, stage).inc()
@@ -123,6 +130,19 @@ class Accounting:
             return
         self.metrics.internal_errors.labels("event_loop").inc()
         self.warn.warning("bug:event_loop", "event loop: %s", context.get("message", "error"))
+
+    def adapter_skipped(self, platform: str, reason: str) -> None:
+        """Something an ad request carries, or something to write, that its adapter left out
+        (a device id of unknown type, a bidder it cannot write for): counted as bad input."""
+        counter = self._skips.get((platform, reason))
+        if counter is None:
+            counter = self._skips[(platform, reason)] = self.metrics.bad_input.labels(
+                platform, reason
+            )
+        counter.inc()
+        self.warn.warning(
+            f"skip:{platform}:{reason}", "platform %s left something out: %s", platform, reason
+        )
 
     def no_activation_platforms(self, platform: str) -> None:
         self.warn.warning(

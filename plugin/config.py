@@ -8,9 +8,12 @@ type of the field it sets, and variables that name no setting are only warned ab
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
+import warnings
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,8 +21,9 @@ import msgspec
 
 from adapters.base import AdapterSettings
 from adapters.registry import KNOWN_ADAPTERS, settings_type
+from plugin.config_check import ConfigError as ConfigError
+from plugin.config_check import base_url_problem, check_fields, humanize
 from plugin.config_env import EnvError, name_variable, overlay, read_env, warn_unknown
-from plugin.errors import CohortkvError, msgspec_problem
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -31,20 +35,13 @@ PropertyType = Literal["string", "number", "boolean", "list"]
 """How a play-event property's text value (from a URL) is typed (`[events.properties]`)."""
 
 
-class ConfigError(CohortkvError):
-    """A person's configuration mistake (file, environment or flag). The message is whole, as
-    it was written where the mistake was found; `field` names the setting when known."""
-
-    def __init__(self, message: str, *, field: str = "config") -> None:
-        ValueError.__init__(self, message)
-        self.field = field
-        self.expected = message
-        self.got = None
-        self.where = "config"
+def _root() -> type[Config]:
+    return Config
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
-    pass
+    def __post_init__(self) -> None:
+        check_fields(self, _root)
 
 
 class ConsentConfig(_Section, frozen=True):
@@ -54,6 +51,10 @@ class ConsentConfig(_Section, frozen=True):
     """TCF purposes that must all be consented (Purpose 1: store/access information)."""
     default: Literal["denied", "granted"] = "denied"
     """Decision when no signal is present or it cannot be decoded."""
+    tcf_basis: Literal["vendor", "publisher"] = "vendor"
+    """Whose TCF consent counts: `vendor` (the purposes in the core segment and vendor
+    `vendor_id`'s consent) or `publisher` (the purposes in the publisher TC segment, as
+    Prebid.js's Permutive module checks them; no vendor consent needed)."""
 
 
 class CacheConfig(_Section, frozen=True):
@@ -74,10 +75,11 @@ class CacheConfig(_Section, frozen=True):
     it. Calls a request stopped waiting for still end within it."""
     redis_max_connections: PositiveInt = 64
     """Connections to Redis per replica (per node in a cluster); a call waits for a free one."""
-    redis_prefix: Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")] = (
-        "cohortkv"
-    )
-    """The start of every key cohortkv writes: fleets that share one Redis keep apart by it."""
+    redis_prefix: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    ] = "cohortkv"
+    """First part of every key this deployment writes (`cohortkv:c:...`): deployments (or
+    test runs) sharing one Redis keep apart by giving each its own."""
 
 
 class HttpConfig(_Section, frozen=True):
@@ -189,6 +191,9 @@ class ServeConfig(_Section, frozen=True):
     header_timeout_s: PositiveFloat = 10.0
     """A client connection whose request head (request line and headers) is not complete this
     long after its first byte (for a new connection: after it was accepted) is closed."""
+    body_timeout_s: PositiveFloat = 10.0
+    """A request body must arrive whole within this long after its head, else 408 and the
+    connection is closed; a body the route does not read is discarded for at most this long."""
     keepalive_timeout_s: PositiveFloat = 75.0
     """An idle keep-alive connection is closed after this long without a new request."""
     max_connections: NonNegInt = 0
@@ -214,6 +219,24 @@ class ServeConfig(_Section, frozen=True):
     ad_tls_cert_file: str | None = None
     """Client certificate (PEM) for ad servers that require one (GAM server-side requests)."""
     ad_tls_key_file: str | None = None
+    explain: bool = False
+    """`GET /explain`: a page that explains what cohortkv would do with a pasted ad request,
+    and this replica's last decisions (off: the routes do not exist, 404)."""
+    explain_from: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Networks (CIDR) whose clients may use the explain page; the default is loopback only.
+    Read from the connection's peer address, never from `X-Forwarded-For`."""
+    explain_workspace: str | None = None
+    """A workspace file (the sandbox's format) whose cohort names the explain page shows."""
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LogConfig(_Section, frozen=True):
+    level: LogLevel = "info"
+    """Lines below this level are not written (`--log-level`, `-v` for debug)."""
+    json: bool = False
+    """One JSON object per line (`ts`, `level`, `logger`, `msg`, `request_id`, extras)."""
 
 
 class Config(_Section, frozen=True):
@@ -238,7 +261,18 @@ class Config(_Section, frozen=True):
     """`[adapters.<platform>]` tables; each is checked against its platform's settings
     (`adapters.registry`): see `adapter_settings`."""
     serve: ServeConfig = ServeConfig()
-    log_json: bool = False
+    log: LogConfig = LogConfig()
+    log_json: bool | None = None
+    """Deprecated: `[log] json`. Still read (with a warning) and moved there."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, _root)
+        check_rules(self)
+        if self.log_json is not None:
+            warnings.warn(LOG_JSON_MOVED, DeprecationWarning, stacklevel=2)
+            moved = msgspec.structs.replace(self.log, json=self.log.json or self.log_json)
+            msgspec.structs.force_setattr(self, "log", moved)
+            msgspec.structs.force_setattr(self, "log_json", None)
 
     def __repr__(self) -> str:
         shown = "None" if self.api_key is None else "'***'"
@@ -279,9 +313,9 @@ def load_config(
     if warn_unknown_env:
         warn_unknown(found.unknown)
     try:
-        return config_from_dict(overlay(data, found.data))
+        return config_from_dict(overlay(data, found.data), warn=warn_unknown_env)
     except ConfigError as e:
-        raise ConfigError(name_variable(str(e), found.origins, data)) from None
+        raise ConfigError(name_variable(str(e), found.origins, data), field=e.field) from None
 
 
 def _adapter_settings_type(name: str) -> type[AdapterSettings]:
@@ -300,16 +334,39 @@ MOVED: dict[tuple[str, ...], str] = {
 """Settings that moved: using the old place is an error that says where they went."""
 
 
-def config_from_dict(data: Mapping[str, Any]) -> Config:
+LOG_JSON_MOVED = "config: log_json is deprecated: use [log] json (COHORTKV_LOG__JSON) instead"
+log = logging.getLogger("cohortkv.config")
+
+
+def config_from_dict(data: Mapping[str, Any], *, warn: bool = True) -> Config:
+    """A whole config from tables of plain values (TOML, environment), checked."""
     for (section, key), where in MOVED.items():
         table = data.get(section)
         if isinstance(table, Mapping) and key in table:
             raise ConfigError(f"config: {section}.{key}: moved to {where}")
+    if "log_json" in data:
+        data = _without_log_json(data, warn)
     try:
-        cfg = msgspec.convert(data, Config, strict=False)
+        return msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"config: {_humanize(e)}") from None
-    return check_config(cfg)
+        if isinstance(e.__cause__, ConfigError):  # a rule across fields (`check_rules`)
+            raise e.__cause__ from None
+        path, text = humanize(e, Config)
+        raise ConfigError(
+            f"config: {path}: {text}" if path else f"config: {text}", field=path or "config"
+        ) from None
+
+
+def _without_log_json(data: Mapping[str, Any], warn: bool) -> dict[str, Any]:
+    out = dict(data)
+    value = out.pop("log_json")
+    if warn:
+        log.warning(LOG_JSON_MOVED)
+    table = out.get("log")
+    if isinstance(table, Mapping) and "json" in table:
+        return out
+    out["log"] = {**(table if isinstance(table, Mapping) else {}), "json": value}
+    return out
 
 
 NO_KEY_MESSAGE = (
@@ -319,13 +376,15 @@ NO_KEY_MESSAGE = (
 )
 
 
-def check_config(cfg: Config) -> Config:
-    """Rules across fields that the types cannot say; a ConfigError names the field."""
+def check_rules(cfg: Config) -> None:
+    """Rules across fields, or about a value's form, that the types cannot say."""
     adapter_settings(cfg)
+    explain_networks(cfg.serve)
     if cfg.api_key is not None and not cfg.api_key.strip():
         raise ConfigError(
             "config: api_key: expected a non-empty API key (in the config file or"
-            " COHORTKV_API_KEY), got a blank one"
+            " COHORTKV_API_KEY), got a blank one",
+            field="api_key",
         )
     if cfg.events.queue == "redis":
         if not cfg.cache.redis_url:
@@ -343,17 +402,38 @@ def check_config(cfg: Config) -> Config:
             )
     if cfg.sandbox and cfg.api_key is not None:
         raise ConfigError(
-            "config: sandbox: true cannot be combined with an api_key; remove one of them"
+            "config: sandbox: true cannot be combined with an api_key; remove one of them",
+            field="sandbox",
         )
-    return cfg
+    for name, example in (
+        ("ccs_url", "https://api.permutive.app"),
+        ("ctx_url", "https://api.permutive.com"),
+    ):
+        problem = base_url_problem(getattr(cfg, name), example)
+        if problem is not None:
+            raise ConfigError(f"config: {name}: {problem}", field=name)
 
 
 def require_api(cfg: Config) -> Config:
     """`cfg` when it names a way to reach an API (a key, or the sandbox on purpose)."""
-    check_config(cfg)
     if cfg.api_key is None and not cfg.sandbox:
-        raise ConfigError(NO_KEY_MESSAGE)
+        raise ConfigError(NO_KEY_MESSAGE, field="api_key")
     return cfg
+
+
+def explain_networks(serve: ServeConfig) -> tuple[IPv4Network | IPv6Network, ...]:
+    """`serve.explain_from` as networks; a ConfigError names the entry that is not one."""
+    out: list[IPv4Network | IPv6Network] = []
+    for i, text in enumerate(serve.explain_from):
+        try:
+            out.append(ip_network(text.strip(), strict=True))
+        except ValueError:
+            raise ConfigError(
+                "config: serve.explain_from: expected networks in CIDR form such as"
+                f" '10.0.0.0/8' or 'fd00::/8' (no host bits set), got {text!r} at [{i}]",
+                field="serve.explain_from",
+            ) from None
+    return tuple(out)
 
 
 def adapter_settings(cfg: Config) -> dict[str, AdapterSettings]:
@@ -363,41 +443,12 @@ def adapter_settings(cfg: Config) -> dict[str, AdapterSettings]:
         tp = settings_type(name)
         if tp is None:
             raise ConfigError(
-                f"config: adapters.{name}: expected a platform, one of {', '.join(KNOWN_ADAPTERS)}"
+                f"config: adapters.{name}: expected a platform, one of {', '.join(KNOWN_ADAPTERS)}",
+                field=f"adapters.{name}",
             )
         try:
-            out[name] = msgspec.convert(table, tp, strict=False)
+            out[name] = msgspec.convert(table, tp, strict=True)
         except msgspec.ValidationError as e:
-            raise ConfigError(f"config: {_humanize(e, f'adapters.{name}')}") from None
+            path, text = humanize(e, Config, f"adapters.{name}")
+            raise ConfigError(f"config: {path}: {text}", field=path) from None
     return out
-
-
-def _humanize(e: msgspec.ValidationError, base: str = "") -> str:
-    """msgspec says `Expected int, got str - at $.cache.ttl`; lead with the field instead,
-    and for a closed set of values say which ones are valid."""
-    where, text = msgspec_problem(e)
-    if not where:
-        return f"{base}: {text[0].lower()}{text[1:]}" if base else text
-    path = where.lstrip(".")
-    path = f"{base}.{path}" if base and path else (base or path)
-    text = f"{text[0].lower()}{text[1:]}"
-    choices = _literal_choices(path)
-    if choices and text.startswith("invalid enum value"):
-        text = f"expected one of {', '.join(repr(c) for c in choices)}, got {text[19:]}"
-    return f"{path}: {text}"
-
-
-def _literal_choices(path: str) -> tuple[Any, ...]:
-    from typing import get_args, get_origin, get_type_hints
-
-    tp: Any = Config
-    for part in path.split("."):
-        try:
-            tp = get_type_hints(tp)[part]
-        except (KeyError, TypeError):
-            return ()
-        if get_origin(tp) is not Literal:
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) == 1:
-                tp = args[0]
-    return get_args(tp) if get_origin(tp) is Literal else ()

@@ -276,7 +276,7 @@ def coerce(raw: str, tp: Any, *, variable: str = "", path: Path = ()) -> Any:
         if not sep:
             text, inner = str(e), ""
         inner = inner.rstrip("`")
-        expected = _explain(text, tp if not inner else None) + _got(raw, path)
+        expected = _explain(text, tp if not inner else None) + shown_value(raw, path)
         raise EnvError(variable, path, expected, inner) from None
     return value
 
@@ -299,7 +299,7 @@ def _parse(raw: str, tp: Any, variable: str, path: Path) -> Any:
                 return parsed
         names = " or ".join(f"`{m.__name__}`" for m in scalar)
         hint = " (true/false, yes/no, on/off, 1/0)" if bool in scalar else ""
-        raise EnvError(variable, path, f"expected {names}{hint}{_got(raw, path)}")
+        raise EnvError(variable, path, f"expected {names}{hint}{shown_value(raw, path)}")
     try:
         return json.loads(raw)
     except ValueError:
@@ -307,7 +307,9 @@ def _parse(raw: str, tp: Any, variable: str, path: Path) -> Any:
             return raw
         kind = "a JSON table" if any(_is_table(m) for m in members) else "a JSON list"
         example = ' like {"name": "value"}' if kind == "a JSON table" else " like [1, 2]"
-        raise EnvError(variable, path, f"expected {kind}{example}{_got(raw, path)}") from None
+        raise EnvError(
+            variable, path, f"expected {kind}{example}{shown_value(raw, path)}"
+        ) from None
 
 
 def _is_list(tp: Any) -> bool:
@@ -333,9 +335,9 @@ def _explain(text: str, tp: Any) -> str:
     return f"{text[:1].lower()}{text[1:]}"
 
 
-def _got(value: Any, path: Path) -> str:
-    """`, got '-5'`; nothing for a secret field, a URL (it can carry credentials) or a table
-    (it can hold either)."""
+def shown_value(value: Any, path: Path) -> str:
+    """`, got '-5'` (as an error message ends); nothing for a secret field, a URL (it can
+    carry credentials) or a table (it can hold either)."""
     name = path[-1] if path else ""
     if name in SECRET_FIELDS or name.endswith("url") or isinstance(value, dict):
         return ""

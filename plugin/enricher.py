@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
+from plugin import reserved
 from plugin.accounting import Accounting
 from plugin.config import Config, adapter_settings, require_api
 from plugin.consent.gate import RememberedDecisions
@@ -34,8 +35,8 @@ from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal, play_event_of
 from plugin.signals.contextual import ContextualSignal
-from plugin.signals.events import parse_event_time, typed_content_properties
-from plugin.signals.merge import build_keyvalues
+from plugin.signals.events import as_event, typed_content_properties
+from plugin.signals.merge import build_keyvalues, cohorts_for
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
 from plugin.signals.tracker import EventIds, EventSender
@@ -70,7 +71,11 @@ class Enricher:
         self.adapters: tuple[Adapter, ...] = (
             tuple(adapters)
             if adapters is not None
-            else build_adapters(adapter_settings(cfg), on_error=self.accounting.adapter_failed)
+            else build_adapters(
+                adapter_settings(cfg),
+                on_error=self.accounting.adapter_failed,
+                on_skip=self.accounting.adapter_skipped,
+            )
         )
         clock = clock or time.monotonic
         self.sessions = SessionTracker(
@@ -171,9 +176,13 @@ class Enricher:
     ) -> EnrichResult:
         started = time.perf_counter()
         req = as_request(request)
-        adapter = self.adapter_for(req, platform)
         if context is not None and context.identity is not None:
             context.identity.validate()
+        url, found = reserved.split_url(req.url)
+        if found:  # the URL's reserved parameters: read, and never forwarded
+            req = req.with_url(url)
+            context = reserved.under(context, reserved.params_context(found, self._bad_reserved))
+        adapter = self.adapter_for(req, platform)
         why_not = "no_adapter" if adapter is None else adapter.unrecognised(req)
         if adapter is None or why_not is not None:
             name = (platform or "auto") if adapter is None else adapter.name
@@ -206,7 +215,10 @@ class Enricher:
         c.waiting(waiting)
         if waiting:
             await wait_all(loop, waiting, until)
-        return self._finish(req, adapter, decision, b, c, started)
+        result = self._finish(req, adapter, decision, b, c, started)
+        if self.accounting.decisions is not None:  # the explain page's last decisions
+            self.accounting.decisions.add(result, ctx.identity, origin)
+        return result
 
     def _finish(
         self,
@@ -225,7 +237,8 @@ class Enricher:
         c_codes = self._activated(contextual.answer, platforms) if contextual.answer else []
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
-        applied = adapter.apply(req, wanted)
+        by_name = cohorts_for(self.config.keys, behavioral.answer, contextual.answer)
+        applied = adapter.apply(req, wanted, by_name)
         elapsed = self.accounting.enriched(adapter.name, started)
         return EnrichResult(
             url=applied.request.url,
@@ -255,6 +268,9 @@ class Enricher:
             return {}
         return typed_content_properties(raw, self._property_types, self._untyped)
 
+    def _bad_reserved(self, kind: str) -> None:
+        self.metrics.bad_input.labels("reserved", kind).inc()
+
     def _untyped(self, name: str) -> None:
         self.metrics.bad_input.labels("property", "untyped").inc()
         self.accounting.warn.warning(
@@ -265,7 +281,7 @@ class Enricher:
 
     async def track(
         self,
-        events: Iterable[Event],
+        events: Iterable[Event | Mapping[str, Any]],
         *,
         identity: Identity,
         consent: ConsentSignals | ConsentDecision | bool,
@@ -273,26 +289,27 @@ class Enricher:
     ) -> int:
         """Sends player events (completion with engagement metrics, ...) to the CCS API.
 
-        Consented users only; chronological order; at most 10 events per request; empty
-        properties left out. Events without a view id land in the view whose play event went
-        out (`plugin.signals.sessions`; `ids` says where, as the ad request did). Returns how
-        many events were delivered. Raises `IdentityError` / `RequestError` for a person's
-        mistake (an invalid identity, a bad event time); upstream failures mean fewer delivered.
+        Each event is a `plugin.Event` or a plain mapping (`{"name": "VideoCompletion", "time":
+        "2024-01-15T14:00:00Z", "properties": {"percentage_watched": 0.9}}`), checked as a
+        `/v1/events` body's event is. Consented users only; chronological order; at most 10
+        events per request; empty properties left out. Events without a view id land in the
+        view whose play event went out (`plugin.signals.sessions`; `ids` says where, as the ad
+        request did). Returns how many events were delivered. Raises `IdentityError` /
+        `RequestError` naming the field for a person's mistake (an invalid identity, a bad
+        event), whatever the consent; upstream failures mean fewer delivered.
         """
         identity.validate()
+        checked = [as_event(ev, f"events[{i}]") for i, ev in enumerate(events)]
         if isinstance(consent, bool):
             allowed = consent
         elif isinstance(consent, ConsentDecision):
             allowed = consent.allowed
         else:
             allowed = self.decide(consent).allowed
-        events = list(events)
         if not allowed:
-            for i, ev in enumerate(events):  # a person's mistake is one whatever the consent
-                parse_event_time(ev.time, f"events[{i}].time")
             return 0
         await self.start()
-        prepared = await self.events.prepare(identity, events, ids or EventIds())
+        prepared = await self.events.prepare(identity, checked, ids or EventIds())
         return await self.events.send(identity, prepared)
 
     async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from plugin.cache.shared import SharedStore
 from plugin.config import Config
@@ -37,6 +38,7 @@ class Upstreams:
         self.shared: SharedStore | None = None
         self.sandbox: Any = None
         """The in-process sandbox when running with `sandbox = true`, else None."""
+        self._target: tuple[str, str, str] | None = None
 
     @property
     def running(self) -> bool:
@@ -88,7 +90,19 @@ class Upstreams:
         self.ccs = CcsClient(session, ccs_url, api_key, self._metrics, h)
         self.contextual = ContextualClient(session, ctx_url, api_key, self._metrics, h)
         self.ccs.tracer = self.contextual.tracer = self._tracer
+        self._target = (api_key, ccs_url, ctx_url)
         self._session = session
+
+    def side_clients(self, metrics: Metrics) -> tuple[CcsClient, ContextualClient]:
+        """Clients on the same session with their own in-flight bounds and `metrics`, and
+        breakers that never open: calls a person asks for, which must not change what the ad
+        path sees (the explain page)."""
+        if self._session is None or self._target is None:
+            raise RuntimeError("Upstreams used before start()")
+        api_key, ccs_url, ctx_url = self._target
+        h = msgspec.structs.replace(self._config.http, breaker_failures=2**62)
+        ccs = CcsClient(self._session, ccs_url, api_key, metrics, h)
+        return ccs, ContextualClient(self._session, ctx_url, api_key, metrics, h)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -19,12 +20,17 @@ from hypothesis import HealthCheck, settings
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
 from tests.helpers.redis import (
+    RUN_PREFIX,
+    SHARED_REDIS,
     RedisProcess,
+    SharedRedis,
     free_cluster_port,
     free_port,
     missing,
-    shared_redis_url,
+    port_open,
+    remove_keys,
 )
+from tests.helpers.redis import shared_redis as _shared_redis
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -33,6 +39,19 @@ settings.register_profile(
     "long", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_as_it_was() -> Iterator[None]:
+    """A test that runs the command line in-process (`main([...])`) sets up logging the way
+    the command does; the next test starts from the logging it had before."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
 
 
 # Local stand-ins shared by the test modules: the Permutive APIs, an ad server, the sidecar.
@@ -57,9 +76,17 @@ async def side(fake: FakePermutive, ads: FakeAdServer) -> AsyncIterator[Running]
 
 
 @pytest.fixture
-def shared_redis() -> str:
-    """The machine's Redis (127.0.0.1:6379); under CI=true its absence fails the test."""
-    return shared_redis_url()
+def shared_redis(_redis_cleanup: None) -> SharedRedis:
+    """The machine's Redis (127.0.0.1:6379) under this run's own key prefix; under CI=true
+    its absence fails the test. Whatever the run wrote there is removed at its end."""
+    return _shared_redis()
+
+
+@pytest.fixture(scope="session")
+def _redis_cleanup() -> Iterator[None]:
+    yield
+    if port_open(6379):
+        remove_keys(SharedRedis(SHARED_REDIS, RUN_PREFIX))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,10 +39,41 @@ class Received:
     target: str
     """The raw request target: path and query exactly as sent."""
     headers: CIMultiDict[str]
+    body: bytes = b""
+    """The body exactly as it came off the wire (never decompressed)."""
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
+    """Header names and values exactly as they came off the wire."""
+
+    def raw_header(self, name: bytes) -> bytes | None:
+        for key, value in self.raw_headers:
+            if key.lower() == name.lower():
+                return value
+        return None
 
     @property
     def query(self) -> str:
         return self.target.partition("?")[2]
+
+    def plain(self) -> bytes:
+        """The body decoded as its Content-Encoding says, as a strict server reads it: bytes
+        that do not match their label raise."""
+        data = self.body
+        codings = [
+            c.strip().lower()
+            for c in ",".join(self.headers.getall("Content-Encoding", ())).split(",")
+            if c.strip()
+        ]
+        for coding in reversed(codings):
+            if coding == "identity":
+                continue
+            if coding in ("gzip", "x-gzip"):
+                data = gzip.decompress(data)
+            elif coding == "deflate":  # zlib, or raw deflate as some clients send
+                raw = len(data) < 2 or (data[0] << 8 | data[1]) % 31 or data[0] & 0x0F != 8
+                data = zlib.decompress(data, -zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+            else:
+                raise ValueError(f"unexpected Content-Encoding {coding!r}")
+        return data
 
 
 @dataclass
@@ -71,7 +103,7 @@ class FakeAdServer:
 
     async def __aenter__(self) -> FakeAdServer:
         self.server = RawTestServer(self._handle)
-        await self.server.start_server()
+        await self.server.start_server(auto_decompress=False)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -80,7 +112,13 @@ class FakeAdServer:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests.append(
-            Received(request.method, request.raw_path, CIMultiDict(request.headers))
+            Received(
+                request.method,
+                request.raw_path,
+                CIMultiDict(request.headers),
+                await request.read(),
+                tuple(request.raw_headers),
+            )
         )
         if self.delay:
             await asyncio.sleep(self.delay)

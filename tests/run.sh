@@ -10,15 +10,20 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-# promtool (Debian's prometheus package) checks the metrics and alert rules.
-if ! command -v promtool >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+# System packages some tests need, installed with apt-get (through sudo -n when not root).
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+export DEBIAN_FRONTEND=noninteractive
+apt_install() {
+    $SUDO apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 \
         || { $SUDO apt-get update -q >/dev/null 2>&1 \
-             && $SUDO apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
-        || echo "warning: could not install promtool; its tests fail under CI=true" >&2
-fi
+             && $SUDO apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1; } \
+        || echo "warning: could not install $*; the tests needing it fail under CI=true" >&2
+}
+# promtool (Debian's prometheus package) checks the metrics and alert rules.
+command -v promtool >/dev/null 2>&1 || apt_install prometheus
+# Headless Chromium and its WebDriver drive the explain page's browser tests.
+{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+    || apt_install chromium chromium-driver
 
 # Redis on 127.0.0.1:6379 for the shared-cache tests; start one if it is installed but down.
 if command -v redis-server >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then

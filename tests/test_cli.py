@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.cli import clean_env, cohortkv
 from tests.helpers.samples import GAM_SAMPLE
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cohortkv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
-    return subprocess.run(
-        [sys.executable, "-m", "plugin", *args],
-        cwd=ROOT,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_enrich_json_on_the_builtin_sandbox() -> None:
@@ -59,7 +44,7 @@ def test_without_a_key_it_refuses_and_says_how_to_use_the_sandbox() -> None:
 
 async def test_enrich_split_against_given_urls() -> None:
     async with FakePermutive() as fake:
-        env = {"COHORTKV_API_KEY": API_KEY}
+        env = clean_env(COHORTKV_API_KEY=API_KEY)
         p = await _in_thread(
             "enrich", GAM_SAMPLE, "--json", "--split", "--user-id",
             "2008c38f-dece-4570-976d-87593ed001c3", "--consent", "granted", "--content-url",
@@ -84,7 +69,7 @@ def test_person_mistakes_get_one_line_naming_the_flag() -> None:
     assert "Traceback" not in p.stderr
     p = cohortkv("enrich", GAM_SAMPLE, "--budget-ms", "0")
     assert p.returncode == 2 and "--budget-ms" in p.stderr
-    p = cohortkv("enrich", GAM_SAMPLE, env={"COHORTKV_KEYS__MODE": "both"})
+    p = cohortkv("enrich", GAM_SAMPLE, env=clean_env(COHORTKV_KEYS__MODE="both"))
     assert p.returncode == 2 and "keys.mode" in p.stderr and "Traceback" not in p.stderr
     p = cohortkv("enrich", GAM_SAMPLE, "--alias", "a:1:0", "--alias", "b:2")
     assert p.returncode == 2 and "PRIORITY" in p.stderr
@@ -99,3 +84,41 @@ def test_unrecognised_input_fails_with_the_reason_and_the_supported_shapes() -> 
         assert "/gampad/ads" in p.stderr and "freewheel" in p.stderr and "adswizz" in p.stderr
     p = cohortkv("enrich", "https://x.example/ads?a=1", "--platform", "gam", "--sandbox")
     assert p.returncode == 3 and "(path)" in p.stderr
+
+
+BID = (
+    '{"id": "cli-1",\n "imp": [{"id": "1", "bidfloor": 1.00}],\n'
+    ' "site": {"page": "https://example.com/sport/football/pl-highlights-week-20"},\n'
+    ' "regs": {"gdpr": 0}}'
+)
+
+
+def test_enrich_a_bid_request_body_from_a_file_or_stdin(tmp_path: Path) -> None:
+    """`--data @file` (or `-`) and `--header`: the enriched body is printed, every byte outside
+    the members written as it was; the method is POST without --method."""
+    (tmp_path / "bid.json").write_text(BID)
+    (tmp_path / "c.toml").write_text('[adapters.openrtb]\nactivation_platforms = ["dfp"]\n')
+    auction = "https://pbs.example.com/openrtb2/auction"
+    common = ("--sandbox", "--config", str(tmp_path / "c.toml"))
+    p = cohortkv("enrich", auction, "--data", f"@{tmp_path / 'bid.json'}",
+                 "--header", "Content-Type: application/json", *common)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    head, _, added = p.stdout.rstrip("\n").rpartition(',"user":')
+    assert head == BID[:-1]  # the body up to its closing brace, byte for byte
+    assert json.loads('{"user":' + added)["user"]["ext"]["data"]["permutive"]
+    piped = cohortkv("enrich", auction, "--data", "-", "--json", *common, stdin=BID)
+    doc = json.loads(piped.stdout)
+    assert doc["method"] == "POST" and doc["platform"] == "openrtb"
+    assert doc["body"]["user"]["data"][0]["name"] == "permutive"
+    assert doc["keyvalues"]["permutive"] == doc["body"]["user"]["ext"]["data"]["permutive"]
+
+
+def test_enrich_request_flag_mistakes_name_the_flag(tmp_path: Path) -> None:
+    auction = "https://pbs.example.com/openrtb2/auction"
+    p = cohortkv("enrich", auction, "--data", f"@{tmp_path / 'missing.json'}", "--sandbox")
+    assert p.returncode == 2 and "--data" in p.stderr and "missing.json" in p.stderr
+    p = cohortkv("enrich", auction, "--data", "{}", "--header", "no colon", "--sandbox")
+    assert p.returncode == 2 and "--header" in p.stderr and "NAME:VALUE" in p.stderr
+    p = cohortkv("enrich", auction, "--data", "{}", "--method", "GET", "--sandbox")
+    assert p.returncode == 2 and "--method" in p.stderr
+    assert "Traceback" not in p.stderr

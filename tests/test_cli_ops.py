@@ -5,7 +5,6 @@ upstreams; COHORTKV_* variables Kubernetes set). Real processes, real sockets.""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,33 +12,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from plugin.commands.cli import build_parser
 from plugin.version import __version__
+from tests.helpers.cli import ROOT, clean_env, cohortkv
 from tests.helpers.samples import KUBERNETES_SERVICE_LINKS
 
-ROOT = Path(__file__).resolve().parent.parent
 GAM = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&sz=640x480"
 SECRET = "s3cr3t-api-key-0123"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
-    return {**env, **extra}
-
-
-def cohortkv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "plugin", *args],
-        cwd=ROOT,
-        env=env if env is not None else clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_version_is_the_package_version() -> None:
@@ -150,7 +132,7 @@ def serve_start_lines(env: dict[str, str]) -> list[str]:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line.rstrip("\n"))
-            if "cohortkv serve: listening on" in line:
+            if "listening on http://" in line:
                 break
         else:
             pytest.fail("serve exited before listening:\n" + "\n".join(lines))

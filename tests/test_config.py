@@ -76,3 +76,96 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
 def test_repr_hides_the_api_key() -> None:
     c = Config(api_key="s3cr3t-key")
     assert "s3cr3t-key" not in repr(c) and "s3cr3t-key" not in str(c)
+
+
+# -- `Config(...)` in Python obeys the rules a file does ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        (
+            {"sandbox": True, "budget_ms": -5},
+            "budget_ms",
+            "config: budget_ms: expected `int` >= 1, got -5",
+        ),
+        ({"budget_ms": "300"}, "budget_ms", "config: budget_ms: expected `int`, got `str`"),
+        (
+            {"ccs_url": "ftp://x"},
+            "ccs_url",
+            "config: ccs_url: expected the API's base URL, like https://api.permutive.app"
+            " (http:// or https://), got scheme 'ftp'",
+        ),
+        ({"ctx_url": "https://api.permutive.com/ctx/v1/segment"}, "ctx_url", "endpoint path"),
+        ({"api_key": "k-123456", "sandbox": True}, "sandbox", "cannot be combined"),
+        ({"adapters": {"gam": {"max_url_length": 0}}}, "adapters.gam.max_url_length", ">= 1"),
+    ],
+)
+def test_python_construction_is_checked(
+    kwargs: dict[str, object], field: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        Config(**kwargs)  # type: ignore[arg-type]
+    assert e.value.field == field
+    assert message in str(e.value)
+
+
+def test_python_and_file_give_the_same_error(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    for toml, kwargs in (
+        ('ccs_url = "ftp://x"', {"ccs_url": "ftp://x"}),
+        ('[keys]\nmode = "both"', {"keys": {"mode": "both"}}),
+        ("[cache]\ncontextual_ttl_s = 0", {"cache": {"contextual_ttl_s": 0}}),
+        ('budget_ms = "300"', {"budget_ms": "300"}),
+    ):
+        f.write_text(toml)
+        with pytest.raises(ConfigError) as from_file:
+            load_config(f, {})
+        with pytest.raises(ConfigError) as from_python:
+            Config(**_sections(kwargs))
+        assert from_file.value.field == from_python.value.field
+        # The file's message is the Python one, without the value where the type says it all.
+        assert str(from_python.value).startswith(str(from_file.value).split(", got")[0])
+
+
+def _sections(kwargs: dict[str, object]) -> dict[str, object]:
+    from plugin.config import CacheConfig, KeysConfig
+
+    kinds = {"keys": KeysConfig, "cache": CacheConfig}
+    out: dict[str, object] = {}
+    for k, v in kwargs.items():
+        out[k] = kinds[k](**v) if isinstance(v, dict) else v  # type: ignore[arg-type]
+    return out
+
+
+def test_sections_built_alone_name_their_place_in_the_config() -> None:
+    from plugin.config import CacheConfig, KeysConfig
+
+    with pytest.raises(ConfigError) as e:
+        CacheConfig(contextual_ttl_s=-1)
+    assert str(e.value) == "config: cache.contextual_ttl_s: expected `float` > 0.0, got -1"
+    with pytest.raises(ConfigError) as e:
+        KeysConfig(mode="both")  # type: ignore[arg-type]
+    assert str(e.value) == "config: keys.mode: expected one of 'merge', 'split', got 'both'"
+
+
+def test_overrides_are_checked_too() -> None:
+    with pytest.raises(ConfigError, match="budget_ms"):
+        Config(sandbox=True).with_overrides(budget_ms=0)
+
+
+async def test_an_enricher_never_starts_on_a_bad_config_built_in_python() -> None:
+    from plugin import Enricher
+
+    with pytest.raises(ConfigError, match="budget_ms"):
+        async with Enricher(Config(sandbox=True, budget_ms=-5)):
+            pass
+
+
+def test_the_secret_and_urls_are_never_shown() -> None:
+    with pytest.raises(ConfigError) as e:
+        Config(api_key=123456789)  # type: ignore[arg-type]
+    assert "123456789" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        Config(ccs_url="https://user:pa55word@api.permutive.app")
+    assert "pa55word" not in str(e.value)

@@ -118,7 +118,7 @@ def test_numbers_flags_lists_and_tables() -> None:
         None,
         {
             "COHORTKV_SANDBOX": "yes",
-            "COHORTKV_LOG_JSON": "TRUE",
+            "COHORTKV_LOG__JSON": "TRUE",
             "COHORTKV_BUDGET_MS": " 120 ",
             "COHORTKV_CACHE__CONTEXTUAL_TTL_S": "90",
             "COHORTKV_HTTP__BREAKER_OPEN_S": "0.25",
@@ -131,7 +131,7 @@ def test_numbers_flags_lists_and_tables() -> None:
             "COHORTKV_EVENTS__PROPERTIES": '{"season": "number"}',
         },
     )
-    assert cfg.sandbox is True and cfg.log_json is True
+    assert cfg.sandbox is True and cfg.log.json is True
     assert cfg.budget_ms == 120 and cfg.cache.contextual_ttl_s == 90.0
     assert cfg.http.breaker_open_s == 0.25
     assert cfg.consent.purposes == (1, 3)

@@ -31,7 +31,8 @@ def d(cfg: ConsentConfig = CFG, **signals: Any) -> ConsentDecision:
 
 
 def test_reasons_are_a_small_stable_snake_case_vocabulary() -> None:
-    assert len(REASONS) == len(set(REASONS)) <= 40
+    # A fixed set: the general reasons, then five per GPP US section (21 of them).
+    assert len(REASONS) == len(set(REASONS)) <= 150
     assert all(re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", r) for r in REASONS)
     assert {r for r in REASONS if r.endswith("_undecodable")} == UNDECODABLE_REASONS
     assert {"tcf_undecodable", "usp_undecodable", "gpp_undecodable"} <= UNDECODABLE_REASONS
@@ -251,12 +252,14 @@ def test_only_applicable_gpp_sections_count() -> None:
 
 
 def test_gpp_sections_we_do_not_read() -> None:
-    gpp = encode_gpp({7: USNAT_OK, 8: "BAAAAAAA"})
+    # Section 1 is the withdrawn TCF EU v1, 28 is not defined yet.
+    gpp = encode_gpp({1: "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA", 7: USNAT_OK, 28: "BAAAAAAA"})
     # Unknown sections are ignored when a known one decides ...
-    assert d(gpp=gpp, gpp_sid=(7, 8)).allowed
+    assert d(gpp=gpp, gpp_sid=(1, 7, 28)).allowed
     # ... but a GPP string whose applicable sections are all unknown decides nothing.
-    assert d(gpp=gpp, gpp_sid=(8,)) == ConsentDecision(False, "gpp_unsupported_section")
-    assert d(LENIENT, gpp=gpp, gpp_sid=(8,)) == ConsentDecision(True, "gpp_unsupported_section")
+    for sid in ((28,), (1, 28)):
+        assert d(gpp=gpp, gpp_sid=sid) == ConsentDecision(False, "gpp_unsupported_section")
+        assert d(LENIENT, gpp=gpp, gpp_sid=sid) == ConsentDecision(True, "gpp_unsupported_section")
 
 
 def test_gpp_sid_minus_one_means_no_section_applies() -> None:
@@ -285,16 +288,38 @@ def test_spec_example_gpp_string() -> None:
 
 
 def test_reference_vectors_through_gpp() -> None:
+    publisher = ConsentConfig(tcf_basis="publisher")
     for v in VECTORS:
         got = d(gpp=encode_gpp({2: v["tc_string"]}), gpp_sid=(2,))
         assert got.allowed is v["expect_allowed"], v["name"]
+        got = d(publisher, gpp=encode_gpp({2: v["tc_string"]}), gpp_sid=(2,))
+        assert got.allowed is v["expect_allowed_publisher_basis"], v["name"]
+        if not v["publisher_segment"]:
+            assert got.reason == "gpp_tcf_publisher_missing"
+
+
+def test_the_publisher_basis_still_denies_on_every_other_signal() -> None:
+    """Only the TCF rule changes: child flags, US Privacy, GPP opt-outs and conflicts deny."""
+    publisher = ConsentConfig(tcf_basis="publisher")
+    tc = next(v for v in VECTORS if v["name"] == "publisher_p1_without_vendor_361")["tc_string"]
+    assert d(publisher, gdpr=True, tc_string=tc) == ConsentDecision(True, "tcf_granted")
+    assert d(CFG, gdpr=True, tc_string=tc).reason == "tcf_purpose_denied"
+    assert d(publisher, gdpr=True, tc_string=tc, child_directed=True).reason == "child_directed"
+    assert d(publisher, gdpr=True, tc_string=tc, us_privacy="1YYN").reason == "usp_opted_out"
+    assert d(publisher, gdpr=True, tc_string=tc, conflicts=("gdpr",)).reason == (
+        "conflicting_signals"
+    )
+    opted_out = encode_usnat(sale=1, sharing=2, targeted=2)
+    got = d(publisher, gdpr=True, tc_string=tc, gpp=encode_gpp({7: opted_out}), gpp_sid=(7,))
+    assert got == ConsentDecision(False, "gpp_usnat_opted_out")
 
 
 # --- robustness ---
 
 
 def test_a_bug_fails_closed_instead_of_raising() -> None:
-    broken = ConsentConfig(vendor_id="361")  # type: ignore[arg-type]  # bypasses validation
+    broken = ConsentConfig()
+    msgspec.structs.force_setattr(broken, "vendor_id", "361")  # past every check: a bug
     assert decide(ConsentSignals(gdpr=True, tc_string=TC_OK), broken) == ConsentDecision(
         False, "internal_error"
     )

@@ -27,7 +27,6 @@ import shutil
 import socket
 import subprocess
 import tomllib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,6 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 import pytest
-import redis.asyncio as redis
 import yarl
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
@@ -44,11 +42,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plugin.commands.cli import build_parser
 from plugin.config import Config, config_from_dict
+from plugin.reserved import PREFIX as RESERVED_PREFIX
 from plugin.serve import make_app
-from plugin.serve.reserved import PREFIX as RESERVED_PREFIX
 from plugin.signals.events import now_rfc3339
 from tests.fake_adserver import FakeAdServer
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import SharedRedis
 from tests.helpers.waiting import until
 from tests.times import recent
 
@@ -748,17 +747,18 @@ def test_service_pdb_and_hpa_select_the_deployment() -> None:
     assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == selector
 
 
-async def test_the_configmaps_event_queue_keeps_events_in_redis(shared_redis: str) -> None:
+async def test_the_configmaps_event_queue_keeps_events_in_redis(
+    shared_redis: SharedRedis,
+) -> None:
     """As shipped, an accepted event is in Redis (another replica could deliver it)."""
+    own = shared_redis.own()
     async with FakePermutive() as fake, FakeAdServer() as ads:
-        config = local_config(ads, fake=fake, redis_url=shared_redis)
+        config = local_config(ads, fake=fake, redis_url=own.url)
         assert config.events.queue == "redis"
-        prefix = f"t-{uuid.uuid4().hex}"
         config = config.with_overrides(
-            cache=msgspec.structs.replace(config.cache, redis_prefix=prefix)
+            cache=msgspec.structs.replace(config.cache, redis_prefix=own.prefix)
         )
-        registry = CollectorRegistry()
-        client = TestClient(TestServer(make_app(config, registry=registry)))
+        client = TestClient(TestServer(make_app(config, registry=CollectorRegistry())))
         await client.start_server()
         try:
             body = {
@@ -771,11 +771,6 @@ async def test_the_configmaps_event_queue_keeps_events_in_redis(shared_redis: st
             await until(lambda: fake.calls["ccs"] == 1, what="delivered from Redis")
         finally:
             await client.close()
-            rc = redis.Redis.from_url(shared_redis)
-            found = [k async for k in rc.scan_iter(match=f"{prefix}:*")]
-            if found:
-                await rc.delete(*found)
-            await rc.aclose()
 
 
 def test_redis_keeps_views_and_events_across_a_restart() -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from adapters.registry import ADAPTERS
-from plugin import result
+from plugin import reserved, result
 from plugin.config import DEFAULT_PROPERTY_TYPES, MOVED
 from plugin.consent import gate as consent
-from plugin.serve import proxy, reserved
+from plugin.consent.gpp_us import US_SECTIONS
+from plugin.serve import outgoing
 from plugin.signals.events import PropertyType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,15 @@ def test_consent_reasons_table_says_which_decision() -> None:
         assert decision in ("allowed", "denied", "`consent.default`"), reason
         if reason.endswith("_undecodable"):
             assert decision == "`consent.default`", reason
+
+
+def test_gpp_sections_table_is_every_us_section_the_gate_reads() -> None:
+    rows = _table(PRIVACY, "### GPP sections")
+    assert [(int(row[0]), _first_code(row[1])) for row in rows] == [
+        (sid, layout.name) for sid, layout in US_SECTIONS.items()
+    ]
+    for row, layout in zip(rows, US_SECTIONS.values(), strict=True):
+        assert (row[5] != "—") is layout.has_known_child, layout.name
 
 
 def test_signal_reasons_table_is_plugin_result_reasons() -> None:
@@ -128,7 +138,7 @@ def test_privacy_lists_every_reserved_parameter_and_header() -> None:
 
 def test_privacy_lists_every_header_passed_to_the_ad_server() -> None:
     text = PRIVACY.read_text(encoding="utf-8")
-    for name in (*proxy.FORWARDED_HEADERS, *proxy.BODY_HEADERS, "X-Forwarded-For"):
+    for name in (*outgoing.FORWARDED_HEADERS, *outgoing.BODY_HEADERS, "X-Forwarded-For"):
         assert f"`{name}`" in text, name
 
 

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,6 @@ import pytest
 import redis.asyncio as redis
 
 from plugin.config import (
-    CacheConfig,
     Config,
     ConfigError,
     EventsConfig,
@@ -32,7 +30,7 @@ from plugin.config import (
 )
 from tests.fake_adserver import Running, running
 from tests.fakes import API_KEY, FakePermutive
-from tests.helpers.redis import SHARED_REDIS, RedisProcess, port_open
+from tests.helpers.redis import RedisProcess, SharedRedis
 from tests.helpers.waiting import until
 from tests.times import recent
 
@@ -40,40 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 GRANTED = {"granted": True}
 
 
-_PREFIXES: list[str] = []
-
-
-def prefix() -> str:
-    """A key prefix of the test's own; its keys are deleted afterwards."""
-    _PREFIXES.append(f"t-{uuid.uuid4().hex}")
-    return _PREFIXES[-1]
-
-
-@pytest.fixture(autouse=True)
-async def _clean_up() -> AsyncIterator[None]:
-    yield
-    names, _PREFIXES[:] = list(_PREFIXES), []
-    if not names or not port_open(6379):
-        return
-    client = redis.Redis.from_url(SHARED_REDIS)
-    try:
-        for name in names:
-            found = [k async for k in client.scan_iter(match=f"{name}:*", count=1000)]
-            if found:
-                await client.delete(*found)
-    finally:
-        await client.aclose()
-
-
 def config(
-    fake: FakePermutive, redis_url: str, key_prefix: str, *, cluster: bool = False, **events: Any
+    fake: FakePermutive, redis: SharedRedis, *, cluster: bool = False, **events: Any
 ) -> Config:
+    """A sidecar with the Redis event queue on `redis` (a prefix of the test's own)."""
     serve = {k: events.pop(k) for k in list(events) if k.startswith("events_")}
     return Config(
         api_key=API_KEY,
         ccs_url=fake.url,
         ctx_url=fake.url,
-        cache=CacheConfig(redis_url=redis_url, redis_prefix=key_prefix, redis_cluster=cluster),
+        cache=redis.cache(redis_cluster=cluster),
         http=HttpConfig(request_timeout_s=0.5),
         events=EventsConfig(queue="redis", **{"claim_idle_s": 1.0, **events}),
         serve=ServeConfig(**{"events_backoff_ms": 20, "events_backoff_max_ms": 200, **serve}),
@@ -132,10 +106,10 @@ def test_the_redis_queue_needs_redis_and_a_claim_idle_above_the_call_timeout() -
 
 
 async def test_events_are_in_redis_when_accepted_and_delivered_in_order(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
-    keys = prefix()
-    async with replicas(config(fake, shared_redis, keys, partitions=4)) as (side,):
+    own = shared_redis.own()
+    async with replicas(config(fake, own, partitions=4)) as (side,):
         status, doc = await post(side, body("u1", *range(25, 0, -1)))
         assert (status, doc["accepted"]) == (202, 25)
         await until(lambda: side.sample("cohortkv_events_total", state="sent") == 25)
@@ -143,19 +117,19 @@ async def test_events_are_in_redis_when_accepted_and_delivered_in_order(
         sizes = [len(c["body"]["events"]) for c in fake.bodies["ccs"]]
         assert sizes == [10, 10, 5]
         assert side.sample("cohortkv_events_total", state="queued") == 25
-    client = redis.Redis.from_url(shared_redis)
+    client = redis.Redis.from_url(own.url)
     try:
-        lengths = [await client.xlen(f"{keys}:{{ev-{n}}}:stream") for n in range(4)]
+        lengths = [await client.xlen(f"{own.prefix}:{{ev-{n}}}:stream") for n in range(4)]
         assert lengths == [0, 0, 0, 0], "settled entries leave the stream"
     finally:
         await client.aclose()
 
 
 async def test_a_full_stream_refuses_and_trims_nothing(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     fake.status["ccs"] = 503  # nothing leaves the stream
-    cfg = config(fake, shared_redis, prefix(), partitions=1, events_queue_max=12)
+    cfg = config(fake, shared_redis.own(), partitions=1, events_queue_max=12)
     async with replicas(cfg) as (side,):
         assert (await post(side, body("u1", 1, 2, 3, 4, 5)))[0] == 202
         assert (await post(side, body("u2", 6, 7, 8, 9, 10)))[0] == 202
@@ -170,7 +144,8 @@ async def test_a_full_stream_refuses_and_trims_nothing(
 async def test_redis_down_answers_503_and_accepts_nothing(
     fake: FakePermutive, private_redis: RedisProcess
 ) -> None:
-    async with replicas(config(fake, private_redis.url, prefix())) as (side,):
+    own = SharedRedis(private_redis.url, "cohortkv")
+    async with replicas(config(fake, own)) as (side,):
         private_redis.stop()
         status, doc = await post(side, body("u1", 1))
         assert status == 503 and doc["error"] == "event queue unavailable"
@@ -179,10 +154,9 @@ async def test_redis_down_answers_503_and_accepts_nothing(
 
 
 async def test_two_replicas_share_the_partitions_and_keep_each_users_order(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
-    keys = prefix()
-    cfg = config(fake, shared_redis, keys, partitions=8)
+    cfg = config(fake, shared_redis.own(), partitions=8)
     async with replicas(cfg, cfg) as (a, b):
         owned = [x.sidecar.queue._own.owned for x in (a, b)]  # type: ignore[attr-defined]
         await until(lambda: [len(o) for o in owned] == [4, 4], what="a fair share each")
@@ -205,13 +179,13 @@ async def test_two_replicas_share_the_partitions_and_keep_each_users_order(
 
 
 async def test_a_replica_that_stops_hands_its_events_over_at_once(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
-    keys = prefix()
+    own = shared_redis.own()
     fake.status["ccs"] = 503
     # Taking events over from a replica that just vanished waits claim_idle_s (a minute
     # here); one that stopped cleanly marked its events as free to take at once.
-    slow = config(fake, shared_redis, keys, partitions=2, claim_idle_s=60.0)
+    slow = config(fake, own, partitions=2, claim_idle_s=60.0)
     async with replicas(slow) as (a,):
         assert (await post(a, body("u1", 1, 2, 3)))[0] == 202
         await until(lambda: fake.calls["ccs"] >= 2, what="read, tried and failed")
@@ -223,7 +197,7 @@ async def test_a_replica_that_stops_hands_its_events_over_at_once(
 
 
 async def test_works_against_a_redis_cluster(fake: FakePermutive, redis_cluster: str) -> None:
-    cfg = config(fake, redis_cluster, prefix(), cluster=True, partitions=6)
+    cfg = config(fake, SharedRedis(redis_cluster, "cohortkv"), cluster=True, partitions=6)
     async with replicas(cfg) as (side,):
         for i in range(12):
             assert (await post(side, body(f"u{i}", i, i + 100)))[0] == 202
@@ -252,13 +226,13 @@ async def serve(cfg: Path) -> tuple[asyncio.subprocess.Process, str]:
 
 
 async def test_events_accepted_by_a_killed_replica_are_delivered_once_in_order(
-    fake: FakePermutive, shared_redis: str, tmp_path: Path
+    fake: FakePermutive, shared_redis: SharedRedis, tmp_path: Path
 ) -> None:
-    keys = prefix()
+    own = shared_redis.own()
     cfg = tmp_path / "cohortkv.toml"
     cfg.write_text(
         f'api_key = "{API_KEY}"\nccs_url = "{fake.url}"\nctx_url = "{fake.url}"\n'
-        f'[cache]\nredis_url = "{shared_redis}"\nredis_prefix = "{keys}"\n'
+        f'[cache]\nredis_url = "{own.url}"\nredis_prefix = "{own.prefix}"\n'
         "[http]\nrequest_timeout_s = 0.5\n"
         '[events]\nqueue = "redis"\nclaim_idle_s = 1.0\npartitions = 4\n'
         '[serve]\nhost = "127.0.0.1"\nport = 0\nevents_backoff_ms = 50\n'

@@ -10,14 +10,14 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher, EnrichResult, Identity
-from plugin.config import CacheConfig
 from plugin.identity import Alias
 from tests.fakes import API_KEY, FakePermutive
-from tests.helpers.redis import RedisProcess
+from tests.helpers.redis import RedisProcess, SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
 from tests.helpers.waiting import until
 
@@ -41,15 +41,12 @@ class Viewer:
 
 @asynccontextmanager
 async def replicas(
-    fake: FakePermutive, redis_url: str, n: int = 2, **cache: object
+    fake: FakePermutive, redis: SharedRedis | RedisProcess, n: int = 2, **cache: Any
 ) -> AsyncIterator[list[Enricher]]:
-    """`n` replicas on one Redis, under a key prefix of this test's own."""
-    cfg = Config(
-        api_key=API_KEY,
-        ccs_url=fake.url,
-        ctx_url=fake.url,
-        cache=CacheConfig(redis_url=redis_url, redis_prefix=f"t-{uuid.uuid4().hex}", **cache),  # type: ignore[arg-type]
-    )
+    """`n` replicas on one Redis: the shared one under a key prefix of this test's own, or a
+    private one."""
+    where = redis.own() if isinstance(redis, SharedRedis) else SharedRedis(redis.url, "cohortkv")
+    cfg = Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, cache=where.cache(**cache))
     async with AsyncExitStack() as stack:
         yield [
             await stack.enter_async_context(Enricher(cfg, registry=CollectorRegistry()))
@@ -87,7 +84,7 @@ def errors(e: Enricher, kind: str) -> float:
 
 
 async def test_concurrency_256_with_redis_healthy_sends_one_play_event_per_view(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     viewers = [Viewer() for _ in range(320)]
     gate = asyncio.Semaphore(256)
@@ -113,7 +110,7 @@ async def test_breaks_on_a_then_b_then_redis_down_send_no_second_play_event(
     fake: FakePermutive, private_redis: RedisProcess
 ) -> None:
     viewers = [Viewer() for _ in range(100)]
-    async with replicas(fake, private_redis.url) as (a, b):
+    async with replicas(fake, private_redis) as (a, b):
         for v in viewers:
             first = await v.ad_break(a)
             second = await v.ad_break(b)
@@ -140,7 +137,7 @@ async def test_redis_restarted_empty_sends_no_second_play_event_for_known_views(
     fake: FakePermutive, private_redis: RedisProcess
 ) -> None:
     viewers = [Viewer() for _ in range(60)]
-    async with replicas(fake, private_redis.url, redis_call_timeout_ms=500) as (a, b):
+    async with replicas(fake, private_redis, redis_call_timeout_ms=500) as (a, b):
         for v in viewers:
             await v.ad_break(a)
             await v.ad_break(b)
@@ -179,7 +176,7 @@ async def test_a_claim_without_a_free_connection_waits_only_its_budget_and_sends
     viewers = [Viewer() for _ in range(20)]
     admin = redis.Redis.from_url(private_redis.url)
     try:
-        async with replicas(fake, private_redis.url, redis_max_connections=1) as (a, b):
+        async with replicas(fake, private_redis, redis_max_connections=1) as (a, b):
             for v in viewers[:10]:  # these views are known to A already
                 await v.ad_break(a)
             await admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")

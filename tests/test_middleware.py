@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher
+from plugin.errors import CohortkvError
 from plugin.middleware import ad_context, cohortkv_middleware
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE
@@ -101,3 +102,28 @@ async def test_without_context_the_url_itself_is_read(
     # gdpr=1 with no TC string: no consent, so contextual only
     assert adserver.seen == [path + "&cust_params=permutive%3D99999"]
     assert fake.calls["ccs"] == 0
+
+
+async def test_a_named_platform_reads_requests_nothing_auto_detects(
+    fake: FakePermutive, adserver: AdServer
+) -> None:
+    """A VAST server that takes plain key-values (`query`) and a bid request POSTed to a path
+    of its own: neither is picked by looking at it, so the host names the platform."""
+    cfg = Config(
+        api_key=API_KEY,
+        ccs_url=fake.url,
+        ctx_url=fake.url,
+        adapters={"query": {"activation_platforms": ["dfp"]}},
+    )
+    path = "/vast/123?content_url=https%3A%2F%2Fexample.com%2Fv%2F3&us_privacy=1YNN"
+    async with Enricher(cfg) as enricher:
+        for platform, wanted in ((None, path), ("query", path + "&permutive=99999")):
+            middleware = cohortkv_middleware(enricher, platform=platform)
+            async with (
+                aiohttp.ClientSession(middlewares=(middleware,)) as session,
+                session.get(aiohttp.client.URL(adserver.base + path, encoded=True)) as resp,
+            ):
+                await resp.read()
+            assert adserver.seen[-1] == wanted
+        with pytest.raises(CohortkvError, match="platform"):
+            cohortkv_middleware(enricher, platform="nope")

@@ -102,3 +102,35 @@ def test_pods_get_no_service_link_variables() -> None:
                 spec = doc["spec"]["template"]["spec"]
                 assert spec.get("enableServiceLinks") is False, f"{path.name}: {doc['kind']}"
     assert pods >= 2
+
+
+def _ignored(name: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore leaves top-level entry `name` out of the build context (its
+    patterns in order, the last that matches wins; `!` brings an entry back)."""
+    import fnmatch
+
+    out = False
+    for p in patterns:
+        keep = p.startswith("!")
+        pattern = p.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(name, pattern):
+            out = not keep
+    return out
+
+
+def test_the_docker_build_context_is_only_what_the_image_copies() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    copied = [
+        src.rstrip("/")
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for src in line.split()[1:-1]
+    ]
+    assert copied and not [c for c in copied if _ignored(c, patterns)]
+    for heavy in (".venv", "tests", "benchmarks", ".git", "examples", "docs"):
+        assert _ignored(heavy, patterns), heavy

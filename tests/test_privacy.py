@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from plugin.identity import Alias
 from plugin.observe.logs import configure_logging
 from tests.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import SharedRedis, keys_of
 
 USER = "2008c38f-dece-4570-976d-87593ed001c3"
 VECTORS = {
@@ -66,6 +68,17 @@ DENYING_REQUESTS = {
         FW.format(idfa=IDFA, extra="&_fw_gdpr=1").replace("resp=vast4", "resp=vast4&_fw_gdpr=0"),
         "conflicting_signals",
     ),
+    "gam_gpp_usnat_gpc": (GAM + "&gpp=DBABL~BVVqAAAAAQ.YA&gpp_sid=7", "gpp_gpc"),
+    # GPP strings from @iabgpp/cmpapi (tests/vectors/gpp_vectors.json).
+    "gam_gpp_usca_opted_out": (GAM + "&gpp=DBABBg~BVYAAABY.QA&gpp_sid=8", "gpp_usca_opted_out"),
+    "gam_gpp_usca_beside_a_granting_usnat": (
+        GAM + "&gpp=DBABrw~CVVqAAAAAABY.QA~BVYAAABY.QA&gpp_sid=7,8",
+        "gpp_usca_opted_out",
+    ),
+    "fw_gpp_usva_gpc_its_spec_lacks": (
+        FW.format(idfa=IDFA, extra="&gpp=DBABRg~BVoAABY.YA&gpp_sid=9"),
+        "gpp_gpc",
+    ),
     "aw_coppa": (AW.format(idfa=IDFA) + "&aw_0_req.coppa=1", "child_directed"),
     "aw_usp_names_disagree": (
         AW.format(idfa=IDFA) + "&aw_0_req.usPrivacy=1YNN&us_privacy=1YYN",
@@ -84,6 +97,16 @@ async def test_a_host_grant_never_upgrades_a_denial_in_the_ad_request(
     assert (r.consent.allowed, r.consent.reason) == (False, reason)
     assert fake.calls["ccs"] == 0
     assert r.behavioral.source == "skipped"
+
+
+async def test_a_us_state_gpp_section_that_grants_lets_behavioral_data_through(
+    fake: FakePermutive,
+) -> None:
+    # California: notices given, nothing opted out, no GPC.
+    async with Enricher(config(fake)) as e:
+        r = await e.enrich(GAM + "&gpp=DBABBg~BUoAAABA.QA&gpp_sid=8", Context(identity=DEVICE))
+    assert (r.consent.allowed, r.consent.reason) == (True, "gpp_usca_not_opted_out")
+    assert fake.calls["ccs"] == 1
 
 
 async def test_child_directed_denies_even_with_a_lenient_default(fake: FakePermutive) -> None:
@@ -433,29 +456,18 @@ async def test_contextual_requests_carry_content_only(fake: FakePermutive) -> No
     assert "Highlights" in body and "pub.example" in body
 
 
-async def test_content_urls_never_stand_in_the_clear_in_cache_keys(fake: FakePermutive) -> None:
-    redis = pytest.importorskip("redis.asyncio")
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        await client.ping()
-    except Exception:
-        import os
-
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    from plugin.config import CacheConfig
-
-    prefix_url = "https://pub.example/v/secret-content-slug"
-    cfg = config(fake, cache=CacheConfig(redis_url="redis://127.0.0.1:6379/0"))
+async def test_content_urls_never_stand_in_the_clear_in_cache_keys(
+    fake: FakePermutive, shared_redis: SharedRedis
+) -> None:
+    prefix_url = f"https://pub.example/v/secret-content-slug-{uuid.uuid4()}"
+    cfg = config(fake, cache=shared_redis.cache())
     async with Enricher(cfg) as e:
         await e.enrich(
             GAM, Context(identity=DEVICE, consent=GRANTED, content=Content(url=prefix_url))
         )
         local_keys = list(e.contextual.cache._data)  # the in-process cache
-    keys = [k.decode() async for k in client.scan_iter("cohortkv:*")]
-    await client.aclose()
-    assert f"cohortkv:c:{compact_key(prefix_url).hex()}" in keys
+    keys = keys_of(shared_redis)
+    assert f"{shared_redis.prefix}:c:{compact_key(prefix_url).hex()}" in keys
     assert not [k for k in keys if "secret-content-slug" in k or IDFA in k]
     assert local_keys == [compact_key(prefix_url)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from plugin.sandbox import (
 )
 from plugin.sandbox.engine import Engine
 from plugin.sandbox.server import ApiError, parse_events, parse_identity
+from tests.helpers.waiting import until
 
 CCS = "/ccs/v1/segmentation"
 CTX = "/ctx/v1/segment"
@@ -541,15 +543,21 @@ async def test_delays_hold_the_answer_back() -> None:
             assert (await r.json())["cohorts"] == ["20001"]
 
 
-async def test_serve_forever_prints_url_and_key(capsys: pytest.CaptureFixture[str]) -> None:
+async def _listening_line(caplog: pytest.LogCaptureFixture) -> str:
+    """The sandbox's start line (a log line: JSON with `[log] json`, like every other)."""
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "cohortkv.sandbox"]
+
+    await until(said, what="the sandbox's listening line")
+    return said()[0]
+
+
+async def test_serve_forever_logs_url_and_key(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cohortkv.sandbox")
     task = asyncio.create_task(serve_forever("127.0.0.1", 0, None))
     try:
-        line = ""
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            line = capsys.readouterr().out
-            if line:
-                break
+        line = await _listening_line(caplog)
         m = re.search(r"(http://127\.0\.0\.1:\d+) \(api key: sandbox\)", line)
         assert m, line
         async with (
@@ -564,20 +572,16 @@ async def test_serve_forever_prints_url_and_key(capsys: pytest.CaptureFixture[st
 
 
 async def test_serve_forever_with_a_workspace_file(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="cohortkv.sandbox")
     f = tmp_path / "ws.toml"
     f.write_text(
         'api_keys = ["mine"]\n[[contextual]]\ncode = "c1"\nname = "all"\nurl_regex = "."\n'
     )
     task = asyncio.create_task(serve_forever("127.0.0.1", 0, str(f)))
     try:
-        line = ""
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            line = capsys.readouterr().out
-            if line:
-                break
+        line = await _listening_line(caplog)
         m = re.search(r"(http://127\.0\.0\.1:\d+)", line)
         assert m, line
         async with (

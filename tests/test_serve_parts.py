@@ -17,13 +17,13 @@ from prometheus_client import CollectorRegistry
 from plugin.identity import Identity
 from plugin.permutive.clients import UpstreamError
 from plugin.permutive.wire import Event
+from plugin.reserved import CONFLICT, split_reserved
 from plugin.serve.bodies import EnrichBody, EventsBody
 from plugin.serve.delivery import RetryPolicy
 from plugin.serve.events import MemoryQueue
 from plugin.serve.health import ErrorWindow
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.proxy import safe_path
-from plugin.serve.reserved import CONFLICT, split_reserved
 from plugin.serve.validate import BodyError, decode
 from tests.times import recent
 

@@ -23,33 +23,35 @@ from plugin.identity import Alias
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from tests.fakes import API_KEY, FakePermutive
-from tests.helpers.redis import RedisProcess
+from tests.helpers.redis import RedisProcess, SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
 from tests.helpers.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _enrich_in_process(fake: FakePermutive, redis_url: str, alias: str) -> dict[str, object]:
+def _enrich_in_process(fake: FakePermutive, redis: SharedRedis, alias: str) -> dict[str, object]:
     """`cohortkv enrich --json` as its own OS process: a replica of its own."""
     env = {
         **os.environ,
         "COHORTKV_API_KEY": API_KEY,
         "COHORTKV_CCS_URL": fake.url,
         "COHORTKV_CTX_URL": fake.url,
-        "COHORTKV_CACHE__REDIS_URL": redis_url,
+        **redis.env(),
     }
     out = subprocess.run(
         [sys.executable, "-m", "plugin", "enrich", GAM_SAMPLE, "--json", "--alias", alias,
          "--consent", "granted", "--content-url", f"https://example.com/v/{uuid.uuid4()}"],
-        env=env, cwd=ROOT, capture_output=True, timeout=60, check=True,
+        env=env, cwd=ROOT, capture_output=True, timeout=60,
     )  # fmt: skip
+    # 4: the ad request went out, but an API failed (the tests break it on purpose)
+    assert out.returncode in (0, 4), out.stderr
     result: dict[str, object] = json.loads(out.stdout)
     return result
 
 
 async def test_answers_from_one_replica_serve_as_fallback_on_another(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     alias = f"tifa:{uuid.uuid4()}"
     first = await asyncio.to_thread(_enrich_in_process, fake, shared_redis, alias)
@@ -79,7 +81,7 @@ async def test_answers_from_one_replica_serve_as_fallback_on_another(
 
 
 async def test_contextual_answers_are_fetched_once_per_fleet(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     content = Content(url=f"https://example.com/show/{uuid.uuid4()}")
     ctx = Context(consent=ConsentSignals(override=False), content=content)
@@ -87,7 +89,7 @@ async def test_contextual_answers_are_fetched_once_per_fleet(
         api_key=API_KEY,
         ccs_url=fake.url,
         ctx_url=fake.url,
-        cache=CacheConfig(redis_url=shared_redis),
+        cache=shared_redis.cache(),
     )
     async with Enricher(cfg) as a:
         ra = await a.enrich(GAM_SAMPLE, ctx)
@@ -161,13 +163,13 @@ async def test_redis_down_mid_run_then_back(
         assert puts_ok() > before, "the shared cache is used again once Redis is back"
 
 
-async def test_corrupt_or_foreign_values_are_ignored(shared_redis: str) -> None:
+async def test_corrupt_or_foreign_values_are_ignored(shared_redis: SharedRedis) -> None:
     import redis.asyncio as redis
 
-    client = redis.Redis.from_url(shared_redis)
+    client = redis.Redis.from_url(shared_redis.url)
     key = str(uuid.uuid4())
-    await client.set(f"cohortkv:b:{key}", b"\x00not msgpack")
-    store = RedisStore(shared_redis, Metrics())
+    await client.set(f"{shared_redis.prefix}:b:{key}", b"\x00not msgpack", ex=60)
+    store = RedisStore(shared_redis.url, Metrics(), prefix=shared_redis.prefix)
     try:
         assert await store.get("b", key, 60) is None
         store.put("b", key, Answer(("1",), (("dfp", ("1",)),), "u"), 60)

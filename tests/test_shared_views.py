@@ -13,19 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def replica(fake: FakePermutive, redis_url: str, alias: str, content: str) -> dict[str, Any]:
+def replica(fake: FakePermutive, redis: SharedRedis, alias: str, content: str) -> dict[str, Any]:
     """One ad request through a replica of its own: `cohortkv enrich --json` in a new process."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")},
         "COHORTKV_API_KEY": API_KEY,
         "COHORTKV_CCS_URL": fake.url,
         "COHORTKV_CTX_URL": fake.url,
-        "COHORTKV_CACHE__REDIS_URL": redis_url,
+        **redis.env(),
     }
     out = subprocess.run(
         [sys.executable, "-m", "plugin", "enrich", GAM_SAMPLE, "--json", "--alias", alias,
@@ -42,7 +43,7 @@ def ccs_events(fake: FakePermutive) -> list[dict[str, Any]]:
 
 
 async def test_breaks_of_one_view_on_two_replicas_send_one_play_event(
-    fake: FakePermutive, shared_redis: str
+    fake: FakePermutive, shared_redis: SharedRedis
 ) -> None:
     alias = f"tifa:{uuid.uuid4()}"
     show = f"https://example.com/v/{uuid.uuid4()}"
@@ -72,7 +73,7 @@ async def test_redis_down_means_per_replica_state_never_a_failed_request(
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
-        down = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+        down = SharedRedis(f"redis://127.0.0.1:{s.getsockname()[1]}/0", "cohortkv-down")
     alias = f"tifa:{uuid.uuid4()}"
     show = f"https://example.com/v/{uuid.uuid4()}"
     a = await asyncio.to_thread(replica, fake, down, alias, show)

@@ -18,6 +18,7 @@ from plugin.consent.tcf import (
     RestrictionType,
     TcfDecodeError,
     TcString,
+    decode_publisher_tc,
     decode_tc_string,
 )
 from plugin.context import ConsentSignals
@@ -164,6 +165,67 @@ def test_gate_decision_for_permutive_matches_vector(vector: dict[str, Any]) -> N
     else:  # consent to both, denied by a restriction on Purpose 1 for 361 alone
         assert vector["expect_restriction_361_p1"] in (0, 2, 3)
         assert d.reason == "tcf_restricted"
+
+
+# --- the publisher TC segment (tcf_basis = "publisher") ---
+
+PUBLISHER = ConsentConfig(tcf_basis="publisher")
+
+
+def test_vectors_cover_both_bases() -> None:
+    assert any(v["expect_allowed_publisher_basis"] and not v["expect_allowed"] for v in VECTORS)
+    assert any(
+        v["expect_allowed"] and v["publisher_segment"] and not v["expect_allowed_publisher_basis"]
+        for v in VECTORS
+    )
+    assert any(v["expect_allowed"] and not v["publisher_segment"] for v in VECTORS)
+    assert any(v["publisher_custom_purposes_consent"] for v in VECTORS)
+    assert any(1 in v["publisher_purposes_li_transparency"] for v in VECTORS)
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_publisher_segment_as_the_reference_encoder_wrote_it(vector: dict[str, Any]) -> None:
+    pub = decode_publisher_tc(vector["tc_string"])
+    if not vector["publisher_segment"]:
+        assert pub is None
+        return
+    assert pub is not None
+    assert sorted(pub.purposes_consent) == vector["publisher_purposes_consent"]
+    assert sorted(pub.purposes_li_transparency) == vector["publisher_purposes_li_transparency"]
+    assert sorted(pub.custom_purposes_consent) == vector["publisher_custom_purposes_consent"]
+    assert (
+        sorted(pub.custom_purposes_li_transparency)
+        == vector["publisher_custom_purposes_li_transparency"]
+    )
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_gate_decision_on_the_publisher_basis_matches_vector(vector: dict[str, Any]) -> None:
+    d = decide(ConsentSignals(gdpr=True, tc_string=vector["tc_string"]), PUBLISHER)
+    assert d.allowed is vector["expect_allowed_publisher_basis"]
+    if vector["expect_allowed_publisher_basis"]:
+        assert d.reason == "tcf_granted"
+    elif vector["expect_restriction_361_p1"] in (0, 2, 3):
+        assert d.reason == "tcf_restricted"
+    elif not vector["publisher_segment"]:
+        assert d.reason == "tcf_publisher_missing"
+    else:  # legitimate interest for Purpose 1 is not consent
+        assert 1 not in vector["publisher_purposes_consent"]
+        assert d.reason == "tcf_purpose_denied"
+
+
+def test_a_malformed_publisher_segment_is_undecodable_on_the_publisher_basis_only() -> None:
+    v = next(x for x in VECTORS if x["name"] == "publisher_p1_without_vendor_361")
+    core = v["tc_string"].split(".")[0]
+    ok = next(x for x in VECTORS if x["name"] == "range_single_361_all_purposes")["tc_string"]
+    for broken in (f"{core}.c", f"{core}.cAAA!", f"{core}.", f"{v['tc_string']}.cAAAAAAAAAAA"):
+        with pytest.raises(TcfDecodeError):
+            decode_publisher_tc(broken)
+        d = decide(ConsentSignals(gdpr=True, tc_string=broken), PUBLISHER)
+        assert (d.allowed, d.reason) == (False, "tcf_undecodable")
+    # the vendor basis reads the core only, as before
+    broken_ok = ok.split(".")[0] + ".c"
+    assert decide(ConsentSignals(gdpr=True, tc_string=broken_ok), ConsentConfig()).allowed
 
 
 # --- the test encoder against the decoder ---

@@ -101,6 +101,11 @@ async def test_the_registry_platforms_pass_once_they_have_activation_names(
     config = tmp_path / "c.toml"
     code, out = await run_verify(capsys, "--platform", platform, monkeypatch=monkeypatch)
     assert code != 0 and f"[adapters.{platform}] activation_platforms" in out
+    # a new user is told which activation names the answers carry, and what to configure
+    names = "freewheel, dfp, adswizz_keyvalue"
+    assert f"activation names in the answer: {names}; {platform} reads none" in evidence(out, 3)
+    assert 'e.g. ["freewheel", "dfp", "adswizz_keyvalue"]' in evidence(out, 3)
+    assert f"{platform} reads none of them" in evidence(out, 4)
     config.write_text(f'[adapters.{platform}]\nactivation_platforms = ["dfp"]\n')
     code, out = await run_verify(
         capsys, "--platform", platform, "--config", str(config), monkeypatch=monkeypatch
@@ -108,6 +113,7 @@ async def test_the_registry_platforms_pass_once_they_have_activation_names(
     assert code == 0, out
     assert verdicts(out) == dict.fromkeys(range(1, 7), "PASS")
     assert gained in evidence(out, 5)
+    assert f"activation names in the answer: {names}; {platform} reads dfp" in evidence(out, 3)
 
 
 # --- broken APIs ---------------------------------------------------------------------------

@@ -100,6 +100,17 @@ class AgedLru(Generic[T]):
             return None
         return entry.value  # type: ignore[return-value]
 
+    def peek(self, key: Key, max_age: float | None = None) -> T | None:
+        """`get` that changes nothing: no move to the end, no expired entry dropped (for
+        explaining a request without touching the state a later request sees)."""
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        age = self._clock() - entry.stamp
+        if age > self._ttl or (max_age is not None and age > max_age):
+            return None
+        return entry.value  # type: ignore[return-value]
+
     def put(self, key: Key, value: T, age: float = 0.0) -> None:
         """Stores `value`; `age` backdates it (an answer that was already that old)."""
         data = self._data

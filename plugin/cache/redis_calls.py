@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from plugin.config import CacheConfig
+from plugin.config import CacheConfig, ConfigError
 from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.permutive.breaker import Breaker, State
 
@@ -28,9 +28,18 @@ class Unavailable(Exception):
     """The call did not happen or did not end well; it is already counted and logged."""
 
 
+REDIS_MISSING = (
+    "config: cache.redis_url: needs the Redis client, which is not installed:"
+    " pip install 'cohortkv[redis]'"
+)
+
+
 def make_client(url: str, *, cluster: bool, max_connections: int, timeout_s: float) -> Any:
     """A `redis.asyncio` client whose pool waits for a free connection instead of raising."""
-    import redis.asyncio as redis
+    try:
+        import redis.asyncio as redis
+    except ImportError:
+        raise ConfigError(REDIS_MISSING, field="cache.redis_url") from None
 
     common: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     if cluster:

@@ -13,10 +13,8 @@ import errno
 import os
 import socket
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
-API_PATHS = ("/ccs/v1", "/ctx/v1")
-"""Endpoint paths the clients append to a base URL themselves."""
+from plugin.config_check import base_url_problem
 
 
 def base_url(flag: str, example: str) -> Callable[[str], str]:
@@ -24,35 +22,9 @@ def base_url(flag: str, example: str) -> Callable[[str], str]:
     fragment, and not an endpoint's own path (the clients add `/ccs/v1/...`, `/ctx/v1/...`)."""
 
     def parse(value: str) -> str:
-        expected = f"expected the API's base URL, like {example}"
-        try:
-            parts = urlsplit(value.strip())
-            port = parts.port
-        except ValueError as e:  # a bad port: "Port out of range 0-65535"
-            raise argparse.ArgumentTypeError(
-                f"{expected}; {str(e)[:1].lower()}{str(e)[1:]}"
-            ) from None
-        if parts.scheme.lower() not in ("http", "https"):
-            shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-            raise argparse.ArgumentTypeError(f"{expected} (http:// or https://), got {shown}")
-        if not parts.hostname:
-            raise argparse.ArgumentTypeError(f"{expected}, got one without a host")
-        if parts.username is not None or parts.password is not None:
-            raise argparse.ArgumentTypeError(
-                f"{expected}, without credentials (the API key goes in --api-key)"
-            )
-        if parts.query or parts.fragment:
-            raise argparse.ArgumentTypeError(
-                f"{expected}, without a query or fragment (the API key goes in --api-key)"
-            )
-        if port == 0:
-            raise argparse.ArgumentTypeError(f"{expected}, got port 0")
-        path = parts.path.rstrip("/")
-        for api in API_PATHS:
-            if api in path:
-                raise argparse.ArgumentTypeError(
-                    f"{expected}, without the endpoint path ({api}/... is added by cohortkv)"
-                )
+        problem = base_url_problem(value, example)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
         return value.strip()
 
     parse.__name__ = flag
@@ -89,6 +61,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         ):
             return text
         return f"{text} (default: %(default)s)"
+
+
+class EpilogHelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the options' help, and the description and epilog (the exit statuses)
+    laid out as written."""
 
 
 def listen_error(host: str, port: int, error: OSError) -> str:

@@ -8,22 +8,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from adapters.registry import KNOWN_ADAPTERS, supported_shapes
-from plugin.commands.args import DefaultsHelpFormatter, base_url, listen_error, positive_int
+from plugin.commands.args import (
+    DefaultsHelpFormatter,
+    EpilogHelpFormatter,
+    base_url,
+    listen_error,
+    positive_int,
+)
+from plugin.commands.failures import EXIT_API_FAILED, failure_lines
+from plugin.commands.request_args import add_request_flags, request_from_args
 from plugin.config import Config, KeysConfig, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
 from plugin.identity import Identity, is_uuid4, parse_alias_flag
-from plugin.observe.logs import configure_logging
-from plugin.result import result_doc
+from plugin.observe.logs import LEVELS, configure_logging
+from plugin.result import EnrichResult, result_doc
 from plugin.version import __version__
+
+if TYPE_CHECKING:
+    from plugin.enricher import Enricher
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -61,16 +75,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cohortkv",
         description="Permutive audience key-values for outgoing ad requests.",
-        formatter_class=DefaultsHelpFormatter,
+        epilog=EXIT_CODES,
+        formatter_class=EpilogHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_enrich(sub)
     _add_sandbox(sub)
     for name, module, help_text in _EXTRA_COMMANDS:
         _register_extra(sub, name, module, help_text)
+    for p in sub.choices.values():
+        add_log_flags(p, default=argparse.SUPPRESS)
     return parser
+
+
+EXIT_CODES = """exit status:
+  0  done
+  1  cohortkv verify: a verification step failed
+  2  a usage or configuration mistake (one line says which flag or field)
+  3  cohortkv enrich: not an ad request any platform (or --platform) recognises
+  4  cohortkv enrich: a Permutive API failed (auth, unreachable, 5xx, timeout); the
+     enriched URL is still printed, with the cohorts that could be had"""
+
+
+def add_log_flags(p: argparse.ArgumentParser, default: object) -> None:
+    """`--log-level` and `-v`, before the sub-command or after it (a sub-command's own `-v`,
+    as `demo`'s, keeps its meaning there). `default` SUPPRESS: an absent flag after the
+    sub-command leaves what was given before it."""
+    p.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=tuple(LEVELS),
+        default=default,
+        help="lowest level of the log lines on stderr (default: [log] level, info)",
+    )
+    with contextlib.suppress(argparse.ArgumentError):  # the sub-command has its own -v
+        p.add_argument(
+            "-v", "--verbose", action="store_true", default=default, help="debug logging"
+        )
 
 
 def _add_enrich(sub: Any) -> None:
@@ -79,10 +122,16 @@ def _add_enrich(sub: Any) -> None:
     defaults = Config()
     e = sub.add_parser(
         "enrich",
-        help="enrich one ad request URL and print it",
-        formatter_class=DefaultsHelpFormatter,
+        help="enrich one ad request (a URL, or a bid request body) and print it",
+        epilog=EXIT_CODES,
+        formatter_class=EpilogHelpFormatter,
     )
-    e.add_argument("url", help="the ad request URL (GAM, FreeWheel or AdsWizz)")
+    e.add_argument(
+        "url",
+        metavar="URL",
+        help=f"the ad request URL, in the format of one of: {', '.join(KNOWN_ADAPTERS)}",
+    )
+    add_request_flags(e)
     e.add_argument(
         "--platform",
         default="auto",
@@ -232,8 +281,10 @@ async def _enrich(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     context = context_from_args(args)
+    request = request_from_args(args)
     async with Enricher(cfg) as enricher:
-        result = await enricher.enrich(args.url, context, platform=args.platform, origin="cli")
+        result = await enricher.enrich(request, context, platform=args.platform, origin="cli")
+        failed = api_failures(enricher, result)
     if not result.recognised:
         print(
             f"cohortkv enrich: not an ad request {args.platform or 'any platform'} recognises"
@@ -246,7 +297,12 @@ async def _enrich(args: argparse.Namespace) -> int:
         doc = result_doc(result)
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
     else:
-        print(result.url)
+        out = result.request
+        if out is not None and out.body:
+            sys.stdout.buffer.write(out.body + b"\n")
+            sys.stdout.flush()
+        else:
+            print(result.url)
         b, c = result.behavioral, result.contextual
         print(
             f"# platform={result.platform or '-'} consent="
@@ -256,7 +312,22 @@ async def _enrich(args: argparse.Namespace) -> int:
             f"elapsed={result.elapsed_ms:.1f}ms",
             file=sys.stderr,
         )
-    return 0
+    for line in failed:
+        print(f"cohortkv enrich: {line}", file=sys.stderr)
+    return EXIT_API_FAILED if failed else 0
+
+
+def api_failures(enricher: Enricher, result: EnrichResult) -> list[str]:
+    """A line per Permutive API that failed this enrichment (which, why, the fix)."""
+    up, cfg = enricher.upstreams, enricher.config
+    errors = {
+        "ccs": up.ccs.last_error if up.ccs is not None else None,
+        "contextual": up.contextual.last_error if up.contextual is not None else None,
+    }
+    urls = {"ccs": cfg.ccs_url, "contextual": cfg.ctx_url}
+    if enricher.sandbox is not None:
+        urls = {"ccs": enricher.sandbox.base_url, "contextual": enricher.sandbox.base_url}
+    return failure_lines(result, errors, urls, cfg.budget_ms)
 
 
 async def _sandbox(args: argparse.Namespace) -> int:
@@ -273,30 +344,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Command = args.run
+    json_lines = False
     try:
         # Unknown COHORTKV_* variables are warned about by the command's own load, once logging
         # is set up (plain or JSON lines).
         cfg = load_config(getattr(args, "config", None), warn_unknown_env=False)
+        json_lines = cfg.log.json
         configure_logging(
-            json_lines=cfg.log_json,
-            level=logging.DEBUG if args.verbose else logging.WARNING,
+            json_lines=json_lines,
+            level=log_level(args, cfg),
             secrets=[s for s in (cfg.api_key, getattr(args, "api_key", None)) if s],
         )
         return _run(run(args))
     except CohortkvError as e:
-        print(f"cohortkv {args.command}: {e}", file=sys.stderr)
+        line = f"cohortkv {args.command}: {e}"
+        if json_lines:  # every line JSON, the last one too (before logging is set up: plain)
+            logging.getLogger("cohortkv").error(line)
+        else:
+            print(line, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def log_level(args: argparse.Namespace, cfg: Config) -> int:
+    """`--log-level`, else `-v` (debug), else `[log] level`."""
+    if getattr(args, "log_level", None):
+        return LEVELS[args.log_level]
+    return logging.DEBUG if getattr(args, "verbose", None) else LEVELS[cfg.log.level]
+
+
+def _reader_went_away() -> int:
+    """The reader of our output closed it (`cohortkv demo | head -1`): stop quietly, as a
+    program that SIGPIPE ends does, and let nothing flush into the closed pipe at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
-
-        return uvloop.run(coro)
     except ImportError:
-        return asyncio.run(coro)
+        pass  # not installed: asyncio's loop, run outside this handler, so that a traceback
+        # of a bug of ours does not begin with uvloop's absence
+    else:
+        result: int = uvloop.run(coro)
+        return result
+    return asyncio.run(coro)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ from plugin.commands.demo import (
     ad_request,
 )
 from plugin.commands.demo_summary import sample_sum
+from plugin.commands.failures import upstream_text
 from plugin.commands.term import Style, UrlChange, table, wants_color
 from plugin.config import Config, HttpConfig, adapter_settings
 from plugin.context import Content, Context
@@ -159,15 +160,7 @@ class VerifyApis:
         return text.replace(self.api_key, "***") if self.api_key else text
 
     def _upstream_text(self, api: str, url: str, e: UpstreamError) -> str:
-        if e.kind == "connect":
-            return f"cannot reach the {api} API at {url}: {e.detail}"
-        if e.kind == "decode":
-            return f"the {api} API's answer is not one it documents ({e.detail})"
-        if e.kind == "timeout":
-            return f"the {api} API did not answer within http.request_timeout_s"
-        parts = [str(p) for p in (e.code, e.message) if p is not None and p != ""]
-        said = (": " + " - ".join(self.redact(p) for p in parts)) if parts else ""
-        return f"the {api} API answered {e.detail or e.kind}{said}"
+        return upstream_text(api, url, e, self.redact)
 
 
 class Verifier:
@@ -281,11 +274,11 @@ class Verifier:
         if not mine:
             raise _Fail(
                 f"activations: {listed}",
-                f"none for {self.platform}, which reads {', '.join(names)} "
-                f"(adapters.{self.platform}.activation_platforms)",
+                names_line(self.platform, names, acts),
+                suggestion(self.platform, acts, self._adapter_settings()),
             )
         stray = sorted({c for codes in acts.values() for c in codes} - set(answer.cohorts))
-        lines = [f"activations: {listed}"]
+        lines = [f"activations: {listed}", names_line(self.platform, names, acts)]
         note = f"; not among the user's cohorts: {', '.join(stray)}" if stray else ""
         lines.append(
             f"{self.platform} reads {', '.join(names)}: "
@@ -305,7 +298,11 @@ class Verifier:
             )
         names = self._activation_names()
         mine = sorted({c for p, codes in answer.activations.items() if p in names for c in codes})
-        return [got, f"activated for {self.platform}: {_codes(mine)}{self._no_names()}"]
+        return [
+            got,
+            names_line(self.platform, names, answer.activations),
+            f"activated for {self.platform}: {_codes(mine)}{self._no_names()}",
+        ]
 
     def _no_names(self) -> str:
         if self._activation_names():
@@ -406,6 +403,10 @@ class Verifier:
     def _activation_names(self) -> tuple[str, ...]:
         return self._adapter().activation_platforms
 
+    def _adapter_settings(self) -> dict[str, Any]:
+        table = self.config.adapters.get(self.platform, {})
+        return dict(table) if isinstance(table, dict) else {}
+
     def _adapter(self) -> Adapter:
         return adapter_by_name(build_adapters(adapter_settings(self.config)), self.platform)
 
@@ -415,6 +416,32 @@ class Verifier:
                 if c.code == code:
                     return f"{code} ({c.name})"
         return code
+
+
+def names_line(platform: str, names: tuple[str, ...], activations: dict[str, list[str]]) -> str:
+    """The activation names an answer carried, and which of them the platform reads."""
+    carried = [p for p, codes in activations.items() if codes]
+    read = [n for n in names if n in carried]
+    absent = [n for n in names if n not in carried]
+    line = (
+        f"activation names in the answer: {', '.join(carried) or '(none)'}; "
+        f"{platform} reads {', '.join(read) or 'none of them'}"
+    )
+    if absent:
+        line += f" (configured, not in this answer: {', '.join(absent)})"
+    return line
+
+
+def suggestion(platform: str, activations: dict[str, list[str]], table: dict[str, Any]) -> str:
+    """What to configure when none of an answer's activation names is the platform's."""
+    carried = ", ".join(f'"{p}"' for p, codes in activations.items() if codes)
+    where = f"[adapters.{platform}] activation_platforms"
+    if table.get("scope") == "bidders":
+        where = f"[adapters.{platform}.bidders]"
+    return (
+        f"none for {platform}: set {where} to the names your dashboard activates for it,"
+        f" e.g. [{carried}]"
+    )
 
 
 def _describe(e: BaseException) -> str:

@@ -20,17 +20,21 @@ Signals (the first verdict of a kind, in this order, gives the reason):
 - TCF v2 TC string (`tc_string`), read when GDPR may apply (`gdpr` is not False, or `gpp_sid`
   includes 2). When GDPR applies, a TC string is required, from `tc_string` or the GPP
   tcfeuv2 section; it must consent to every purpose in `cfg.purposes` and to vendor
-  `cfg.vendor_id`, and no publisher restriction may stand in the way: type 0 (not allowed),
+  `cfg.vendor_id` (`cfg.tcf_basis = "publisher"`: every purpose in the publisher TC segment
+  instead, no vendor consent), and no publisher restriction may stand in the way:
+  type 0 (not allowed),
   type 2 (legitimate interest only: we process on consent alone, and Purpose 1 can never rest
   on legitimate interest) and the undefined type 3 deny; type 1 needs the purpose's consent.
 - GPP (`gpp`, `gpp_sid`): the sections listed in `gpp_sid`. Without `gpp_sid`, every section
   in the string (but tcfeuv2 when `gdpr` is False); none when it holds only ids <= 0, as `-1`
   means "none applies".
-  tcfeuv2 (2) is decided like a TC string, uspv1 (6) like `us_privacy`, usnat (7) denies on an
-  opt-out of sale, sharing or targeted advertising, or a known child without consent. Other
-  section ids are ignored, but if no listed section can be read at all the GPP verdict is
-  unknown. A listed tcfeuv2 or uspv1 section missing from the string is excused when
-  `tc_string` / `us_privacy` carries it.
+  tcfeuv2 (2) is decided like a TC string, tcfcav1 (5) by express or implied consent for the
+  configured purposes and vendor (`TcfCa.consent`), uspv1 (6) like `us_privacy`; usnat (7) and
+  the US state sections (8-27) deny on a known child without consent, an opt-out of sale,
+  sharing or targeted advertising, GPC, MSPA service provider mode or a notice not given
+  (`UsSection.denial`). Other section ids are ignored, but if no listed section can be read at
+  all the GPP verdict is unknown. A listed tcfeuv2 or uspv1 section missing from the string is
+  excused when `tc_string` / `us_privacy` carries it.
 - US Privacy (`us_privacy`): `1?Y?` opted out of sale ⇒ deny, `1?N?` ⇒ grant, `1?-?` ⇒ neutral.
 
 Reasons form the fixed vocabulary `REASONS` (a Prometheus label: keep it small and stable).
@@ -44,15 +48,15 @@ from typing import Literal, NamedTuple
 
 from plugin.config import ConsentConfig
 from plugin.consent.gpp import (
+    SECTION_TCFCAV1,
     SECTION_TCFEUV2,
-    SECTION_USNAT,
     SECTION_USPV1,
-    SUPPORTED_SECTIONS,
     GppDecodeError,
     decode_gpp,
-    decode_usnat,
 )
-from plugin.consent.tcf import TcfDecodeError, decode_tc_string
+from plugin.consent.gpp_us import US_SECTIONS, decode_us_section
+from plugin.consent.tcf import TcfDecodeError, decode_publisher_tc, decode_tc_string
+from plugin.consent.tcfca import decode_tcfca
 from plugin.consent.usp import UspDecodeError, decode_us_privacy
 from plugin.context import ConsentSignals
 from plugin.result import ConsentDecision
@@ -86,6 +90,7 @@ REASONS: tuple[str, ...] = (
     "tcf_purpose_denied",
     "tcf_vendor_denied",
     "tcf_restricted",
+    "tcf_publisher_missing",
     "tcf_missing",
     "tcf_undecodable",
     # US Privacy string (`us_privacy`).
@@ -104,21 +109,35 @@ REASONS: tuple[str, ...] = (
     "gpp_tcf_purpose_denied",
     "gpp_tcf_vendor_denied",
     "gpp_tcf_restricted",
+    "gpp_tcf_publisher_missing",
     "gpp_tcf_undecodable",
     # GPP uspv1 section (6).
     "gpp_usp_opted_out",
     "gpp_usp_not_opted_out",
     "gpp_usp_not_applicable",
     "gpp_usp_undecodable",
-    # GPP usnat section (7).
-    "gpp_usnat_opted_out",
-    "gpp_usnat_not_opted_out",
-    "gpp_usnat_known_child",
-    "gpp_usnat_undecodable",
+    # GPP tcfcav1 section (5).
+    "gpp_tcfca_granted",
+    "gpp_tcfca_purpose_denied",
+    "gpp_tcfca_vendor_denied",
+    "gpp_tcfca_restricted",
+    "gpp_tcfca_undecodable",
+    # Any GPP US section (usnat 7, the states 8-27).
+    "gpp_gpc",
+    "gpp_mspa_service_provider_mode",
+    # Each GPP US section by name, usnat first: gpp_usnat_opted_out, ...
+    *(
+        f"gpp_{layout.name}_{kind}"
+        for layout in US_SECTIONS.values()
+        for kind in ("opted_out", "not_opted_out", "no_notice", "known_child", "undecodable")
+        if kind != "known_child" or layout.has_known_child
+    ),
     # A bug of ours, never a property of the input: fail closed.
     "internal_error",
 )
 """Every reason `decide` can return."""
+
+_SUPPORTED_SECTIONS = frozenset({SECTION_TCFEUV2, SECTION_TCFCAV1, SECTION_USPV1, *US_SECTIONS})
 
 UNDECODABLE_REASONS: frozenset[str] = frozenset(r for r in REASONS if r.endswith("_undecodable"))
 
@@ -241,17 +260,27 @@ def _applicable_sids(raw: object) -> tuple[int, ...] | None:
 
 
 def _tcf_verdict(text: str, cfg: ConsentConfig, prefix: str) -> _Verdict:
+    """`tcf_basis = "vendor"`: the core segment's purposes and the vendor's consent.
+    `"publisher"`: the publisher TC segment's purposes, no vendor consent (none there:
+    denied). A publisher restriction against the vendor denies under either basis."""
     try:
         tc = decode_tc_string(text)
+        publisher = decode_publisher_tc(text) if cfg.tcf_basis == "publisher" else None
     except TcfDecodeError:
         return _Verdict("unknown", f"{prefix}_undecodable")
     for purpose in cfg.purposes:
         restriction = tc.restriction_type(purpose, cfg.vendor_id)
         if restriction is not None and restriction != RESTRICTION_REQUIRE_CONSENT:
             return _Verdict("deny", f"{prefix}_restricted")
-    if not all(p in tc.purposes_consent for p in cfg.purposes):
+    if cfg.tcf_basis == "publisher":
+        if publisher is None:
+            return _Verdict("deny", f"{prefix}_publisher_missing")
+        consented = publisher.purposes_consent
+    else:
+        consented = tc.purposes_consent
+    if not all(p in consented for p in cfg.purposes):
         return _Verdict("deny", f"{prefix}_purpose_denied")
-    if not tc.vendor_consent(cfg.vendor_id):
+    if cfg.tcf_basis == "vendor" and not tc.vendor_consent(cfg.vendor_id):
         return _Verdict("deny", f"{prefix}_vendor_denied")
     return _Verdict("grant", f"{prefix}_granted")
 
@@ -268,16 +297,26 @@ def _usp_verdict(text: str, prefix: str) -> _Verdict:
     return _Verdict("grant", f"{prefix}_not_opted_out")
 
 
-def _usnat_verdict(text: str) -> _Verdict:
+_SHARED_DENIALS = {"gpc": "gpp_gpc", "service_provider_mode": "gpp_mspa_service_provider_mode"}
+
+
+def _us_verdict(section_id: int, text: str) -> _Verdict:
+    name = US_SECTIONS[section_id].name
     try:
-        usnat = decode_usnat(text)
+        denial = decode_us_section(section_id, text).denial()
     except GppDecodeError:
-        return _Verdict("unknown", "gpp_usnat_undecodable")
-    if usnat.known_child_without_consent:
-        return _Verdict("deny", "gpp_usnat_known_child")
-    if usnat.opted_out:
-        return _Verdict("deny", "gpp_usnat_opted_out")
-    return _Verdict("grant", "gpp_usnat_not_opted_out")
+        return _Verdict("unknown", f"gpp_{name}_undecodable")
+    if denial is None:
+        return _Verdict("grant", f"gpp_{name}_not_opted_out")
+    return _Verdict("deny", _SHARED_DENIALS.get(denial) or f"gpp_{name}_{denial}")
+
+
+def _tcfca_verdict(text: str, cfg: ConsentConfig) -> _Verdict:
+    try:
+        outcome = decode_tcfca(text).consent(cfg.purposes, cfg.vendor_id)
+    except GppDecodeError:
+        return _Verdict("unknown", "gpp_tcfca_undecodable")
+    return _Verdict("grant" if outcome == "granted" else "deny", f"gpp_tcfca_{outcome}")
 
 
 def _gpp_verdicts(
@@ -316,7 +355,7 @@ def _gpp_verdicts(
     read_tcf = False
     supported = False
     for section_id in applicable:
-        if section_id not in SUPPORTED_SECTIONS:
+        if section_id not in _SUPPORTED_SECTIONS:
             continue
         supported = True
         section = gpp.section(section_id)
@@ -328,8 +367,10 @@ def _gpp_verdicts(
             verdicts.append(_tcf_verdict(section, cfg, prefix="gpp_tcf"))
         elif section_id == SECTION_USPV1:
             verdicts.append(_usp_verdict(section, prefix="gpp_usp"))
-        elif section_id == SECTION_USNAT:
-            verdicts.append(_usnat_verdict(section))
+        elif section_id == SECTION_TCFCAV1:
+            verdicts.append(_tcfca_verdict(section, cfg))
+        else:
+            verdicts.append(_us_verdict(section_id, section))
     if not supported:
         verdicts.append(_Verdict("unknown", "gpp_unsupported_section"))
     return verdicts, read_tcf

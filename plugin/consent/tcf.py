@@ -1,8 +1,10 @@
-"""IAB TCF v2 TC string decoder: the core segment, which is all the consent gate needs.
+"""IAB TCF v2 TC string decoder: the core segment, and the publisher TC segment.
 
 The core segment runs to the end of the publisher restrictions: a restriction can forbid a
 purpose for a vendor the user consented to, so a segment that stops before them is refused
-rather than read as "no restrictions".
+rather than read as "no restrictions". The publisher TC segment (segment type 3, after a `.`)
+holds the purposes the user consented to for the publisher itself: the gate reads it only
+with `[consent] tcf_basis = "publisher"` (`decode_publisher_tc`).
 
 Our own decoder rather than a consent library: it runs on every ad request, so it works on one
 big integer made from the base64url text, and identical strings (one user's many ad requests)
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from enum import IntEnum
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -72,12 +75,12 @@ class Bits:
         return self.read(1) == 1
 
 
-def _letters(value: int) -> str:
+def letters(value: int) -> str:
     """Two 6-bit letters (0 = 'A'), as in ConsentLanguage and PublisherCC."""
     return chr(65 + (value >> 6)) + chr(65 + (value & 0x3F))
 
 
-def _id_set(field: int, width: int) -> frozenset[int]:
+def id_set(field: int, width: int) -> frozenset[int]:
     """Ids whose bit is set in a fixed-width field whose first (leftmost) bit is id 1."""
     return frozenset(i + 1 for i in range(width) if (field >> (width - 1 - i)) & 1)
 
@@ -87,7 +90,7 @@ Ranges = tuple[tuple[int, int], ...]
 """Inclusive (start, end) vendor id pairs; a single id is (id, id)."""
 
 
-def _in_vector(
+def in_vector(
     vendor_id: int, max_id: int, encoding: VendorEncoding, bitfield: int, ranges: Ranges
 ) -> bool:
     """Membership in a vendor section (consent or LI). Ids above its MaxVendorId never are."""
@@ -102,7 +105,7 @@ def _vector_ids(
     max_id: int, encoding: VendorEncoding, bitfield: int, ranges: Ranges
 ) -> frozenset[int]:
     if encoding == "bitfield":
-        return _id_set(bitfield, max_id)
+        return id_set(bitfield, max_id)
     return frozenset(v for start, end in ranges for v in range(start, min(end, max_id) + 1))
 
 
@@ -136,10 +139,8 @@ class PublisherRestriction(msgspec.Struct, frozen=True):
         return any(start <= vendor_id <= end for start, end in self.vendor_ranges)
 
 
-class TcString(msgspec.Struct, frozen=True):
-    """The core segment of a TC string. Vendor consents and LI stay in their encoded form (a
-    bitfield integer or a tuple of inclusive ranges); ask `vendor_consent(id)`,
-    `vendor_legitimate_interest(id)` and `restriction_type(purpose, id)`."""
+class CoreHeader(msgspec.Struct, frozen=True):
+    """The fields every TC string core starts with, the EU's and IAB Canada's alike."""
 
     version: int
     created: int
@@ -151,6 +152,13 @@ class TcString(msgspec.Struct, frozen=True):
     consent_language: str
     vendor_list_version: int
     policy_version: int
+
+
+class TcString(CoreHeader, frozen=True):
+    """The core segment of a TC string. Vendor consents and LI stay in their encoded form (a
+    bitfield integer or a tuple of inclusive ranges); ask `vendor_consent(id)`,
+    `vendor_legitimate_interest(id)` and `restriction_type(purpose, id)`."""
+
     is_service_specific: bool
     use_non_standard_texts: bool
     special_feature_optins: frozenset[int]
@@ -174,7 +182,7 @@ class TcString(msgspec.Struct, frozen=True):
 
     def vendor_consent(self, vendor_id: int) -> bool:
         """Whether `vendor_id` has consent. Ids above MaxVendorId never have."""
-        return _in_vector(
+        return in_vector(
             vendor_id,
             self.max_vendor_id,
             self.vendor_encoding,
@@ -190,7 +198,7 @@ class TcString(msgspec.Struct, frozen=True):
 
     def vendor_legitimate_interest(self, vendor_id: int) -> bool:
         """Whether `vendor_id` has its legitimate interest established (not objected to)."""
-        return _in_vector(
+        return in_vector(
             vendor_id,
             self.vendor_li_max_id,
             self.vendor_li_encoding,
@@ -222,6 +230,56 @@ class TcString(msgspec.Struct, frozen=True):
         return next((t for t in _MOST_RESTRICTIVE_FIRST if t in found), None)
 
 
+SEGMENT_PUBLISHER_TC = 3
+"""SegmentType of the publisher TC segment (1 is disclosed vendors, 2 allowed vendors)."""
+
+
+class PublisherTc(msgspec.Struct, frozen=True):
+    """The publisher TC segment: purposes consented (and LI established) for the publisher,
+    and the publisher's custom purposes."""
+
+    purposes_consent: frozenset[int]
+    purposes_li_transparency: frozenset[int]
+    custom_purposes_consent: frozenset[int] = frozenset()
+    custom_purposes_li_transparency: frozenset[int] = frozenset()
+
+
+def decode_publisher_tc(text: str) -> PublisherTc | None:
+    """The publisher TC segment of a TC string (or GPP tcfeuv2 section); None when it has
+    none. The core segment must decode too. Raises TcfDecodeError for a malformed string, a
+    malformed publisher segment, or more than one of them (the spec allows one)."""
+    decode_tc_string(text)
+    return _publisher_cached(text.strip())
+
+
+@lru_cache(maxsize=4096)
+def _publisher_cached(text: str) -> PublisherTc | None:
+    found: PublisherTc | None = None
+    for segment in text.split(".")[1:]:
+        try:
+            bits = Bits.from_base64url(segment)
+            if bits.read(3) != SEGMENT_PUBLISHER_TC:
+                continue
+            if found is not None:
+                raise TcfDecodeError("more than one publisher TC segment")
+            found = _decode_publisher(bits)
+        except BitsError as e:
+            raise TcfDecodeError(f"optional segment: {e}") from None
+    return found
+
+
+def _decode_publisher(bits: Bits) -> PublisherTc:
+    consent = id_set(bits.read(24), 24)
+    li = id_set(bits.read(24), 24)
+    custom = bits.read(6)
+    return PublisherTc(
+        purposes_consent=consent,
+        purposes_li_transparency=li,
+        custom_purposes_consent=id_set(bits.read(custom), custom),
+        custom_purposes_li_transparency=id_set(bits.read(custom), custom),
+    )
+
+
 def decode_tc_string(text: str) -> TcString:
     """Decode the core segment of a TC string (everything after the first '.' is ignored).
 
@@ -243,38 +301,38 @@ def _decode_cached(text: str) -> TcString:
         raise TcfDecodeError(str(e)) from None
 
 
+def read_core_header(bits: Bits, version: int) -> dict[str, Any]:
+    """`CoreHeader`'s fields: Version (which must be `version`), the CMP and vendor list."""
+    found = bits.read(6)
+    if found != version:
+        raise TcfDecodeError(f"unsupported TCF version {found}")
+    return dict(
+        version=found,
+        created=bits.read(36),
+        last_updated=bits.read(36),
+        cmp_id=bits.read(12),
+        cmp_version=bits.read(12),
+        consent_screen=bits.read(6),
+        consent_language=letters(bits.read(12)),
+        vendor_list_version=bits.read(12),
+        policy_version=bits.read(6),
+    )
+
+
 def _decode_core(bits: Bits) -> TcString:
-    version = bits.read(6)
-    if version != 2:
-        raise TcfDecodeError(f"unsupported TCF version {version}")
-    created = bits.read(36)
-    last_updated = bits.read(36)
-    cmp_id = bits.read(12)
-    cmp_version = bits.read(12)
-    consent_screen = bits.read(6)
-    consent_language = _letters(bits.read(12))
-    vendor_list_version = bits.read(12)
-    policy_version = bits.read(6)
+    header = read_core_header(bits, 2)
     is_service_specific = bits.read_bool()
     use_non_standard_texts = bits.read_bool()
-    special_features = _id_set(bits.read(12), 12)
-    purposes_consent = _id_set(bits.read(24), 24)
-    purposes_li = _id_set(bits.read(24), 24)
+    special_features = id_set(bits.read(12), 12)
+    purposes_consent = id_set(bits.read(24), 24)
+    purposes_li = id_set(bits.read(24), 24)
     purpose_one_treatment = bits.read_bool()
-    publisher_cc = _letters(bits.read(12))
-    max_vendor_id, encoding, bitfield, ranges = _read_vendor_section(bits)
-    li_max_id, li_encoding, li_bitfield, li_ranges = _read_vendor_section(bits)
-    restrictions = tuple(_read_restriction(bits) for _ in range(bits.read(12)))
+    publisher_cc = letters(bits.read(12))
+    max_vendor_id, encoding, bitfield, ranges = read_vendor_section(bits)
+    li_max_id, li_encoding, li_bitfield, li_ranges = read_vendor_section(bits)
+    restrictions = tuple(read_restriction(bits) for _ in range(bits.read(12)))
     return TcString(
-        version=version,
-        created=created,
-        last_updated=last_updated,
-        cmp_id=cmp_id,
-        cmp_version=cmp_version,
-        consent_screen=consent_screen,
-        consent_language=consent_language,
-        vendor_list_version=vendor_list_version,
-        policy_version=policy_version,
+        **header,
         is_service_specific=is_service_specific,
         use_non_standard_texts=use_non_standard_texts,
         special_feature_optins=special_features,
@@ -294,22 +352,25 @@ def _decode_core(bits: Bits) -> TcString:
     )
 
 
-def _read_vendor_section(bits: Bits) -> tuple[int, VendorEncoding, int, Ranges]:
-    """MaxVendorId, IsRangeEncoding, then a bitfield (read as one integer) or range entries."""
+def read_vendor_section(
+    bits: Bits, ranges: Callable[[Bits], Ranges] | None = None
+) -> tuple[int, VendorEncoding, int, Ranges]:
+    """MaxVendorId, IsRangeEncoding, then a bitfield (read as one integer) or range entries
+    (`read_ranges`, or the GPP OptimizedRange's Fibonacci `ranges`)."""
     max_id = bits.read(16)
     if bits.read_bool():
-        return max_id, "range", 0, _read_ranges(bits)
+        return max_id, "range", 0, (ranges or read_ranges)(bits)
     return max_id, "bitfield", bits.read(max_id), ()
 
 
-def _read_restriction(bits: Bits) -> PublisherRestriction:
+def read_restriction(bits: Bits) -> PublisherRestriction:
     """PurposeId (6 bits), RestrictionType (2 bits), then range entries like a vendor section."""
     purpose_id = bits.read(6)
     restriction_type = RestrictionType(bits.read(2))
-    return PublisherRestriction(purpose_id, restriction_type, _read_ranges(bits))
+    return PublisherRestriction(purpose_id, restriction_type, read_ranges(bits))
 
 
-def _read_ranges(bits: Bits) -> Ranges:
+def read_ranges(bits: Bits) -> Ranges:
     """NumEntries (12 bits), then IsARange, StartOrOnlyVendorId and, for a range, EndVendorId."""
     entries = bits.read(12)
     out: list[tuple[int, int]] = []

@@ -62,13 +62,28 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+"""`[log] level` and `--log-level` values."""
+
+
+def iso_utc(created: float) -> str:
+    """A time stamp as ISO 8601 in UTC to the millisecond: `2026-11-24T01:34:56.789Z`."""
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -88,7 +103,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, separators=(",", ":"))
 
 
-class _PlainWithRequestId(logging.Formatter):
+class PlainFormatter(logging.Formatter):
+    """`2026-11-24T01:34:56.789Z WARNING cohortkv.serve: message [request_id=...]`: the same
+    time stamp as the JSON lines (ISO 8601, UTC)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_utc(record.created)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         rid = request_id_var.get()
@@ -100,11 +124,7 @@ def configure_logging(
 ) -> None:
     """Root handler on stderr for the CLI and the sidecar; libraries leave logging alone."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else _PlainWithRequestId("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

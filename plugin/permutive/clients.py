@@ -117,6 +117,9 @@ class _Client:
         query: dict[str, str] | None = None,
     ) -> None:
         self._session = session
+        self.last_error: UpstreamError | None = None
+        """This client's latest failure: what a command tells a person about (`cohortkv
+        enrich` exits 4 with it)."""
         # The whole target, query included, built once: a `params=` dict is merged into a
         # new URL on every call, a measurable share of the call's CPU.
         self._url = yarl.URL(url).with_query(query) if query else yarl.URL(url)
@@ -251,6 +254,7 @@ class _Client:
         )
 
     def _fail(self, e: UpstreamError) -> UpstreamError:
+        self.last_error = e
         self._metrics.upstream_errors.labels(self.api, e.kind).inc()
         self._warn.warning(f"{self.api}:{e.kind}", "%s", e)
         return e

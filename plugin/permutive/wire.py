@@ -19,6 +19,9 @@ MAX_EVENTS_PER_REQUEST = 10
 
 
 class Event(msgspec.Struct, omit_defaults=True):
+    """A player event as the CCS API takes it (`plugin.Event`, for `Enricher.track`): `time`
+    is RFC 3339 with a time zone; ids absent: the view of the ad request's play event."""
+
     name: str
     time: str
     properties: dict[str, Any]

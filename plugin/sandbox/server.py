@@ -8,6 +8,7 @@ artificial delays are exposed for tests, benchmarks and the demo.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from plugin.permutive.wire import (
 from plugin.sandbox.engine import Engine, describe
 from plugin.sandbox.users import UserStore
 from plugin.sandbox.workspace import Workspace, default_workspace, load_workspace
+
+log = logging.getLogger("cohortkv.sandbox")
 
 SANDBOX_API_KEY: str = "sandbox"
 MAX_BODIES = 1_000
@@ -413,9 +416,8 @@ async def serve_forever(host: str, port: int, workspace_path: str | Path | None)
     workspace = load_workspace(workspace_path) if workspace_path else default_workspace()
     sandbox = await start_sandbox(host, port, workspace)
     try:
-        print(
-            f"cohortkv sandbox listening on {sandbox.base_url} (api key: {sandbox.api_key})",
-            flush=True,
+        log.info(
+            "cohortkv sandbox listening on %s (api key: %s)", sandbox.base_url, sandbox.api_key
         )
         await asyncio.Event().wait()
     finally:

@@ -18,6 +18,8 @@ from typing import Any, TypeAlias
 
 import msgspec
 
+from plugin.errors import CohortkvError
+
 OPS = ("eq", "ne", "in", "contains", "gt", "gte", "lt", "lte", "exists")
 SCALAR_TYPES = ("string", "number", "integer", "boolean")
 PROPERTY_TYPES = (*SCALAR_TYPES, "string[]", "number[]", "object")
@@ -27,8 +29,16 @@ Scalar: TypeAlias = str | int | float | bool
 Value: TypeAlias = Scalar | list[Scalar]
 
 
-class WorkspaceError(ValueError):
-    """A person's mistake in a workspace file; the message names the field and what was expected."""
+class WorkspaceError(CohortkvError):
+    """A person's mistake in a workspace file; the message names the field and what was
+    expected. A `CohortkvError`, so that the command line says it in one line (exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.field = "--workspace"
+        self.expected = message
+        self.got = None
+        self.where = "workspace"
 
 
 class _Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):

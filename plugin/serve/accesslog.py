@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 import msgspec
 from aiohttp import web
@@ -17,6 +16,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from plugin.serve.limits import REQUEST_ID
+from plugin.signals.events import now_rfc3339
 
 LOGGER = "cohortkv.access"
 
@@ -24,7 +24,8 @@ _encode = msgspec.json.Encoder().encode
 
 
 class AccessLine(msgspec.Struct, omit_defaults=True):
-    ts: float
+    ts: str
+    """ISO 8601 in UTC, as the application log's `ts`."""
     request_id: str | None
     method: str
     path: str
@@ -38,7 +39,7 @@ class JsonAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: web.StreamResponse, time_s: float) -> None:
         rid = request.get(REQUEST_ID) if isinstance(request, web.Request) else None
         line = AccessLine(
-            ts=round(time.time(), 3),
+            ts=now_rfc3339(),
             request_id=rid,
             method=request.method,
             path=request.path,

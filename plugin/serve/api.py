@@ -8,9 +8,7 @@ an unconsented user are answered 202 with `accepted: 0`, counted, and never queu
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -18,7 +16,7 @@ from aiohttp import web
 from plugin.config import Config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.enricher import Enricher
-from plugin.errors import CohortkvError, RequestError
+from plugin.errors import CohortkvError
 from plugin.identity import Alias, Identity, IdentityError
 from plugin.observe.metrics import RateLimitedLog
 from plugin.permutive.wire import Event
@@ -28,18 +26,18 @@ from plugin.serve.bodies import (
     ConsentBody,
     ContextBody,
     EnrichBody,
-    EventBody,
     EventsAccepted,
     EventsBody,
     FieldError,
     IdentityBody,
 )
 from plugin.serve.errors import json_error, json_response
-from plugin.serve.limits import Gate
+from plugin.serve.intake import BodyReader
+from plugin.serve.limits import ExpectHandler, Gate
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.queue import EventQueue
 from plugin.serve.validate import BodyError, decode
-from plugin.signals.events import parse_event_time, prune_empty
+from plugin.signals.events import check_event, without_nulls
 from plugin.signals.tracker import EventIds
 
 log = logging.getLogger("cohortkv.serve.api")
@@ -56,8 +54,10 @@ class Api:
         queue: EventQueue,
         gate: Gate,
         metrics: ServeMetrics,
+        bodies: BodyReader,
     ) -> None:
         self._config = config
+        self._bodies = bodies
         self._enricher = enricher
         self._queue = queue
         self._gate = gate
@@ -71,15 +71,19 @@ class Api:
     def platforms(self) -> list[str]:
         return sorted(self._platforms)
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/enrich", self.enrich)
-        app.router.add_post("/v1/events", self.events)
+    def routes(self, app: web.Application, expect: ExpectHandler) -> None:
+        app.router.add_post("/v1/enrich", self.enrich, expect_handler=expect)
+        app.router.add_post("/v1/events", self.events, expect_handler=expect)
+
+    async def _json(self, request: web.Request) -> bytes:
+        """The body, decoded; a coding it cannot undo is refused (`BodyRefused`)."""
+        return self._bodies.refuse_undecodable(await self._bodies.read(request))
 
     # -- /v1/enrich -------------------------------------------------------------------------
 
     async def enrich(self, request: web.Request) -> web.Response:
         try:
-            body = decode(await request.read(), EnrichBody)
+            body = decode(await self._json(request), EnrichBody)
             errors: list[FieldError] = []
             if body.platform is not None and body.platform not in self._platforms:
                 errors.append(FieldError("platform", f"one of: {', '.join(self.platforms)}"))
@@ -116,7 +120,7 @@ class Api:
 
     async def events(self, request: web.Request) -> web.Response:
         try:
-            body = decode(await request.read(), EventsBody)
+            body = decode(await self._json(request), EventsBody)
             errors: list[FieldError] = []
             identity = to_identity(body.identity, "identity", errors)
             signals = to_signals(body.consent, "consent", errors)
@@ -230,55 +234,9 @@ def to_context(b: ContextBody | None, path: str, errors: list[FieldError]) -> Co
     )
 
 
-def check_event(ev: EventBody, path: str, errors: list[FieldError]) -> dict[str, Any]:
-    """The event's properties without empty values; its time and engagement metrics checked."""
-    try:
-        parse_event_time(ev.time, f"{path}.time")
-    except RequestError as e:
-        errors.append(FieldError(e.field, e.expected))
-    props: dict[str, Any] = prune_empty(without_nulls(ev.properties, f"{path}.properties", errors))
-    spent = props.get("time_spent_seconds")
-    if spent is not None and not (_is_number(spent) and spent >= 0):
-        errors.append(FieldError(f"{path}.properties.time_spent_seconds", "a number >= 0"))
-    share = props.get("percentage_watched")
-    if share is not None and not (_is_number(share) and 0 <= share <= 1):
-        errors.append(FieldError(f"{path}.properties.percentage_watched", "a number from 0 to 1"))
-    return props
-
-
-def without_nulls(value: Any, path: str, errors: list[FieldError], depth: int = 0) -> Any:
-    """`value` with every null left out: the CCS API wants absent properties omitted.
-
-    Numbers must be finite (JSON has no NaN; an overflowing literal such as 1e999 decodes to
-    infinity, which would go out as null).
-    """
-    if depth > 32:
-        errors.append(FieldError(path, "at most 32 levels of nesting"))
-        return value
-    if isinstance(value, dict):
-        return {
-            k: without_nulls(v, f"{path}.{k}", errors, depth + 1)
-            for k, v in value.items()
-            if v is not None
-        }
-    if isinstance(value, list):
-        return [
-            without_nulls(v, f"{path}[{i}]", errors, depth + 1)
-            for i, v in enumerate(value)
-            if v is not None
-        ]
-    if isinstance(value, float) and not math.isfinite(value):
-        errors.append(FieldError(path, "a finite number"))
-    return value
-
-
 def _unchanged(url: str) -> EnrichResult:
     none = SignalResult("none", [], "not_recognised")
     return EnrichResult(url, {}, none, none, ConsentDecision(False, "internal_error"), 0.0)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _invalid(fields: Sequence[FieldError]) -> web.Response:

@@ -25,8 +25,10 @@ from plugin.serve.api import Api
 from plugin.serve.delivery import RetryPolicy
 from plugin.serve.errors import json_response
 from plugin.serve.events import MemoryQueue
+from plugin.serve.explain import Explain
 from plugin.serve.guard import ConnectionGuard
-from plugin.serve.limits import Gate, add_request_id, guard, handler_args
+from plugin.serve.intake import BodyReader
+from plugin.serve.limits import Gate, Limits, add_request_id, guard, handler_args
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.openapi import openapi_document
 from plugin.serve.proxy import Proxy, parse_upstreams
@@ -50,12 +52,19 @@ class Sidecar:
         self.metrics = ServeMetrics(enricher.metrics.registry)
         register_runtime_metrics(enricher.metrics.registry)
         self.gate = Gate(serve.max_inflight_enrichments)
+        self.limits = Limits(serve, self.metrics)
+        bodies = BodyReader(serve, self.metrics, enricher.metrics.bad_input)
         self.connections = ConnectionGuard(serve, self.metrics)
         """Header deadline and connection cap, for `GuardedSite` (`cohortkv serve` uses it)."""
         self.upstreams = parse_upstreams(serve, (a.name for a in enricher.adapters), self.metrics)
         self.queue = make_queue(config, enricher, self.metrics)
-        self.proxy = Proxy(enricher, serve, self.upstreams, self.gate, self.metrics)
-        self.api = Api(config, enricher, self.queue, self.gate, self.metrics)
+        self.proxy = Proxy(enricher, serve, self.upstreams, self.gate, self.metrics, bodies)
+        self.api = Api(config, enricher, self.queue, self.gate, self.metrics, bodies)
+        self.explain = (
+            Explain(config, enricher, self.upstreams, self.proxy, self.metrics, bodies)
+            if serve.explain
+            else None
+        )
         self.ready = False
         self.deadline: float | None = None
         """Event-loop time by which shutdown must be complete; set when shutdown begins."""
@@ -175,18 +184,21 @@ def make_app(
     app = web.Application(
         client_max_size=serve.max_body_bytes,
         middlewares=[
-            guard(serve, sidecar.metrics),
+            guard(sidecar.limits),
             *([server_middleware(enricher.tracer)] if enricher.tracer is not None else []),
         ],
         handler_args=args,
     )
     app[SIDECAR] = sidecar
-    sidecar.proxy.routes(app)
-    sidecar.api.routes(app)
-    app.router.add_get("/healthz", sidecar.healthz, allow_head=False)
-    app.router.add_get("/readyz", sidecar.readyz, allow_head=False)
-    app.router.add_get("/metrics", sidecar.prometheus, allow_head=False)
-    app.router.add_get("/openapi.json", sidecar.openapi, allow_head=False)
+    expect = sidecar.limits.expect  # every route: `Expect: 100-continue` checks the limits
+    sidecar.proxy.routes(app, expect)
+    sidecar.api.routes(app, expect)
+    if sidecar.explain is not None:
+        sidecar.explain.routes(app, expect)
+    app.router.add_get("/healthz", sidecar.healthz, allow_head=False, expect_handler=expect)
+    app.router.add_get("/readyz", sidecar.readyz, allow_head=False, expect_handler=expect)
+    app.router.add_get("/metrics", sidecar.prometheus, allow_head=False, expect_handler=expect)
+    app.router.add_get("/openapi.json", sidecar.openapi, allow_head=False, expect_handler=expect)
     app.on_response_prepare.append(add_request_id)
     app.on_shutdown.append(_on_shutdown)
     app.cleanup_ctx.append(_lifecycle)

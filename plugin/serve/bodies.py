@@ -12,55 +12,41 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-UUID4_PATTERN = (
-    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+from plugin.body_types import (
+    UUID4_PATTERN,
+    Body,
+    EventBody,
+    FieldError,
+    Priority,
+    Properties,
+    Text,
+    Uuid4,
+    Word,
 )
 
-Uuid4 = Annotated[str, Meta(pattern=UUID4_PATTERN, description="a UUIDv4")]
-Text = Annotated[str, Meta(min_length=1, max_length=2048, description="a non-empty string")]
-Word = Annotated[
-    str,
-    Meta(min_length=1, max_length=256, pattern=r"\S", description="a non-blank string"),
-]
-Priority = Annotated[int, Meta(ge=0, le=1_000_000, description="an integer from 0 to 1000000")]
-Timestamp = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=64,
-        description="an ISO 8601 timestamp",
-        extra_json_schema={"format": "date-time"},
-    ),
-]
-Properties = Annotated[
-    dict[str, Any],
-    Meta(description="an object (null values are left out, as if absent)"),
-]
-EventProperties = Annotated[
-    dict[str, Any],
-    Meta(
-        description="an object (null values are left out, as if absent)",
-        extra_json_schema={
-            "properties": {
-                "time_spent_seconds": {"type": "number", "minimum": 0},
-                "percentage_watched": {"type": "number", "minimum": 0, "maximum": 1},
-            }
-        },
-    ),
+__all__ = [
+    "UUID4_PATTERN",
+    "AliasBody",
+    "ConsentBody",
+    "ContentBody",
+    "ContextBody",
+    "EnrichBody",
+    "ErrorBody",
+    "EventBody",
+    "EventsAccepted",
+    "EventsBody",
+    "FieldError",
+    "IdentityBody",
 ]
 
 
-class _Body(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
-    pass
-
-
-class AliasBody(_Body, frozen=True):
+class AliasBody(Body, frozen=True):
     tag: Word
     id: Word
     priority: Priority | None = None
 
 
-class IdentityBody(_Body, frozen=True):
+class IdentityBody(Body, frozen=True):
     """Exactly one of `user_id`, `alias`, `aliases` (as in a CCS API request)."""
 
     user_id: Uuid4 | None = None
@@ -68,7 +54,7 @@ class IdentityBody(_Body, frozen=True):
     aliases: Annotated[list[AliasBody], Meta(min_length=1, max_length=32)] | None = None
 
 
-class ConsentBody(_Body, frozen=True):
+class ConsentBody(Body, frozen=True):
     """`{"granted": bool}` (the host decided), or the raw signals for the consent gate."""
 
     granted: bool | None = None
@@ -79,7 +65,7 @@ class ConsentBody(_Body, frozen=True):
     gpp_sid: Annotated[list[int], Meta(max_length=64)] | None = None
 
 
-class ContentBody(_Body, frozen=True):
+class ContentBody(Body, frozen=True):
     url: Text | None = None
     title: Text | None = None
     properties: Properties = {}
@@ -91,7 +77,7 @@ class ContentBody(_Body, frozen=True):
     """`client.type` of the play event and the Contextual request (e.g. `ctv`)."""
 
 
-class ContextBody(_Body, frozen=True):
+class ContextBody(Body, frozen=True):
     identity: IdentityBody | None = None
     consent: ConsentBody | None = None
     content: ContentBody | None = None
@@ -100,7 +86,7 @@ class ContextBody(_Body, frozen=True):
     ssai_session_id: Text | None = None
 
 
-class EnrichBody(_Body, frozen=True):
+class EnrichBody(Body, frozen=True):
     url: Annotated[str, Meta(min_length=1, max_length=65536, description="an ad request URL")]
     platform: str | None = None
     """An adapter name or `auto` (the default): which platform's format the request is in."""
@@ -111,15 +97,7 @@ class EnrichBody(_Body, frozen=True):
     """The JSON body of a POST ad request (an OpenRTB bid request)."""
 
 
-class EventBody(_Body, frozen=True):
-    name: Word
-    time: Timestamp
-    properties: EventProperties = {}
-    session_id: Text | None = None
-    view_id: Text | None = None
-
-
-class EventsBody(_Body, frozen=True):
+class EventsBody(Body, frozen=True):
     identity: IdentityBody
     events: Annotated[
         list[EventBody], Meta(min_length=1, max_length=100, description="1 to 100 events")
@@ -141,11 +119,6 @@ class EventsAccepted(msgspec.Struct, frozen=True):
     """Events queued for delivery (0 when the user has not consented)."""
     reason: str
     """The consent gate's reason for its decision."""
-
-
-class FieldError(msgspec.Struct, frozen=True):
-    field: str
-    expected: str
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True, frozen=True):

@@ -11,7 +11,6 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 
 import msgspec
 from aiohttp import web
@@ -24,6 +23,8 @@ from plugin.observe.tracing import setup_sdk
 from plugin.serve.accesslog import stdout_logger
 from plugin.serve.app import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
+
+log = logging.getLogger("cohortkv.serve")
 
 NO_UPSTREAMS = (
     "no upstreams configured: /proxy/ answers 404 for every ad server until [serve.upstreams] "
@@ -80,7 +81,7 @@ async def serve(cfg: Config) -> int:
     if cfg.serve.access_log:
         stdout_logger()
     if not cfg.serve.upstreams:
-        logging.getLogger("cohortkv.serve").warning(NO_UPSTREAMS)
+        log.warning(NO_UPSTREAMS)
     if cfg.tracing.enabled:
         setup_sdk(cfg.tracing)
     app = make_app(cfg)
@@ -109,15 +110,14 @@ async def serve(cfg: Config) -> int:
         if sidecar.enricher.sandbox is not None
         else "Permutive APIs"
     )
-    print(f"cohortkv serve: listening on http://{host}:{port} against the {mode}", file=sys.stderr)
-    sys.stderr.flush()
+    log.info("listening on http://%s:%s against the %s", host, port, mode)
     await stop.wait()
     sidecar.begin_shutdown()
-    print("cohortkv serve: shutting down", file=sys.stderr)
+    log.info("shutting down (grace %.1f s)", grace)
     try:
         await asyncio.wait_for(runner.cleanup(), timeout=grace)
     except TimeoutError:
-        print("cohortkv serve: shutdown grace period exceeded", file=sys.stderr)
+        log.warning("shutdown grace period (%.1f s) exceeded", grace)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -238,9 +238,9 @@ class GuardedHandler(RequestHandler):
         self.force_close()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
-        """A client's malformed body (a bad `Content-Encoding`, a body cut short) is the client's
-        garbage: `handle_error` counts it and logs it at a bounded rate. Only our own bugs get
-        aiohttp's traceback."""
+        """A client's malformed body (broken chunked framing; content codings are decoded by
+        `plugin.serve.intake`) is the client's garbage: `handle_error` counts it and logs it at
+        a bounded rate. Only our own bugs get aiohttp's traceback."""
         exc = kw.get("exc_info")
         if isinstance(exc, RequestPayloadError | HttpProcessingError):
             return

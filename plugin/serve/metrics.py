@@ -7,7 +7,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from plugin.observe.metrics import LATENCY_BUCKETS
 
 EVENT_STATES = ("queued", "sent", "retried", "dropped", "unconsented", "claimed")
-CLOSE_REASONS = ("header_timeout", "max_connections", "malformed")
+CLOSE_REASONS = (
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+    "malformed",
+    "client_disconnect",
+)
 
 
 class ServeMetrics:
@@ -78,10 +84,12 @@ class ServeMetrics:
         )
         self.connections_closed = Counter(
             "cohortkv_http_connections_closed_total",
-            "Client connections the sidecar closed or refused itself, by reason: header_timeout"
-            " (request head not complete within serve.header_timeout_s), max_connections"
-            " (refused at accept, serve.max_connections open), malformed (HTTP the parser"
-            " rejects, answered 400).",
+            "Client connections the sidecar closed or refused itself, or lost mid-request, by"
+            " reason: header_timeout (request head not complete within serve.header_timeout_s),"
+            " body_timeout (body not complete within serve.body_timeout_s, answered 408),"
+            " max_connections (refused at accept, serve.max_connections open), malformed (HTTP"
+            " the parser rejects, answered 400), client_disconnect (the client went away"
+            " before its whole body had arrived).",
             ["reason"],
             registry=r,
         )

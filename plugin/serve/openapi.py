@@ -29,8 +29,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Invalid body: `fields` names each wrong field and what was expected there.",
-        413: "Body or headers over the configured size limit.",
+        408: "The body did not arrive whole within serve.body_timeout_s; the connection closes.",
+        413: "Body (as sent, or decoded) or headers over the configured size limit.",
         414: "URL over the configured length limit.",
+        415: "A Content-Encoding other than gzip, deflate or identity.",
         503: "Overloaded: too many enrichments in flight, or the event queue is full.",
     }
     return {str(s): _json(_ref("ErrorBody"), text[s]) for s in statuses}
@@ -119,7 +121,7 @@ def _paths() -> dict[str, Any]:
             "EnrichBody",
             {
                 "200": _json(_ref("EnrichResult"), "The enriched URL, as enrich --json."),
-                **_errors(400, 413, 503),
+                **_errors(400, 408, 413, 415, 503),
             },
         ),
         "/v1/events": _post(
@@ -131,7 +133,7 @@ def _paths() -> dict[str, Any]:
                     _ref("EventsAccepted"),
                     "Accepted: queued for delivery, or (accepted: 0) not consented.",
                 ),
-                **_errors(400, 413, 503),
+                **_errors(400, 408, 413, 415, 503),
             },
         ),
         "/healthz": _get("healthz", "Liveness.", {"200": _json(_ref("Health"), "Alive.")}),

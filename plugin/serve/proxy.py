@@ -10,8 +10,12 @@ the requests. A request the platform does not recognise goes out unchanged, coun
 `cohortkv_not_recognised_total` and logged (rate-limited) with the upstream and the reason.
 
 The query goes out byte for byte as the adapter returned it (`yarl.URL(..., encoded=True)`),
-minus the reserved `cohortkv_*` parameters; a POST body (bounded by `serve.max_body_bytes`) goes
-out as the adapter returned it, with its Content-Length recomputed. Identity, consent and
+minus the reserved `cohortkv_*` parameters (however spelled). A POST body (read by
+`plugin.serve.intake`: bounded by `serve.max_body_bytes` as sent and as decoded, within
+`serve.body_timeout_s`) is decoded for the adapter when it is compressed; what goes out matches
+its Content-Encoding: the bytes as sent when the adapter wrote nothing, else the adapter's body
+encoded again with the same codings, Content-Length recomputed. A body whose coding cannot be
+undone goes out as sent, labelled as sent, unenriched. Identity, consent and
 content come from the ad request itself, with `X-Cohortkv-*` headers (or the reserved
 parameters) on top; consent from either can deny, and grant only where the ad request carries
 no signal of its own. When too many enrichments are in flight the request is forwarded
@@ -39,16 +43,17 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from plugin import reserved as rp
 from plugin.config import ConfigError, ServeConfig
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import Context
 from plugin.enricher import Enricher
-from plugin.identity import Alias, Identity, IdentityError, is_uuid4, parse_alias_flag
 from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
-from plugin.serve import reserved as rp
+from plugin.serve import outgoing
 from plugin.serve.errors import json_error
 from plugin.serve.health import ErrorWindow
-from plugin.serve.limits import REQUEST_ID, REQUEST_ID_HEADER, Gate
+from plugin.serve.intake import BodyReader
+from plugin.serve.limits import ExpectHandler, Gate
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.validate import too_deep
 
@@ -57,22 +62,6 @@ log = logging.getLogger("cohortkv.serve.proxy")
 CHUNK = 64 * 1024
 UPSTREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
-# Request headers passed on to the ad server (X-Forwarded-For is extended, not just passed).
-FORWARDED_HEADERS: tuple[str, ...] = (
-    "User-Agent",
-    "X-Device-User-Agent",
-    "X-Device-IP",
-    "X-Device-Referer",
-    "Referer",
-    "Accept",
-    "Accept-Language",
-    "Accept-Encoding",
-    "traceparent",
-    "tracestate",
-    "baggage",
-)
-BODY_HEADERS: tuple[str, ...] = ("Content-Type", "Content-Encoding")
-"""Headers that describe a POST body: passed on with it."""
 METHODS = ("GET", "POST")
 HOP_BY_HOP = frozenset(
     {
@@ -88,19 +77,6 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-
-
-def _is_text(value: str) -> bool:
-    """Whether a header value is text: bytes that are not UTF-8 arrive as surrogates."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-_GRANTED = frozenset({"granted", "true", "1", "yes"})
-_DENIED = frozenset({"denied", "false", "0", "no"})
 
 
 def _unsafe(target: str) -> bool:
@@ -221,8 +197,10 @@ class Proxy:
         upstreams: Mapping[str, Upstream],
         gate: Gate,
         metrics: ServeMetrics,
+        bodies: BodyReader,
     ) -> None:
         self._enricher = enricher
+        self._bodies = bodies
         self._upstreams = upstreams
         self._gate = gate
         self._timeout = aiohttp.ClientTimeout(total=cfg.ad_timeout_ms / 1000)
@@ -233,6 +211,7 @@ class Proxy:
         self._warn = RateLimitedLog(log)
         self._pool_limit = cfg.ad_pool_limit
         self._tls = client_tls(cfg)
+        self._out = outgoing.Outgoing(self._bad_input, self._warn)
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -256,11 +235,12 @@ class Proxy:
             await self.session.close()
             self.session = None
 
-    def routes(self, app: web.Application) -> None:
+    def routes(self, app: web.Application, expect: ExpectHandler) -> None:
+        add = app.router.add_route
         for up in self._upstreams.values():
-            app.router.add_route("*", f"/proxy/{up.name}/{{tail:.*}}", self._handler(up))
-        app.router.add_route("*", "/proxy/{upstream}/{tail:.*}", self.unknown)
-        app.router.add_route("*", "/proxy/{upstream}", self.unknown)
+            add("*", f"/proxy/{up.name}/{{tail:.*}}", self._handler(up), expect_handler=expect)
+        add("*", "/proxy/{upstream}/{tail:.*}", self.unknown, expect_handler=expect)
+        add("*", "/proxy/{upstream}", self.unknown, expect_handler=expect)
 
     def _handler(self, up: Upstream) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -293,25 +273,22 @@ class Proxy:
         if not safe_path(path):
             return _bad_target(up)
         found: dict[str, str] = {}
-        if sep and rp.PREFIX in query:
+        if sep:
             query, found = rp.split_reserved(query)
             if not query:
                 sep = ""
-        body = await request.read() if request.method == "POST" else b""
-        ad = AdRequest(
-            url=up.base + path + sep + query,
-            method=request.method,
-            headers=tuple((h, v) for h in BODY_HEADERS if (v := request.headers.get(h))),
-            body=body,
-        )
+        url = up.base + path + sep + query
+        body = await self._bodies.read(request) if request.method == "POST" else None
+        ad = outgoing.ad_request(request, url, body)
         if self._gate.enter():
             try:
-                ad = await self._enrich(request, up, ad, found)
+                out = await self._enrich(request, up, ad, found)
             finally:
                 self._gate.leave()
         else:
             self._shed.inc()
-        return await self._relay(request, up, ad)
+            out = ad
+        return await self._relay(request, up, out, self._out.body(request, ad, out, body))
 
     async def _enrich(
         self, request: web.Request, up: Upstream, ad: AdRequest, found: dict[str, str]
@@ -337,83 +314,38 @@ class Proxy:
         return ad
 
     def _context(self, request: web.Request, found: dict[str, str]) -> Context | None:
-        """What the caller says on top of the ad request; None when it says nothing (most
-        requests): the enricher then reads the ad request alone, as it would an empty one."""
-        h = request.headers
+        return self.context_of(request.headers, found)
+
+    def context_of(
+        self, h: CIMultiDictProxy[str] | CIMultiDict[str], found: dict[str, str]
+    ) -> Context | None:
+        """What the caller says on top of the ad request (`X-Cohortkv-*` headers `h`, the
+        reserved parameters `found`); None when it says nothing (most requests): the enricher
+        then reads the ad request alone, as it would an empty one."""
         if not found and not any(name in h for name in _OUR_HEADERS):
             return None
+        bad = self._bad_input
 
-        def pick(param: str) -> str | None:
-            """The header's value, else the parameter's; `rp.CONFLICT` when either was given
-            twice with different values."""
-            given = h.getall(rp.HEADERS[param], ())
-            value = (given[0] if len(set(given)) == 1 else rp.CONFLICT) if given else None
-            if value is None:
-                value = found.get(param)
-            if value == rp.CONFLICT:
-                self._bad.labels("proxy", "conflict").inc()
-                return rp.CONFLICT if param == rp.CONSENT else None
-            if value is None or not _is_text(value):
-                if value is not None:
-                    self._bad.labels("proxy", "encoding").inc()
-                return None
-            return value.strip() or None
+        def value(param: str) -> str | None:
+            return rp.pick(h.getall(rp.HEADERS[param], ()), found.get(param), param, bad)
 
-        identity: Identity | None = None
-        user_id = pick(rp.USER_ID)
-        alias = pick(rp.ALIAS)
-        if user_id is not None:
-            if is_uuid4(user_id):
-                identity = Identity(user_id=user_id)
-            else:
-                self._bad.labels("proxy", "user_id").inc()
-        elif alias is not None:
-            try:
-                a = parse_alias_flag(alias)
-                identity = Identity(alias=Alias(tag=a.tag, id=a.id)).validate()
-            except IdentityError:
-                identity = None
-                self._bad.labels("proxy", "alias").inc()
-        consent = ConsentSignals(override=self._override(pick(rp.CONSENT), found.get(rp.CONSENT)))
-        return Context(
-            identity=identity,
-            consent=consent,
-            content=Content(
-                url=pick(rp.CONTENT_URL),
-                properties=self._properties(h.get(rp.PROPERTIES_HEADER), found),
-                client_type=pick(rp.CLIENT_TYPE),
-            ),
-            view_id=pick(rp.VIEW_ID),
-            ssai_session_id=pick(rp.SESSION_ID),
-        )
+        consent = rp.override(value(rp.CONSENT), found.get(rp.CONSENT), bad)
+        return rp.given_context(value, consent, self._properties(h, found), bad)
 
-    def _override(self, said: str | None, param: str | None) -> bool | None:
-        """The caller's consent override. It may always deny: given twice with different
-        values, or by the header and the parameter differently, the denial wins."""
-        if said == rp.CONFLICT:
-            return False
-        words = [w.strip().lower() for w in (said, param) if w is not None and w != rp.CONFLICT]
-        if param == rp.CONFLICT or any(w in _DENIED for w in words):
-            return False
-        if not words:
-            return None
-        if all(w in _GRANTED for w in words):
-            return True
-        self._bad.labels("proxy", "consent").inc()
-        return None
+    def _bad_input(self, kind: str) -> None:
+        self._bad.labels("proxy", kind).inc()
 
-    def _properties(self, header: str | None, found: dict[str, str]) -> dict[str, Any]:
-        if header is not None and not _is_text(header):
-            self._bad.labels("proxy", "encoding").inc()
-            header = None
-        return self._typed_properties(header, found)
-
-    def _typed_properties(self, header: str | None, found: dict[str, str]) -> dict[str, Any]:
+    def _properties(
+        self, h: CIMultiDictProxy[str] | CIMultiDict[str], found: dict[str, str]
+    ) -> dict[str, Any]:
         """Play-event properties from `X-Cohortkv-Properties` (a JSON object) and the
         `cohortkv_p.<name>` parameters on top. They can change event properties, never
         consent or identity. A header that is not a JSON object is counted and ignored."""
+        header = h.get(rp.PROPERTIES_HEADER)
         props: dict[str, Any] = {}
-        if header:
+        if header is not None and not rp.is_text(header):
+            self._bad_input("encoding")
+        elif header:
             raw = header.encode()
             try:
                 doc = None if too_deep(raw) else _decode_json(raw)
@@ -422,42 +354,28 @@ class Proxy:
             if isinstance(doc, dict):
                 props.update(doc)
             else:
-                self._bad.labels("proxy", "properties").inc()
-        for name, value in found.items():
-            if name.startswith(rp.PROPERTY_PREFIX) and len(name) > len(rp.PROPERTY_PREFIX):
-                props[name[len(rp.PROPERTY_PREFIX) :]] = value
+                self._bad_input("properties")
+        props.update(rp.param_properties(found))
         return props
 
-    def _forward_headers(self, request: web.Request) -> CIMultiDict[str]:
-        h = request.headers
-        out: CIMultiDict[str] = CIMultiDict()  # as aiohttp keeps them: a dict is converted
-        for name in FORWARDED_HEADERS:
-            value = h.get(name)
-            if value is not None:
-                out[name] = value
-        chain = h.get("X-Forwarded-For")
-        peer = request.remote
-        if peer:
-            out["X-Forwarded-For"] = f"{chain}, {peer}" if chain else peer
-        elif chain:
-            out["X-Forwarded-For"] = chain
-        rid = request.get(REQUEST_ID)
-        if rid is not None:
-            out[REQUEST_ID_HEADER] = rid
-        return out
-
-    async def _relay(self, request: web.Request, up: Upstream, ad: AdRequest) -> web.StreamResponse:
+    async def _relay(
+        self,
+        request: web.Request,
+        up: Upstream,
+        ad: AdRequest,
+        body: outgoing.OutBody | None,
+    ) -> web.StreamResponse:
         assert self.session is not None
         started = time.perf_counter()
-        headers = self._forward_headers(request)
-        if ad.method == "POST":
-            headers.update(ad.headers)  # the body's own Content-Type; aiohttp sets the length
+        headers = self._out.headers(request)
+        if body is not None:
+            headers.update(body[1])  # Content-Type and -Encoding; aiohttp sets the length
         try:
             async with self.session.request(
                 ad.method,
                 yarl.URL(ad.url, encoded=True),
                 headers=headers,
-                data=ad.body if ad.method == "POST" else None,
+                data=body[0] if body is not None else None,
                 allow_redirects=False,
             ) as answer:
                 up.seconds.observe(time.perf_counter() - started)

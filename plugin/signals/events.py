@@ -14,8 +14,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
+from plugin.body_types import EventBody, FieldError
 from plugin.config import PropertyType
-from plugin.errors import RequestError
+from plugin.errors import RequestError, msgspec_problem
+from plugin.permutive.wire import Event
 
 MAX_PAST = timedelta(days=30)
 """Oldest event time accepted: past the behavioral cache's life, an event is history, not news."""
@@ -145,3 +149,81 @@ def typed_content_properties(
         dropped(name)
     pruned: dict[str, Any] = prune_empty(typed)
     return pruned
+
+
+# -- events a person gives (`/v1/events` bodies, `Enricher.track()`) ----------------------------
+
+
+def as_event(given: Event | Mapping[str, Any], path: str) -> Event:
+    """An event a host gave (`Event` or a plain mapping such as `{"name": "VideoCompletion",
+    "time": "...", "properties": {...}}`), checked as a `/v1/events` body's event is: a
+    `RequestError` names the first bad field (`events[0].time`)."""
+    if isinstance(given, Event):
+        data: Any = msgspec.structs.asdict(given)
+    elif isinstance(given, Mapping):
+        data = dict(given)
+    else:
+        expected = "an Event or a mapping with name, time and properties"
+        raise RequestError(path, expected, got_text=type(given).__name__)
+    try:
+        body = msgspec.convert(data, EventBody)
+    except msgspec.ValidationError as e:
+        where, text = msgspec_problem(e)
+        raise RequestError(f"{path}{where}", f"{text[:1].lower()}{text[1:]}") from None
+    errors: list[FieldError] = []
+    properties = check_event(body, path, errors)
+    if errors:
+        raise RequestError(errors[0].field, errors[0].expected)
+    return Event(
+        name=body.name,
+        time=body.time,
+        properties=properties,
+        view_id=body.view_id,
+        session_id=body.session_id,
+    )
+
+
+def check_event(ev: EventBody, path: str, errors: list[FieldError]) -> dict[str, Any]:
+    """The event's properties without empty values; its time and engagement metrics checked."""
+    try:
+        parse_event_time(ev.time, f"{path}.time")
+    except RequestError as e:
+        errors.append(FieldError(e.field, e.expected))
+    props: dict[str, Any] = prune_empty(without_nulls(ev.properties, f"{path}.properties", errors))
+    spent = props.get("time_spent_seconds")
+    if spent is not None and not (_is_number(spent) and spent >= 0):
+        errors.append(FieldError(f"{path}.properties.time_spent_seconds", "a number >= 0"))
+    share = props.get("percentage_watched")
+    if share is not None and not (_is_number(share) and 0 <= share <= 1):
+        errors.append(FieldError(f"{path}.properties.percentage_watched", "a number from 0 to 1"))
+    return props
+
+
+def without_nulls(value: Any, path: str, errors: list[FieldError], depth: int = 0) -> Any:
+    """`value` with every null left out: the CCS API wants absent properties omitted.
+
+    Numbers must be finite (JSON has no NaN; an overflowing literal such as 1e999 decodes to
+    infinity, which would go out as null).
+    """
+    if depth > 32:
+        errors.append(FieldError(path, "at most 32 levels of nesting"))
+        return value
+    if isinstance(value, dict):
+        return {
+            k: without_nulls(v, f"{path}.{k}", errors, depth + 1)
+            for k, v in value.items()
+            if v is not None
+        }
+    if isinstance(value, list):
+        return [
+            without_nulls(v, f"{path}[{i}]", errors, depth + 1)
+            for i, v in enumerate(value)
+            if v is not None
+        ]
+    if isinstance(value, float) and not math.isfinite(value):
+        errors.append(FieldError(path, "a finite number"))
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from adapters.base import CohortsFor
 from plugin.config import KeysConfig
+from plugin.permutive.answer import Answer
 
 
 def build_keyvalues(
@@ -28,3 +30,17 @@ def build_keyvalues(
     if keys.puid and user_id:
         out[keys.puid] = [user_id]
     return out
+
+
+def cohorts_for(
+    keys: KeysConfig, behavioral: Answer | None, contextual: Answer | None
+) -> CohortsFor:
+    """For adapters that place cohorts per activation name (OpenRTB per bidder): the key-values
+    of what the two answers activated for the names asked about, without the user id."""
+
+    def activated(names: Sequence[str]) -> dict[str, list[str]]:
+        b = behavioral.activated(names) if behavioral is not None else []
+        c = contextual.activated(names) if contextual is not None else []
+        return build_keyvalues(keys, b, c)
+
+    return activated

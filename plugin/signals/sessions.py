@@ -27,7 +27,8 @@ import hashlib
 import os
 import uuid
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from plugin.cache.local import AgedLru, Clock
 from plugin.cache.shared import SharedViews
@@ -122,6 +123,10 @@ new_uuid4 = _RandomIds()
 os.register_at_fork(after_in_child=new_uuid4.reset)
 
 
+Fleet = tuple[str, str, bool] | None
+"""The shared store's answer to a claim: (session id, view id, new), None when it had none."""
+
+
 def _then(task: asyncio.Future[Any], settle: Callable[[], Claim]) -> asyncio.Task[Claim]:
     """`settle()` once `task` has ended, whichever way."""
 
@@ -136,6 +141,27 @@ def _then(task: asyncio.Future[Any], settle: Callable[[], Claim]) -> asyncio.Tas
 def digest(*parts: str) -> bytes:
     """A 16-byte key for identities, content URLs and view keys: nothing in the clear."""
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
+
+
+def _view_key(identity: bytes, sid: str, given: str | None, content_url: str) -> bytes:
+    """A view's key on this replica: the host's (or SSAI-derived) view id, else the
+    identity's session and content."""
+    if given is not None:
+        return digest(identity.hex(), "given", given)
+    return digest(identity.hex(), sid, content_url)
+
+
+class Preview(NamedTuple):
+    """An ad request's session and view as this replica knows them now (`preview`)."""
+
+    session_id: str | None
+    """None: the identity has no session here, so a new one would be generated."""
+    session_origin: str
+    """`host`, `ssai`, `generated` (the identity's current one) or `new`."""
+    given_view: str | None
+    """The host's or SSAI-derived view id, else None (a view id is generated)."""
+    view: View | None
+    """The live view this request belongs to; None: it would start a view (play event)."""
 
 
 class SessionTracker:
@@ -220,10 +246,7 @@ class SessionTracker:
         else:
             sid = fixed
         given = self.given_view(view_id, ssai_session_id, content_url)
-        if given is not None:
-            key = digest(identity.hex(), "given", given)
-        else:
-            key = digest(identity.hex(), sid, content_url)
+        key = _view_key(identity, sid, given, content_url)
         view = self._views.get(key)
         new = view is None or view.session_id != sid
         if view is None or new:
@@ -232,6 +255,31 @@ class SessionTracker:
                 record.last_view = view.id
         self._views.put(key, view)
         return Claim(sid, view, new, key)
+
+    def preview(
+        self,
+        identity: bytes,
+        *,
+        session: str | None,
+        ssai_session_id: str | None,
+        view_id: str | None,
+        content_url: str,
+    ) -> Preview:
+        """What `claim_local` would answer, claiming nothing and keeping nothing alive: the
+        explain page shows it without changing what the next real ad request sees."""
+        origin = "host" if session else "ssai"
+        sid = self.given_session(session, ssai_session_id)
+        if sid is None:
+            record = self._sessions.peek(identity)
+            sid = record.id if record is not None else None
+            origin = "generated" if record is not None else "new"
+        given = self.given_view(view_id, ssai_session_id, content_url)
+        view = None
+        if sid is not None:
+            view = self._views.peek(_view_key(identity, sid, given, content_url))
+            if view is not None and view.session_id != sid:
+                view = None
+        return Preview(sid, origin, given, view)
 
     async def claim(
         self,
@@ -274,26 +322,23 @@ class SessionTracker:
         if not asked.done():
             loop = asyncio.get_running_loop()
             await wait_all(loop, [asked], loop.time() + wait_s)
-
-        def settle() -> Claim:
-            fleet = None if asked.cancelled() or asked.exception() else asked.result()
-            return self._settle(identity, local, fleet, fixed, given, content_url)
-
+        settle = partial(self._settle, asked, identity, local, fixed, given, content_url)
         if asked.done():
             return settle()
         return Claim(local.session_id, local.view, False, local.key, _then(asked, settle))
 
     def _settle(
         self,
+        asked: asyncio.Future[Fleet],
         identity: bytes,
         local: Claim,
-        fleet: tuple[str, str, bool] | None,
         fixed: bool,
         given: bool,
         content_url: str,
     ) -> Claim:
         """The claim as decided: by the fleet, stored locally under the ids it gave (the key
         later lookups use); by this replica alone when the fleet could not answer."""
+        fleet = None if asked.cancelled() or asked.exception() else asked.result()
         view = local.view
         if fleet is None:
             new = local.new and not view.known
@@ -308,7 +353,7 @@ class SessionTracker:
                 record.last_view = vid
         key = local.key
         if not given and sid != local.session_id:
-            key = digest(identity.hex(), sid, content_url)
+            key = _view_key(identity, sid, None, content_url)
             if local.new:
                 self._views.discard(local.key)  # a guess under a session that was not the fleet's
             view = self._views.get(key) or view

@@ -10,6 +10,7 @@ write. The number of examples comes from the hypothesis profile (`tests/conftest
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
@@ -17,10 +18,11 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.openrtb import OpenRtbAdapter, OpenRtbSettings
+from adapters.openrtb import INVENTORY, OpenRtbAdapter, OpenRtbSettings
 from adapters.query import QueryAdapter, QuerySettings
 from plugin.context import Context
 from plugin.request import AdRequest
+from tests.helpers.jsonbytes import outside
 
 Failure = tuple[str, str, BaseException]
 
@@ -340,7 +342,7 @@ def test_openrtb_never_raises(
     adapter = OpenRtbAdapter(on_error=hook)
     request = post(url, body, method)
     reason = adapter.unrecognised(request)
-    assert reason in (None, "method", "json", "body")
+    assert reason in (None, "method", "json", "body", "duplicate_keys")
     assert isinstance(adapter.parse(request), Context)
     applied = adapter.apply(request, kvs)
     if reason is not None:
@@ -422,5 +424,59 @@ def test_openrtb_duplicate_keys_count_every_copy(
         assert consent.gdpr is None and "regs.gdpr" in consent.conflicts
     else:
         assert consent.gdpr == (known.pop() if known else None)
-    if len(gdprs) > 1 or len(coppas) > 1:  # a repeated key: the body is never rewritten
-        assert adapter.apply(request, kvs).request == request
+    # regs is not written into: the body is, and the repeated keys stay as they were sent
+    out = adapter.apply(request, kvs).request.body
+    assert f'"regs":{{{regs}}}'.encode() in out
+    assert outside(out, ["user", "site"]) == outside(raw, ["user", "site"])
+
+
+WRITTEN_INTO = {
+    "": '{"id":"x","imp":[],"site":{"page":"p"},%s}',
+    "user": '{"id":"x","imp":[],"user":{%s}}',
+    "user.ext": '{"id":"x","imp":[],"user":{"ext":{%s}}}',
+    "user.ext.data": '{"id":"x","imp":[],"user":{"ext":{"data":{%s}}}}',
+    "site": '{"id":"x","imp":[],"site":{"page":"p",%s}}',
+    "site.content": '{"id":"x","imp":[],"site":{"page":"p","content":{%s}}}',
+}
+SPELLINGS = [str.lower, str.upper, str.title, lambda n: f"\\u{ord(n[0]):04x}{n[1:]}"]
+
+
+@given(
+    st.sampled_from(sorted(WRITTEN_INTO)),
+    st.sampled_from(["user", "data", "ext", "consent", "id", "site"]),
+    st.sampled_from(SPELLINGS),
+    st.sampled_from(SPELLINGS),
+)
+def test_openrtb_a_repeated_name_where_we_write_is_not_recognised(
+    where: str, name: str, first: Any, second: Any
+) -> None:
+    """Any object the adapter writes into (the root included) with a name twice, in any case
+    or behind an escape, is left alone: which copy a bidder reads is not ours to choose."""
+    raw = (WRITTEN_INTO[where] % f'"{first(name)}":{{}},"{second(name)}":{{}}').encode()
+    adapter = OpenRtbAdapter()
+    request = post(URLS[0], raw)
+    assert adapter.unrecognised(request) == "duplicate_keys"
+    assert adapter.parse(request) == Context()
+    assert adapter.apply(request, {"permutive": ["1"], CTX: ["c"]}).request == request
+
+
+@given(bid_request, st.sampled_from(URLS), keyvalues, st.integers(0, 3), st.booleans())
+def test_openrtb_formatting_survives_outside_what_it_writes(
+    body: dict[str, Any], url: str, kvs: dict[str, list[str]], indent: int, ascii_only: bool
+) -> None:
+    """A body as a person or another encoder formats it: the written members go in, every
+    other byte (whitespace, escapes) stays, and the values are the oracle's."""
+    raw = json.dumps(body, indent=indent or None, ensure_ascii=ascii_only).encode()
+    adapter = OpenRtbAdapter()
+    request = post(url, raw)
+    if adapter.unrecognised(request) is not None:
+        return
+    applied = adapter.apply(request, kvs)
+    expected, written = oracle(body, kvs)
+    assert applied.written == written
+    got = msgspec.json.decode(applied.request.body)
+    assert msgspec.json.encode(got) == msgspec.json.encode(expected)
+    ours = ["user.data", "user.ext"] + [f"{n}.{m}" for n in INVENTORY for m in ("content", "ext")]
+    if "user" not in body:
+        ours.append("user")
+    assert outside(applied.request.body, ours) == outside(raw, ours)

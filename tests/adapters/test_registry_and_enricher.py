@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry
 
 from adapters import (
     KNOWN_ADAPTERS,
@@ -197,3 +198,30 @@ async def test_enricher_query_tag_by_name(fake: FakePermutive) -> None:
     assert r.url == url + "&permutive=12345,67890,99999"
     assert r.platform == "query"
     assert unnamed.url == url and unnamed.keyvalues == {}
+
+
+async def test_enricher_counts_what_an_adapter_leaves_out(fake: FakePermutive) -> None:
+    """A device id of an OS without a known id type, and a bidder whose bidderconfig entry it
+    shares with another: left out, counted as bad input and logged, the request still goes."""
+    registry = CollectorRegistry()
+    cfg = config(
+        fake,
+        adapters={"openrtb": {"scope": "bidders", "bidders": {"appnexus": ["dfp"], "ix": ["dfp"]}}},
+    )
+    body = {
+        **BID,
+        "device": {"ifa": "abc-1", "os": "Windows"},
+        "ext": {"prebid": {"bidderconfig": [{"bidders": ["appnexus", "x"], "config": {}}]}},
+    }
+    async with Enricher(cfg, registry=registry) as e:
+        r = await e.enrich(post(body), GRANTED)
+    assert fake.calls["ccs"] == 0  # no identity: the device id was not used
+    assert list(r.keyvalues) == ["ix.permutive"]
+
+    def bad(kind: str) -> float | None:
+        return registry.get_sample_value(
+            "cohortkv_bad_input_total", {"source": "openrtb", "kind": kind}
+        )
+
+    assert bad("ifa_os_unknown") == 1
+    assert bad("bidderconfig_shared") == 1

@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import os
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
@@ -15,6 +23,9 @@ from yarl import URL
 from plugin.config import Config, ServeConfig, UpstreamConfig
 from tests.fake_adserver import running
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.jsonbytes import outside
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BID = {
     "id": "r1",
@@ -43,7 +54,7 @@ async def upstream() -> AsyncIterator[tuple[Recorder, str]]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
     server = TestServer(app)
-    await server.start_server()
+    await server.start_server(auto_decompress=False)  # keep what the wire carried
     try:
         yield recorder, str(server.make_url("")).rstrip("/")
     finally:
@@ -170,3 +181,161 @@ async def test_other_methods_get_405_with_allow_and_bodies_are_bounded(
         resp = await side.client.post("/proxy/pbs/openrtb2/auction", data=b"x" * 4096)
         assert resp.status == 413
     assert recorder.seen == []
+
+
+# --- bid requests the sidecar receives compressed (fixtures with "gzip": true) ---
+
+FIXTURES = Path(__file__).parent / "fixtures" / "openrtb"
+CASES = {p.stem: msgspec.json.decode(p.read_bytes()) for p in sorted(FIXTURES.glob("*.json"))}
+GZIPPED = sorted(name for name, case in CASES.items() if case.get("gzip"))
+
+
+def test_the_corpus_has_compressed_bid_requests() -> None:
+    assert len(GZIPPED) >= 2
+
+
+@pytest.mark.parametrize("name", GZIPPED)
+async def test_a_compressed_bid_request_is_enriched_and_sent_on_compressed(
+    name: str, fake: FakePermutive, upstream: tuple[Recorder, str]
+) -> None:
+    """The fixture's body goes in gzip-compressed; Prebid Server must receive what the
+    fixture expects, encoded as its Content-Encoding says."""
+    case = CASES[name]
+    recorder, url = upstream
+    written = case["expected"]["written"]["permutive"]
+    fake.ccs_answer = {"user_id": fake.ccs_answer["user_id"], "cohorts": [], "activations": {}}
+    fake.ctx_default = {"cohorts": written, "activations": {"dfp": written}}
+    cfg = config(fake, url, openrtb={"activation_platforms": ["dfp"]})
+    body = case["request"]["body_text"].encode()
+    headers = dict(case["request"].get("headers", []))
+    headers.update({"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    async with running(cfg) as side:
+        resp = await side.client.post(
+            "/proxy/pbs/openrtb2/auction", data=gzip.compress(body), headers=headers
+        )
+        assert resp.status == 200
+    _, _, sent, got_headers = recorder.seen[-1]
+    assert got_headers.get("Content-Encoding") == "gzip"
+    assert gzip.decompress(sent) == case["expected"]["request"]["body_text"].encode()
+
+
+# --- a Prebid-shaped auction through `cohortkv serve` ---
+
+PREBID_AUCTION = """{
+  "id": "auction-77",
+  "imp": [
+    {
+      "id": "div-1",
+      "banner": {"format": [{"w": 300, "h": 250}]},
+      "bidfloor": 1.00,
+      "ext": {"prebid": {"bidder": {"appnexus": {"placementId": 13144370},
+                                    "rubicon": {"accountId": 1001}, "ix": {"siteId": "3"}}}}
+    }
+  ],
+  "app": {"bundle": "com.example.news", "content": {"url": "https://news.example/story/7"}},
+  "device": {"ifa": "6d92078a-8246-4ba4-ae5b-76104861e7dc", "os": "iOS", "lmt": 0},
+  "user": {
+    "data": [{"name": "dmp.example", "segment": [{"id": "d1"}]}],
+    "ext": {"consent": "%s"}
+  },
+  "regs": {"ext": {"gdpr": 1}},
+  "ext": {"prebid": {"targeting": {},
+                     "bidderconfig": [{"bidders": ["pubmatic"],
+                                       "config": {"ortb2": {"user": {"keywords": "k"}}}}]}}
+}"""
+TC_GRANTED = "CP60aCAP60aCAAKACBENAwEAAP_gAAAAAAYgC0wAQC0gAAAA.IAAA"
+
+
+async def _serve(config_path: Path) -> tuple[asyncio.subprocess.Process, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plugin", "serve", "--config", str(config_path),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert line, "".join(seen)
+        seen.append(line)
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            return proc, int(m.group(1))
+
+
+async def test_prebid_auction_through_serve_gets_per_bidder_cohorts_only(
+    fake: FakePermutive, upstream: tuple[Recorder, str], tmp_path: Path
+) -> None:
+    """scope = "bidders", names = "prebid": each bidder's cohorts reach Prebid Server in its own
+    ext.prebid.bidderconfig entry, as Prebid.js would send them; nothing request-wide, and
+    every byte outside ext is as the caller sent it."""
+    recorder, url = upstream
+    fake.ccs_answer = {
+        "user_id": fake.ccs_answer["user_id"],
+        "cohorts": ["201", "301", "901"],
+        "activations": {"appnexus": ["201"], "rubicon": ["301"], "standard": ["901"]},
+    }
+    fake.ctx_default = {"cohorts": ["c2"], "activations": {"appnexus": ["c2"]}}
+    config = tmp_path / "cohortkv.toml"
+    config.write_text(
+        f'api_key = "{API_KEY}"\nccs_url = "{fake.url}"\nctx_url = "{fake.url}"\n'
+        "budget_ms = 2000\n"
+        '[serve]\nhost = "127.0.0.1"\nport = 0\n'
+        f'[serve.upstreams.pbs]\nurl = "{url}"\nplatform = "openrtb"\n'
+        '[adapters.openrtb]\nscope = "bidders"\nnames = "prebid"\n'
+        'standard_activation_platforms = ["standard"]\n'
+        '[adapters.openrtb.bidders]\nappnexus = ["appnexus", "standard"]\n'
+        'rubicon = ["rubicon"]\nix = ["ix"]\n'
+    )
+    body = (PREBID_AUCTION % TC_GRANTED).encode()
+    proc, port = await _serve(config)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{port}/proxy/pbs/openrtb2/auction",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+            assert await resp.json() == {"id": "r1", "seatbid": []}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+    method, target, sent, headers = recorder.seen[-1]
+    assert (method, target, int(headers["Content-Length"])) == (
+        "POST",
+        "/openrtb2/auction",
+        len(sent),
+    )
+    assert fake.bodies["ccs"][0]["body"]["alias"] == {
+        "tag": "idfa",
+        "id": "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+    }
+    doc = msgspec.json.decode(sent)
+    other = {"name": "dmp.example", "segment": [{"id": "d1"}]}
+
+    def entry(code: str, data: list[Any], ext: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "bidders": [code],
+            "config": {"ortb2": {"user": {"data": data, "ext": {"data": ext}}}},
+        }
+
+    assert doc["ext"]["prebid"]["bidderconfig"] == [
+        {"bidders": ["pubmatic"], "config": {"ortb2": {"user": {"keywords": "k"}}}},
+        entry(
+            "appnexus",
+            [other, {"name": "permutive", "segment": [{"id": "201"}, {"id": "c2"}]},
+             {"name": "permutive.com", "segment": [{"id": "901"}]}],
+            {"permutive": ["201", "c2"], "p_standard": ["901"]},
+        ),
+        entry(
+            "rubicon",
+            [other, {"name": "permutive", "segment": [{"id": "301"}]}],
+            {"permutive": ["301"]},
+        ),
+    ]  # fmt: skip
+    # nothing request-wide: user and app as sent, and every byte outside ext too
+    assert doc["user"] == {"data": [other], "ext": {"consent": TC_GRANTED}}
+    assert outside(sent, ["ext"]) == outside(body, ["ext"])

@@ -1,6 +1,9 @@
-"""Redis for the shared-state tests: 127.0.0.1:6379 on these machines.
+"""Redis for the shared-state tests: 127.0.0.1:6379 on these machines, shared with others.
 
-Under `CI=true` a missing Redis fails a test instead of skipping it.
+Each test run writes under a key prefix of its own (`cache.redis_prefix`,
+`cohortkv-test-<random>`), never under the `cohortkv` keys a deployment or another run uses,
+and removes what it wrote when the session ends (`conftest.py`): nothing is flushed, nothing of
+anyone else's is touched. Under `CI=true` a missing Redis fails a test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -10,10 +13,39 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from plugin.config import CacheConfig
+
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
+RUN_PREFIX = f"cohortkv-test-{uuid.uuid4().hex[:12]}"
+"""This test run's key prefix: unique per run, so that runs sharing the Redis never meet."""
+
+
+@dataclass(frozen=True)
+class SharedRedis:
+    url: str
+    prefix: str
+
+    def cache(self, **settings: Any) -> CacheConfig:
+        """`[cache]` pointing at this Redis under this run's prefix."""
+        return CacheConfig(redis_url=self.url, redis_prefix=self.prefix, **settings)
+
+    def env(self) -> dict[str, str]:
+        """The same as `COHORTKV_*` variables, for a `cohortkv` process."""
+        return {"COHORTKV_CACHE__REDIS_URL": self.url, "COHORTKV_CACHE__REDIS_PREFIX": self.prefix}
+
+    def pattern(self) -> str:
+        return f"{self.prefix}:*"
+
+    def own(self) -> SharedRedis:
+        """A prefix below this one for a single test (its streams, groups and leases meet no
+        other test's); the run's clean-up removes it with the rest."""
+        return SharedRedis(self.url, f"{self.prefix}:{uuid.uuid4().hex[:8]}")
 
 
 def missing(why: str) -> None:
@@ -35,6 +67,35 @@ def shared_redis_url() -> str:
     if not port_open(6379):
         missing("no Redis on 127.0.0.1:6379")
     return SHARED_REDIS
+
+
+def shared_redis() -> SharedRedis:
+    return SharedRedis(shared_redis_url(), RUN_PREFIX)
+
+
+def keys_of(redis: SharedRedis) -> list[str]:
+    """Every key under the run's prefix (SCAN, never KEYS)."""
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        return [k.decode() for k in client.scan_iter(match=redis.pattern(), count=500)]
+    finally:
+        client.close()
+
+
+def remove_keys(redis: SharedRedis) -> int:
+    """Deletes every key under the run's prefix, and only those; how many there were."""
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        keys = list(client.scan_iter(match=redis.pattern(), count=500))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        return len(keys)
+    finally:
+        client.close()
 
 
 def free_port() -> int:

@@ -157,6 +157,48 @@ const CASES = [
     serviceSpecific: true,
     restrictions: [restriction(1, REQUIRE_CONSENT, [PERMUTIVE]), restriction(1, REQUIRE_LI, [PERMUTIVE])],
   },
+  // Publisher TC segments (type 3), as a CMP hands a string to vendors (isForVendors) or as a
+  // service-specific string always carries one: what `[consent] tcf_basis = "publisher"` reads.
+  {
+    name: 'publisher_p1_without_vendor_361',
+    purposes: [],
+    vendors: [755],
+    forVendors: true,
+    publisherConsents: [1],
+  },
+  {
+    name: 'publisher_p1_li_only_vendor_361_consented',
+    purposes: [1],
+    vendors: [PERMUTIVE],
+    forVendors: true,
+    publisherConsents: [2, 3],
+    publisherLI: [1, 7],
+  },
+  {
+    name: 'publisher_custom_purposes',
+    purposes: [1],
+    vendors: [PERMUTIVE],
+    forVendors: true,
+    publisherConsents: [1, 4],
+    customPurposes: 3,
+    customConsents: [1, 3],
+    customLI: [2],
+  },
+  {
+    name: 'service_specific_publisher_p1_only',
+    purposes: [],
+    vendors: [],
+    serviceSpecific: true,
+    publisherConsents: [1],
+  },
+  {
+    name: 'publisher_p1_restriction_not_allowed_p1_361',
+    purposes: ALL_PURPOSES,
+    vendors: [PERMUTIVE],
+    serviceSpecific: true,
+    publisherConsents: [1],
+    restrictions: [restriction(1, NOT_ALLOWED, [PERMUTIVE])],
+  },
   {
     name: 'conflicting_restrictions_p1_361_types_1_and_0',
     purposes: ALL_PURPOSES,
@@ -238,6 +280,12 @@ const vectors = CASES.map((c) => {
   model.specialFeatureOptins.set(c.specialFeatures ?? []);
   model.purposeLegitimateInterests.set(c.purposesLI ?? []);
   model.publisherConsents.set(c.publisherConsents ?? []);
+  model.publisherLegitimateInterests.set(c.publisherLI ?? []);
+  if (c.customPurposes) {
+    model.numCustomPurposes = c.customPurposes;
+    model.publisherCustomConsents.set(c.customConsents ?? []);
+    model.publisherCustomLegitimateInterests.set(c.customLI ?? []);
+  }
   model.created = DATE;
   model.lastUpdated = DATE;
 
@@ -256,6 +304,20 @@ const vectors = CASES.map((c) => {
     .map((pr) => restriction(pr.purposeId, pr.restrictionType, back.publisherRestrictions.getVendors(pr)));
   const asked = (c.restrictions ?? []).map((r) => restriction(r.purpose, r.type, sorted(r.vendors)));
   if (JSON.stringify(restrictions) !== JSON.stringify(asked)) throw new Error(`${c.name}: restrictions differ`);
+  // The publisher TC segment: present when the string has a segment of type 3 (its first three
+  // bits); the reference decoder must give back the purposes asked for.
+  const publisherSegment = tcString.split('.').slice(1).some((s) => base64UrlToBits(s).startsWith('011'));
+  if (publisherSegment !== !!(c.forVendors || c.serviceSpecific)) throw new Error(`${c.name}: publisher segment`);
+  const pubConsent = ids(back.publisherConsents);
+  const pubLI = ids(back.publisherLegitimateInterests);
+  const customConsent = ids(back.publisherCustomConsents);
+  const customLI = ids(back.publisherCustomLegitimateInterests);
+  if (publisherSegment) {
+    if (!sameList(pubConsent, sorted(c.publisherConsents ?? []))) throw new Error(`${c.name}: publisher consents`);
+    if (!sameList(pubLI, sorted(c.publisherLI ?? []))) throw new Error(`${c.name}: publisher LI`);
+    if (!sameList(customConsent, sorted(c.customConsents ?? []))) throw new Error(`${c.name}: custom consents`);
+    if (!sameList(customLI, sorted(c.customLI ?? []))) throw new Error(`${c.name}: custom LI`);
+  }
 
   // Core segment bits: 213 bits of fixed fields, then the vendor consent section, then the
   // vendor LI section; each section is MaxVendorId(16), IsRangeEncoding(1), then the vendors.
@@ -291,6 +353,18 @@ const vectors = CASES.map((c) => {
       c.purposes.includes(1) &&
       c.vendors.includes(PERMUTIVE) &&
       (restriction361p1 === null || restriction361p1 === REQUIRE_CONSENT),
+    publisher_segment: publisherSegment,
+    publisher_purposes_consent: publisherSegment ? pubConsent : [],
+    publisher_purposes_li_transparency: publisherSegment ? pubLI : [],
+    publisher_num_custom_purposes: publisherSegment ? (c.customPurposes ?? 0) : 0,
+    publisher_custom_purposes_consent: publisherSegment ? customConsent : [],
+    publisher_custom_purposes_li_transparency: publisherSegment ? customLI : [],
+    // tcf_basis = "publisher": Purpose 1 consented in the publisher segment (legitimate
+    // interest does not count), vendor 361 not needed; a restriction denies as above.
+    expect_allowed_publisher_basis:
+      publisherSegment &&
+      (c.publisherConsents ?? []).includes(1) &&
+      (restriction361p1 === null || restriction361p1 === REQUIRE_CONSENT),
     cmp_id: back.cmpId,
     cmp_version: back.cmpVersion,
     consent_screen: back.consentScreen,
@@ -313,6 +387,12 @@ const on361 = new Set(vectors.filter((v) => v.restrictions.length).map((v) => v.
 for (const t of [null, NOT_ALLOWED, REQUIRE_CONSENT, REQUIRE_LI]) {
   if (!on361.has(t)) throw new Error(`no restricted case with ${t} on Purpose 1 for ${PERMUTIVE}`);
 }
+// Both bases must disagree somewhere, each way, and a publisher segment must carry custom purposes.
+if (!vectors.some((v) => v.expect_allowed_publisher_basis && !v.expect_allowed)) throw new Error('no publisher-only grant');
+if (!vectors.some((v) => !v.expect_allowed_publisher_basis && v.expect_allowed && v.publisher_segment)) {
+  throw new Error('no vendor-only grant with a publisher segment');
+}
+if (!vectors.some((v) => v.publisher_custom_purposes_consent.length)) throw new Error('no custom purposes');
 
 writeFileSync(OUT, JSON.stringify(vectors, null, 2) + '\n');
 console.log(`wrote ${vectors.length} vectors to ${OUT}`);

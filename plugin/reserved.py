@@ -1,0 +1,270 @@
+"""Reserved `cohortkv_*` query parameters: read, then removed before the ad server sees the URL.
+
+An SSAI stitcher's URL template can only add query parameters (MediaTailor:
+`&cohortkv_sid=[session.id]`), so cohortkv takes these out of the query itself, on every way in:
+the sidecar's proxy, `/v1/enrich`, the client middleware and `Enricher.enrich`. Removal is
+byte-precise: the query is split on `;` (FreeWheel sections) and each section on `&`; reserved
+fields are dropped and everything else is joined back with the separators it had, so no other
+byte moves. A section left empty stays (`a;cohortkv_sid=1;b` → `a;;b`): FreeWheel sections are
+positional.
+
+A name is reserved whatever its spelling: percent-encoded (`cohortkv%5Fuid`, `%63ohortkv_uid`)
+or in any ASCII case (`COHORTKV_CONSENT`), as a lenient decoder would read it. The cheap scan
+that decides whether a query needs the full decode (`may_hold_reserved`, about a microsecond on
+an ad request) cannot miss one: such a name either shows `cohortkv` in some case, or encodes
+one of its characters, and so holds one of their few percent-encodings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import unquote
+
+import msgspec
+
+from plugin.context import ConsentSignals, Content, Context
+from plugin.identity import Alias, Identity, IdentityError, is_uuid4, parse_alias_flag
+
+PREFIX = "cohortkv_"
+CONFLICT = "\x00conflict"
+"""The value of a reserved name given twice with different values: the caller reads it as a
+conflict (for consent, a denial), never as either value."""
+_ENCODED = re.compile(r"%(?:[46][38BbFf]|[57][246]|5[Ff])")
+"""The percent-encoding of a character of `cohortkv_`, in either case (`%63` c, `%4B` K, `%5F` _,
+...): a name that hides the prefix holds one."""
+
+# Query parameter → what it carries. Request headers of the same meaning win over these, except
+# that any consent denial wins (`plugin.serve.proxy`).
+SESSION_ID = "cohortkv_sid"
+USER_ID = "cohortkv_uid"
+ALIAS = "cohortkv_alias"
+CONSENT = "cohortkv_consent"
+CONTENT_URL = "cohortkv_content_url"
+VIEW_ID = "cohortkv_vid"
+CLIENT_TYPE = "cohortkv_client_type"
+PROPERTY_PREFIX = "cohortkv_p."
+"""`cohortkv_p.<name>=<value>`: a play-event property (typed by `[events.properties]`)."""
+
+PARAMS: tuple[str, ...] = (
+    SESSION_ID,
+    USER_ID,
+    ALIAS,
+    CONSENT,
+    CONTENT_URL,
+    VIEW_ID,
+    CLIENT_TYPE,
+)
+_KNOWN = frozenset(p[len(PREFIX) :] for p in PARAMS)
+
+HEADERS: dict[str, str] = {
+    SESSION_ID: "X-Cohortkv-Session-Id",
+    USER_ID: "X-Cohortkv-User-Id",
+    ALIAS: "X-Cohortkv-Alias",
+    CONSENT: "X-Cohortkv-Consent",
+    CONTENT_URL: "X-Cohortkv-Content-Url",
+    VIEW_ID: "X-Cohortkv-View-Id",
+    CLIENT_TYPE: "X-Cohortkv-Client-Type",
+}
+PROPERTIES_HEADER = "X-Cohortkv-Properties"
+"""A JSON object of play-event properties; the `cohortkv_p.*` parameters win over it."""
+
+GRANTED = frozenset({"granted", "true", "1", "yes"})
+DENIED = frozenset({"denied", "false", "0", "no"})
+
+BadInput = Callable[[str], None]
+"""Counts one unusable value, by kind (`conflict`, `user_id`, `alias`, `consent`, ...)."""
+
+
+def may_hold_reserved(text: str) -> bool:
+    """False only when no field of `text` can be a reserved name, however spelled."""
+    return "cohortkv" in text.lower() or _ENCODED.search(text) is not None
+
+
+def reserved_name(name: str) -> str | None:
+    """The canonical reserved name `name` spells (already percent-decoded), or None.
+
+    The prefix and the known names match in any ASCII case; a property keeps its own name's
+    case (`cohortkv_P.Title` is property `Title`).
+    """
+    head = name[: len(PREFIX)]
+    if not head.isascii() or head.lower() != PREFIX:
+        return None
+    rest = name[len(PREFIX) :]
+    if rest.lower() in _KNOWN:
+        return PREFIX + rest.lower()
+    if rest[:2].lower() == "p.":
+        return PROPERTY_PREFIX + rest[2:]
+    return PREFIX + rest
+
+
+def split_reserved(query: str) -> tuple[str, dict[str, str]]:
+    """The query without reserved fields, and those fields' percent-decoded values by canonical
+    name.
+
+    Every field whose (percent-decoded) name starts with `cohortkv_`, in any ASCII case, is
+    removed, known or not: the prefix is ours. A name given twice with different values reads
+    as `CONFLICT`. Never raises.
+    """
+    if not may_hold_reserved(query):
+        return query, {}
+    found: dict[str, str] = {}
+    sections = query.split(";")
+    for i, section in enumerate(sections):
+        if not may_hold_reserved(section):
+            continue
+        kept = []
+        for field in section.split("&"):
+            name, _, value = field.partition("=")
+            if "%" in name:
+                name = unquote(name, errors="replace")
+            canonical = reserved_name(name)
+            if canonical is None:
+                kept.append(field)
+                continue
+            decoded = unquote(value, errors="replace")
+            if canonical not in found:
+                found[canonical] = decoded
+            elif found[canonical] != decoded:
+                found[canonical] = CONFLICT
+        sections[i] = "&".join(kept)
+    return ";".join(sections), found
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without reserved query fields (the same string when it has none), and their
+    values. The fragment is left as it is; a query left empty loses its `?`."""
+    head, sep, query = url.partition("?")
+    if not sep or not may_hold_reserved(query):
+        return url, {}
+    query, hash_, fragment = query.partition("#")
+    query, found = split_reserved(query)
+    if not found:
+        return url, {}
+    return head + ("?" + query if query else "") + hash_ + fragment, found
+
+
+def pick(given: Sequence[str], param: str | None, name: str, bad: BadInput) -> str | None:
+    """The value to use for reserved `name`: the header's (`given`: every copy of it), else the
+    parameter's. A value given twice differently is a conflict: for consent `CONFLICT`, for
+    any other name nothing. Values that are not text (bytes that are not UTF-8 arrive as
+    surrogates) are not used."""
+    value = (given[0] if len(set(given)) == 1 else CONFLICT) if given else param
+    if value == CONFLICT:
+        bad("conflict")
+        return CONFLICT if name == CONSENT else None
+    if value is None:
+        return None
+    if not is_text(value):
+        bad("encoding")
+        return None
+    return value.strip() or None
+
+
+def is_text(value: str) -> bool:
+    """Whether a header or parameter value is text: bytes that are not UTF-8 arrive as
+    surrogates."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def override(said: str | None, param: str | None, bad: BadInput) -> bool | None:
+    """The caller's consent override from the value `pick` chose and the parameter itself. It
+    may always deny: given twice with different values, or by the header and the parameter
+    differently, the denial wins."""
+    if said == CONFLICT:
+        return False
+    words = [w.strip().lower() for w in (said, param) if w is not None and w != CONFLICT]
+    if param == CONFLICT or any(w in DENIED for w in words):
+        return False
+    if not words:
+        return None
+    if all(w in GRANTED for w in words):
+        return True
+    bad("consent")
+    return None
+
+
+def param_properties(found: dict[str, str]) -> dict[str, Any]:
+    """Play-event properties from the `cohortkv_p.<name>` parameters."""
+    return {
+        name[len(PROPERTY_PREFIX) :]: value
+        for name, value in found.items()
+        if name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX)
+    }
+
+
+def given_context(
+    value: Callable[[str], str | None],
+    consent: bool | None,
+    properties: dict[str, Any],
+    bad: BadInput,
+) -> Context:
+    """What a caller said through reserved names (`value(param)` gives each name's chosen
+    value): identity, the consent override, content and ids. An unusable identity is counted
+    and left out."""
+    identity: Identity | None = None
+    user_id = value(USER_ID)
+    alias = value(ALIAS)
+    if user_id is not None:
+        if is_uuid4(user_id):
+            identity = Identity(user_id=user_id)
+        else:
+            bad("user_id")
+    elif alias is not None:
+        try:
+            a = parse_alias_flag(alias)
+            identity = Identity(alias=Alias(tag=a.tag, id=a.id)).validate()
+        except IdentityError:
+            bad("alias")
+    return Context(
+        identity=identity,
+        consent=ConsentSignals(override=consent),
+        content=Content(
+            url=value(CONTENT_URL), properties=properties, client_type=value(CLIENT_TYPE)
+        ),
+        view_id=value(VIEW_ID),
+        ssai_session_id=value(SESSION_ID),
+    )
+
+
+def params_context(found: dict[str, str], bad: BadInput) -> Context:
+    """What the reserved parameters of a URL say, headers aside (library, middleware, JSON
+    API)."""
+
+    def value(name: str) -> str | None:
+        return pick((), found.get(name), name, bad)
+
+    consent = override(value(CONSENT), found.get(CONSENT), bad)
+    return given_context(value, consent, param_properties(found), bad)
+
+
+def under(host: Context | None, params: Context) -> Context:
+    """The host's context over what the URL's reserved parameters say: each field the host set
+    wins, except consent, where a denial from either wins (the URL's override can deny, never
+    upgrade the host's)."""
+    if host is None:
+        return params
+    said = (host.consent.override, params.consent.override)
+    decided = False if False in said else (said[0] if said[0] is not None else said[1])
+    h, p = host.content, params.content
+    return Context(
+        identity=host.identity or params.identity,
+        consent=msgspec.structs.replace(host.consent, override=decided),
+        content=Content(
+            url=h.url or p.url,
+            properties={**p.properties, **h.properties},
+            title=h.title,
+            user_agent=h.user_agent,
+            referrer=h.referrer,
+            client_type=h.client_type or p.client_type,
+        ),
+        session_id=host.session_id,
+        view_id=host.view_id or params.view_id,
+        ssai_session_id=host.ssai_session_id or params.ssai_session_id,
+        limit_ad_tracking=host.limit_ad_tracking,
+    )
