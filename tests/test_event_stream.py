@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -30,11 +28,11 @@ from plugin.config import (
 )
 from tests.fake_adserver import Running, running
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.cli import serve_process
 from tests.helpers.redis import RedisProcess, SharedRedis
 from tests.helpers.waiting import until
 from tests.times import recent
 
-ROOT = Path(__file__).resolve().parent.parent
 GRANTED = {"granted": True}
 
 
@@ -208,23 +206,6 @@ async def test_works_against_a_redis_cluster(fake: FakePermutive, redis_cluster:
 # -- a replica killed with SIGKILL ------------------------------------------------------------
 
 
-async def serve(cfg: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """`cohortkv serve` as a real process; its base URL once it listens."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "plugin", "serve", "--config", str(cfg),
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    err = []
-    while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-        assert line, "".join(err)
-        err.append(line)
-        if m := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
-            return proc, m.group(1)
-
-
 async def test_events_accepted_by_a_killed_replica_are_delivered_once_in_order(
     fake: FakePermutive, shared_redis: SharedRedis, tmp_path: Path
 ) -> None:
@@ -239,7 +220,8 @@ async def test_events_accepted_by_a_killed_replica_are_delivered_once_in_order(
     )
     fake.status["ccs"] = 503
     users = [f"viewer-{i}" for i in range(12)]
-    first, url = await serve(cfg)
+    first, port = await serve_process(cfg)
+    url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
 
@@ -261,7 +243,8 @@ async def test_events_accepted_by_a_killed_replica_are_delivered_once_in_order(
     assert accepted == 36 * len(users) and delivered(fake) == {}
 
     fake.status["ccs"] = 200
-    second, url = await serve(cfg)
+    second, port = await serve_process(cfg)
+    url = f"http://127.0.0.1:{port}"
     try:
         want = {u: list(range(36)) for u in users}
         await until(lambda: delivered(fake) == want, timeout_s=30, what="all, once, in order")
