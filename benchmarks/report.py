@@ -315,6 +315,15 @@ def results_md(
         "the same millisecond)."
     )
     s.append(
+        "- Two replicas (scenario 8): two sidecars on one redis-server of the run's own. Views: "
+        "new viewers, each watching a piece of content of its own, 4 ad breaks each, every "
+        "break on the other replica than the one before, 256 viewers' breaks in flight; the "
+        "CCS emulator counts the viewers whose play event it received more than once. Events: "
+        '`[events] queue = "redis"`, `/v1/events` requests of 5 events (100 users) at '
+        "concurrency 256 over both replicas, the CCS API answering in a fixed 25 ms; accepted "
+        "per second over the posting, delivered per second until the CCS API had them all."
+    )
+    s.append(
         "- Memory (scenario 5): `benchmarks/memory.py` fills a fresh Enricher's behavioral cache "
         "through the CCS client's own decoding and the enricher's own store path; RSS growth "
         "over the fill, and tracemalloc on a smaller fill to name the allocating lines."

@@ -1,4 +1,4 @@
-"""The six scenarios and the rows they add to the table.
+"""The eight scenarios and the rows they add to the table.
 
 Every measurement runs in a child process of its own: the emulated upstreams (one process each),
 the systems under test (sidecar, passthrough proxy, naive proxy), the load generator, and the
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import fleet
 from benchmarks.procs import Child, ChildError, py, run_json
 from benchmarks.upstreams import Latency
 from benchmarks.workload import Mix
@@ -58,6 +59,8 @@ class Plan:
     profile: bool
     uvloop_lib_calls: int
     reps_at_64: int
+    fleet_viewers: int = 3000
+    fleet_event_requests: int = 4000
     latency: str = "lognormal:25:120"
     ad_latency: str = "lognormal:25:120"
 
@@ -79,6 +82,8 @@ class Plan:
             profile=False,
             uvloop_lib_calls=500,
             reps_at_64=1,
+            fleet_viewers=512,
+            fleet_event_requests=500,
             **kw,
         )
 
@@ -243,7 +248,9 @@ class Bench:
     def stats(self) -> dict[str, dict[str, Any]]:
         return {role: up.get("/__stats") for role, up in self.ups.items()}
 
-    def sidecar(self, loop: str = "uvloop", profile: str | None = None, extra: str = "") -> Child:
+    def sidecar(
+        self, loop: str = "uvloop", profile: str | None = None, extra: str = "", serve: str = ""
+    ) -> Child:
         port = free_port()
         config = self._tmp / f"sidecar-{port}.toml"
         config.write_text(
@@ -253,8 +260,7 @@ class Bench:
             f"budget_ms = {BUDGET_MS}\n"
             "[serve]\n"
             'host = "127.0.0.1"\n'
-            f"port = {port}\n"
-            "[serve.upstreams]\n"
+            f"port = {port}\n" + serve + "[serve.upstreams]\n"
             f'gam = "{self.ups["adserver"].url}"\n' + extra
         )
         gc_stats = self._tmp / f"sidecar-{port}-gc.json"
@@ -847,6 +853,7 @@ class Bench:
             ("5", "memory per cached user", self.s5_memory),
             ("6", "uvloop vs asyncio", self.s6_uvloop),
             ("7", "realistic mix, both wait modes", self.s7_realistic),
+            ("8", "two replicas on one Redis", lambda: fleet.run(self)),
         ]
         for key, title, step in steps:
             if only and key not in only:

@@ -82,6 +82,7 @@ class _CcsBody(msgspec.Struct):
     user_id: str | None = None
     alias: _Who | None = None
     aliases: list[_Who] | None = None
+    events: list[msgspec.Raw] = []
 
 
 class _CtxBody(msgspec.Struct):
@@ -132,6 +133,8 @@ class Emulator:
         self.error_rate = error_rate
         self.stats: Counter[str] = Counter()
         self.urls: Counter[str] = Counter()
+        self.identities: Counter[str] = Counter()
+        """CCS calls per identity: two for one viewer of one view is a duplicate play event."""
         self.loop = asyncio.get_running_loop()
 
     def control(self, body: bytes) -> bytes:
@@ -155,6 +158,9 @@ class Emulator:
                 "error_rate": self.error_rate,
                 "stats": dict(self.stats),
                 "distinct_urls": len(self.urls),
+                "identities": len(self.identities),
+                "repeat_identities": sum(1 for n in self.identities.values() if n > 1),
+                "ccs_events": self.stats["ccs_events"],
             }
         ).encode()
 
@@ -167,6 +173,7 @@ class Emulator:
             if path == "/__reset" and method == "POST":
                 self.stats.clear()
                 self.urls.clear()
+                self.identities.clear()
                 return 200, b"application/json", self.describe()
             if path == "/__control" and method == "POST":
                 return 200, b"application/json", self.control(body)
@@ -191,6 +198,8 @@ class Emulator:
                 if who.aliases
                 else ""
             )
+            self.identities[key] += 1
+            self.stats["ccs_events"] += len(who.events)
             frag = _CCS_SETS[zlib.crc32(key.encode()) % len(_CCS_SETS)]
             uid = who.user_id or _user_id(key)
             return 200, b"application/json", b'{"user_id":"%s",%s}' % (uid.encode(), frag)

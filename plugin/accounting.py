@@ -112,6 +112,25 @@ class Accounting:
         )
         log.debug("adapter failure", exc_info=e)
 
+    def bug(self, where: str, e: BaseException) -> None:
+        """An unexpected exception in our own code: counted, and logged at a bounded rate with
+        a count of what was held back, never once per request (the traceback at debug level)."""
+        self.metrics.internal_errors.labels(where).inc()
+        self.warn.warning(
+            f"bug:{where}:{type(e).__name__}", "internal error in %s: %s", where, type(e).__name__
+        )
+        log.debug("internal error in %s", where, exc_info=e)
+
+    def loop_error(self, loop: Any, context: dict[str, Any]) -> None:
+        """The event loop's exception handler for `cohortkv serve`: what asyncio would log
+        with a traceback each time (a task's exception nobody read, a failed callback)."""
+        e = context.get("exception")
+        if isinstance(e, BaseException):
+            self.bug("event_loop", e)
+            return
+        self.metrics.internal_errors.labels("event_loop").inc()
+        self.warn.warning("bug:event_loop", "event loop: %s", context.get("message", "error"))
+
     def adapter_skipped(self, platform: str, reason: str) -> None:
         """Something an ad request carries, or something to write, that its adapter left out
         (a device id of unknown type, a bidder it cannot write for): counted as bad input."""

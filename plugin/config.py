@@ -68,6 +68,13 @@ class CacheConfig(_Section, frozen=True):
     """Shared cache for many replicas (`redis://host:6379/0`); needs `cohortkv[redis]`."""
     redis_cluster: bool = False
     redis_timeout_ms: PositiveInt = 50
+    """How long an ad request or event waits for a shared answer or a view lookup before it
+    goes on without (the call itself goes on; a view claim waits what is left of the budget)."""
+    redis_call_timeout_ms: PositiveInt = 2000
+    """A Redis call not answered within this long has failed: counted, and the breaker counts
+    it. Calls a request stopped waiting for still end within it."""
+    redis_max_connections: PositiveInt = 64
+    """Connections to Redis per replica (per node in a cluster); a call waits for a free one."""
     redis_prefix: Annotated[
         str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
     ] = "cohortkv"
@@ -128,6 +135,17 @@ class EventsConfig(_Section, frozen=True):
     properties: dict[str, PropertyType] = {}
     """Play-event property → type, for values that come from URLs as text (adapters'
     parameters, `cohortkv_p.*`): lists split on commas; names not listed stay strings."""
+    queue: Literal["memory", "redis"] = "memory"
+    """Where `/v1/events` keeps accepted events until delivered: `memory` (this process; a
+    crash loses them) or `redis` (Redis Streams, needs `cache.redis_url`; 202 only once they
+    are in Redis, and any replica delivers them)."""
+    claim_idle_s: PositiveFloat = 30.0
+    """Redis queue: events a replica read and left unsettled this long are taken over by the
+    partition's next holder. Longer than `http.request_timeout_s`: a call still in flight is
+    never taken over."""
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    """Redis queue: streams that users' events are spread over, each delivered by one replica
+    at a time (so one user's events stay in order)."""
 
     def property_types(self) -> dict[str, PropertyType]:
         return {**DEFAULT_PROPERTY_TYPES, **self.properties}
@@ -388,6 +406,20 @@ def check_rules(cfg: Config) -> None:
             " COHORTKV_API_KEY), got a blank one",
             field="api_key",
         )
+    if cfg.events.queue == "redis":
+        if not cfg.cache.redis_url:
+            raise ConfigError(
+                'config: events.queue: "redis" needs cache.redis_url (the Redis that keeps the'
+                ' events); set it, or queue = "memory"',
+                field="events.queue",
+            )
+        if cfg.events.claim_idle_s <= cfg.http.request_timeout_s:
+            raise ConfigError(
+                "config: events.claim_idle_s: expected more than http.request_timeout_s"
+                f" ({cfg.http.request_timeout_s:g} s), got {cfg.events.claim_idle_s:g}: a"
+                " delivery still in flight must never be taken over",
+                field="events.claim_idle_s",
+            )
     if cfg.sandbox and cfg.api_key is not None:
         raise ConfigError(
             "config: sandbox: true cannot be combined with an api_key; remove one of them",

@@ -210,7 +210,9 @@ class Enricher:
 
         described = self.describe_content(ctx, adapter)
         c = self.contextual.begin(described)
-        b = await self.behavioral.begin(ctx, decision, described, adapter.play_event)
+        b = await self.behavioral.begin(
+            ctx, decision, described, adapter.play_event, until - loop.time()
+        )
         waiting: list[asyncio.Task[Any]] = []
         b.waiting(waiting)
         c.waiting(waiting)
@@ -346,4 +348,11 @@ class Enricher:
     def _track(self, task: asyncio.Task[Any]) -> None:
         if task not in self._background:
             self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        """A background call ended: an exception in it is a bug of ours, counted and logged at
+        a bounded rate (asyncio would log each one with its traceback)."""
+        self._background.discard(task)
+        if not task.cancelled() and (e := task.exception()) is not None:
+            self.accounting.bug("background", e)

@@ -69,15 +69,18 @@ class Upstreams:
                 "never point real ad traffic at this",
                 ccs_url,
             )
-        if cfg.cache.redis_url:
+        c = cfg.cache
+        if c.redis_url:
             from plugin.cache.shared import RedisStore
 
             self.shared = RedisStore(
-                cfg.cache.redis_url,
+                c.redis_url,
                 self._metrics,
-                timeout_s=cfg.cache.redis_timeout_ms / 1000,
-                cluster=cfg.cache.redis_cluster,
-                prefix=cfg.cache.redis_prefix,
+                timeout_s=c.redis_timeout_ms / 1000,
+                call_timeout_s=c.redis_call_timeout_ms / 1000,
+                max_connections=c.redis_max_connections,
+                cluster=c.redis_cluster,
+                prefix=c.redis_prefix,
             )
         h = cfg.http
         traced = client_trace_configs(cfg.tracing, self._tracer_provider)

@@ -9,14 +9,28 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
 from tests.fakes import FakePermutive
-from tests.helpers.redis import RUN_PREFIX, SHARED_REDIS, SharedRedis, port_open, remove_keys
+from tests.helpers.redis import (
+    RUN_PREFIX,
+    SHARED_REDIS,
+    RedisProcess,
+    SharedRedis,
+    free_cluster_port,
+    free_port,
+    missing,
+    port_open,
+    remove_keys,
+)
 from tests.helpers.redis import shared_redis as _shared_redis
 
 settings.register_profile(
@@ -82,3 +96,43 @@ def _redis_cleanup() -> Iterator[None]:
     yield
     if port_open(6379):
         remove_keys(SharedRedis(SHARED_REDIS, RUN_PREFIX))
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisProcess]:
+    """A redis-server of the test's own, on its own port, that it may stop and start."""
+    r = RedisProcess(free_port())
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[str]:
+    """Three redis-server nodes of the test's own, as one Redis Cluster."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        missing("redis-server / redis-cli are not installed")
+    nodes = [RedisProcess(free_cluster_port(), "--cluster-enabled", "yes",
+                          "--cluster-config-file", str(tmp_path / f"nodes-{i}.conf"))
+             for i in range(3)]  # fmt: skip
+    for n in nodes:
+        n.start()
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while True:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
+                capture_output=True, text=True, timeout=5,
+            ).stdout  # fmt: skip
+            if "cluster_state:ok" in info or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{nodes[0].port}/0"
+    finally:
+        for n in nodes:
+            n.stop()

@@ -89,21 +89,25 @@ class FakePermutive:
         self, api: str, request: web.Request, received: Any, answer: Callable[[], Any]
     ) -> web.StreamResponse:
         self.calls[api] += 1
-        self.bodies[api].append({"query": dict(request.query), "body": received})
         reply: Reply | None = self.replies[api].pop(0) if self.replies[api] else None
+        raw = self.raw[api] if reply is None or isinstance(reply, tuple) else None
+        if reply == "drop":
+            status: int | None = None  # the connection is dropped
+        elif isinstance(reply, int):
+            status = reply
+        else:
+            status = 200 if raw is not None else self.status[api]
+        self.bodies[api].append({"query": dict(request.query), "body": received, "status": status})
         if self.delay[api]:
             await asyncio.sleep(self.delay[api])
         if isinstance(reply, tuple):
             await asyncio.sleep(reply[1])
-            reply = None
-        if reply == "drop":
+        if status is None:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=204)
-        raw = self.raw[api]
-        if reply is None and raw is not None:
+        if raw is not None:
             return web.Response(body=raw, content_type="application/json")
-        status = reply if isinstance(reply, int) else self.status[api]
         if status != 200:
             return web.json_response(
                 {"request_id": "r", "error": {"status": HTTPStatus(status).phrase, "code": 2000}},

@@ -60,6 +60,8 @@ ROWS = [
     r"^6 +library enrich on asyncio",
     r"^6 +sidecar c=64 on uvloop",
     r"^6 +sidecar c=64 on asyncio",
+    r"^8 +two replicas on one Redis.*duplicate play event",
+    r"^8 +(redis event queue, two replicas.*events/s accepted|two replicas on one Redis: redis)",
 ]
 GATED = (
     "throughput / passthrough",

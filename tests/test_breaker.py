@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from prometheus_client import CollectorRegistry
 
@@ -53,6 +54,41 @@ def test_retry_after_sets_the_pause() -> None:
     clock.now = 6.9
     assert not b.allow()
     clock.now = 7.0
+    assert b.allow()
+
+
+def test_a_24_hour_outage_keeps_probing_at_the_longest_pause_and_never_overflows() -> None:
+    """Driven by the breaker's clock: every second for a day, a caller asks to call, and the
+    call fails; calls already out when it opened keep failing too (ten per second)."""
+    clock = Clock()
+    b = Breaker(failures=5, open_s=1.0, max_open_s=30.0, clock=clock)
+    probes: list[float] = []
+    for second in range(24 * 3600):
+        clock.now = float(second)
+        if b.allow():
+            if b.state is State.HALF_OPEN:
+                probes.append(clock.now)
+            b.failure()
+        for _ in range(10):
+            b.failure()  # late failures of calls made before it opened
+    assert b.state is State.OPEN
+    gaps = [later - earlier for earlier, later in itertools.pairwise(probes)]
+    assert max(gaps) <= 30 * 1.2 + 1, "the pause is capped at max_open_s (plus jitter)"
+    assert min(gaps[10:]) >= 30 * 0.8 - 1, "and it stays there: late failures do not reset it"
+    assert 2400 <= len(probes) <= 3700, "about one probe per 30 s for 24 h"
+    clock.now += 40
+    assert b.allow()
+    b.success()
+    assert b.state is State.CLOSED and b.allow(), "the first successful probe closes it"
+
+
+def test_failures_while_open_do_not_lengthen_the_pause() -> None:
+    clock = Clock()
+    b = Breaker(failures=1, open_s=1.0, max_open_s=60.0, clock=clock)
+    b.failure()
+    for _ in range(5000):  # today this overflowed a float after about a thousand
+        b.failure()
+    clock.now = 1.3  # the first pause (1 s +-20%), not 2**5000 s
     assert b.allow()
 
 

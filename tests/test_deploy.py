@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 import pytest
 import yarl
 from aiohttp.test_utils import TestClient, TestServer
@@ -46,6 +47,9 @@ from plugin.serve import make_app
 from plugin.signals.events import now_rfc3339
 from tests.fake_adserver import FakeAdServer
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.redis import SharedRedis
+from tests.helpers.waiting import until
+from tests.times import recent
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -173,11 +177,16 @@ def closed_port() -> int:
 
 
 def local_config(
-    ads: FakeAdServer, *, fake: FakePermutive | None = None, redis_url: str | None = None
+    ads: FakeAdServer,
+    *,
+    fake: FakePermutive | None = None,
+    redis_url: str | None = None,
+    events_in_memory: bool = False,
 ) -> Config:
     """The ConfigMap's configuration, pointed at loopback stand-ins instead of the internet.
 
     Without `fake` there is no API key: the sidecar runs on its built-in sandbox, asked for.
+    Without a Redis (or with `events_in_memory`) the event queue is the in-memory one.
     """
     data = configmap_toml()
     data["serve"]["upstreams"] = {name: ads.url for name in data["serve"]["upstreams"]}
@@ -185,6 +194,8 @@ def local_config(
     data["cache"]["redis_url"] = redis_url
     if redis_url is None:
         del data["cache"]["redis_url"]
+    if redis_url is None or events_in_memory:
+        data["events"]["queue"] = "memory"
     if fake is not None:
         data.update(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
     else:
@@ -248,7 +259,11 @@ async def _drive(ads: FakeAdServer) -> Scrape:
     through every route (and an unreachable Redis, a bad identity, an oversized URL, a player
     event) so that most series have samples; then one scrape."""
     registry = CollectorRegistry()
-    config = local_config(ads, redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    # Redis unreachable (its failures are counted); the player event is still accepted, in
+    # the memory queue.
+    config = local_config(
+        ads, redis_url=f"redis://127.0.0.1:{closed_port()}/0", events_in_memory=True
+    )
     app = make_app(config, registry=registry)
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -730,6 +745,49 @@ def test_service_pdb_and_hpa_select_the_deployment() -> None:
     assert not selector.items() <= redis_labels.items(), "the Service must not pick Redis pods"
     policy = one("NetworkPolicy", "cohortkv-redis")
     assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == selector
+
+
+async def test_the_configmaps_event_queue_keeps_events_in_redis(
+    shared_redis: SharedRedis,
+) -> None:
+    """As shipped, an accepted event is in Redis (another replica could deliver it)."""
+    own = shared_redis.own()
+    async with FakePermutive() as fake, FakeAdServer() as ads:
+        config = local_config(ads, fake=fake, redis_url=own.url)
+        assert config.events.queue == "redis"
+        config = config.with_overrides(
+            cache=msgspec.structs.replace(config.cache, redis_prefix=own.prefix)
+        )
+        client = TestClient(TestServer(make_app(config, registry=CollectorRegistry())))
+        await client.start_server()
+        try:
+            body = {
+                "identity": {"user_id": USER},
+                "consent": {"granted": True},
+                "events": [{"name": "VideoCompletion", "time": recent(0)}],
+            }
+            resp = await client.post("/v1/events", json=body)
+            assert resp.status == 202, await resp.text()
+            await until(lambda: fake.calls["ccs"] == 1, what="delivered from Redis")
+        finally:
+            await client.close()
+
+
+def test_redis_keeps_views_and_events_across_a_restart() -> None:
+    """AOF (fsync every second) on a volume; eviction never takes an event stream."""
+    redis = one("Deployment", "cohortkv-redis")
+    pod = redis["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = c["args"]
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] in ("volatile-lru", "volatile-lfu", "noeviction")
+    (mount,) = c["volumeMounts"]
+    assert mount["mountPath"] == flags["--dir"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = one("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert redis["spec"]["strategy"]["type"] == "Recreate", "one pod at a time on the volume"
 
 
 def test_ingress_exposes_only_the_proxy() -> None:

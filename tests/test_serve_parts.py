@@ -20,7 +20,8 @@ from plugin.permutive.clients import UpstreamError
 from plugin.permutive.wire import Event
 from plugin.reserved import CONFLICT, split_reserved
 from plugin.serve.bodies import EnrichBody, EventsBody
-from plugin.serve.events import EventQueue
+from plugin.serve.delivery import RetryPolicy
+from plugin.serve.events import MemoryQueue
 from plugin.serve.health import ErrorWindow
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.proxy import safe_path
@@ -182,9 +183,14 @@ class Recorder:
         self.batches.append((user, [e.time[-3:-1] for e in events]))
 
 
-def queue(send: Recorder, **kw: Any) -> tuple[EventQueue, CollectorRegistry]:
+def queue(send: Recorder, **kw: Any) -> tuple[MemoryQueue, CollectorRegistry]:
     registry = CollectorRegistry()
-    q = EventQueue(send, ServeMetrics(registry), max_events=kw.pop("max_events", 100), **kw)
+    policy = RetryPolicy(
+        **{k: kw.pop(k) for k in ("backoff_s", "backoff_max_s", "max_attempts", "retry") if k in kw}
+    )
+    q = MemoryQueue(
+        send, ServeMetrics(registry), max_events=kw.pop("max_events", 100), policy=policy, **kw
+    )
     return q, registry
 
 
@@ -198,9 +204,9 @@ async def test_one_users_events_go_in_time_order_one_batch_at_a_time() -> None:
     q, _ = queue(send, workers=4)
     q.start()
     u = Identity(user_id="u1")
-    assert q.offer(u, [ev(30), ev(5)], key("u1"))
+    assert await q.offer(u, [ev(30), ev(5)], key("u1")) == "accepted"
     await asyncio.sleep(0)  # the first batch is taken and waits at the gate
-    assert q.offer(u, [ev(i) for i in range(20, 8, -1)], key("u1"))
+    assert await q.offer(u, [ev(i) for i in range(20, 8, -1)], key("u1")) == "accepted"
     send.gate.set()
     assert await q.close(5.0) == 0
     assert send.batches == [
@@ -215,8 +221,8 @@ async def test_close_drops_what_cannot_be_sent_in_time_and_counts_it() -> None:
     send.gate.clear()  # the API never answers
     q, registry = queue(send)
     q.start()
-    q.offer(Identity(user_id="u1"), [ev(1)] * 12, key("u1"))
-    q.offer(Identity(user_id="u2"), [ev(1)], key("u2"))
+    await q.offer(Identity(user_id="u1"), [ev(1)] * 12, key("u1"))
+    await q.offer(Identity(user_id="u2"), [ev(1)], key("u2"))
     await asyncio.sleep(0)
     assert await q.close(0.05) == 13
     dropped = registry.get_sample_value("cohortkv_events_dropped_total", {"reason": "shutdown"})
@@ -250,7 +256,7 @@ async def test_retry_decisions_by_what_the_api_may_have_processed(policy: str) -
     )
     q.start()
     for n, user in enumerate(["u1", "u2", "u3", "u4", "u5"], 1):
-        q.offer(Identity(user_id=user), [ev(n)], key(user))
+        assert await q.offer(Identity(user_id=user), [ev(n)], key(user)) == "accepted"
     assert await q.close(5.0) == 1  # u2's event, refused while the queue was being flushed
 
     def count(state: str) -> float | None:

@@ -8,16 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
@@ -27,76 +23,11 @@ from plugin.identity import Alias
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from tests.fakes import API_KEY, FakePermutive
-from tests.helpers.redis import SharedRedis
-from tests.helpers.redis import missing as _missing
-from tests.helpers.redis import port_open as _port_open
+from tests.helpers.redis import RedisProcess, SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
 from tests.helpers.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_cluster_port() -> int:
-    """A port below 55536 whose cluster bus port (+10000) is free too."""
-    import random
-
-    for _ in range(200):
-        port = random.randrange(20000, 45000)
-        if not _port_open(port) and not _port_open(port + 10000):
-            with socket.socket() as a, socket.socket() as b:
-                try:
-                    a.bind(("127.0.0.1", port))
-                    b.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-class RedisProcess:
-    """A private redis-server this test can stop and start again on the same port."""
-
-    def __init__(self, port: int, *extra: str) -> None:
-        self.port = port
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            _missing("redis-server is not installed")
-            return
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not _port_open(self.port):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisProcess]:
-    r = RedisProcess(_free_port())
-    r.start()
-    yield r
-    r.stop()
 
 
 def _enrich_in_process(fake: FakePermutive, redis: SharedRedis, alias: str) -> dict[str, object]:
@@ -252,36 +183,6 @@ async def test_corrupt_or_foreign_values_are_ignored(shared_redis: SharedRedis) 
     finally:
         await store.close()
         await client.aclose()
-
-
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[str]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        _missing("redis-server / redis-cli are not installed")
-    nodes = [RedisProcess(_free_cluster_port(), "--cluster-enabled", "yes",
-                          "--cluster-config-file", str(tmp_path / f"nodes-{i}.conf"))
-             for i in range(3)]  # fmt: skip
-    for n in nodes:
-        n.start()
-    try:
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while True:
-            info = subprocess.run(
-                ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
-                capture_output=True, text=True, timeout=5,
-            ).stdout  # fmt: skip
-            if "cluster_state:ok" in info or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        yield f"redis://127.0.0.1:{nodes[0].port}/0"
-    finally:
-        for n in nodes:
-            n.stop()
 
 
 async def test_works_against_a_redis_cluster(fake: FakePermutive, redis_cluster: str) -> None:

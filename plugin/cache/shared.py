@@ -2,25 +2,29 @@
 
 Answers one replica fetched serve as fallback on every other, and a contextual answer is
 fetched once per fleet rather than once per replica. Redis is a helper, never a dependency of
-the ad request: every operation has a short timeout, failures are counted, a breaker stops
-paying the timeout while Redis is down, and redis-py reconnects by itself when it is back.
+the ad request: a request waits for it only as long as it can spare (`cache.redis_timeout_ms`
+for a shared answer, what is left of its budget for a view claim), failures are counted, a
+breaker stops paying the wait while Redis is down, and redis-py reconnects by itself.
+
+A call a request stopped waiting for is not abandoned: it runs to its end, bounded by
+`cache.redis_call_timeout_ms`, so a busy replica (a slow event loop) never mistakes itself for
+a failing Redis, and a view claim Redis has already made still decides that view's play event.
+Connections come from a pool of `cache.redis_max_connections` that waits (never raises) when
+every connection is in use.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
 from plugin.cache.checked import StoreChecks
-from plugin.config import ConfigError
-from plugin.observe.metrics import Metrics, RateLimitedLog
+from plugin.cache.redis_calls import RedisCalls, Unavailable, make_client
+from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
-from plugin.permutive.breaker import Breaker
 
 log = logging.getLogger("cohortkv.shared")
 
@@ -47,11 +51,16 @@ class SharedViews(Protocol):
         view_id: str,
         fixed_session: bool,
         given_view: bool,
+        known: bool,
         session_ttl_s: float,
         view_ttl_s: float,
+        wait_s: float,
     ) -> tuple[str, str, bool] | None:
         """(session id, view id, first request of the view) as the fleet has them; None when
-        the store cannot answer (then the local state decides)."""
+        the store cannot answer (then the local state decides). `known`: this replica knows the
+        view (its play event went out), so a store that lost it takes it back rather than
+        calling it new. `wait_s`: what the ad request can wait; a connection not free by then
+        is counted (`kind="pool"`), and the call goes on (the caller decides whether to wait)."""
         ...
 
     def release_view(self, identity: str, view_key: str) -> None:
@@ -80,7 +89,8 @@ class SharedStore(SharedViews, Protocol):
 # Sessions and views, atomically. Keys share the identity's hash tag so that Redis Cluster keeps
 # them in one slot. A session value is "session_id|latest_view_id"; a view value is
 # "session_id|view_id". KEYS: session, view. ARGV: candidate session id, candidate view id,
-# session TTL ms, view TTL ms, fixed session ("1" when the host gave it), given view ("1").
+# session TTL ms, view TTL ms, fixed session ("1" when the host gave it), given view ("1"),
+# known ("1": the replica knows this view, so a Redis that lost it takes it back as not new).
 _CLAIM = """
 local sid = ARGV[1]
 local stored = false
@@ -90,6 +100,7 @@ if ARGV[5] ~= '1' then
 end
 local vid = ARGV[2]
 local new = 1
+local own = false
 local v = redis.call('GET', KEYS[2])
 if v then
   local vs, vv = string.match(v, '^([^|]*)|(.*)$')
@@ -99,9 +110,13 @@ if v then
     vid = vv
     new = 0
   end
+elseif ARGV[7] == '1' then
+  new = 0
+  own = stored and sid ~= ARGV[1]
+  sid = ARGV[1]
 end
 redis.call('SET', KEYS[2], sid .. '|' .. vid, 'PX', ARGV[4])
-if ARGV[5] ~= '1' then
+if ARGV[5] ~= '1' and not own then
   if new == 1 or not stored then
     redis.call('SET', KEYS[1], sid .. '|' .. vid, 'PX', ARGV[3])
   else
@@ -137,14 +152,9 @@ return {sid, ''}
 """
 
 
-REDIS_MISSING = (
-    "config: cache.redis_url: needs the Redis client, which is not installed:"
-    " pip install 'cohortkv[redis]'"
-)
-
-
 class RedisStore:
-    """`redis.asyncio` client (or cluster client) with a timeout and a breaker on every call.
+    """`redis.asyncio` client (or cluster client) behind `RedisCalls`: connection slots, a
+    bound and a breaker on every call.
 
     Keys are `cohortkv:{namespace}:{key}`; values are msgpack `[answer, stored_at]` with the
     cache TTL as Redis expiry. Writes are fire-and-forget so they never hold up a request.
@@ -156,33 +166,28 @@ class RedisStore:
         metrics: Metrics,
         *,
         timeout_s: float = 0.05,
+        call_timeout_s: float = 2.0,
+        max_connections: int = 64,
         cluster: bool = False,
         prefix: str = "cohortkv",
     ) -> None:
-        try:
-            import redis.asyncio as redis
-        except ImportError:
-            raise ConfigError(REDIS_MISSING, field="cache.redis_url") from None
-
-        common: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": timeout_s,
-        }
-        self._client: Any = (
-            redis.RedisCluster.from_url(url, **common)
-            if cluster
-            else redis.Redis.from_url(url, health_check_interval=5, **common)
+        client = make_client(
+            url, cluster=cluster, max_connections=max_connections, timeout_s=call_timeout_s
         )
+        self._calls = RedisCalls(
+            client,
+            metrics,
+            name="redis",
+            max_connections=max_connections,
+            timeout_s=call_timeout_s,
+            log=log,
+        )
+        self._ops = self._calls.ops
         self._timeout = timeout_s
         self._prefix = prefix
-        self._errors = metrics.shared_cache_errors
-        self._ops = metrics.shared_cache_ops
-        self._breaker = Breaker(3, 0.5, 5.0, gauge=metrics.breaker_state.labels("redis"))
-        self._warn = RateLimitedLog(log)
         self._checks = StoreChecks(metrics)
-        self._writes: set[asyncio.Task[None]] = set()
-        self._claim = self._client.register_script(_CLAIM)
-        self._find = self._client.register_script(_FIND)
+        self._claim = client.register_script(_CLAIM)
+        self._find = client.register_script(_FIND)
 
     def _keys(self, identity: str, view_key: str | None) -> list[str]:
         session = f"{self._prefix}:s:{{{identity}}}"
@@ -198,8 +203,10 @@ class RedisStore:
         view_id: str,
         fixed_session: bool,
         given_view: bool,
+        known: bool,
         session_ttl_s: float,
         view_ttl_s: float,
+        wait_s: float,
     ) -> tuple[str, str, bool] | None:
         args = [
             session_id,
@@ -208,9 +215,16 @@ class RedisStore:
             int(view_ttl_s * 1000),
             "1" if fixed_session else "0",
             "1" if given_view else "0",
+            "1" if known else "0",
         ]
         keys = self._keys(identity, view_key)
-        got = await self._script("claim", self._claim, keys, args)
+        try:
+            got = await self._calls.run(
+                "claim", lambda: self._claim(keys=keys, args=args), pool_after_s=wait_s
+            )
+        except Unavailable:
+            return None
+        self._ops.labels("claim", "ok").inc()
         if not isinstance(got, list) or len(got) != 3:
             return None
         ids = self._checks.ids(got, view_may_be_empty=False)
@@ -221,64 +235,44 @@ class RedisStore:
 
     def release_view(self, identity: str, view_key: str) -> None:
         key = self._keys(identity, view_key)[1]
-        self._spawn(self._forget(key))
+        self._forget(key)
 
     def _drop(self, keys: list[str]) -> None:
         """Deletes keys that hold invalid values, so that the fleet starts them afresh."""
         for key in dict.fromkeys(keys):
-            self._spawn(self._forget(key))
+            self._forget(key)
 
-    async def _forget(self, key: str) -> None:
-        try:
-            await asyncio.wait_for(self._client.delete(key), self._timeout)
-        except Exception as e:
-            self._failed("release", e)
+    def _forget(self, key: str) -> None:
+        self._calls.spawn(self._calls.run("release", lambda: self._calls.client.delete(key)))
 
     async def find_view(
         self, identity: str, view_key: str | None, *, session_id: str, session_ttl_s: float
     ) -> tuple[str, str | None] | None:
         args = [session_id, int(session_ttl_s * 1000)]
         keys = self._keys(identity, view_key)
-        got = await self._script("find", self._find, keys, args)
+        try:
+            got = await self._calls.answer(
+                "find", lambda: self._find(keys=keys, args=args), self._timeout
+            )
+        except Unavailable:
+            return None
         if not isinstance(got, list) or len(got) != 2:
             return None
+        self._ops.labels("find", "ok").inc()
         ids = self._checks.ids(got, view_may_be_empty=True)
         if ids is None:
             self._drop(keys)
             return None
         return ids[0], ids[1] or None
 
-    async def _script(self, op: str, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """One script call under the timeout and the breaker; None on any failure."""
-        if not self._breaker.allow():
-            self._ops.labels(op, "skipped").inc()
-            return None
-        try:
-            got = await asyncio.wait_for(script(keys=keys, args=args), self._timeout)
-        except Exception as e:  # any Redis failure means "this replica decides alone"
-            self._failed(op, e)
-            return None
-        self._breaker.success()
-        self._ops.labels(op, "ok").inc()
-        return got
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
     async def get(self, namespace: str, key: str, max_age_s: float) -> Answer | None:
-        if not self._breaker.allow():
-            self._ops.labels("get", "skipped").inc()
-            return None
+        name = f"{self._prefix}:{namespace}:{key}"
         try:
-            raw = await asyncio.wait_for(
-                self._client.get(f"{self._prefix}:{namespace}:{key}"), self._timeout
+            raw = await self._calls.answer(
+                "get", lambda: self._calls.client.get(name), self._timeout
             )
-        except Exception as e:  # any Redis failure means "not shared this time"
-            self._failed("get", e)
+        except Unavailable:
             return None
-        self._breaker.success()
         if raw is None:
             self._ops.labels("get", "miss").inc()
             return None
@@ -293,36 +287,18 @@ class RedisStore:
         return stored.answer
 
     def put(self, namespace: str, key: str, answer: Answer, ttl_s: float) -> None:
-        if not self._breaker.allow():
+        if not self._calls.breaker.allow():
             self._ops.labels("put", "skipped").inc()
             return
-        self._spawn(self._put(namespace, key, answer, ttl_s))
+        self._calls.spawn(self._put(namespace, key, answer, ttl_s))
 
     async def _put(self, namespace: str, key: str, answer: Answer, ttl_s: float) -> None:
         value = _encode(_Stored(answer, time.time()))
-        try:
-            await asyncio.wait_for(
-                self._client.set(f"{self._prefix}:{namespace}:{key}", value, ex=max(1, int(ttl_s))),
-                self._timeout,
-            )
-        except Exception as e:
-            self._failed("put", e)
-            return
-        self._breaker.success()
+        name = f"{self._prefix}:{namespace}:{key}"
+        await self._calls.run(
+            "put", lambda: self._calls.client.set(name, value, ex=max(1, int(ttl_s)))
+        )
         self._ops.labels("put", "ok").inc()
 
-    def _failed(self, op: str, e: Exception) -> None:
-        self._breaker.failure()
-        kind = "timeout" if isinstance(e, TimeoutError) else type(e).__name__
-        self._errors.labels(op, kind).inc()
-        self._warn.warning(
-            f"redis:{op}", "shared cache %s failed (%s); using local cache", op, kind
-        )
-
     async def close(self) -> None:
-        if self._writes:
-            await asyncio.wait(list(self._writes), timeout=self._timeout * 2)
-        try:
-            await self._client.aclose()
-        except Exception as e:  # closing a broken connection must not fail shutdown
-            log.debug("closing redis client: %s", type(e).__name__)
+        await self._calls.close(self._timeout * 2)

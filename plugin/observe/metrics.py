@@ -115,6 +115,13 @@ class Metrics:
             ["value", "reason"],
             registry=r,
         )
+        self.internal_errors = Counter(
+            "cohortkv_internal_errors_total",
+            "Unexpected errors in cohortkv's own code (bugs), by where; each kind is logged at a"
+            " bounded rate and the ad request went on.",
+            ["where"],
+            registry=r,
+        )
         self.late_answers = Counter(
             "cohortkv_late_answers_total",
             "Answers that arrived after the deadline and only refreshed the cache.",

@@ -3,7 +3,9 @@
 Closed: calls go out. After `failures` consecutive failures it opens: no call is made and the
 caller falls back to its cache at once. After a jittered, growing pause it lets exactly one
 probe through (half-open); the probe's success closes it, its failure opens it again for
-longer. An upstream's own `Retry-After` is honoured as the pause.
+longer, up to `max_open_s`. An upstream's own `Retry-After` is honoured as the pause. Calls that
+were already out when it opened and fail afterwards do not lengthen the pause: only a failed
+probe does, so an outage of any length (or any number of failures) keeps the arithmetic bounded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from collections.abc import Callable
 from enum import IntEnum
 
 from prometheus_client import Gauge
+
+_MAX_DOUBLINGS = 60
+"""The pause doubles per failed probe up to `max_open_s`; the exponent stops here, long after
+any real `max_open_s / open_s` ratio, so that it never overflows a float."""
 
 
 class State(IntEnum):
@@ -78,22 +84,22 @@ class Breaker:
             self._set(State.CLOSED)
 
     def failure(self, retry_after_s: float | None = None) -> None:
-        self._consecutive += 1
+        self._consecutive = min(self._consecutive + 1, self._threshold)
         self._probe_out = False
-        if (
-            self.state is State.HALF_OPEN
-            or self._consecutive >= self._threshold
-            or retry_after_s is not None
-        ):
+        if retry_after_s is not None:
             self._open(retry_after_s)
+        elif self.state is State.HALF_OPEN or (
+            self.state is State.CLOSED and self._consecutive >= self._threshold
+        ):
+            self._open(None)
 
     def _open(self, retry_after_s: float | None) -> None:
         if retry_after_s is not None:
             pause = min(max(retry_after_s, 0.0), self._max_open_s)
         else:
-            pause = min(self._open_s * (2**self._opens), self._max_open_s)
+            pause = min(self._open_s * 2.0**self._opens, self._max_open_s)
             pause *= random.uniform(0.8, 1.2)  # replicas must not probe in lockstep
-        self._opens += 1
+        self._opens = min(self._opens + 1, _MAX_DOUBLINGS)
         self._reopen_at = self._clock() + pause
         self._set(State.OPEN)
 

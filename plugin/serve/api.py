@@ -32,10 +32,10 @@ from plugin.serve.bodies import (
     IdentityBody,
 )
 from plugin.serve.errors import json_error, json_response
-from plugin.serve.events import EventQueue
 from plugin.serve.intake import BodyReader
 from plugin.serve.limits import ExpectHandler, Gate
 from plugin.serve.metrics import ServeMetrics
+from plugin.serve.queue import EventQueue
 from plugin.serve.validate import BodyError, decode
 from plugin.signals.events import check_event, without_nulls
 from plugin.signals.tracker import EventIds
@@ -151,8 +151,12 @@ class Api:
         )
         prepared = await self._enricher.events.prepare(identity, given, ids)
         events = prepared.events
-        if events and not self._queue.offer(identity, events, msgspec.json.encode(identity)):
-            return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
+        if events:
+            offered = await self._queue.offer(identity, events, msgspec.json.encode(identity))
+            if offered == "full":
+                return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
+            if offered == "unavailable":
+                return json_error(503, "event queue unavailable", headers=_RETRY)
         return _accepted(len(events), decision.reason, prepared.duplicates)
 
 

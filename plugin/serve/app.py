@@ -22,8 +22,9 @@ from plugin.enricher import Enricher
 from plugin.observe.tracing import server_middleware
 from plugin.serve.accesslog import LOGGER, JsonAccessLogger
 from plugin.serve.api import Api
+from plugin.serve.delivery import RetryPolicy
 from plugin.serve.errors import json_response
-from plugin.serve.events import EventQueue
+from plugin.serve.events import MemoryQueue
 from plugin.serve.explain import Explain
 from plugin.serve.guard import ConnectionGuard
 from plugin.serve.intake import BodyReader
@@ -31,6 +32,7 @@ from plugin.serve.limits import Gate, Limits, add_request_id, guard, handler_arg
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.openapi import openapi_document
 from plugin.serve.proxy import Proxy, parse_upstreams
+from plugin.serve.queue import EventQueue
 from plugin.serve.runtime_metrics import register_runtime_metrics
 
 log = logging.getLogger("cohortkv.serve")
@@ -55,16 +57,7 @@ class Sidecar:
         self.connections = ConnectionGuard(serve, self.metrics)
         """Header deadline and connection cap, for `GuardedSite` (`cohortkv serve` uses it)."""
         self.upstreams = parse_upstreams(serve, (a.name for a in enricher.adapters), self.metrics)
-        self.queue = EventQueue(
-            enricher.send_batch,
-            self.metrics,
-            max_events=serve.events_queue_max,
-            workers=serve.events_workers,
-            max_attempts=serve.events_max_attempts,
-            backoff_s=serve.events_backoff_ms / 1000,
-            backoff_max_s=serve.events_backoff_max_ms / 1000,
-            retry=config.events.retry,
-        )
+        self.queue = make_queue(config, enricher, self.metrics)
         self.proxy = Proxy(enricher, serve, self.upstreams, self.gate, self.metrics, bodies)
         self.api = Api(config, enricher, self.queue, self.gate, self.metrics, bodies)
         self.explain = (
@@ -139,6 +132,28 @@ class Sidecar:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
+
+
+def make_queue(config: Config, enricher: Enricher, metrics: ServeMetrics) -> EventQueue:
+    """`[events] queue`: both deliver through the enricher's one event-sending path."""
+    serve = config.serve
+    policy = RetryPolicy(
+        max_attempts=serve.events_max_attempts,
+        backoff_s=serve.events_backoff_ms / 1000,
+        backoff_max_s=serve.events_backoff_max_ms / 1000,
+        retry=config.events.retry,
+    )
+    if config.events.queue == "redis":
+        from plugin.serve.stream_queue import RedisQueue
+
+        return RedisQueue(enricher.send_batch, metrics, enricher.metrics, config, policy=policy)
+    return MemoryQueue(
+        enricher.send_batch,
+        metrics,
+        max_events=serve.events_queue_max,
+        workers=serve.events_workers,
+        policy=policy,
+    )
 
 
 SIDECAR = web.AppKey("cohortkv_sidecar", Sidecar)

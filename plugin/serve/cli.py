@@ -100,6 +100,7 @@ async def serve(cfg: Config) -> int:
 
     _tune_gc(cfg.serve.gc_threshold)
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(sidecar.enricher.accounting.loop_error)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

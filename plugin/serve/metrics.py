@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from plugin.observe.metrics import LATENCY_BUCKETS
 
-EVENT_STATES = ("queued", "sent", "retried", "uncertain", "dropped", "unconsented")
+EVENT_STATES = ("queued", "sent", "retried", "uncertain", "dropped", "unconsented", "claimed")
 CLOSE_REASONS = (
     "header_timeout",
     "body_timeout",
@@ -23,19 +23,33 @@ class ServeMetrics:
             "cohortkv_events_total",
             "Player events by state: queued, sent, retried (per retry), uncertain (the CCS API"
             " may have processed them: a timeout after sending or a 5xx other than 503; not"
-            " sent again), dropped, unconsented (refused at accept time, never queued).",
+            " sent again, settled), dropped, unconsented (refused at accept time, never"
+            " queued), claimed (redis queue: taken over from a replica that stopped before"
+            " settling them).",
             ["state"],
             registry=r,
         )
         self.events_dropped = Counter(
             "cohortkv_events_dropped_total",
-            "Dropped player events by reason: queue_full, rejected (4xx), exhausted, shutdown.",
+            "Dropped (or refused) player events by reason: queue_full, unavailable (redis queue"
+            " unreachable: refused with 503), rejected (4xx), exhausted, shutdown (memory"
+            " queue), corrupt (an entry in Redis that does not decode).",
             ["reason"],
             registry=r,
         )
         self.queue_depth = Gauge(
             "cohortkv_events_queue_depth",
             "Player events accepted and not yet delivered or dropped.",
+            registry=r,
+        )
+        self.stream_length = Gauge(
+            "cohortkv_events_stream_length",
+            "Redis event queue: events in the streams, not settled yet (read or not), fleet-wide.",
+            registry=r,
+        )
+        self.stream_pending = Gauge(
+            "cohortkv_events_stream_pending",
+            "Redis event queue: events read by a replica and not settled yet, fleet-wide.",
             registry=r,
         )
         self.shed = Counter(

@@ -12,6 +12,11 @@ Any later CCS answer for the user (a completion event's, a late one) is fresher 
 play-event answer, and serves the view's later breaks instead (`AnswerOrder`). A play event
 that failed is sent again only when that cannot count it twice (`_play_failed`).
 
+With a shared store, a view's claim that the fleet has not answered within the request's
+budget does not hold the request up (`cache_fallback_timeout`, nothing sent): the claim's
+answer, when it comes, sends the play event if the view is new, or if its failed play event is
+due to be sent again (`_when_settled`).
+
 With `[behavioral] wait = "if_uncached"`, a view's first break whose user has a cached answer
 uses it at once; the play event still goes out and its answer serves the later breaks.
 """
@@ -20,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from plugin.cache.local import AgedLru, Clock, Interner, compact_key
 from plugin.cache.shared import SharedStore
 from plugin.config import Config
 from plugin.context import Context
-from plugin.identity import IdentityError
+from plugin.identity import Identity, IdentityError
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import CcsClient, UpstreamError
@@ -35,7 +40,7 @@ from plugin.permutive.wire import CcsRequest, Event
 from plugin.result import ConsentDecision, Reason
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.events import now_rfc3339
-from plugin.signals.pending import Failed, Pending, ready
+from plugin.signals.pending import Call, Failed, Pending, ready
 from plugin.signals.sessions import Claim, SessionTracker, View
 
 _DENIED = ready("skipped", None, "consent_denied")
@@ -44,6 +49,17 @@ _INVALID_IDENTITY = ready("none", None, "invalid_identity")
 MAX_PLAY_RETRIES = 1
 """Times a view's play event is sent again after a failure that may have landed (timeout,
 5xx): each retry risks counting it twice."""
+
+
+class _Play(NamedTuple):
+    """A view's play event to send: for whom, about what, and whether the host gave the view
+    (its key in the fleet)."""
+
+    key: bytes
+    identity: Identity
+    content: ContentDescription
+    name: str
+    given: bool
 
 
 class AnswerOrder:
@@ -112,9 +128,11 @@ class BehavioralSignal:
         decision: ConsentDecision,
         content: ContentDescription | None,
         play_event: str,
+        wait_s: float = 0.05,
     ) -> Pending:
         """`content` is what the play event is about (None: no content, so no play event is
-        possible); `play_event` its name."""
+        possible); `play_event` its name; `wait_s` how long the request can wait for the
+        fleet's claim of its view."""
         if not decision.allowed:
             return _DENIED
         identity = ctx.identity
@@ -135,17 +153,36 @@ class BehavioralSignal:
             ssai_session_id=ctx.ssai_session_id,
             view_id=ctx.view_id,
             content_url=content.url,
+            wait_s=wait_s,
         )
+        given = ctx.view_id is not None or ctx.ssai_session_id is not None
+        play = _Play(key, identity, content, play_event, given)
         view = claim.view
+        if claim.later is not None:
+            # The fleet has not answered in time: its answer decides the play event later.
+            self.spawn(self._when_settled(claim.later, play))
+            if view.answer is None and view.flight is None and view.settled is None:
+                return self._cache_only(key, cached, "cache_fallback_timeout")
+            return self._later_break(key, view, cached)
         if not claim.new and not view.resend:
             return self._later_break(key, view, cached)
+        call = self._send_play(play, claim)
+        if cached is not None and self._cache_first:
+            return ready("cache", cached, "cache_first")
+        prefetch = self._prefetch(key) if cached is None else None
+        return Pending(call=call, fallback=self._local(key), prefetch=prefetch)
+
+    def _send_play(self, play: _Play, claim: Claim) -> Call:
+        """The view's play event, sent now; its call is the view's flight."""
+        view = claim.view
         view.resend = False
+        identity = play.identity
         request = CcsRequest(
             events=[
                 Event(
-                    name=play_event,
+                    name=play.name,
                     time=now_rfc3339(),
-                    properties=content.event_properties(client=self._client_section),
+                    properties=play.content.event_properties(client=self._client_section),
                     view_id=view.id,
                     session_id=claim.session_id,
                 )
@@ -154,13 +191,17 @@ class BehavioralSignal:
             alias=identity.alias,
             aliases=identity.aliases,
         )
-        given = ctx.view_id is not None or ctx.ssai_session_id is not None
-        call = self.spawn(self._fetch(key, request, claim, content.url, given))
+        call: Call = self.spawn(self._fetch(play.key, request, claim, play.content.url, play.given))
         view.flight = call
-        if cached is not None and self._cache_first:
-            return ready("cache", cached, "cache_first")
-        prefetch = self._prefetch(key) if cached is None else None
-        return Pending(call=call, fallback=self._local(key), prefetch=prefetch)
+        return call
+
+    async def _when_settled(self, later: asyncio.Task[Claim], play: _Play) -> None:
+        """A claim that came back after its request went on: the play event goes out now if
+        the fleet (or, when it could not answer, this replica) says the view is new, or the
+        view's failed play event is due to be sent again."""
+        claim = await later
+        if claim.new or (claim.view.resend and claim.view.flight is None):
+            self._send_play(play, claim)
 
     def _later_break(self, key: bytes, view: View, cached: Answer | None) -> Pending:
         """A later ad break of a view whose play event went out: never sent again. The user's
@@ -192,8 +233,16 @@ class BehavioralSignal:
         """With a shared cache and nothing local, fetch the fleet's last answer meanwhile."""
         if self.shared is None:
             return None
-        task: asyncio.Task[Answer | None] = self.spawn(self.shared.get("b", key.hex(), self._ttl_s))
+        task: asyncio.Task[Answer | None] = self.spawn(self._from_fleet(self.shared, key))
         return task
+
+    async def _from_fleet(self, shared: SharedStore, key: bytes) -> Answer | None:
+        """The fleet's last answer, kept here too: the next request (or a Redis outage) finds
+        it locally."""
+        answer = await shared.get("b", key.hex(), self._ttl_s)
+        if answer is not None and self.cache.get(key) is None:
+            self.cache.put(key, self._intern(answer, keep_user=self._keep_user))
+        return answer
 
     async def _fetch(
         self, key: bytes, request: CcsRequest, claim: Claim, content_url: str, given: bool

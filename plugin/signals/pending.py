@@ -26,6 +26,7 @@ class Failed(msgspec.Struct, frozen=True, gc=False):
 
 Call = asyncio.Task[Answer | Failed]
 
+_BUG = Failed("bug")
 _FAILURE_REASON: dict[str, Reason] = {"breaker_open": "breaker_open", "shed": "shed"}
 
 
@@ -80,7 +81,10 @@ class Pending:
             elif call.cancelled():
                 why = "cache_fallback_error"
             else:
-                got = call.result()
+                try:
+                    got = call.result()
+                except Exception:  # a bug of ours, counted where the call was made
+                    got = _BUG
                 if type(got) is Answer:
                     return Outcome(self.source, got, self.reason)
                 why = _FAILURE_REASON.get(got.kind, "cache_fallback_error")  # type: ignore[union-attr]

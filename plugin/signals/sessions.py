@@ -16,16 +16,21 @@
 
 With a shared store (Redis) the same state is shared by every replica, through one atomic
 script per ad request, so the breaks of one view that land on different replicas send one play
-event and share one session. The local state is always kept too: a store that fails or is slow
-means per-replica state, never a failed or late ad request.
+event and share one session. The local state is always kept too, under the ids the fleet
+gave: a store that fails means per-replica state that still knows every view this replica saw,
+never a failed or late ad request. A claim that has not come back within the request's budget
+is not abandoned: its answer, when it comes, decides the view's play event (`Claim.later`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 from plugin.cache.local import AgedLru, Clock
@@ -33,16 +38,29 @@ from plugin.cache.shared import SharedViews
 from plugin.identity import is_uuid
 from plugin.permutive.answer import Answer
 from plugin.result import Reason
+from plugin.signals.pending import wait_all
 
 
 class View:
     """One content engagement on this replica, and the play event's call or answer."""
 
-    __slots__ = ("answer", "failures", "flight", "id", "resend", "session_id", "settled")
+    __slots__ = (
+        "answer",
+        "failures",
+        "flight",
+        "id",
+        "known",
+        "resend",
+        "session_id",
+        "settled",
+    )
 
     def __init__(self, view_id: str, session_id: str) -> None:
         self.id = view_id
         self.session_id = session_id
+        self.known = False
+        """A claim decided it (its play event went out, or is going out, somewhere); until
+        then it is only this replica's guess, made while the fleet is asked."""
         self.flight: asyncio.Task[Any] | None = None
         """The play event's call while it runs."""
         self.answer: Answer | None = None
@@ -65,15 +83,27 @@ class _Session:
 
 class Claim:
     """What an ad request's identity and content resolve to: its session and view, and
-    whether this request is the view's first (the one that sends the play event)."""
+    whether this request is the view's first (the one that sends the play event).
 
-    __slots__ = ("key", "new", "session_id", "view")
+    `later` is set when the fleet's answer did not come within the request's budget: the
+    request goes on with this replica's guess (`new` is then False: it sends nothing), and
+    `later` resolves to the settled claim, which says whether the play event is still owed."""
 
-    def __init__(self, session_id: str, view: View, new: bool, key: bytes) -> None:
+    __slots__ = ("key", "later", "new", "session_id", "view")
+
+    def __init__(
+        self,
+        session_id: str,
+        view: View,
+        new: bool,
+        key: bytes,
+        later: asyncio.Task[Claim] | None = None,
+    ) -> None:
         self.session_id = session_id
         self.view = view
         self.new = new
         self.key = key
+        self.later = later
 
 
 _VARIANT = "89ab"
@@ -110,6 +140,21 @@ class _RandomIds:
 
 new_uuid4 = _RandomIds()
 os.register_at_fork(after_in_child=new_uuid4.reset)
+
+
+Fleet = tuple[str, str, bool] | None
+"""The shared store's answer to a claim: (session id, view id, new), None when it had none."""
+
+
+def _then(task: asyncio.Future[Any], settle: Callable[[], Claim]) -> asyncio.Task[Claim]:
+    """`settle()` once `task` has ended, whichever way."""
+
+    async def settled() -> Claim:
+        with contextlib.suppress(Exception):
+            await task
+        return settle()
+
+    return asyncio.ensure_future(settled())
 
 
 def digest(*parts: str) -> bytes:
@@ -270,8 +315,10 @@ class SessionTracker:
         ssai_session_id: str | None,
         view_id: str | None,
         content_url: str,
+        wait_s: float = 0.05,
     ) -> Claim:
-        """`claim_local`, then the fleet's word on it when a shared store is configured."""
+        """`claim_local`, then the fleet's word on it when a shared store is configured,
+        waited for at most `wait_s` (see `Claim.later`)."""
         local = self.claim_local(
             identity,
             session=session,
@@ -284,26 +331,63 @@ class SessionTracker:
             return local
         fixed = self.given_session(session, ssai_session_id) is not None
         given = self.given_view(view_id, ssai_session_id, content_url) is not None
-        fleet = await shared.claim_view(
-            identity.hex(),
-            local.key.hex() if given else fleet_view_key(content_url),
-            session_id=local.session_id,
-            view_id=local.view.id,
-            fixed_session=fixed,
-            given_view=given,
-            session_ttl_s=self.session_idle_s,
-            view_ttl_s=self.view_idle_s,
+        asked = asyncio.ensure_future(
+            shared.claim_view(
+                identity.hex(),
+                local.key.hex() if given else fleet_view_key(content_url),
+                session_id=local.session_id,
+                view_id=local.view.id,
+                fixed_session=fixed,
+                given_view=given,
+                known=local.view.known and not local.new,
+                session_ttl_s=self.session_idle_s,
+                view_ttl_s=self.view_idle_s,
+                wait_s=wait_s,
+            )
         )
-        if fleet is None:
-            return local
-        sid, vid, new = fleet
-        if sid != local.session_id and not fixed:
-            self._sessions.put(identity, _Session(sid, vid))
+        if not asked.done():
+            loop = asyncio.get_running_loop()
+            await wait_all(loop, [asked], loop.time() + wait_s)
+        settle = partial(self._settle, asked, identity, local, fixed, given, content_url)
+        if asked.done():
+            return settle()
+        return Claim(local.session_id, local.view, False, local.key, _then(asked, settle))
+
+    def _settle(
+        self,
+        asked: asyncio.Future[Fleet],
+        identity: bytes,
+        local: Claim,
+        fixed: bool,
+        given: bool,
+        content_url: str,
+    ) -> Claim:
+        """The claim as decided: by the fleet, stored locally under the ids it gave (the key
+        later lookups use); by this replica alone when the fleet could not answer."""
+        fleet = None if asked.cancelled() or asked.exception() else asked.result()
         view = local.view
+        if fleet is None:
+            new = local.new and not view.known
+            view.known = True
+            return Claim(local.session_id, view, new, local.key)
+        sid, vid, new = fleet
+        if not fixed:
+            record = self._sessions.get(identity)
+            if record is None or record.id != sid:
+                self._sessions.put(identity, _Session(sid, vid))
+            elif record.last_view == view.id:
+                record.last_view = vid
+        key = local.key
+        if not given and sid != local.session_id:
+            key = _view_key(identity, sid, None, content_url)
+            if local.new:
+                self._views.discard(local.key)  # a guess under a session that was not the fleet's
+            view = self._views.get(key) or view
         if vid != view.id or sid != view.session_id:
             view = View(vid, sid)
-            self._views.put(local.key, view)
-        return Claim(sid, view, new, local.key)
+        view.known = True
+        self._views.put(key, view)
+        return Claim(sid, view, new, key)
 
     def release(self, claim: Claim, identity: bytes, content_url: str, given: bool) -> None:
         """The play event failed: the view's next ad break tries again."""

@@ -137,15 +137,18 @@ class EventSender:
             view_id=view,
             content_url=content or "",
         )
-        opened = claim.view
-        if not claim.new and not opened.resend and opened.settled != "play_rejected":
+        if claim.later is not None:
+            # The fleet is slow to answer: an event waits for its word, an ad request would not.
+            claim = await claim.later
+        v = claim.view
+        if not claim.new and not v.resend and v.settled != "play_rejected":
             self._play["duplicate"].inc()
             return None
         # A new view, or one whose own play event did not land (refused, or failed and due to
         # be sent again): the host's is the view's play event.
-        opened.resend, opened.settled = False, None
+        v.resend, v.settled = False, None
         self._play["opened"].inc()
-        return claim.session_id, opened.id
+        return claim.session_id, v.id
 
     async def send(self, identity: Identity, events: Sequence[Event]) -> int:
         """Prepared events in batches of at most 10; how many were delivered. Nothing is sent

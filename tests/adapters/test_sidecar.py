@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +20,8 @@ from yarl import URL
 from plugin.config import Config, ServeConfig, UpstreamConfig
 from tests.fake_adserver import running
 from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.cli import serve_process
 from tests.helpers.jsonbytes import outside
-
-ROOT = Path(__file__).resolve().parents[2]
 
 BID = {
     "id": "r1",
@@ -246,23 +242,6 @@ PREBID_AUCTION = """{
 TC_GRANTED = "CP60aCAP60aCAAKACBENAwEAAP_gAAAAAAYgC0wAQC0gAAAA.IAAA"
 
 
-async def _serve(config_path: Path) -> tuple[asyncio.subprocess.Process, int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "plugin", "serve", "--config", str(config_path),
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    seen: list[str] = []
-    while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
-        assert line, "".join(seen)
-        seen.append(line)
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            return proc, int(m.group(1))
-
-
 async def test_prebid_auction_through_serve_gets_per_bidder_cohorts_only(
     fake: FakePermutive, upstream: tuple[Recorder, str], tmp_path: Path
 ) -> None:
@@ -288,7 +267,7 @@ async def test_prebid_auction_through_serve_gets_per_bidder_cohorts_only(
         'rubicon = ["rubicon"]\nix = ["ix"]\n'
     )
     body = (PREBID_AUCTION % TC_GRANTED).encode()
-    proc, port = await _serve(config)
+    proc, port = await serve_process(config)
     try:
         async with (
             aiohttp.ClientSession() as session,

@@ -3,7 +3,9 @@ of the machine's own."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +35,22 @@ def cohortkv(
         text=True,
         timeout=60,
     )
+
+
+async def serve_process(config: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """`cohortkv serve --config CONFIG` as a real process (standard error read up to its
+    listening line); the process and its port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plugin", "serve", "--config", str(config),
+        cwd=ROOT, env=clean_env(),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert line, "".join(seen)
+        seen.append(line)
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            return proc, int(m.group(1))
