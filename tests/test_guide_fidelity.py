@@ -258,6 +258,52 @@ async def test_a_host_play_event_after_the_ad_request_is_not_sent_again(
     assert completion["view_id"] == play["view_id"]
 
 
+@pytest.mark.parametrize("ad_request_first", [False, True])
+async def test_a_host_play_event_the_queue_refused_is_sent_when_the_host_retries(
+    fake: FakePermutive, ads: FakeAdServer, ad_request_first: bool
+) -> None:
+    """A 503 takes none of the events: the view the refused play event opened is let go (or,
+    when the view's own play event had been refused, left as it was), so the host's retry
+    sends it (it is not a duplicate) and the view's ad request sends none."""
+    target = (
+        "/proxy/gam/gampad/ads?iu=/1/x&description_url=https%3A%2F%2Fexample.com%2Fv%2F6"
+        f"&cohortkv_uid={USER}&cohortkv_consent=granted"
+    )
+    # The filler's call holds the queue's only place; first, maybe, a refused play event.
+    fake.replies["ccs"] = [400, ("slow", 1.0)] if ad_request_first else [("slow", 1.0)]
+    cfg = sidecar_config(fake, ads, events_queue_max=1, events_workers=1)
+    async with running(cfg) as side:
+        if ad_request_first:
+            assert (await side.client.get(target)).status == 200
+            await until(lambda: fake.calls["ccs"] == 1)
+        filler = {
+            "identity": {"user_id": str(uuid.uuid4())},
+            "consent": {"granted": True},
+            "events": [{"name": "VideoCompletion", "time": recent(0), "properties": {}}],
+        }
+        assert (await side.client.post("/v1/events", json=filler)).status == 202
+        body = {
+            "identity": {"user_id": USER},
+            "consent": {"granted": True},
+            "content_url": "https://example.com/v/6",
+            "events": [{"name": "Videoview", "time": recent(1), "properties": {"video_id": "v6"}}],
+        }
+        refused = await side.client.post("/v1/events", json=body)
+        assert refused.status == 503
+        await until(lambda: side.sample("cohortkv_events_queue_depth") == 0)
+        again = await side.client.post("/v1/events", json=body)
+        assert (again.status, await again.json()) == (
+            202,
+            {"accepted": 1, "reason": "override_granted"},
+        )
+        await until(lambda: side.sample("cohortkv_events_total", state="sent") == 2)
+        assert (await side.client.get(target)).status == 200
+        assert side.sample("cohortkv_host_play_events_total", outcome="duplicate") == 0
+    names = [e["name"] for e in fake.events()]
+    played = ["VideoCompletion", "Videoview"]  # the view's ad requests sent no more
+    assert names == (["Videoview", *played] if ad_request_first else played)
+
+
 # -- 4. the host's ids are kept ---------------------------------------------------------------
 
 

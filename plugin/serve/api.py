@@ -153,6 +153,8 @@ class Api:
         events = prepared.events
         if events:
             offered = await self._queue.offer(identity, events, msgspec.json.encode(identity))
+            if offered != "accepted":
+                self._enricher.events.withdraw(prepared)
             if offered == "full":
                 return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
             if offered == "unavailable":

@@ -15,7 +15,7 @@ first), the host's is not sent again: one play event per view.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -25,8 +25,9 @@ from plugin.observe.metrics import HOST_PLAY_OUTCOMES, Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import UpstreamError
 from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, CcsRequest, Event
+from plugin.result import Reason
 from plugin.signals.events import parse_event_time, prune_empty
-from plugin.signals.sessions import SessionTracker
+from plugin.signals.sessions import Claim, SessionTracker
 
 Call = Callable[[bytes, CcsRequest], Awaitable[Answer]]
 """One CCS call for an identity key (`BehavioralSignal.call`: the answer refreshes the cache)."""
@@ -43,11 +44,25 @@ class EventIds(msgspec.Struct, frozen=True):
     content_url: str | None = None
 
 
+class Opened(NamedTuple):
+    """A view a host play event opened, and how to undo that."""
+
+    claim: Claim
+    key: bytes
+    content: str
+    given: bool
+    before: tuple[bool, Reason | None] | None
+    """The view's (`resend`, `settled`) when the host's play event took over a view whose own
+    play event had failed; None when the view is new (undone by releasing it)."""
+
+
 class Prepared(msgspec.Struct):
-    """The events as they go out, and the host play events left out as duplicates."""
+    """The events as they go out, the host play events left out as duplicates, and the views
+    the others opened."""
 
     events: list[Event]
     duplicates: int = 0
+    opened: list[Opened] = msgspec.field(default_factory=list)
 
 
 class EventSender:
@@ -86,7 +101,7 @@ class EventSender:
             view = ev.view_id or ids.view_id
             props = prune_empty(ev.properties)
             if ev.name in self.play_events:
-                found = await self._open_view(key, session, view, ids, props)
+                found = await self._open_view(key, session, view, ids, props, out.opened)
                 if found is None:
                     out.duplicates += 1
                     continue
@@ -120,11 +135,12 @@ class EventSender:
         view: str | None,
         ids: EventIds,
         properties: dict[str, Any],
+        opened: list[Opened],
     ) -> tuple[str, str | None] | None:
-        """(session id, view id) of the view a host play event opens; None when that view's
-        play event went out already (it may have landed). Without a view id or content to key
-        a view by, the event goes out with its session only: it cannot belong to an earlier
-        view."""
+        """(session id, view id) of the view a host play event opens (added to `opened`);
+        None when that view's play event went out already (it may have landed). Without a
+        view id or content to key a view by, the event goes out with its session only: it
+        cannot belong to an earlier view."""
         content = self.content_url(ids.content_url or _client_url(properties))
         if not view and not content:
             self._play["no_view"].inc()
@@ -146,9 +162,23 @@ class EventSender:
             return None
         # A new view, or one whose own play event did not land (refused, or failed and due to
         # be sent again): the host's is the view's play event.
+        before = None if claim.new else (v.resend, v.settled)
         v.resend, v.settled = False, None
         self._play["opened"].inc()
+        given = self._sessions.given_view(view, ids.ssai_session_id, content) is not None
+        opened.append(Opened(claim, key, content or "", given, before))
         return claim.session_id, v.id
+
+    def withdraw(self, prepared: Prepared) -> None:
+        """The prepared events were not taken (a full or unavailable queue answered 503): the
+        views their play events opened are released, so that the host's retry, or the view's
+        next ad break on any replica, sends the play event rather than count it a duplicate."""
+        for o in prepared.opened:
+            if o.before is None:
+                self._sessions.release(o.claim, o.key, o.content, o.given)
+            else:
+                o.claim.view.resend, o.claim.view.settled = o.before
+        prepared.opened.clear()
 
     async def send(self, identity: Identity, events: Sequence[Event]) -> int:
         """Prepared events in batches of at most 10; how many were delivered. Nothing is sent
