@@ -306,11 +306,13 @@ class SignalReader:
 
     def any_set(self, *names: str) -> bool | None:
         """True when any occurrence of any name is set (`tfcd`, `is_lat`); False when one is
-        explicitly unset and none is set; None when absent."""
+        explicitly unset and none is set; None when absent. These flags can only deny, so a
+        value that is neither set nor unset (`tfcd=yes`, `is_lat=1%00`) counts as set: a
+        lenient reader may take it so, and the most restrictive reading wins."""
         seen: bool | None = None
         for raw in self._raw(names):
             value = flag(raw)
-            if value is True:
+            if value is True or (value is None and text(raw) is not None):
                 return True
             if value is False:
                 seen = False

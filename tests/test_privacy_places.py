@@ -132,7 +132,21 @@ CASE_ATTACKS = {
 }
 
 
-DENIALS = {**SECTION_ATTACKS, **CASE_ATTACKS}
+# A deny-only flag whose value is neither set nor unset: a lenient reader may take it as set.
+ODD_VALUE_ATTACKS = {
+    "gam_tfcd_yes": (GAM + f"&rdid={IDFA}&idtype=idfa&tfcd=yes" + GRANT, "child_directed"),
+    "fw_coppa_2_in_a_slot": (
+        FW + f";_fw_did=idfa:{IDFA};slid=pre&_fw_coppa=2" + GRANT,
+        "child_directed",
+    ),
+    "aw_coppa_with_a_nul": (
+        AW.format(idfa=IDFA) + "&aw_0_req.coppa=1%00" + GRANT,
+        "child_directed",
+    ),
+}
+
+
+DENIALS = {**SECTION_ATTACKS, **CASE_ATTACKS, **ODD_VALUE_ATTACKS}
 
 
 @pytest.mark.parametrize("case", sorted(DENIALS))
@@ -150,6 +164,7 @@ LAT_IN_ANOTHER_CASE = {
     "fw_Fw_Is_Lat_in_a_slot": FW + f";_fw_did=idfa:{IDFA};slid=pre&_Fw_Is_Lat=1",
     "aw_Aw_0_Req_Lmt": AW.format(idfa=IDFA) + "&Aw_0_Req.Lmt=1",
     "query_LMT": VAST + f"&ifa={IDFA}&ifa_type=idfa&LMT=1",
+    "gam_is_lat_yes": GAM + f"&rdid={IDFA}&idtype=idfa&is_lat=yes",
 }
 
 

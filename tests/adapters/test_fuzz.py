@@ -414,10 +414,14 @@ def test_openrtb_duplicate_keys_count_every_copy(
         # a value that is there but not 0/1 fails closed: GDPR applies
         return flag(v) if v in ("0", "1", "true", '"1"', "null") else True
 
+    def deny_flag(v: str) -> bool | None:
+        # a deny-only flag that is there but neither set nor unset counts as set
+        return flag(v) if v in ("0", "1", "true", '"1"', "null") else True
+
     assert consent.child_directed is (
         True
-        if any(flag(c) is True for c in coppas)
-        else (False if any(flag(c) is False for c in coppas) else None)
+        if any(deny_flag(c) is True for c in coppas)
+        else (False if any(deny_flag(c) is False for c in coppas) else None)
     )
     known = {gdpr_flag(g) for g in gdprs} - {None}
     if len(known) > 1:
