@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # One pattern per row the table must have; `{c}` runs over the three concurrencies.
@@ -74,6 +76,7 @@ GATED = (
 )
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:
     results = ROOT / "benchmarks" / "RESULTS.md"
     before = results.read_bytes() if results.exists() else None
