@@ -107,6 +107,9 @@ def free_port() -> int:
 
 @dataclass
 class Bench:
+    """One run's processes, and what a scenario measures with: `rows` and `data` collect what
+    the scenarios found; `tmp` holds the configs and profiles of the processes it started."""
+
     plan: Plan
     log: Any = print
     rows: list[Row] = field(default_factory=list)

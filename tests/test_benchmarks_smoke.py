@@ -86,7 +86,7 @@ def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,  # a hang guard: under a minute on an idle machine, minutes on a busy one
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-3000:]
