@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import scenarios
+from benchmarks.harness import Bench, Plan
 from benchmarks.report import machine, table, write_results
-from benchmarks.scenarios import Bench, Plan
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         bench.start()
-        bench.run(only)
+        scenarios.run(bench, only)
     finally:
         bench.stop()
     print(table(bench.rows))

@@ -35,11 +35,13 @@ from urllib.parse import quote
 import aiohttp
 
 from benchmarks.procs import py, run_json
+from benchmarks.ratios import ratio
+from benchmarks.rows import Row, show, verdict
 from benchmarks.upstreams import new_loop
 from benchmarks.workload import GAM_QUERY
 
 if TYPE_CHECKING:
-    from benchmarks.scenarios import Bench
+    from benchmarks.harness import Bench
 
 CONCURRENCY = 256
 EVENTS_PER_REQUEST = 5
@@ -201,26 +203,24 @@ def _config(redis_url: str, queue: str) -> str:
 
 
 def run(bench: Bench) -> None:
-    from benchmarks.scenarios import Row, verdict
-
     redis = RedisServer()
     url = redis.url
     try:
         if url is None:
-            bench.rows.append(_skipped("duplicate play events", Row))
-            bench.rows.append(_skipped("redis event queue", Row))
+            bench.rows.append(_skipped("duplicate play events"))
+            bench.rows.append(_skipped("redis event queue"))
             return
-        _views(bench, url, Row, verdict)
-        _events(bench, url, Row)
+        _views(bench, url)
+        _events(bench, url)
     finally:
         redis.stop()
 
 
-def _skipped(what: str, row: Any) -> Any:
-    return row("8", f"two replicas on one Redis: {what}", "not run: no redis-server installed")
+def _skipped(what: str) -> Row:
+    return Row("8", f"two replicas on one Redis: {what}", "not run: no redis-server installed")
 
 
-def _views(bench: Bench, redis_url: str, row: Any, verdict: Any) -> None:
+def _views(bench: Bench, redis_url: str) -> None:
     viewers = bench.plan.fleet_viewers
     extra = _config(redis_url, "memory")
     a, b = bench.sidecar(extra=extra), bench.sidecar(extra=extra)
@@ -237,7 +237,7 @@ def _views(bench: Bench, redis_url: str, row: Any, verdict: Any) -> None:
     heard = int(ccs.get("identities", 0))
     bench.data["s8_views"] = {**load, "ccs": ccs}
     bench.rows.append(
-        row(
+        Row(
             "8",
             f"two replicas on one Redis, c={CONCURRENCY}: viewers of 4 breaks (alternating "
             f"replicas) with a duplicate play event ({heard} of {viewers} viewers' play events "
@@ -249,7 +249,7 @@ def _views(bench: Bench, redis_url: str, row: Any, verdict: Any) -> None:
     )
 
 
-def _events(bench: Bench, redis_url: str, row: Any) -> None:
+def _events(bench: Bench, redis_url: str) -> None:
     requests = bench.plan.fleet_event_requests
     extra = _config(redis_url, "redis")
     serve = f"events_queue_max = {10 * requests * EVENTS_PER_REQUEST}\n"  # measure, not refuse
@@ -275,12 +275,14 @@ def _events(bench: Bench, redis_url: str, row: Any) -> None:
     b.stop()
     bench.restore_upstreams()
     bench.data["s8_events"] = {**load, "delivered": delivered, "delivered_s": took}
+    accepted_s, delivered_s = ratio(accepted, load["wall_s"]), ratio(delivered, took)
+    per_s = f"{show(accepted_s, '.0f')} / {show(delivered_s, '.0f')}"
     bench.rows.append(
-        row(
+        Row(
             "8",
             f"redis event queue, two replicas, CCS API {CCS_FIXED[6:]} ms, c={CONCURRENCY}: "
             f"events/s accepted (202, in Redis) / delivered ({delivered} of {accepted})",
-            f"{accepted / load['wall_s']:.0f} / {delivered / took:.0f}",
+            per_s,
         )
     )
 

@@ -29,7 +29,7 @@ from yarl import URL
 
 from benchmarks.stats import summarize
 from benchmarks.upstreams import DELAY_HEADER, new_loop
-from benchmarks.workload import NEW, Workload
+from benchmarks.workload import Workload
 
 GROUPS: dict[str, Callable[[str], bool]] = {
     "returning": lambda lb: lb[0] == "R",
@@ -87,6 +87,54 @@ def _grouped(samples: list[tuple[str, float, float | None]]) -> dict[str, Any]:
     return out
 
 
+class _Tally:
+    """What the measured window saw: only requests both sent and answered inside it count."""
+
+    def __init__(self, labels: list[str] | None, mark_ms: float | None) -> None:
+        self.labels = labels
+        self.mark_ms = mark_ms
+        self.latencies: list[float] = []
+        self.added: list[float] = []
+        self.grouped: list[tuple[str, float, float | None]] = []
+        self.statuses: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    def answered(self, at: int, status: str, took: float, held: str | None) -> None:
+        self.statuses[status] += 1
+        if status != "200":
+            return
+        self.latencies.append(took)
+        over = None
+        if held is not None:
+            over = took - float(held) / 1000
+            self.added.append(over)
+        if self.labels is not None:
+            self.grouped.append((self.labels[at], took, over))
+
+    def result(self, duration_s: float) -> dict[str, Any]:
+        result = summarize(self.latencies)
+        if self.added:
+            over = summarize(self.added)
+            result["added_p50_ms"] = over["p50_ms"]
+            result["added_p99_ms"] = over["p99_ms"]
+            result["added_p999_ms"] = over["p999_ms"]
+        if self.labels is not None:
+            result["groups"] = _grouped(self.grouped)
+        result["cpu_s"] = time.process_time()
+        if self.mark_ms is not None:
+            result["at_mark"] = sum(1 for x in self.latencies if x * 1000 >= self.mark_ms)
+        ok = len(self.latencies)
+        failed = sum(n for s, n in self.statuses.items() if s != "200")
+        result.update(
+            rps=ok / duration_s,
+            count=ok,
+            errors=sum(self.errors.values()) + failed,
+            error_kinds=dict(self.errors),
+            statuses=dict(self.statuses),
+        )
+        return result
+
+
 async def run_load(
     urls: list[str],
     concurrency: int,
@@ -99,8 +147,7 @@ async def run_load(
     labels: list[str] | None = None,
 ) -> dict[str, Any]:
     targets = [URL(u, encoded=True) for u in urls]
-    kinds = labels if labels is not None else [NEW] * len(urls)
-    grouped: list[tuple[str, float, float | None]] = []
+    tally = _Tally(labels, mark_ms)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, ttl_dns_cache=None)
     session = aiohttp.ClientSession(
         connector=connector,
@@ -108,13 +155,8 @@ async def run_load(
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         headers=headers,
     )
-    latencies: list[float] = []
-    added: list[float] = []
-    statuses: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
     perf = time.perf_counter
-    start = perf()
-    measure_from = start + warmup_s
+    measure_from = perf() + warmup_s
     end = measure_from + duration_s
     position = 0
 
@@ -124,62 +166,28 @@ async def run_load(
         # once, they would stay in lockstep (every wave timing out in the same millisecond).
         if stagger_s:
             await asyncio.sleep(stagger_s * n / concurrency)
-        while True:
-            sent = perf()
-            if sent >= end:
-                return
+        while (sent := perf()) < end:
             at = position % len(targets)
-            target = targets[at]
             position += 1
             status = "error"
             held = None
             try:
-                async with session.get(target, allow_redirects=False) as resp:
+                async with session.get(targets[at], allow_redirects=False) as resp:
                     await resp.read()
                     status = str(resp.status)
                     held = resp.headers.get(DELAY_HEADER)
             except (aiohttp.ClientError, TimeoutError) as e:
-                status = "error"
                 if sent >= measure_from:
-                    errors[type(e).__name__] += 1
+                    tally.errors[type(e).__name__] += 1
             done = perf()
             if sent >= measure_from and done <= end:
-                statuses[status] += 1
-                if status == "200":
-                    latencies.append(done - sent)
-                    over = None
-                    if held is not None:
-                        over = done - sent - float(held) / 1000
-                        added.append(over)
-                    if labels is not None:
-                        grouped.append((kinds[at], done - sent, over))
+                tally.answered(at, status, done - sent, held)
 
     try:
         await asyncio.gather(*(client(n) for n in range(concurrency)))
     finally:
         await session.close()
-    result = summarize(latencies)
-    if added:
-        over = summarize(added)
-        result["added_p50_ms"] = over["p50_ms"]
-        result["added_p99_ms"] = over["p99_ms"]
-        result["added_p999_ms"] = over["p999_ms"]
-    if labels is not None:
-        result["groups"] = _grouped(grouped)
-    result["cpu_s"] = time.process_time()
-    if mark_ms is not None:
-        result["at_mark"] = sum(1 for x in latencies if x * 1000 >= mark_ms)
-    ok = len(latencies)
-    result.update(
-        rps=ok / duration_s,
-        count=ok,
-        errors=sum(errors.values()) + sum(n for s, n in statuses.items() if s != "200"),
-        error_kinds=dict(errors),
-        statuses=dict(statuses),
-        concurrency=concurrency,
-        sent=position,
-    )
-    return result
+    return {**tally.result(duration_s), "concurrency": concurrency, "sent": position}
 
 
 def main(argv: list[str] | None = None) -> int:

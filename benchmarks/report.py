@@ -17,7 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scenarios import BUDGET_MS, Plan, Row
+from benchmarks.harness import BUDGET_MS, Plan
+from benchmarks.ratios import cpu_ratio, median_run, rps_ratio
+from benchmarks.rows import Row, pct, show, times
 
 NOTES_BEGIN = "<!-- notes: kept across runs -->"
 NOTES_END = "<!-- /notes -->"
@@ -114,41 +116,7 @@ def _profile_md(title: str, prof: dict[str, Any]) -> list[str]:
 def _side_by_side_md(data: dict[str, Any]) -> list[str]:
     """Both mixes against passthrough at c=64 and c=256, one line per system: ratios are
     medians over neighbouring runs (the systems take turns), figures those of the median run."""
-    rows = []
-    for key, mix in (("s2_runs", "worst case"), ("s7_runs", "realistic mix")):
-        runs = data.get(key)
-        if not runs:
-            continue
-        for c in (64, 256):
-            base = runs.get("passthrough", {}).get(c)
-            if not base:
-                continue
-            for system, by_c in runs.items():
-                mine = by_c.get(c)
-                if not mine:
-                    continue
-                pairs = list(zip(mine, base, strict=True))
-                r = sorted(mine, key=lambda x: float(x["rps"]))[len(mine) // 2]
-                rps = _median([m["rps"] / b["rps"] for m, b in pairs])
-                cpu = _median(
-                    [
-                        m["cpu_us_per_request"]["system"]
-                        / max(b["cpu_us_per_request"]["system"], 1)
-                        for m, b in pairs
-                    ]
-                )
-                rows.append(
-                    (
-                        mix,
-                        str(c),
-                        system,
-                        f"{r['rps']:.0f}",
-                        f"{100 * rps:.1f}%",
-                        f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['p999_ms']:.1f}",
-                        str(r["cpu_us_per_request"]["system"]),
-                        f"{cpu:.2f}x",
-                    )
-                )
+    rows = _side_by_side_rows(data)
     if not rows:
         return []
     return [
@@ -176,10 +144,32 @@ def _side_by_side_md(data: dict[str, Any]) -> list[str]:
     ]
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+def _side_by_side_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for key, mix in (("s2_runs", "worst case"), ("s7_runs", "realistic mix")):
+        runs = data.get(key) or {}
+        for c in (64, 256):
+            base = runs.get("passthrough", {}).get(c)
+            if not base:
+                continue
+            for system, by_c in runs.items():
+                mine = by_c.get(c)
+                if not mine:
+                    continue
+                r = median_run(mine)
+                rows.append(
+                    (
+                        mix,
+                        str(c),
+                        system,
+                        show(r["rps"], ".0f"),
+                        pct(rps_ratio(mine, base)),
+                        f"{show(r['p50_ms'])} / {show(r['p99_ms'])} / {show(r['p999_ms'])}",
+                        show(r["cpu_us_per_request"]["system"], ".0f"),
+                        times(cpu_ratio(mine, base)["ratio"]),
+                    )
+                )
+    return rows
 
 
 def _cpu_md(data: dict[str, Any]) -> list[str]:
@@ -227,61 +217,75 @@ def _cpu_row(mix: str, system: str, c: Any, r: dict[str, Any]) -> tuple[Any, ...
 def results_md(
     rows: Sequence[Row], data: dict[str, Any], plan: Plan, info: dict[str, str], notes: str
 ) -> str:
-    s = []
-    s.append("# cohortkv benchmarks")
-    s.append("")
-    s.append(
-        f"Written by `python -m benchmarks{' --quick --write' if plan.name == 'quick' else ''}` "
-        f"({plan.name} run) on {info['date']}. Every figure below comes from that run."
-    )
-    s.append("")
-    s.append(
-        _md_table(
-            ("machine", ""),
-            [
-                ("CPU", info["cpu"]),
-                ("cores", info["cores"]),
-                ("Python", info["python"]),
-                ("OS", info["os"]),
-                ("packages", info["packages"]),
-                ("commit", info["commit"]),
-            ],
-        )
-    )
-    s.append("")
-    s.append("## Results")
-    s.append("")
-    s.append(
-        _md_table(HEADERS, [(r.scenario, r.measure, r.result, r.target, r.status) for r in rows])
-    )
-    s.append("")
+    s = [
+        *_header_md(plan, info),
+        *_results_md(rows),
+        *_method_md(plan),
+        *_side_by_side_md(data),
+        *_cpu_md(data),
+        *_gc_md(data),
+        *_memory_md(data),
+        *_profiles_md(data),
+        "## Notes",
+        "",
+        NOTES_BEGIN,
+        notes.strip("\n"),
+        NOTES_END,
+        "",
+    ]
+    return "\n".join(s)
+
+
+def _header_md(plan: Plan, info: dict[str, str]) -> list[str]:
+    command = f"python -m benchmarks{' --quick --write' if plan.name == 'quick' else ''}"
+    machine_rows = [
+        ("CPU", info["cpu"]),
+        ("cores", info["cores"]),
+        ("Python", info["python"]),
+        ("OS", info["os"]),
+        ("packages", info["packages"]),
+        ("commit", info["commit"]),
+    ]
+    return [
+        "# cohortkv benchmarks",
+        "",
+        f"Written by `{command}` ({plan.name} run) on {info['date']}. "
+        "Every figure below comes from that run.",
+        "",
+        _md_table(("machine", ""), machine_rows),
+        "",
+    ]
+
+
+def _results_md(rows: Sequence[Row]) -> list[str]:
     gaps = [r for r in rows if r.status == "GAP"]
-    s.append(
+    return [
+        "## Results",
+        "",
+        _md_table(HEADERS, [(r.scenario, r.measure, r.result, r.target, r.status) for r in rows]),
+        "",
         f"Targets: {sum(r.status == 'met' for r in rows)} met, {len(gaps)} with a gap"
         + (": " + "; ".join(f"{r.scenario} {r.measure}" for r in gaps) if gaps else "")
-        + "."
-    )
-    s.append("")
-    s.append("## Method")
-    s.append("")
-    s.append(
+        + ".",
+        "",
+    ]
+
+
+def _method_md(plan: Plan) -> list[str]:
+    return [
+        "## Method",
+        "",
         f"- Emulated upstreams, one process each (`benchmarks/upstreams.py`, uvloop): CCS API "
         f"and Contextual API with latency `{plan.latency}` (lognormal: p50 : p99 in ms), the ad "
         f"server with `{plan.ad_latency}`. Answers: 48 distinct behavioral cohort sets, a "
-        "per-user Permutive user id; 16 contextual sets, one per URL."
-    )
-    s.append(
+        "per-user Permutive user id; 16 contextual sets, one per URL.",
         "- Workload (`benchmarks/workload.py`): GAM VAST tags from CTV devices carrying "
         "`rdid`/`idtype=idfa`/`gdpr=0` and `description_url`; every request is a new user's "
         "first ad break (a live CCS call each time, no view reuse: cohortkv's worst case); "
-        "content URLs Zipf (s = 1) over 100 URLs."
-    )
-    s.append(
+        "content URLs Zipf (s = 1) over 100 URLs.",
         f"- Library (scenario 1): {plan.lib_concurrency} concurrent callers of "
         f"`Enricher.enrich(url)` in one process after {plan.lib_warmup} warm-up calls; the naive "
-        "baseline (`benchmarks/baselines/naive.py`) calls CCS, then Contextual, in line, no cache."
-    )
-    s.append(
+        "baseline (`benchmarks/baselines/naive.py`) calls CCS, then Contextual, in line, no cache.",
         f"- Sidecar (scenario 2): `cohortkv serve` (run through `benchmarks/sidecar.py`, which "
         "calls the CLI's own entry point), the passthrough proxy and the naive proxy, each in its "
         "own process, driven by the closed-loop load generator (`benchmarks/loadgen.py`, aiohttp) "
@@ -290,9 +294,7 @@ def results_md(
         "neighbouring runs. Added latency: per request, the time to the answer minus the time "
         "the ad server emulator held that request (it says so in a header the proxies pass "
         "back); p50 of that, sidecar minus passthrough at the same concurrency. Its target is "
-        "the slowest upstream's configured p50 + 3 ms; the naive proxy pays CCS + Contextual."
-    )
-    s.append(
+        "the slowest upstream's configured p50 + 3 ms; the naive proxy pays CCS + Contextual.",
         "- Realistic mix (scenario 7, `Workload.realistic`): views of 4 ad breaks (a pre-roll "
         "and three mid-rolls); 1,024 views in progress at once, visited in a fixed shuffled "
         "order, so two breaks of one view are 1,024 requests apart with other viewers' requests "
@@ -304,93 +306,86 @@ def results_md(
         "sidecar in both "
         '`[behavioral] wait` modes (`"always"`, the default, and `"if_uncached"`). Returning '
         "viewers' added p99: per request of a returning viewer, time to the answer minus the "
-        "ad server's hold, p99, sidecar minus passthrough."
-    )
-    s.append(
+        "ad server's hold, p99, sidecar minus passthrough.",
         f"- CCS hanging (scenario 3): the CCS emulator reads requests and never answers; budget "
         f"{BUDGET_MS} ms; the ad server answers at once so that the figure is the time cohortkv "
         "holds the ad request. Sidecar and library are warmed with a healthy CCS first; the 64 "
         "clients start spread over one budget, as independent viewers arrive (started at the "
         "same instant, a closed loop keeps them in lockstep and every wave of 64 times out in "
-        "the same millisecond)."
-    )
-    s.append(
+        "the same millisecond).",
         "- Two replicas (scenario 8): two sidecars on one redis-server of the run's own. Views: "
         "new viewers, each watching a piece of content of its own, 4 ad breaks each, every "
         "break on the other replica than the one before, 256 viewers' breaks in flight; the "
         "CCS emulator counts the viewers whose play event it received more than once. Events: "
         '`[events] queue = "redis"`, `/v1/events` requests of 5 events (100 users) at '
         "concurrency 256 over both replicas, the CCS API answering in a fixed 25 ms; accepted "
-        "per second over the posting, delivered per second until the CCS API had them all."
-    )
-    s.append(
+        "per second over the posting, delivered per second until the CCS API had them all.",
         "- Memory (scenario 5): `benchmarks/memory.py` fills a fresh Enricher's behavioral cache "
         "through the CCS client's own decoding and the enricher's own store path; RSS growth "
-        "over the fill, and tracemalloc on a smaller fill to name the allocating lines."
-    )
-    s.append("")
-    s.extend(_side_by_side_md(data))
-    s.extend(_cpu_md(data))
+        "over the fill, and tracemalloc on a smaller fill to name the allocating lines.",
+        "",
+    ]
+
+
+def _gc_md(data: dict[str, Any]) -> list[str]:
     pauses = data.get("s2_gc", {})
-    if pauses:
-        s.append(
-            "Sidecar garbage collection over scenario 2 (`gc.callbacks`): "
-            + "; ".join(
-                f"{gen}: {p['collections']} collections, {p['total_ms']:.0f} ms in all, "
-                f"worst {p['max_ms']:.0f} ms"
-                for gen, p in pauses.items()
-            )
-            + "."
+    if not pauses:
+        return []
+    return [
+        "Sidecar garbage collection over scenario 2 (`gc.callbacks`): "
+        + "; ".join(
+            f"{gen}: {p['collections']} collections, {p['total_ms']:.0f} ms in all, "
+            f"worst {p['max_ms']:.0f} ms"
+            for gen, p in pauses.items()
         )
-        s.append("")
+        + ".",
+        "",
+    ]
+
+
+def _memory_md(data: dict[str, Any]) -> list[str]:
     mem = data.get("s5", {})
-    if mem.get("by_line"):
-        s.append("Memory per cached user by allocating line (tracemalloc):")
-        s.append("")
-        s.append(
-            _md_table(
-                ("bytes/user", "where"),
-                [(b["bytes_per_user"], f"`{b['where']}`") for b in mem["by_line"]],
-            )
-        )
-        s.append("")
+    if not mem.get("by_line"):
+        return []
+    return [
+        "Memory per cached user by allocating line (tracemalloc):",
+        "",
+        _md_table(
+            ("bytes/user", "where"),
+            [(b["bytes_per_user"], f"`{b['where']}`") for b in mem["by_line"]],
+        ),
+        "",
+    ]
+
+
+def _profiles_md(data: dict[str, Any]) -> list[str]:
     prof = data.get("profile", {})
-    if prof:
-        s.append("## Profiles (cProfile)")
-        s.append("")
-        lib = prof.get("library", {})
-        side = prof.get("sidecar", {})
-        s.extend(
-            _profile_md(
-                "Library enrich loop (4,000 calls, 16 callers, upstreams answering at once; "
-                f"{lib.get('cpu_us_per_call_profiled', 0):.0f} µs CPU per call under the profiler)",
-                lib,
-            )
-        )
-        s.extend(
-            _profile_md(
-                "Sidecar under load, worst case, c=64 "
-                f"({side.get('rps_under_profiler', 0):.0f} req/s under the profiler; after "
-                "warm-up; the event loop's own C code is not in the profile)",
-                side,
-            )
-        )
-        real = prof.get("sidecar_realistic", {})
-        s.extend(
-            _profile_md(
-                "Sidecar under load, realistic mix, c=64 "
-                f"({real.get('rps_under_profiler', 0):.0f} req/s under the profiler; after "
-                "warm-up and the returning viewers' earlier views)",
-                real,
-            )
-        )
-    s.append("## Notes")
-    s.append("")
-    s.append(NOTES_BEGIN)
-    s.append(notes.strip("\n"))
-    s.append(NOTES_END)
-    s.append("")
-    return "\n".join(s)
+    if not prof:
+        return []
+    lib = prof.get("library", {})
+    side = prof.get("sidecar", {})
+    real = prof.get("sidecar_realistic", {})
+    return [
+        "## Profiles (cProfile)",
+        "",
+        *_profile_md(
+            "Library enrich loop (4,000 calls, 16 callers, upstreams answering at once; "
+            f"{lib.get('cpu_us_per_call_profiled', 0):.0f} µs CPU per call under the profiler)",
+            lib,
+        ),
+        *_profile_md(
+            "Sidecar under load, worst case, c=64 "
+            f"({side.get('rps_under_profiler', 0):.0f} req/s under the profiler; after "
+            "warm-up; the event loop's own C code is not in the profile)",
+            side,
+        ),
+        *_profile_md(
+            "Sidecar under load, realistic mix, c=64 "
+            f"({real.get('rps_under_profiler', 0):.0f} req/s under the profiler; after "
+            "warm-up and the returning viewers' earlier views)",
+            real,
+        ),
+    ]
 
 
 def kept_notes(path: Path) -> str:

@@ -113,53 +113,69 @@ class Workload:
         viewer, and the earlier breaks of the views already in progress at the start, ordered
         by break index (a view's breaks never in flight together).
         """
-        rnd = random.Random(self.seed)
-        cum, total = self._ranks()
         upto = n if history_upto is None else min(n, history_upto)
+        views = _Views(self, base, mix, upto)
+        out = views.requests(n)
+        return out, views.history()
 
-        def rank() -> int:
-            return bisect.bisect_left(cum, rnd.random() * total) + 1
 
-        def device() -> str:
-            return str(uuid.UUID(int=rnd.getrandbits(128), version=4)).upper()
+class _Views:
+    """The views of the realistic mix in progress (one per slot), and the history they leave."""
 
-        slots: list[_View] = []
-        earlier: list[list[str]] = [[] for _ in range(mix.breaks)]
-        returning_first: list[str] = []
-        counter = itertools.count(1_000_000_000)
+    def __init__(self, workload: Workload, base: str, mix: Mix, upto: int) -> None:
+        self.workload, self.base, self.mix, self.upto = workload, base, mix, upto
+        self.rnd = random.Random(workload.seed)
+        self.cum, self.total = workload._ranks()
+        self.earlier: list[list[str]] = [[] for _ in range(mix.breaks)]
+        self.returning_first: list[str] = []
+        self.counter = itertools.count(1_000_000_000)
+        self.slots = [self.new_view(s % mix.breaks, 0) for s in range(mix.window)]
 
-        def new_view(start: int, at: int) -> _View:
-            view = _View(device(), rank(), rnd.random() < mix.consented)
-            view.returning = rnd.random() < mix.returning
-            view.next_break = start
-            if view.returning and view.consented and at < upto:
-                other = rank()
-                while other == view.rank and self.contents > 1:
-                    other = rank()
-                returning_first.append(self._url(base, next(counter), other, view.device, True))
-            if at < upto:  # in slot order, so that a view's earlier breaks are far apart
-                for b in range(start):
-                    earlier[b].append(
-                        self._url(base, next(counter), view.rank, view.device, view.consented)
-                    )
-            return view
+    def rank(self) -> int:
+        return bisect.bisect_left(self.cum, self.rnd.random() * self.total) + 1
 
-        for s in range(mix.window):
-            slots.append(new_view(s % mix.breaks, 0))
-        order = list(range(mix.window))
-        rnd.shuffle(order)
+    def device(self) -> str:
+        return str(uuid.UUID(int=self.rnd.getrandbits(128), version=4)).upper()
+
+    def new_view(self, start: int, at: int) -> _View:
+        """A view from break `start` on, replacing one whose last break was request `at`."""
+        mix, url = self.mix, self.workload._url
+        view = _View(self.device(), self.rank(), self.rnd.random() < mix.consented)
+        view.returning = self.rnd.random() < mix.returning
+        view.next_break = start
+        if view.returning and view.consented and at < self.upto:
+            other = self.rank()
+            while other == view.rank and self.workload.contents > 1:
+                other = self.rank()
+            self.returning_first.append(
+                url(self.base, next(self.counter), other, view.device, True)
+            )
+        if at < self.upto:  # in slot order, so that a view's earlier breaks are far apart
+            for b in range(start):
+                self.earlier[b].append(
+                    url(self.base, next(self.counter), view.rank, view.device, view.consented)
+                )
+        return view
+
+    def requests(self, n: int) -> list[tuple[str, str]]:
+        """`n` (URL, label) pairs: the slots visited in one fixed shuffled order, round after
+        round, a view that has had its last break replaced by a new one."""
+        order = list(range(self.mix.window))
+        self.rnd.shuffle(order)
         out: list[tuple[str, str]] = []
         i = 0
         while i < n:
             for s in order:
                 if i >= n:
                     break
-                view = slots[s]
-                url = self._url(base, i, view.rank, view.device, view.consented)
+                view = self.slots[s]
+                url = self.workload._url(self.base, i, view.rank, view.device, view.consented)
                 out.append((url, label(view.returning, view.consented, view.next_break)))
                 i += 1
                 view.next_break += 1
-                if view.next_break >= mix.breaks:
-                    slots[s] = new_view(0, i)
-        history = returning_first + [url for by_break in earlier for url in by_break]
-        return out, history
+                if view.next_break >= self.mix.breaks:
+                    self.slots[s] = self.new_view(0, i)
+        return out
+
+    def history(self) -> list[str]:
+        return self.returning_first + [url for by_break in self.earlier for url in by_break]

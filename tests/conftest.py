@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
-from tests.fakes import FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, Running, running, sidecar_config
+from tests.helpers.fakes import FakePermutive
 from tests.helpers.redis import (
     RUN_PREFIX,
     SHARED_REDIS,

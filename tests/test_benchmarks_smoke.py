@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # One pattern per row the table must have; `{c}` runs over the three concurrencies.
@@ -74,6 +76,7 @@ GATED = (
 )
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:
     results = ROOT / "benchmarks" / "RESULTS.md"
     before = results.read_bytes() if results.exists() else None
@@ -83,7 +86,7 @@ def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,  # a hang guard: under a minute on an idle machine, minutes on a busy one
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -94,9 +97,10 @@ def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:
         matching = [line for line in rows if re.search(pattern, line)]
         assert len(matching) == 1, f"expected one row matching {pattern!r}:\n{done.stdout}"
     for line in rows:
-        # A row with a target says whether it is met; which one it says is not tested.
+        # A row with a target says whether it is met (or n/a: a run without the figure, e.g.
+        # no request answered); which one it says is not tested.
         if any(g in line for g in GATED) and re.search(r"(<=|>=)", line):
-            assert line.rstrip().endswith(("met", "GAP")), line
+            assert line.rstrip().endswith(("met", "GAP", "n/a")), line
     assert (tmp_path / "raw.json").stat().st_size > 0
     # --quick without --write leaves the results file alone.
     after = results.read_bytes() if results.exists() else None

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.config import HttpConfig
 from plugin.permutive.breaker import Breaker, State
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE, GAM_SAMPLE
 
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.cli import clean_env, cohortkv
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import GAM_SAMPLE
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from plugin.commands.cli import _run
-from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.cli import ROOT, clean_env, cohortkv
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import GAM_SAMPLE
 
 CONTENT = "https://example.com/sport/football/match-1"

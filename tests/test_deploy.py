@@ -45,11 +45,11 @@ from plugin.config import Config, config_from_dict
 from plugin.reserved import PREFIX as RESERVED_PREFIX
 from plugin.serve import make_app
 from plugin.signals.events import now_rfc3339
-from tests.fake_adserver import FakeAdServer
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import SharedRedis
+from tests.helpers.times import recent
 from tests.helpers.waiting import until
-from tests.times import recent
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
 from plugin.config import BehavioralConfig, ConfigError, KeysConfig
 from plugin.identity import Alias
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import FakePermutive, config
 from tests.helpers.samples import DEVICE, GAM_SAMPLE
 from tests.helpers.waiting import until
 
@@ -35,10 +35,6 @@ def ctx(content_url: str = "https://example.com/v/1", **kw: Any) -> Context:
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
-
-
-def config(fake: FakePermutive, **kw: Any) -> Config:
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
 
 
 async def test_gam_sample_tag_gains_cohorts_inside_cust_params(fake: FakePermutive) -> None:

@@ -26,12 +26,12 @@ from plugin.config import (
     ServeConfig,
     config_from_dict,
 )
-from tests.fake_adserver import Running, running
-from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.cli import serve_process
+from tests.helpers.fake_adserver import Running, running
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import RedisProcess, SharedRedis
+from tests.helpers.times import recent
 from tests.helpers.waiting import until
-from tests.times import recent
 
 GRANTED = {"granted": True}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from plugin.config import load_config
-from tests.fake_adserver import FakeAdServer, running
+from tests.helpers.fake_adserver import FakeAdServer, running
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

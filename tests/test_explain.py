@@ -23,8 +23,6 @@ from plugin.identity import Alias, Identity
 from plugin.observe.decisions import DecisionLog
 from plugin.result import REASONS
 from plugin.serve import make_app
-from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
-from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.explain import (
     BID_BODY,
     CONTENT,
@@ -36,6 +34,8 @@ from tests.helpers.explain import (
     explain,
     get_json,
 )
+from tests.helpers.fake_adserver import FakeAdServer, Running, running, sidecar_config
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.waiting import until
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from plugin.config import Config, ServeConfig
-from tests.fake_adserver import FakeAdServer, Running, running
 from tests.helpers.explain import BID_BODY, GAM_QUERY, GAM_URL, IDFA, OPENRTB_URL
+from tests.helpers.fake_adserver import FakeAdServer, Running, running
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 HOSTILE_TAG = "<img src=x onerror=document.title='pwned'>"

@@ -27,14 +27,14 @@ from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.config import CacheConfig, HttpConfig, ServeConfig
 from plugin.middleware import ad_context, cohortkv_middleware
 from plugin.serve import make_app
-from tests.fake_adserver import FakeAdServer
-from tests.fakes import API_KEY, FakePermutive
-from tests.faults import MODES, FaultyPermutive
+from tests.helpers.fake_adserver import FakeAdServer
+from tests.helpers.fakes import API_KEY, FakePermutive
+from tests.helpers.faults import MODES, FaultyPermutive
 from tests.helpers.samples import DEVICE
+from tests.helpers.times import recent
 from tests.helpers.waiting import until
 from tests.test_serve_edges import BID, BOMB, pbs_config
 from tests.test_serve_guard import connect, serving, split
-from tests.times import recent
 
 BUDGET_S = 0.3
 MARGIN_S = 0.2

@@ -18,11 +18,11 @@ from plugin import Config, ConsentSignals, Content, Context, Enricher, EnrichRes
 from plugin.identity import Alias
 from plugin.permutive.wire import Event
 from plugin.signals.tracker import EventIds
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import RedisProcess, SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
+from tests.helpers.times import recent
 from tests.helpers.waiting import until
-from tests.times import recent
 
 
 class Viewer:

@@ -22,10 +22,10 @@ from plugin.permutive.delivery import delivery
 from plugin.permutive.wire import CcsRequest, Event
 from plugin.request import AdRequest
 from plugin.signals.tracker import EventIds
-from tests.fake_adserver import FakeAdServer, running, sidecar_config
-from tests.fakes import API_KEY, FakePermutive, closed_port
+from tests.helpers.fake_adserver import FakeAdServer, running, sidecar_config
+from tests.helpers.fakes import API_KEY, FakePermutive, closed_port, config
+from tests.helpers.times import recent
 from tests.helpers.waiting import until
-from tests.times import recent
 
 GRANTED = ConsentSignals(override=True)
 DEVICE = Identity(alias=Alias(tag="tifa", id="a1b2c3d4-e5f6-7890-abcd-ef1234567890"))
@@ -35,10 +35,6 @@ GUIDE_VIEW = "a2b3c4d5-e6f7-8901-2345-6789abcdef01"
 GUIDE_SESSION = "f47ac10b-58cc-4372-a567-0e02b2c3d479"
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 _NS = uuid.UUID(Config().events.view_namespace)
-
-
-def config(fake: FakePermutive, **kw: Any) -> Config:
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
 
 
 def granted(**kw: Any) -> Context:

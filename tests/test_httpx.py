@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
+from plugin import ConsentSignals, Content, Context, Enricher, Identity
 from plugin.httpx import CohortkvTransport, ad_context
-from tests.fake_adserver import VAST as ADSERVER_VAST
-from tests.fake_adserver import FakeAdServer
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fake_adserver import VAST as ADSERVER_VAST
+from tests.helpers.fake_adserver import FakeAdServer
+from tests.helpers.fakes import FakePermutive, config
 from tests.helpers.samples import DEVICE
 from tests.test_middleware import PLATFORMS, VAST
 
@@ -24,10 +23,6 @@ GRANTED = Context(
     consent=ConsentSignals(override=True),
     content=Content(url="https://example.com/v/1"),
 )
-
-
-def config(fake: FakePermutive, **changes: Any) -> Config:
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **changes)
 
 
 @pytest.mark.parametrize(("path", "expected"), PLATFORMS)

@@ -7,6 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,6 +23,7 @@ def modules() -> list[str]:
     return out
 
 
+@pytest.mark.slow
 async def test_each_module_imports_first_in_a_fresh_interpreter() -> None:
     gate = asyncio.Semaphore(4)
 

@@ -16,7 +16,7 @@ from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.accounting import Accounting
 from plugin.observe.metrics import Metrics
 from plugin.permutive.breaker import Breaker
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE, GAM_SAMPLE
 from tests.helpers.waiting import until
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.errors import CohortkvError
 from plugin.middleware import ad_context, cohortkv_middleware
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE
 
 VAST = b'<?xml version="1.0"?><VAST version="4.0"><Ad id="1"/></VAST>'

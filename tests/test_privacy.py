@@ -22,8 +22,8 @@ from plugin.identity import Alias
 from plugin.observe.logs import configure_logging
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.contextual import contextual_key
-from tests.fake_adserver import FakeAdServer, running, sidecar_config
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, running, sidecar_config
+from tests.helpers.fakes import API_KEY, FakePermutive, config
 from tests.helpers.redis import SharedRedis, keys_of
 
 USER = "2008c38f-dece-4570-976d-87593ed001c3"
@@ -45,10 +45,6 @@ AW = (
     "https://ads.example/vast/4.0/request/alias/zone1?aw_0_1st.episode_id=ep1"
     "&aw_0_1st.ifa={idfa}&aw_0_1st.ifaType=idfa"
 )
-
-
-def config(fake: FakePermutive, **kw: Any) -> Config:
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
 
 
 # --- 1. the most restrictive signal wins -------------------------------------------------------

@@ -24,9 +24,9 @@ from plugin.permutive.wire import Event
 from plugin.signals.content_url import clean_content_url, holds_email
 from plugin.signals.events import now_rfc3339
 from plugin.signals.tracker import EventIds
-from tests.fake_adserver import FakeAdServer, Running, running
-from tests.fakes import FakePermutive
 from tests.helpers.attacks import GAM, GRANT, IDFA, PAGE, config, get, sidecar
+from tests.helpers.fake_adserver import FakeAdServer, Running, running
+from tests.helpers.fakes import FakePermutive
 from tests.helpers.redis import SharedRedis
 from tests.helpers.waiting import until
 

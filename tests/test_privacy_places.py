@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.params import Params, SignalReader, first_params
-from tests.fake_adserver import FakeAdServer, Running, running
-from tests.fakes import FakePermutive
 from tests.helpers.attacks import AW, FW, GAM, GRANT, IDFA, OTHER, VAST, decided, get, sidecar
+from tests.helpers.fake_adserver import FakeAdServer, Running, running
+from tests.helpers.fakes import FakePermutive
 
 VECTORS = {
     v["name"]: v["tc_string"]

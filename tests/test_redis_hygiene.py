@@ -11,7 +11,7 @@ from plugin import ConsentSignals, Content, Context, Enricher
 from plugin.config import Config
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.contextual import contextual_key
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import RUN_PREFIX, SharedRedis, keys_of, remove_keys
 from tests.helpers.samples import GAM_SAMPLE
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from plugin import ConsentSignals, Context, Enricher
 from plugin.middleware import cohortkv_middleware
 from plugin.reserved import PROPERTY_PREFIX, split_reserved, split_url
-from tests.fake_adserver import FakeAdServer, Running, sidecar_config
-from tests.fakes import FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, Running, sidecar_config
+from tests.helpers.fakes import FakePermutive
 
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"

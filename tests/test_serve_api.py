@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from plugin.commands.cli import main as cli_main
-from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
-from tests.fakes import API_KEY, FakePermutive
-from tests.times import recent
+from tests.helpers.fake_adserver import FakeAdServer, Running, running, sidecar_config
+from tests.helpers.fakes import API_KEY, FakePermutive
+from tests.helpers.times import recent
+from tests.helpers.waiting import until
 
 GAM = (
     "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&output=vast"
@@ -35,15 +36,6 @@ async def post(r: Running, path: str, body: Any) -> tuple[int, Any]:
 
 def event(t: str, name: str = "Videoview", **props: Any) -> dict[str, Any]:
     return {"name": name, "time": t, "properties": {"video_id": "v1", **props}}
-
-
-async def until(check: Any, polls: int = 500) -> None:
-    """Waits (polling) for an eventual state: a condition, never a duration."""
-    for _ in range(polls):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 # -- /v1/enrich ---------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 import yarl
 
-from tests.fake_adserver import FakeAdServer, Running
-from tests.fakes import FakePermutive
-from tests.times import recent
+from tests.helpers.fake_adserver import FakeAdServer, Running
+from tests.helpers.fakes import FakePermutive
+from tests.helpers.times import recent
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from plugin.config import Config, ConfigError, UpstreamConfig, load_config
-from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
-from tests.fakes import FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, Running, running, sidecar_config
+from tests.helpers.fakes import FakePermutive
+from tests.helpers.times import recent
 from tests.test_reserved_names import AD_HOST, TAIL, USER
 from tests.test_serve_guard import WAIT, connect, read_response, serving, split, until
-from tests.times import recent
 
 # -- compressed bodies -----------------------------------------------------------------------
 

@@ -30,8 +30,9 @@ from plugin.config import Config, ConfigError, ServeConfig, load_config
 from plugin.serve import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
 from plugin.serve.validate import MAX_DEPTH
-from tests.fake_adserver import FakeAdServer, sidecar_config
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, sidecar_config
+from tests.helpers.fakes import API_KEY, FakePermutive
+from tests.helpers.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
@@ -70,15 +71,6 @@ async def serving(config: Config) -> AsyncIterator[Served]:
         yield Served(runner.addresses[0][1], registry)
     finally:
         await runner.cleanup()
-
-
-async def until(check: Any) -> None:
-    """Waits (polling) for an eventual state: a condition, never a duration."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + WAIT
-    while not check():
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.fake_adserver import FakeAdServer, Running, running, sidecar_config
-from tests.fakes import FakePermutive
-from tests.times import recent
+from tests.helpers.fake_adserver import FakeAdServer, Running, running, sidecar_config
+from tests.helpers.fakes import FakePermutive
+from tests.helpers.times import recent
 
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 

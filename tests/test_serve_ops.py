@@ -12,9 +12,9 @@ import yarl
 from adapters.registry import KNOWN_ADAPTERS
 from plugin.config import ConfigError
 from plugin.serve import make_app
-from tests.fake_adserver import FakeAdServer, running, sidecar_config
-from tests.fakes import API_KEY, FakePermutive
-from tests.times import recent
+from tests.helpers.fake_adserver import FakeAdServer, running, sidecar_config
+from tests.helpers.fakes import API_KEY, FakePermutive
+from tests.helpers.times import recent
 
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"
 CONSENTED = {"X-Cohortkv-Consent": "granted", "X-Cohortkv-User-Id": USER}

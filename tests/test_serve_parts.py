@@ -26,7 +26,7 @@ from plugin.serve.health import ErrorWindow
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.proxy import safe_path
 from plugin.serve.validate import BodyError, decode
-from tests.times import recent
+from tests.helpers.times import recent
 
 # -- reserved parameters ------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from typing import Any
 import yarl
 
 from plugin.config import Config, EventsConfig, ServeConfig
-from tests.fake_adserver import FakeAdServer, Running, running
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, Running, running
+from tests.helpers.fakes import API_KEY, FakePermutive
 
 USER = "2008c38f-dece-4570-976d-87593ed001c3"
 CONSENTED = {"X-Cohortkv-Consent": "granted", "X-Cohortkv-User-Id": USER}

@@ -10,8 +10,15 @@ import aiohttp
 import pytest
 import yarl
 
-from tests.fake_adserver import VAST, VAST_TYPE, FakeAdServer, Running, running, sidecar_config
-from tests.fakes import FakePermutive
+from tests.helpers.fake_adserver import (
+    VAST,
+    VAST_TYPE,
+    FakeAdServer,
+    Running,
+    running,
+    sidecar_config,
+)
+from tests.helpers.fakes import FakePermutive
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 USER = "2b1e6c7a-4d3f-4e8a-9b2c-1d0e9f8a7b6c"

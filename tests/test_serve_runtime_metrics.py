@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plugin.serve.runtime_metrics import BUILD_INFO, register_runtime_metrics
 from plugin.version import __version__
-from tests.fake_adserver import Running
+from tests.helpers.fake_adserver import Running
 
 STANDARD = {
     "process_cpu_seconds": "counter",

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from tests.fake_adserver import FakeAdServer, running, sidecar_config
-from tests.fakes import FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, running, sidecar_config
+from tests.helpers.fakes import FakePermutive
 
 EXAMPLES = 50
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.fakes import API_KEY, FakePermutive
-from tests.times import recent
+from tests.helpers.fakes import API_KEY, FakePermutive
+from tests.helpers.times import recent
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = 20

@@ -14,8 +14,8 @@ from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
 from plugin.identity import Alias
 from plugin.permutive.wire import Event
 from plugin.signals.tracker import EventIds
-from tests.fakes import API_KEY, FakePermutive
-from tests.times import recent
+from tests.helpers.fakes import API_KEY, FakePermutive
+from tests.helpers.times import recent
 
 GAM = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&sz=640x480&output=vast"
 DEVICE = Identity(alias=Alias(tag="idfa", id="6D92078A-8246-4BA4-AE5B-76104861E7DC"))

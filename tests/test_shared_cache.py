@@ -22,7 +22,7 @@ from plugin.config import CacheConfig
 from plugin.identity import Alias
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import RedisProcess, SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
 from tests.helpers.waiting import until

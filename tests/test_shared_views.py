@@ -16,10 +16,10 @@ from plugin import Config, ConsentSignals, Content, Context, Enricher, Identity
 from plugin.identity import Alias
 from plugin.permutive.wire import Event
 from plugin.signals.tracker import EventIds
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.redis import SharedRedis
 from tests.helpers.samples import GAM_SAMPLE
-from tests.times import recent
+from tests.helpers.times import recent
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,17 +4,16 @@ and both API calls, continuing the caller's trace, with nothing identifying in t
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from plugin import Config, ConsentSignals, Content, Context, Enricher
+from plugin import ConsentSignals, Content, Context, Enricher
 from plugin.config import ServeConfig, TracingConfig
 from plugin.serve import make_app
-from tests.fake_adserver import FakeAdServer
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer
+from tests.helpers.fakes import API_KEY, FakePermutive, config
 from tests.helpers.samples import DEVICE, GAM_SAMPLE
 
 CTX = Context(
@@ -29,10 +28,6 @@ def traced() -> tuple[TracerProvider, InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
-
-
-def config(fake: FakePermutive, **kw: Any) -> Config:
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
 
 
 async def test_off_by_default_no_tracer_and_no_trace_configs(fake: FakePermutive) -> None:

@@ -8,17 +8,13 @@ from typing import Any
 
 import pytest
 
-from plugin import Config, Enricher, Event, RequestError
-from tests.fakes import API_KEY, FakePermutive
+from plugin import Enricher, Event, RequestError
+from tests.helpers.fakes import FakePermutive, config
 from tests.helpers.samples import DEVICE
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def config(fake: FakePermutive) -> Config:
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url)
 
 
 async def test_plain_dicts_and_events_are_delivered_alike(fake: FakePermutive) -> None:

@@ -20,10 +20,10 @@ from adapters import (
     default_adapters,
     find_adapter,
 )
-from plugin import Config, ConsentSignals, Context, Enricher
+from plugin import ConsentSignals, Context, Enricher
 from plugin.config import ConfigError, KeysConfig, adapter_settings, config_from_dict
 from plugin.request import AdRequest
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import FakePermutive, config
 
 VAST = "https://vast.example-ads.com/vast/7?w=1920&ifa=abc-1&ifa_type=rida&cb=1"
 AUCTION = "https://pbs.example.com/openrtb2/auction"
@@ -142,10 +142,6 @@ def test_json_too_deep_to_decode_is_not_recognised() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # end to end: the enricher picks the adapter, asks the APIs, writes the answer
-
-
-def config(fake: FakePermutive, **kw: Any) -> Config:
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
 
 
 GRANTED = Context(consent=ConsentSignals(override=True))

@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from plugin.config import Config, ServeConfig, UpstreamConfig
-from tests.fake_adserver import running
-from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.cli import serve_process
+from tests.helpers.fake_adserver import running
+from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.jsonbytes import outside
 
 BID = {

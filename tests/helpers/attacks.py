@@ -7,8 +7,8 @@ from typing import Any
 
 from plugin import Config
 from plugin.config import ServeConfig, UpstreamConfig
-from tests.fake_adserver import FakeAdServer, Running
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fake_adserver import FakeAdServer, Running
+from tests.helpers.fakes import FakePermutive, config
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 OTHER = "0B3F8C12-1D2E-4A5B-9C8D-7E6F5A4B3C2D"
@@ -20,11 +20,6 @@ VAST = "/proxy/vast/ads?content_url=" + PAGE
 """The generic `query` adapter, as an upstream that names it."""
 GRANT = "&cohortkv_consent=granted"
 """The stitcher's grant: it decides only where the request carries no consent signal."""
-
-
-def config(fake: FakePermutive, **kw: Any) -> Config:
-    """Both Permutive APIs on the fake."""
-    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
 
 
 def sidecar(fake: FakePermutive, ads: FakeAdServer, **kw: Any) -> Config:

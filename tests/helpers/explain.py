@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.fake_adserver import Running
+from tests.helpers.fake_adserver import Running
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 IFA = "a3b1c2d4-0000-4000-8000-123456789abc"

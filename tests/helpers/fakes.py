@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from plugin.config import Config
+
 API_KEY = "test-key"
 
 Reply = int | dict[str, Any] | str | tuple[str, float]
@@ -134,6 +136,11 @@ class FakePermutive:
         body = await request.json()
         answer = self.ctx_answers.get(body.get("url"), self.ctx_default)
         return await self._answer("contextual", request, body, lambda: answer)
+
+
+def config(fake: FakePermutive, **kw: Any) -> Config:
+    """A config with both Permutive APIs on `fake`; `kw` sets any other `Config` field."""
+    return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, **kw)
 
 
 def closed_port() -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.fakes import API_KEY
+from tests.helpers.fakes import API_KEY
 
 MODES = (
     "slow",

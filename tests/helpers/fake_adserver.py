@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from plugin.config import Config, ServeConfig
 from plugin.serve import SIDECAR, Sidecar, make_app
-from tests.fakes import API_KEY, FakePermutive
+from tests.helpers.fakes import API_KEY, FakePermutive
 
 VAST = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n'
