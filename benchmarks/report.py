@@ -358,6 +358,44 @@ def _memory_md(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def _extra_md(title: str, prof: dict[str, Any]) -> list[str]:
+    """The sidecar's own CPU per request minus the passthrough's, function by function."""
+    vs = prof.get("vs_passthrough", {})
+    if not vs:
+        return []
+    return [
+        f"**{title}: where the extra CPU goes** (cProfile on thread CPU time, both under the "
+        f"same load: {vs['sidecar_us']} vs {vs['passthrough_us']} µs per request under the "
+        "profiler, which inflates many small calls)",
+        "",
+        _md_table(
+            ("extra µs/req", "sidecar", "passthrough", "function"),
+            [
+                (t["extra_us"], t["sidecar_us"], t["passthrough_us"], f"`{t['function']}`")
+                for t in vs.get("top", [])[:12]
+            ],
+        ),
+        "",
+    ]
+
+
+def _sampled_md(title: str, prof: dict[str, Any]) -> list[str]:
+    spy = prof.get("sampled", {})
+    if not spy.get("top"):
+        return []
+    return [
+        f"**{title}, sampled** (py-spy, {spy.get('samples', 0)} samples at "
+        f"{spy.get('rps_under_sampler', 0):.0f} req/s; a thread preempted after a socket write "
+        "wakes its peer still counts as busy in that write, so the writes are overstated)",
+        "",
+        _md_table(
+            ("own %", "function (top by own samples)"),
+            [(t["own_pct"], f"`{t['function']}`") for t in spy["top"][:10]],
+        ),
+        "",
+    ]
+
+
 def _profiles_md(data: dict[str, Any]) -> list[str]:
     prof = data.get("profile", {})
     if not prof:
@@ -366,7 +404,7 @@ def _profiles_md(data: dict[str, Any]) -> list[str]:
     side = prof.get("sidecar", {})
     real = prof.get("sidecar_realistic", {})
     return [
-        "## Profiles (cProfile)",
+        "## Profiles (cProfile on thread CPU time, and py-spy)",
         "",
         *_profile_md(
             "Library enrich loop (4,000 calls, 16 callers, upstreams answering at once; "
@@ -385,6 +423,10 @@ def _profiles_md(data: dict[str, Any]) -> list[str]:
             "warm-up and the returning viewers' earlier views)",
             real,
         ),
+        *_extra_md("Sidecar, worst case", side),
+        *_extra_md("Sidecar, realistic mix", real),
+        *_sampled_md("Sidecar, worst case", side),
+        *_sampled_md("Sidecar, realistic mix", real),
     ]
 
 
