@@ -161,6 +161,7 @@ class Supervisor:
             sys.executable, "-c", WORKER_CODE, stdin=asyncio.subprocess.PIPE
         )
         self._procs[index] = proc
+        log.info("worker %d started (pid %d)", index, proc.pid)
         assert proc.stdin is not None
         proc.stdin.write(msgspec.json.encode(spec) + b"\n")
         with contextlib.suppress(ConnectionError):
