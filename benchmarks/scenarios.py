@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fleet
+from benchmarks import fleet, workers
 from benchmarks.procs import Child, ChildError, py, run_json
 from benchmarks.upstreams import Latency
 from benchmarks.workload import Mix
@@ -854,6 +854,7 @@ class Bench:
             ("6", "uvloop vs asyncio", self.s6_uvloop),
             ("7", "realistic mix, both wait modes", self.s7_realistic),
             ("8", "two replicas on one Redis", lambda: fleet.run(self)),
+            ("9", "serve --workers 1 vs 2", lambda: workers.run(self)),
         ]
         for key, title, step in steps:
             if only and key not in only:
