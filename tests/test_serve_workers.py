@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -223,6 +224,18 @@ def test_workers_with_the_in_process_sandbox_are_refused() -> None:
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.splitlines()
     assert "serve.workers" in line and "sandbox" in line and "cohortkv sandbox" in line, line
+
+
+def test_a_port_another_process_listens_on_is_one_line_naming_the_flag() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        redis = {"COHORTKV_CACHE__REDIS_URL": "redis://127.0.0.1:6379/0", "COHORTKV_API_KEY": "k"}
+        done = cohortkv("serve", "--port", port, "--workers", "2", env=clean_env(**redis))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "--port" in line and port in line and "in use" in line, line
 
 
 def test_a_negative_number_of_workers_is_an_error_naming_where_it_was_set(

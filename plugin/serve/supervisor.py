@@ -123,30 +123,20 @@ class Supervisor:
 
     async def _keep(self, index: int) -> None:
         """Worker `index`, started again after each death until shutdown."""
-        loop = asyncio.get_running_loop()
         backoff = BACKOFF_S
         while True:
-            proc = await self._spawn(index)
-            started = loop.time()
-            code = await proc.wait()
-            self._metrics.worker_gone(proc.pid)
-            if self._stop.is_set():
-                self._codes[index] = code
+            ended = await self._once(index)
+            if ended is None:
                 return
-            if code == 2:
-                log.error("worker %d exited 2 (its error is logged above): stopping", index)
-                self._fatal = True
-                self._stop.set()
-                return
-            if loop.time() - started >= STABLE_S:
+            what, ran_s = ended
+            if ran_s >= STABLE_S:
                 backoff = BACKOFF_S
             self._restarts += 1
             self._metrics.restarts.inc()
             log.warning(
-                "worker %d (pid %d) %s; starting it again in %.1f s (%d restarts so far)",
+                "worker %d %s; starting it again in %.1f s (%d restarts so far)",
                 index,
-                proc.pid,
-                _exit_text(code),
+                what,
                 backoff,
                 self._restarts,
             )
@@ -154,6 +144,27 @@ class Supervisor:
                 await asyncio.wait_for(self._stop.wait(), backoff)
                 return
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _once(self, index: int) -> tuple[str, float] | None:
+        """Worker `index` started and run until it ends: what became of it and how long it
+        ran; None when it ended because the parent is stopping (or must stop)."""
+        loop = asyncio.get_running_loop()
+        try:
+            proc = await self._spawn(index)
+        except OSError as e:  # no process could be made (memory, process limit)
+            return f"could not be started ({e.strerror or e})", 0.0
+        started = loop.time()
+        code = await proc.wait()
+        self._metrics.worker_gone(proc.pid)
+        if self._stop.is_set():
+            self._codes[index] = code
+            return None
+        if code == 2:
+            log.error("worker %d exited 2 (its error is logged above): stopping", index)
+            self._fatal = True
+            self._stop.set()
+            return None
+        return f"(pid {proc.pid}) {_exit_text(code)}", loop.time() - started
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         spec = WorkerSpec(config=self._cfg, index=index, log_level=self._level)
