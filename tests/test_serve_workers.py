@@ -150,6 +150,8 @@ async def test_two_workers_serve_one_port_and_metrics_sum_them(
             assert set(served) == {"0", "1"} and all(v > 0 for v in served.values()), served
             assert metrics[("cohortkv_serve_workers", ())] == 2
             assert not any(dict(labels).get("pid") for _, labels in metrics)
+            # gauges read through a function (cache sizes) are copied into the shared files
+            assert ("cohortkv_cache_entries", (("cache", "behavioral"),)) in metrics
         w.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(w.proc.wait(), 30) == 0
 
@@ -201,6 +203,25 @@ async def test_sigterm_drains_every_worker_and_delivers_every_accepted_event(
     assert delivered == accepted
     assert len(w.logged(r"worker \d: shutting down")) == 2
     assert not w.logged("Traceback") and not w.logged("did not exit cleanly")
+
+
+def gone(pid: int) -> bool:
+    """No such process, or one that has exited and waits to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+async def test_workers_whose_parent_was_killed_shut_down_by_themselves(
+    fake: FakePermutive, ads: FakeAdServer, shared_redis: SharedRedis, tmp_path: Path
+) -> None:
+    async with workers(write_config(tmp_path, fake, ads, shared_redis)) as w:
+        pids = [w.pid(0), w.pid(1)]
+        w.proc.kill()
+        await w.proc.wait()
+        await until(lambda: all(gone(p) for p in pids), 30, "workers without a parent gone")
+    assert len(w.logged(r"worker \d: shutting down")) == 2
 
 
 # -- the rules ---------------------------------------------------------------------------------
