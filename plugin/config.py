@@ -218,6 +218,11 @@ class ServeConfig(_Section, frozen=True):
     closed). 0: half the process's open-file limit (`ulimit -n`), so that the other half
     stays free for connections to ad servers and the Permutive APIs."""
     access_log: bool = False
+    workers: NonNegInt = 1
+    """Processes serving the one port (`SO_REUSEPORT`), under one supervising parent that
+    restarts a worker that dies; 0: one per available core. More than one needs
+    `cache.redis_url` (views, sessions and caches are shared there) and is refused with
+    `sandbox = true`. 1: one process, no parent."""
     events_queue_max: PositiveInt = 10_000
     events_workers: PositiveInt = 16
     """Event deliveries in flight at once (one user's batches always go one at a time)."""

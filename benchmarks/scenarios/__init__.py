@@ -22,6 +22,7 @@ from benchmarks.scenarios import (
     s5_memory,
     s6_uvloop,
     s7_realistic,
+    s9_workers,
 )
 
 
@@ -42,6 +43,7 @@ SCENARIOS = (
     Scenario("6", "uvloop vs asyncio", s6_uvloop.run),
     Scenario("7", "realistic mix, both wait modes", s7_realistic.run),
     Scenario("8", "two replicas on one Redis", fleet.run),
+    Scenario("9", "serve --workers 1 vs 2", s9_workers.run),
 )
 
 

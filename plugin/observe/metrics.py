@@ -68,6 +68,7 @@ class Metrics:
             "Entries held in each in-process cache.",
             ["cache"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.bad_input = Counter(
             "cohortkv_bad_input_total",
@@ -77,15 +78,18 @@ class Metrics:
         )
         self.breaker_state = Gauge(
             "cohortkv_breaker_state",
-            "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open.",
+            "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open (several workers: the"
+            " highest of them).",
             ["api"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.inflight = Gauge(
             "cohortkv_upstream_inflight",
             "Calls in flight per upstream (bounded; beyond the bound calls are shed).",
             ["api"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.shared_cache_ops = Counter(
             "cohortkv_shared_cache_ops_total",
@@ -103,6 +107,7 @@ class Metrics:
             "cohortkv_sandbox_mode",
             "1 while cohorts come from the built-in sandbox (sandbox = true), not Permutive.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.content_url_redactions = Counter(
             "cohortkv_content_url_redactions_total",

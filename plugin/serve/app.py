@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -69,6 +69,8 @@ class Sidecar:
         self.deadline: float | None = None
         """Event-loop time by which shutdown must be complete; set when shutdown begins."""
         self._openapi = msgspec.json.encode(openapi_document(self.api.platforms))
+        self.exposition: Callable[[], bytes] = lambda: generate_latest(self.registry)
+        """What /metrics answers; a worker of several answers for all of them."""
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -126,9 +128,7 @@ class Sidecar:
         return json_response(200 if self.ready else 503, doc)
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")

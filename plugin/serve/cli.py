@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import web
@@ -23,6 +24,10 @@ from plugin.observe.tracing import setup_sdk
 from plugin.serve.accesslog import stdout_logger
 from plugin.serve.app import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
+from plugin.serve.workers import workers_flag
+
+if TYPE_CHECKING:
+    from plugin.serve.workers import Worker
 
 log = logging.getLogger("cohortkv.serve")
 
@@ -49,6 +54,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--access-log", action="store_true", default=None, help="JSON access log on stdout"
     )
+    parser.add_argument(
+        "--workers",
+        type=workers_flag,
+        metavar="N",
+        help="processes serving the port (needs cache.redis_url when not 1); 0: one per core"
+        f" (default: serve.workers from the config, {defaults.workers})",
+    )
     parser.set_defaults(run=run)
 
 
@@ -56,7 +68,12 @@ def config_for(args: argparse.Namespace) -> Config:
     cfg = config_from_args(args)
     changes = {
         k: v
-        for k, v in (("host", args.host), ("port", args.port), ("access_log", args.access_log))
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("access_log", args.access_log),
+            ("workers", args.workers),
+        )
         if v is not None
     }
     if changes:
@@ -76,8 +93,13 @@ def _tune_gc(threshold: int) -> None:
     gc.set_threshold(threshold, *gc.get_threshold()[1:])
 
 
-async def serve(cfg: Config) -> int:
-    """Runs the sidecar with `cfg` until SIGTERM or SIGINT; 0 after a clean shutdown."""
+async def serve(cfg: Config, worker: Worker | None = None) -> int:
+    """Runs the sidecar with `cfg` until SIGTERM or SIGINT; 0 after a clean shutdown. With
+    `serve.workers` other than 1, this process supervises that many workers instead."""
+    if worker is None and cfg.serve.workers != 1:
+        from plugin.serve.supervisor import supervise
+
+        return await supervise(cfg)
     if cfg.serve.access_log:
         stdout_logger()
     if not cfg.serve.upstreams:
@@ -85,13 +107,20 @@ async def serve(cfg: Config) -> int:
     if cfg.tracing.enabled:
         setup_sdk(cfg.tracing)
     app = make_app(cfg)
+    if worker is not None:
+        worker.attach(app)
     sidecar = app[SIDECAR]
     grace = cfg.serve.grace_s
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace / 2)
     await runner.setup()
     try:
         site = GuardedSite(
-            runner, sidecar.connections, cfg.serve.host, cfg.serve.port, backlog=1024
+            runner,
+            sidecar.connections,
+            cfg.serve.host,
+            cfg.serve.port,
+            backlog=1024,
+            reuse_port=worker is not None,
         )
         await site.start()
     except OSError as e:
@@ -121,4 +150,6 @@ async def serve(cfg: Config) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+            if worker is not None:  # the parent and a terminal may both signal a worker
+                signal.signal(sig, signal.SIG_IGN)
     return 0

@@ -273,7 +273,7 @@ class GuardedHandler(RequestHandler):
 class GuardedSite(web.BaseSite):
     """`web.TCPSite`, with every connection a `GuardedHandler` of `guard`."""
 
-    __slots__ = ("_guard", "_host", "_port")
+    __slots__ = ("_guard", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -283,11 +283,13 @@ class GuardedSite(web.BaseSite):
         port: int,
         *,
         backlog: int = 128,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._guard = guard
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -298,5 +300,9 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocols(server), self._host, self._port, backlog=self._backlog
+            self._guard.protocols(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
         )

@@ -41,16 +41,19 @@ class ServeMetrics:
             "cohortkv_events_queue_depth",
             "Player events accepted and not yet delivered or dropped.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.stream_length = Gauge(
             "cohortkv_events_stream_length",
             "Redis event queue: events in the streams, not settled yet (read or not), fleet-wide.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.stream_pending = Gauge(
             "cohortkv_events_stream_pending",
             "Redis event queue: events read by a replica and not settled yet, fleet-wide.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.shed = Counter(
             "cohortkv_shed_total",
@@ -99,11 +102,14 @@ class ServeMetrics:
             "cohortkv_http_connections",
             "Client connections open now.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.connections_max = Gauge(
             "cohortkv_http_connections_max",
-            "The effective serve.max_connections (0 in the file: half the open-file limit).",
+            "The effective serve.max_connections (0 in the file: half the open-file limit); with"
+            " several workers, the sum of theirs (each worker has its own).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         for reason in CLOSE_REASONS:
             self.connections_closed.labels(reason)

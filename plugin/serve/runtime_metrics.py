@@ -43,5 +43,6 @@ def register_runtime_metrics(registry: CollectorRegistry, version: str = __versi
             "The running cohortkv's version (the value is always 1).",
             ["version"],
             registry=registry,
+            multiprocess_mode="livemax",
         )
         build.labels(version).set(1)
