@@ -9,7 +9,15 @@ import plugin as _plugin  # noqa: F401  (initialisation order, see above)
 # isort: split
 
 from adapters.adswizz import AdsWizzAdapter
-from adapters.base import Adapter, AdapterSettings, FailOpen, KeyValuesIn, UrlAdapter
+from adapters.base import (
+    Adapter,
+    AdapterSettings,
+    FailOpen,
+    KeyValuesIn,
+    Parsed,
+    Unrecognised,
+    UrlAdapter,
+)
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter, GamSettings
 from adapters.openrtb import OpenRtbAdapter, OpenRtbSettings
@@ -20,7 +28,8 @@ from adapters.registry import (
     adapter_by_name,
     build_adapters,
     default_adapters,
-    find_adapter,
+    detect,
+    read_as,
     settings_type,
     supported_shapes,
 )
@@ -38,13 +47,16 @@ __all__ = [
     "KeyValuesIn",
     "OpenRtbAdapter",
     "OpenRtbSettings",
+    "Parsed",
     "QueryAdapter",
     "QuerySettings",
+    "Unrecognised",
     "UrlAdapter",
     "adapter_by_name",
     "build_adapters",
     "default_adapters",
-    "find_adapter",
+    "detect",
+    "read_as",
     "settings_type",
     "supported_shapes",
 ]

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from adapters.base import ContentId, Example, KeyValuesIn, UrlAdapter
+from adapters.base import ContentId, Example, KeyValuesIn, SplitUrl, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -47,7 +47,6 @@ from adapters.params import (
     identity_of,
     mapped_properties,
     sanitise,
-    split_url,
     text,
     url_path,
 )
@@ -115,15 +114,11 @@ class AdsWizzAdapter(UrlAdapter):
             f"&aw_0_1st.slot={e.slot}&cb={e.correlator}"
         )
 
-    def _url_unrecognised(self, url: str) -> str | None:
-        return None if _is_adswizz_path(url_path(split_url(url)[0])) else "path"
+    def _url_unrecognised(self, split: SplitUrl) -> str | None:
+        return None if _is_adswizz_path(url_path(split.base)) else "path"
 
-    def _parse_url(self, url: str) -> Context:
-        base, query, _ = split_url(url)
-        path = url_path(base)
-        if not _is_adswizz_path(path):
-            return Context()
-        p = first_params(query or "")
+    def _parse_url(self, split: SplitUrl) -> Context:
+        p = first_params(split.query or "")
 
         def first(names: tuple[str, ...]) -> str | None:
             for name in names:
@@ -163,10 +158,8 @@ class AdsWizzAdapter(UrlAdapter):
             limit_ad_tracking=lat,
         )
 
-    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
-        base, query, fragment = split_url(url)
-        if not _is_adswizz_path(url_path(base)):
-            return url, {}
+    def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
+        url, base, query, fragment = split
         ours = sanitise(keyvalues, valid_key, clean_value)
         if not ours:
             return url, {}

@@ -1,7 +1,8 @@
 """The adapter contract: one ad platform's request format, nothing else.
 
-An adapter says whether it recognises an `AdRequest` (and why not), reads a `Context` out of
-it, and writes key-values into it, returning the new request and exactly what it wrote. It
+An adapter reads an `AdRequest` once: a `Parsed` (the request's `Context` and what the adapter
+decoded for it) when it is one of the platform's, else an `Unrecognised` saying why not. It
+writes key-values into a `Parsed`, returning the new request and exactly what it wrote. It
 depends only on the shared vocabulary (`plugin.request`, `plugin.context`, `plugin.identity`),
 never on the enricher or the configuration loader.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, NamedTuple, Protocol
 
 import msgspec
 
+from adapters.params import split_url
 from plugin.context import ContentIdRule, Context
-from plugin.request import AdRequest, Applied
+from plugin.request import AdRequest, Applied, KeyValues
 
 KeyValuesIn = Mapping[str, Sequence[str]]
 """Key-values to write: key → values (a bare string counts as one value)."""
@@ -89,6 +91,28 @@ class Example(msgspec.Struct, frozen=True):
     correlator: int
 
 
+class Parsed(msgspec.Struct, frozen=True):
+    """A request an adapter recognised, read once: what it says (`context`) and what the
+    adapter decoded to say it (`data`: the split URL, the decoded body and its spans), which
+    `apply` writes from without reading the request again."""
+
+    adapter: Adapter
+    request: AdRequest
+    context: Context
+    data: Any = None
+    """The adapter's own: only the adapter that made it reads it."""
+
+
+class Unrecognised(msgspec.Struct, frozen=True):
+    """A request that is not the platform's: it goes out unchanged, counted and logged."""
+
+    reason: str
+    """Why not, a short metric label: `path`, `method`, `json`, `body`, ..., `error` (the
+    adapter failed), `no_adapter` (no auto-detectable adapter recognised it)."""
+    platform: str | None = None
+    """The adapter that said so; None for `no_adapter`."""
+
+
 class Adapter(Protocol):
     @property
     def name(self) -> str: ...
@@ -100,26 +124,27 @@ class Adapter(Protocol):
     content_ids: tuple[ContentIdRule, ...]
     """What identifies content without a URL, in order of preference."""
 
-    def unrecognised(self, request: AdRequest) -> str | None:
-        """None when this is one of the platform's ad requests, else why not (a short reason,
-        used as a metric label: `path`, `method`, `body`, ...)."""
+    def read(self, request: AdRequest) -> Parsed | Unrecognised:
+        """The request's `Context` and what was decoded for it when it is one of the
+        platform's ad requests, else why not."""
         ...
 
-    def parse(self, request: AdRequest) -> Context: ...
-
     def apply(
-        self, request: AdRequest, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None = None
+        self, parsed: Parsed, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None = None
     ) -> Applied:
-        """Writes `keyvalues` (the cohorts activated for `activation_platforms`); an adapter
-        that places cohorts per activation name asks `cohorts_for`, when given."""
+        """Writes `keyvalues` (the cohorts activated for `activation_platforms`) into the
+        request `read` gave; an adapter that places cohorts per activation name asks
+        `cohorts_for`, when given."""
         ...
 
 
 class FailOpen:
-    """The never-raise shell every adapter shares: an exception from the platform-specific
-    `_unrecognised` / `_parse` / `_apply` becomes "not mine" (reason `error`), an empty
-    Context, or the request unchanged, and is reported to `on_error`. An ad request is never
-    lost to a parser bug, and never lost silently."""
+    """The never-raise shell every adapter shares. `read` recognises a request once
+    (`_recognise`: what the adapter decoded, or an `Unrecognised`) and reads its Context
+    from that (`_context`); `apply` writes from the same (`_apply`). An exception becomes
+    "not mine" (reason `error`), an empty Context, or the request unchanged, and is reported
+    to `on_error` with its stage (`recognise`, `parse`, `apply`). An ad request is never lost
+    to a parser bug, and never lost silently."""
 
     name: ClassVar[str]
     Settings: ClassVar[type[AdapterSettings]] = AdapterSettings
@@ -129,7 +154,7 @@ class FailOpen:
     """What its ad requests look like, for people (`cohortkv enrich` on a request it cannot
     handle lists every platform's shape)."""
     auto_detect: ClassVar[bool] = True
-    """Whether `find_adapter` may pick this adapter by looking at a request."""
+    """Whether `detect` may pick this adapter by looking at a request."""
     default_activation_platforms: ClassVar[tuple[str, ...]] = ()
     default_play_event: ClassVar[str] = "Videoview"
     default_content_section: ClassVar[str] = "video"
@@ -191,79 +216,100 @@ class FailOpen:
             with contextlib.suppress(Exception):
                 hook(self.name, reason)
 
-    def unrecognised(self, request: AdRequest) -> str | None:
+    def read(self, request: AdRequest) -> Parsed | Unrecognised:
         try:
-            return self._unrecognised(request)
+            data = self._recognise(request)
         except Exception as e:
             self._failed("recognise", e)
-            return "error"
-
-    def matches(self, request: AdRequest) -> bool:
-        return self.unrecognised(request) is None
-
-    def parse(self, request: AdRequest) -> Context:
+            return Unrecognised("error", self.name)
+        if isinstance(data, Unrecognised):
+            return data
         try:
-            return self._parse(request)
+            context = self._context(request, data)
         except Exception as e:
             self._failed("parse", e)
-            return Context()
+            context = Context()
+        return Parsed(self, request, context, data)
 
     def apply(
-        self, request: AdRequest, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None = None
+        self, parsed: Parsed, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None = None
     ) -> Applied:
         if not keyvalues:
-            return Applied(request, {})
+            return Applied(parsed.request, {})
         try:
-            if cohorts_for is None:
-                return self._apply(request, keyvalues)
-            return self._apply_cohorts(request, keyvalues, cohorts_for)
+            return self._apply(parsed, keyvalues, cohorts_for)
         except Exception as e:
             self._failed("apply", e)
-            return Applied(request, {})
+            return Applied(parsed.request, {})
 
-    def _unrecognised(self, request: AdRequest) -> str | None:
+    def _not_mine(self, reason: str) -> Unrecognised:
+        return Unrecognised(reason, self.name)
+
+    def _recognise(self, request: AdRequest) -> Any:
+        """What the adapter decoded of one of its requests (kept in `Parsed.data`), or an
+        `Unrecognised` (`_not_mine`) saying why it is not one."""
         raise NotImplementedError
 
-    def _parse(self, request: AdRequest) -> Context:
+    def _context(self, request: AdRequest, data: Any) -> Context:
         raise NotImplementedError
 
-    def _apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
-        raise NotImplementedError
-
-    def _apply_cohorts(
-        self, request: AdRequest, keyvalues: KeyValuesIn, cohorts_for: CohortsFor
+    def _apply(
+        self, parsed: Parsed, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None
     ) -> Applied:
-        """`_apply`, for an adapter that places cohorts per activation name: override."""
-        return self._apply(request, keyvalues)
+        """Writes from `parsed.data`; `cohorts_for` matters only to adapters that place
+        cohorts per activation name."""
+        raise NotImplementedError
+
+
+class SplitUrl(NamedTuple):
+    """A URL and its parts as `params.split_url` splits it: what a URL adapter decoded of its
+    request."""
+
+    url: str
+    base: str
+    query: str | None
+    fragment: str
 
 
 class UrlAdapter(FailOpen):
-    """A platform whose ad requests carry everything in the URL: only the URL is read, and
-    only the platform's own parameter or section of it is rewritten, byte for byte."""
+    """A platform whose ad requests carry everything in the URL: only the URL is read (split
+    once), and only the platform's own parameter or section of it is rewritten, byte for
+    byte."""
 
-    def _unrecognised(self, request: AdRequest) -> str | None:
-        return self._url_unrecognised(request.url)
+    def _recognise(self, request: AdRequest) -> SplitUrl | Unrecognised:
+        url = request.url
+        split = SplitUrl(url, *split_url(url))
+        why = self._url_unrecognised(split)
+        return split if why is None else self._not_mine(why)
 
-    def _parse(self, request: AdRequest) -> Context:
-        return self._parse_url(request.url)
+    def _context(self, request: AdRequest, data: Any) -> Context:
+        return self._parse_url(data)
 
-    def _apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
-        url, written = self._apply_url(request.url, keyvalues)
+    def _apply(
+        self, parsed: Parsed, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None
+    ) -> Applied:
+        url, written = self._apply_url(parsed.data, keyvalues)
+        request = parsed.request
         return Applied(request.with_url(url), written) if written else Applied(request, {})
 
     def parse_url(self, url: str) -> Context:
-        """`parse` of a GET of `url`."""
-        return self.parse(AdRequest(url))
+        """The Context of a GET of `url` (an empty one when it is not the platform's)."""
+        got = self.read(AdRequest(url))
+        return got.context if isinstance(got, Parsed) else Context()
 
     def apply_url(self, url: str, keyvalues: KeyValuesIn) -> str:
-        """`apply` to a GET of `url`: the URL as it goes out."""
-        return self.apply(AdRequest(url), keyvalues).request.url
+        """`apply` to a GET of `url`: the URL as it goes out (unchanged when it is not the
+        platform's)."""
+        got = self.read(AdRequest(url))
+        return self.apply(got, keyvalues).request.url if isinstance(got, Parsed) else url
 
-    def _url_unrecognised(self, url: str) -> str | None:
+    def _url_unrecognised(self, split: SplitUrl) -> str | None:
+        """None when the URL is the platform's, else why not."""
         raise NotImplementedError
 
-    def _parse_url(self, url: str) -> Context:
+    def _parse_url(self, split: SplitUrl) -> Context:
         raise NotImplementedError
 
-    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, dict[str, list[str]]]:
+    def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
+        """The URL with `keyvalues` written, and what was written (nothing: unchanged)."""
         raise NotImplementedError

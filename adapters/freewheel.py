@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from adapters.base import ContentId, Example, KeyValuesIn, UrlAdapter
+from adapters.base import ContentId, Example, KeyValuesIn, SplitUrl, UrlAdapter
 from adapters.params import (
     SignalReader,
     decode,
@@ -44,7 +44,6 @@ from adapters.params import (
     identity_of,
     mapped_properties,
     sanitise,
-    split_url,
     text,
     url_path,
 )
@@ -117,12 +116,12 @@ class FreeWheelAdapter(UrlAdapter):
             "&mind=30&maxd=120;"
         )
 
-    def _url_unrecognised(self, url: str) -> str | None:
-        return None if url_path(split_url(url)[0]).endswith(_PATH) else "path"
+    def _url_unrecognised(self, split: SplitUrl) -> str | None:
+        return None if url_path(split.base).endswith(_PATH) else "path"
 
-    def _parse_url(self, url: str) -> Context:
-        base, query, _ = split_url(url)
-        if query is None or not url_path(base).endswith(_PATH):
+    def _parse_url(self, split: SplitUrl) -> Context:
+        query = split.query
+        if query is None:
             return Context()
         glob_section, _, rest = query.partition(";")
         kv_section, _, slot_sections = rest.partition(";")
@@ -180,9 +179,9 @@ class FreeWheelAdapter(UrlAdapter):
             limit_ad_tracking=lat,
         )
 
-    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
-        base, query, fragment = split_url(url)
-        if query is None or not url_path(base).endswith(_PATH):
+    def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
+        url, base, query, fragment = split
+        if query is None:
             return url, {}
         ours = sanitise(keyvalues, valid_key, clean_value)
         if not ours:

@@ -31,7 +31,7 @@ content: `gam://{cmsid}/{vid}` (`gam://video/{vid}` without `cmsid`). The stream
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, ClassVar, TypeVar
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -41,6 +41,7 @@ from adapters.base import (
     ErrorHook,
     Example,
     KeyValuesIn,
+    SplitUrl,
     UrlAdapter,
 )
 from adapters.params import (
@@ -55,10 +56,8 @@ from adapters.params import (
     find_param,
     first_params,
     identity_of,
-    keep,
     mapped_properties,
     sanitise,
-    split_url,
     text,
     url_path,
 )
@@ -80,28 +79,6 @@ _RESTRICT_FLAGS = ("rdp", "npa", "ltd")
 # What goes before the first value appended to an existing entry, by the entry's state:
 # 0 `key` (no "="), 1 `key=` (no values yet), 2 `key=v…`.
 _LEAD = (_EQ, "", _COMMA)
-_PlanKey = tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]
-"""A `cust_params` value as found, and our key-values: what a `_Plan` depends on."""
-_CONSENT_PARAMS = (
-    "gdpr",
-    "gdpr_consent",
-    "us_privacy",
-    "gpp",
-    "gpp_sid",
-    *_CHILD_FLAGS,
-    *_RESTRICT_FLAGS,
-    _PARAM,
-)
-"""What a request's consent signals depend on, when no name repeats or comes in another case."""
-_MAX_KEPT = 4096
-"""Plans, parsed consent signals and contents kept (by what they come from) per adapter."""
-_Items = tuple[tuple[str, object], ...]
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def _keep(cache: dict[K, V], key: K, value: V) -> None:
-    keep(cache, key, value, _MAX_KEPT)
 
 
 def clean_value(value: object) -> str | None:
@@ -160,17 +137,6 @@ class GamAdapter(UrlAdapter):
             else GamSettings().max_url_length
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
-        self._plans: dict[_PlanKey, _Plan | None] = {}
-        self._last: tuple[str, tuple[str, str | None, str, bool]] | None = None
-        self._consents: dict[tuple[str | None, ...], ConsentSignals] = {}
-        self._last_cust: tuple[tuple[str, ...], Params] | None = None
-        self._contents: dict[tuple[str | None, ...], tuple[str | None, _Items]] = {}
-        # The parameters content and properties are read from, when that is a fixed list.
-        self._fixed_sources: tuple[str, ...] | None = (
-            None
-            if any(source.endswith("*") for source in self.properties)
-            else (*self.properties, _PARAM, "description_url", "url")
-        )
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -184,25 +150,15 @@ class GamAdapter(UrlAdapter):
             f"&correlator={e.correlator}"
         )
 
-    def _split(self, url: str) -> tuple[str, str | None, str, bool]:
-        """`split_url(url)` and whether the path is GAM's. One request's URL is asked about
-        up to three times in a row (recognise, parse, apply): the last answer is kept."""
-        last = self._last
-        if last is not None and last[0] is url:
-            return last[1]
-        base, query, fragment = split_url(url)
-        found = (base, query, fragment, url_path(base).endswith(_PATHS))
-        self._last = (url, found)
-        return found
+    def _url_unrecognised(self, split: SplitUrl) -> str | None:
+        return None if url_path(split.base).endswith(_PATHS) else "path"
 
-    def _url_unrecognised(self, url: str) -> str | None:
-        return None if self._split(url)[3] else "path"
-
-    def _parse_url(self, url: str) -> Context:
-        _, query, _, ours = self._split(url)
-        if query is None or not ours:
+    def _parse_url(self, split: SplitUrl) -> Context:
+        if split.query is None:
             return Context()
-        p = first_params(query)
+        p = first_params(split.query)
+        every_raw = _cust_raws(p)
+        every_cust = _params(every_raw)
 
         aliases: list[Alias] = []
         ids = SignalReader(p)
@@ -211,91 +167,32 @@ class GamAdapter(UrlAdapter):
             aliases.append(Alias(tag="ppid", id=ppid))
         rdid = device_id(ids.same("rdid"))
         tag = device_tag(text(ids.same("idtype")))
-        lat = SignalReader(p, self._cust(p)).any_set("is_lat") is True
+        lat = SignalReader(p, every_cust).any_set("is_lat") is True
         if rdid is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=rdid))
 
         return Context(
             identity=identity_of(aliases),
-            consent=self._consent(p),
-            content=self._content(p),
+            consent=_consent(p, every_cust),
+            content=self._content(p, every_raw, every_cust),
             view_id=text(p.get("scor")),
             limit_ad_tracking=lat,
         )
 
-    def _cust(self, p: Params, *, every_copy: bool = True) -> Params:
-        """The key-values inside `cust_params`, decoded: of every copy (repeated, or in another
-        letter case) for privacy, where a deny flag in any of them is a denial a lenient reader
-        could act on; of the first only for content. The last answer is kept: consent, LAT
-        and content of one request all read it."""
-        if every_copy:
-            raws = (*p.every(_PARAM), *p.other_cases(_PARAM))
-        else:
-            raws = (p[_PARAM],) if _PARAM in p else ()
-        last = self._last_cust
-        if last is not None and last[0] == raws:
-            return last[1]
-        inner = first_params("&".join(decode(raw) for raw in raws)) if raws else Params()
-        self._last_cust = (raws, inner)
-        return inner
-
-    def _consent(self, p: Params) -> ConsentSignals:
-        """The request's consent signals. They recur (a user's TC string, `gdpr=0` across a
-        site), so when no parameter is repeated they are kept by their raw values."""
-        key: tuple[str | None, ...] | None = None
-        if not p.repeats and not p.mixed_case():
-            key = tuple(map(p.get, _CONSENT_PARAMS))
-            known = self._consents.get(key)
-            if known is not None:
-                return known
-        consent = SignalReader(p, self._cust(p)).signals(
-            gdpr=("gdpr",),
-            tc_string=("gdpr_consent",),
-            us_privacy=("us_privacy",),
-            gpp=("gpp",),
-            gpp_sid=("gpp_sid",),
-            child_directed=_CHILD_FLAGS,
-            restricted=_RESTRICT_FLAGS,
-        )
-        if key is not None:
-            _keep(self._consents, key, consent)
-        return consent
-
-    def _content(self, p: Params) -> Content:
-        """The content URL and the play event's properties. They recur too (one content, many
-        requests): with no parameter repeated and no wildcard in the property mapping, they
-        are kept by the raw values they come from (a fresh properties dict every time)."""
-        key: tuple[str | None, ...] | None = None
-        if not p.repeats and self._fixed_sources is not None:
-            key = tuple(map(p.get, self._fixed_sources))
-            known = self._contents.get(key)
-            if known is not None:
-                url, items = known
-                return Content(
-                    url=url,
-                    properties={k: list(v) if isinstance(v, list) else v for k, v in items},
-                )
+    def _content(self, p: Params, every_raw: tuple[str, ...], every_cust: Params) -> Content:
+        """The content URL and the play event's properties (those in `cust_params` from its
+        first copy only: `every_cust` when there is one)."""
         props = mapped_properties(self.properties, p)
         if self._cust_properties:
-            inner = self._cust(p, every_copy=False)
+            first = (p[_PARAM],) if _PARAM in p else ()
+            inner = every_cust if first == every_raw else _params(first)
             for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
                 props.setdefault(name, value)
         url = content_url(p.get("description_url")) or content_url(p.get("url"))
-        if key is not None:
-            _keep(
-                self._contents,
-                key,
-                (
-                    url,
-                    tuple((k, list(v) if isinstance(v, list) else v) for k, v in props.items()),
-                ),
-            )
         return Content(url=url, properties=props)
 
-    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
-        base, query, fragment, ours = self._split(url)
-        if not ours:
-            return url, {}
+    def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
+        url, base, query, fragment = split
         q = "" if query is None else query
         bounds = find_param(q, _PARAM)
         if bounds is None:
@@ -304,7 +201,7 @@ class GamAdapter(UrlAdapter):
             start, end = bounds
             value_at = start + len(_PARAM)
             raw = q[value_at + 1 : end] if value_at < end else ""
-        plan = self._plan(raw, keyvalues)
+        plan = _make_plan(raw, keyvalues)
         if plan is None:
             return url, {}
 
@@ -329,26 +226,28 @@ class GamAdapter(UrlAdapter):
             return f"{base}?{q}{amp}{_PARAM}={raw}{fragment}", written
         return f"{base}?{q[:value_at]}={raw}{q[end:]}{fragment}", written
 
-    def _plan(self, raw: str, keyvalues: KeyValuesIn) -> _Plan | None:
-        """What writing `keyvalues` into the `cust_params` value `raw` takes (None: nothing).
 
-        It depends on those two only, and both recur (a player's `cust_params`, a few hundred
-        cohort sets), so plans are kept in a small bounded cache: sanitising and encoding
-        each value is most of the work of `apply`."""
-        given = tuple(
-            (key, (values,) if isinstance(values, str) else tuple(values))
-            for key, values in keyvalues.items()
-        )
-        cache_key: _PlanKey | None = (raw, given)
-        try:
-            if cache_key in self._plans:
-                return self._plans[cache_key]
-        except TypeError:  # an unhashable value (it is never written either): not cached
-            cache_key = None
-        plan = _make_plan(raw, dict(given))
-        if cache_key is not None:
-            _keep(self._plans, cache_key, plan)
-        return plan
+def _cust_raws(p: Params) -> tuple[str, ...]:
+    """Every copy of `cust_params` (repeated, or in another letter case): privacy reads them
+    all, since a deny flag in any of them is a denial a lenient reader could act on."""
+    return (*p.every(_PARAM), *p.other_cases(_PARAM))
+
+
+def _params(raws: tuple[str, ...]) -> Params:
+    """The key-values inside these `cust_params` values, decoded."""
+    return first_params("&".join(decode(raw) for raw in raws)) if raws else Params()
+
+
+def _consent(p: Params, every_cust: Params) -> ConsentSignals:
+    return SignalReader(p, every_cust).signals(
+        gdpr=("gdpr",),
+        tc_string=("gdpr_consent",),
+        us_privacy=("us_privacy",),
+        gpp=("gpp",),
+        gpp_sid=("gpp_sid",),
+        child_directed=_CHILD_FLAGS,
+        restricted=_RESTRICT_FLAGS,
+    )
 
 
 class _Plan:

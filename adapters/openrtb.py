@@ -89,7 +89,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 import msgspec
 
@@ -103,9 +103,11 @@ from adapters.base import (
     KeyName,
     KeyValuesIn,
     Name,
+    Parsed,
     SkipHook,
+    Unrecognised,
 )
-from adapters.jsonspan import SpanError
+from adapters.jsonspan import Obj, SpanError
 from adapters.openrtb_place import INVENTORY, Placement
 from adapters.openrtb_read import (
     Reader,
@@ -252,6 +254,19 @@ class OpenRtbSettings(AdapterSettings, frozen=True):
             raise ValueError('standard_activation_platforms: only read with names = "prebid"')
 
 
+def decode_body(body: bytes) -> Any:
+    """The body as JSON: a bid request's one full decode."""
+    return msgspec.json.decode(body)
+
+
+class BidRequest(NamedTuple):
+    """What reading a bid request decoded: the tree, and the spans of the objects found on
+    the way to every place it may be written (by offset), which writing it reuses."""
+
+    tree: dict[str, Any]
+    spans: dict[int, Obj]
+
+
 def _auction_path(url: str) -> bool:
     return url_path(split_url(url)[0]).rstrip("/").endswith(AUCTION_PATH)
 
@@ -302,42 +317,35 @@ class OpenRtbAdapter(FailOpen):
             else [*self.activation_platforms, *s.standard_activation_platforms]
         )
         self.activation_platforms = tuple(dict.fromkeys(every))
-        self._last: tuple[bytes, str, Any, str | None] = (b"", "", None, "json")
 
     # -- recognising -------------------------------------------------------------------------
 
-    def _bid_request(self, request: AdRequest) -> tuple[dict[str, Any] | None, str | None]:
-        """The decoded body, or None and why it is not one we can write (kept for the body
-        last seen: recognising, parsing and writing one request decode it once)."""
+    def _recognise(self, request: AdRequest) -> BidRequest | Unrecognised:
+        """The body decoded once, with the spans of the objects it may be written into (found
+        checking that none of them repeats a name); or why it is not one we can write."""
         if request.method.upper() != "POST":
-            return None, "method"
+            return self._not_mine("method")
         body = request.body
-        last = self._last
-        if last[0] is body and last[1] == request.url:
-            return last[2], last[3]
-        tree, why = self._recognise(request)
-        self._last = (body, request.url, tree, why)
-        return tree, why
-
-    def _recognise(self, request: AdRequest) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            tree = msgspec.json.decode(request.body)
+            tree = decode_body(body)
         except _DECODE_ERRORS:
             encoding = (request.header("content-encoding") or "").strip().lower()
-            return None, "encoding" if encoding in _COMPRESSED else "json"
+            return self._not_mine("encoding" if encoding in _COMPRESSED else "json")
         if not isinstance(tree, dict):
-            return None, "body"
+            return self._not_mine("body")
         shaped = isinstance(tree.get("id"), str) and isinstance(tree.get("imp"), list)
         if not shaped and not _auction_path(request.url):
-            return None, "body"
+            return self._not_mine("body")
+        bid = BidRequest(tree, {})
         anything = {"-": ["-"], self.contextual_key: ["-"]}
         try:  # the plan that writes into every place it may: is any of them ambiguous?
-            write(request.body, tree, self.placement.plan(tree, anything, lambda _: anything)[0])
+            plan = self.placement.plan(tree, anything, lambda _: anything)[0]
+            write(body, tree, plan, bid.spans)
         except Duplicate:
-            return None, "duplicate_keys"
+            return self._not_mine("duplicate_keys")
         except SpanError:
-            return None, "json"
-        return tree, None
+            return self._not_mine("json")
+        return bid
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -365,15 +373,10 @@ class OpenRtbAdapter(FailOpen):
             body=msgspec.json.encode(body),
         )
 
-    def _unrecognised(self, request: AdRequest) -> str | None:
-        return self._bid_request(request)[1]
-
     # -- reading -----------------------------------------------------------------------------
 
-    def _parse(self, request: AdRequest) -> Context:
-        tree = self._bid_request(request)[0]
-        if tree is None:
-            return Context()
+    def _context(self, request: AdRequest, data: Any) -> Context:
+        tree = data.tree
         read = Reader(tree)
         if read.suspicious(request.body, _WATCHED):
             read = Reader(with_every_copy(request.body))
@@ -470,21 +473,16 @@ class OpenRtbAdapter(FailOpen):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _apply(self, request: AdRequest, keyvalues: KeyValuesIn) -> Applied:
-        return self._apply_cohorts(request, keyvalues, None)
-
-    def _apply_cohorts(
-        self, request: AdRequest, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None
+    def _apply(
+        self, parsed: Parsed, keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None
     ) -> Applied:
-        tree = self._bid_request(request)[0]
-        if tree is None:
-            return Applied(request, {})
-        patch, planned = self.placement.plan(tree, keyvalues, cohorts_for)
+        request, bid = parsed.request, parsed.data
+        patch, planned = self.placement.plan(bid.tree, keyvalues, cohorts_for)
         if not patch:
             return Applied(request, {})
         try:
-            done = write(request.body, tree, patch)
-        except Duplicate:  # recognising refused it already; kept for callers that did not ask
+            done = write(request.body, bid.tree, patch, bid.spans)
+        except Duplicate:  # in an object reading did not reach (it checked every place it may)
             return Applied(request, {})
         for _ in done.skipped:
             self._skipped("bidderconfig_shared")

@@ -77,10 +77,14 @@ def has_duplicates(obj: Obj) -> bool:
     return len(names) != len(obj.members)
 
 
-def write(body: bytes, tree: dict[str, Any], patch: Patch) -> Written:
+def write(
+    body: bytes, tree: dict[str, Any], patch: Patch, spans: dict[int, Obj] | None = None
+) -> Written:
     """`body` with `patch` spliced in. Raises `Duplicate` (nothing written) when an object on
-    the way repeats a name, `SpanError` when the bytes are not the JSON `tree` was decoded from."""
-    writer = _Writer(body)
+    the way repeats a name, `SpanError` when the bytes are not the JSON `tree` was decoded from.
+    `spans` holds the objects already found in `body` (by offset): they are not scanned again,
+    and the objects found are added to it."""
+    writer = _Writer(body, {} if spans is None else spans)
     writer.root_span = writer.obj(root_at(body))
     writer.root_tree = tree
     writer.into(writer.root_span, tree, patch)
@@ -118,8 +122,9 @@ def _codes(el: Any) -> tuple[list[str], bool]:
 
 
 class _Writer:
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, spans: dict[int, Obj]) -> None:
         self.body = body
+        self.spans = spans
         self.view = memoryview(body)
         self.splice = Splice(body)
         self.labels: set[str] = set()
@@ -128,9 +133,12 @@ class _Writer:
         self.root_span: Obj | None = None
 
     def obj(self, pos: int) -> Obj:
-        found = object_at(self.body, pos, self.view)
-        if has_duplicates(found):
-            raise Duplicate
+        found = self.spans.get(pos)
+        if found is None:
+            found = object_at(self.body, pos, self.view)
+            if has_duplicates(found):
+                raise Duplicate
+            self.spans[pos] = found
         return found
 
     def arr(self, pos: int) -> Arr:

@@ -45,6 +45,7 @@ from adapters.base import (
     Example,
     KeyName,
     KeyValuesIn,
+    SplitUrl,
     UrlAdapter,
 )
 from adapters.params import (
@@ -60,7 +61,6 @@ from adapters.params import (
     identity_of,
     mapped_properties,
     sanitise,
-    split_url,
     text,
 )
 from plugin.context import Content, Context
@@ -213,14 +213,11 @@ class QueryAdapter(UrlAdapter):
             f"&content_id={e.video_id}&content_len={e.duration_s}&pod={e.slot}&cb={e.correlator}"
         )
 
-    def _url_unrecognised(self, url: str) -> str | None:
-        return None if is_http_url(url) else "url"
+    def _url_unrecognised(self, split: SplitUrl) -> str | None:
+        return None if is_http_url(split.url) else "url"
 
-    def _parse_url(self, url: str) -> Context:
-        if not is_http_url(url):
-            return Context()
-        query = split_url(url)[1]
-        p = first_params(query or "")
+    def _parse_url(self, split: SplitUrl) -> Context:
+        p = first_params(split.query or "")
 
         def first(names: tuple[str, ...]) -> str | None:
             for name in names:
@@ -259,13 +256,11 @@ class QueryAdapter(UrlAdapter):
             limit_ad_tracking=lat,
         )
 
-    def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
-        if not is_http_url(url):
-            return url, {}
+    def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
+        url, base, query, fragment = split
         ours = sanitise(keyvalues, self._key_ok, self._clean_value)
         if not ours:
             return url, {}
-        base, query, fragment = split_url(url)
         q = "" if query is None else query
         sep = self.separator
 

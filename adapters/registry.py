@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from adapters.adswizz import AdsWizzAdapter
-from adapters.base import Adapter, AdapterSettings, ErrorHook, FailOpen, SkipHook
+from adapters.base import (
+    Adapter,
+    AdapterSettings,
+    ErrorHook,
+    FailOpen,
+    Parsed,
+    SkipHook,
+    Unrecognised,
+)
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
 from adapters.openrtb import OpenRtbAdapter
@@ -25,7 +33,10 @@ ADAPTERS: tuple[type[FailOpen], ...] = (
     QueryAdapter,
     OpenRtbAdapter,
 )
-"""Every platform, in the order `find_adapter` tries the auto-detectable ones."""
+"""Every platform, in the order `detect` tries the auto-detectable ones."""
+
+NO_ADAPTER = Unrecognised("no_adapter")
+"""`detect`'s answer when no auto-detectable adapter recognises a request."""
 
 KNOWN_ADAPTERS: tuple[str, ...] = tuple(a.name for a in ADAPTERS)
 
@@ -80,12 +91,27 @@ def supported_shapes(adapters: Iterable[Adapter | type[FailOpen]] = ADAPTERS) ->
     )
 
 
-def find_adapter(adapters: Iterable[Adapter], request: AdRequest) -> Adapter | None:
-    """The first auto-detectable adapter that recognises the request; None when none does."""
+def detect(adapters: Iterable[Adapter], request: AdRequest) -> Parsed | Unrecognised:
+    """The request as the first auto-detectable adapter that recognises it read it;
+    `Unrecognised("no_adapter")` when none does. Each adapter reads it once, and the first
+    that recognises it is the only one to read it in full."""
     for adapter in adapters:
-        if getattr(adapter, "auto_detect", True) and adapter.unrecognised(request) is None:
-            return adapter
-    return None
+        if getattr(adapter, "auto_detect", True):
+            found = adapter.read(request)
+            if isinstance(found, Parsed):
+                return found
+    return NO_ADAPTER
+
+
+def read_as(
+    adapters: Iterable[Adapter], request: AdRequest, platform: str | None
+) -> Parsed | Unrecognised:
+    """The request read by the adapter called `platform` (a `CohortkvError` for no such
+    adapter: a person's mistake), or by the one that recognises it (`platform` None or
+    `auto`)."""
+    if platform is None or platform == "auto":
+        return detect(adapters, request)
+    return adapter_by_name(adapters, platform).read(request)
 
 
 def adapter_by_name(adapters: Iterable[Adapter], name: str) -> Adapter:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from adapters.base import Adapter
-from adapters.registry import adapter_by_name, build_adapters, find_adapter
+from adapters.base import Adapter, Parsed, Unrecognised
+from adapters.registry import build_adapters, read_as
 from plugin.cache.local import compact_key
 from plugin.config import adapter_settings
 from plugin.consent.gate import decide
@@ -179,28 +179,25 @@ class DryRun:
         req = as_request(request)
         errors = self._errors = []
         mode: Literal["dry_run", "run"] = "run" if run else "dry_run"
-        if platform is None or platform == "auto":
-            adapter = find_adapter(self.adapters, req)
-        else:
-            adapter = adapter_by_name(self.adapters, platform)
-        why = "no_adapter" if adapter is None else adapter.unrecognised(req)
-        if adapter is None or why is not None:
-            x = Explanation(mode, adapter.name if adapter else None, False, why, before=req)
+        parsed = read_as(self.adapters, req, platform)
+        if isinstance(parsed, Unrecognised):
+            x = Explanation(mode, parsed.platform, False, parsed.reason, before=req)
             x.after, x.adapter_errors = req, errors
             x.summary = summary_lines(x, self._shapes())
             return x
-        parsed = adapter.parse(req)
-        ctx = with_clean_url(parsed.overlaid(context), self._e.content_urls.peek)
+        adapter = parsed.adapter
+        ctx = with_clean_url(parsed.context.overlaid(context), self._e.content_urls.peek)
         host = context.consent if context is not None else None
-        decision = decide(parsed.consent, self._cfg.consent, host)
+        signals = parsed.context.consent
+        decision = decide(signals, self._cfg.consent, host)
         read, b, c = self._plan(adapter, ctx, decision)
-        read.consent_signals = msgspec.to_builtins(parsed.consent)
+        read.consent_signals = msgspec.to_builtins(signals)
         read.host_consent = msgspec.to_builtins(host) if host is not None else None
         x = Explanation(mode, adapter.name, True, read=read, consent=decision, before=req)
         if run:
             await self._run(b, c, send_play_event)
         self._errors = errors
-        self._finish(x, adapter, b, c)
+        self._finish(x, parsed, b, c)
         x.adapter_errors = errors
         x.notes = self._notes(run, send_play_event, b)
         x.summary = summary_lines(x, self._shapes())
@@ -355,16 +352,15 @@ class DryRun:
 
     # -- what would be written -------------------------------------------------------------
 
-    def _finish(self, x: Explanation, adapter: Adapter, b: Plan, c: Plan) -> None:
-        platforms = adapter.activation_platforms
+    def _finish(self, x: Explanation, parsed: Parsed, b: Plan, c: Plan) -> None:
+        platforms = parsed.adapter.activation_platforms
         b_answer = b.answer if b.source != "not_asked" else b.fallback
         c_answer = c.answer if c.source != "not_asked" else c.fallback
         b_codes = b_answer.activated(platforms) if b_answer is not None else []
         c_codes = c_answer.activated(platforms) if c_answer is not None else []
         puid = b_answer.user_id if b_answer is not None else None
         wanted = build_keyvalues(self._cfg.keys, b_codes, c_codes, puid)
-        assert x.before is not None
-        applied = adapter.apply(x.before, wanted)
+        applied = parsed.adapter.apply(parsed, wanted)
         written = {v for values in applied.written.values() for v in values}
         x.activation_platforms = list(platforms)
         x.keyvalues = applied.written

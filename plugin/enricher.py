@@ -18,9 +18,8 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from adapters.base import Adapter
-from adapters.registry import adapter_by_name, build_adapters, find_adapter
-from plugin import reserved
+from adapters.base import Adapter, Parsed, Unrecognised
+from adapters.registry import build_adapters
 from plugin.accounting import Accounting
 from plugin.config import Config, adapter_settings, require_api
 from plugin.consent.gate import RememberedDecisions
@@ -30,7 +29,9 @@ from plugin.observe.metrics import Metrics
 from plugin.observe.tracing import make_tracer, result_attributes
 from plugin.permutive.answer import Answer, RememberedActivations
 from plugin.permutive.wire import CcsRequest, Event
-from plugin.request import AdRequest, as_request
+from plugin.reading import Reading
+from plugin.reading import read as read_request
+from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal
 from plugin.signals.content_key import content_key
@@ -44,7 +45,7 @@ from plugin.signals.sessions import SessionTracker
 from plugin.signals.tracker import EventIds, EventSender
 from plugin.upstreams import Upstreams
 
-__all__ = ["EnrichResult", "Enricher", "SignalResult"]
+__all__ = ["EnrichResult", "Enricher", "Reading", "SignalResult"]
 
 _FINISH_RESERVE_S = 0.002
 
@@ -169,40 +170,40 @@ class Enricher:
         in the metrics and logs of requests that are not recognised. A person's mistake (an
         unknown platform name, an invalid explicit identity) raises `CohortkvError`.
         """
+        if context is not None and context.identity is not None:
+            context.identity.validate()  # the host's: checked here, trusted from here on
+        read = self.read(request, context, platform)
+        return await self.enrich_reading(read, budget_ms=budget_ms, origin=origin)
+
+    def read(
+        self, request: AdRequest | str, context: Context | None = None, platform: str | None = None
+    ) -> Reading:
+        """The request read once (`plugin.reading.read`), for `enrich_reading`."""
+        return read_request(self.adapters, request, context, platform, self._bad_reserved)
+
+    async def enrich_reading(
+        self, reading: Reading, *, budget_ms: float | None = None, origin: str = "library"
+    ) -> EnrichResult:
+        """`enrich` of a request `read` read: it is not read again."""
         if self.tracer is None:
-            return await self._enrich(request, context, platform, budget_ms, origin)
+            return await self._enrich(reading, budget_ms, origin)
         with self.tracer.start_as_current_span("cohortkv.enrich") as span:
-            result = await self._enrich(request, context, platform, budget_ms, origin)
+            result = await self._enrich(reading, budget_ms, origin)
             span.set_attributes(result_attributes(result))
             return result
 
-    async def _enrich(
-        self,
-        request: AdRequest | str,
-        context: Context | None,
-        platform: str | None,
-        budget_ms: float | None,
-        origin: str,
-    ) -> EnrichResult:
-        started = time.perf_counter()
-        req = as_request(request)
-        if context is not None and context.identity is not None:
-            context.identity.validate()
-        url, found = reserved.split_url(req.url)
-        if found:  # the URL's reserved parameters: read, and never forwarded
-            req = req.with_url(url)
-            context = reserved.under(context, reserved.params_context(found, self._bad_reserved))
-        adapter = self.adapter_for(req, platform)
-        why_not = "no_adapter" if adapter is None else adapter.unrecognised(req)
-        if adapter is None or why_not is not None:
-            name = (platform or "auto") if adapter is None else adapter.name
-            return self.accounting.unrecognised(req, started, origin, name, why_not or "")
+    async def _enrich(self, reading: Reading, budget_ms: float | None, origin: str) -> EnrichResult:
+        parsed, context, started = reading.parsed, reading.context, reading.started
+        if isinstance(parsed, Unrecognised):
+            why, name = parsed.reason, parsed.platform or "auto"
+            return self.accounting.unrecognised(reading.request, started, origin, name, why)
         if not self.upstreams.running:
             await self.start()
 
-        parsed = adapter.parse(req)
-        ctx = with_clean_url(parsed.overlaid(context), self.content_urls)
-        decision = self.decide(parsed.consent, context.consent if context is not None else None)
+        adapter = parsed.adapter
+        ctx = with_clean_url(parsed.context.overlaid(context), self.content_urls)
+        host = context.consent if context is not None else None
+        decision = self.decide(parsed.context.consent, host)
         loop = asyncio.get_running_loop()
         deadline = (budget_ms if budget_ms is not None else self.config.budget_ms) / 1000
         # Stop waiting a little before the budget: merging and writing come after.
@@ -218,20 +219,20 @@ class Enricher:
         c.waiting(waiting)
         if waiting:
             await wait_all(loop, waiting, until)
-        result = self._finish(req, adapter, decision, b, c, started)
+        result = self._finish(parsed, decision, b, c, started)
         if self.accounting.decisions is not None:  # the explain page's last decisions
             self.accounting.decisions.add(result, ctx.identity, origin)
         return result
 
     def _finish(
         self,
-        req: AdRequest,
-        adapter: Adapter,
+        parsed: Parsed,
         decision: ConsentDecision,
         b: Pending,
         c: Pending,
         started: float,
     ) -> EnrichResult:
+        adapter = parsed.adapter
         behavioral, contextual = b.outcome(), c.outcome()
         platforms = adapter.activation_platforms
         if not platforms:
@@ -241,7 +242,7 @@ class Enricher:
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         by_name = cohorts_for(self.config.keys, behavioral.answer, contextual.answer)
-        applied = adapter.apply(req, wanted, by_name)
+        applied = adapter.apply(parsed, wanted, by_name)
         elapsed = self.accounting.enriched(adapter.name, started)
         return EnrichResult(
             url=applied.request.url,
@@ -254,11 +255,6 @@ class Enricher:
             user_id=puid,
             request=applied.request,
         )
-
-    def adapter_for(self, request: AdRequest, platform: str | None) -> Adapter | None:
-        if platform is None or platform == "auto":
-            return find_adapter(self.adapters, request)
-        return adapter_by_name(self.adapters, platform)
 
     def decide(
         self, signals: ConsentSignals, host: ConsentSignals | None = None

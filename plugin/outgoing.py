@@ -12,7 +12,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from adapters.registry import adapter_by_name, find_adapter
+from adapters.base import Unrecognised
+from adapters.registry import adapter_by_name
 from plugin.context import Context
 from plugin.enricher import Enricher
 from plugin.observe.metrics import RateLimitedLog
@@ -53,16 +54,14 @@ class Outgoing:
     async def enriched(self, request: AdRequest) -> AdRequest:
         """`request` as it goes out: with key-values, or as it came. Never raises: the host's
         request matters more than our key-values; a failure is counted and logged."""
-        platform = self.platform
-        if platform is None:
-            adapter = find_adapter(self.enricher.adapters, request)
-            if adapter is None:
-                return request
-            platform = adapter.name
         try:
-            result = await self.enricher.enrich(
-                request, _current.get(), platform=platform, origin=self.origin
-            )
+            context = _current.get()
+            if context is not None and context.identity is not None:
+                context.identity.validate()  # the host's: checked here, trusted from here on
+            reading = self.enricher.read(request, context, self.platform)
+            if self.platform is None and isinstance(reading.parsed, Unrecognised):
+                return request  # not an ad request: it passes untouched
+            result = await self.enricher.enrich_reading(reading, origin=self.origin)
         except Exception as e:
             self.enricher.metrics.bad_input.labels(self.origin, type(e).__name__).inc()
             self._warn.warning(self.origin, "enrichment skipped: %s", type(e).__name__)

@@ -437,12 +437,13 @@ async def test_concurrent_first_calls_start_one_session() -> None:
 async def test_an_adapter_that_raises_is_counted_logged_and_the_request_still_goes_out(
     fake: FakePermutive, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from adapters.base import Parsed
     from adapters.gam import GamAdapter
-    from plugin.request import AdRequest, Applied
+    from plugin.request import Applied
 
     class Broken(GamAdapter):
-        def _apply(self, request: AdRequest, keyvalues: Any) -> Applied:
-            raise RuntimeError("boom: " + request.url)  # must not reach the logs
+        def _apply(self, parsed: Parsed, keyvalues: Any, cohorts_for: Any) -> Applied:
+            raise RuntimeError("boom: " + parsed.request.url)  # must not reach the logs
 
     registry = CollectorRegistry()
     async with Enricher(config(fake), registry=registry) as e:

@@ -294,9 +294,9 @@ class Proxy:
         self, request: web.Request, up: Upstream, ad: AdRequest, found: dict[str, str]
     ) -> AdRequest:
         try:
-            result = await self._enricher.enrich(
-                ad, self._context(request, found), platform=up.platform, origin=up.name
-            )
+            # The caller's identity was checked where its Context was built (`context_of`).
+            reading = self._enricher.read(ad, self._context(request, found), up.platform)
+            result = await self._enricher.enrich_reading(reading, origin=up.name)
         except Exception as e:
             self._errors.inc()
             self._warn.warning(

@@ -31,7 +31,7 @@ from plugin.cache.local import AgedLru, Clock, Interner, compact_key
 from plugin.cache.shared import SharedStore
 from plugin.config import Config
 from plugin.context import Context
-from plugin.identity import Identity, IdentityError
+from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
 from plugin.permutive.clients import CcsClient, UpstreamError
@@ -45,7 +45,6 @@ from plugin.signals.sessions import Claim, SessionTracker, View
 
 _DENIED = ready("skipped", None, "consent_denied")
 _NO_IDENTITY = ready("none", None, "no_identity")
-_INVALID_IDENTITY = ready("none", None, "invalid_identity")
 MAX_PLAY_RETRIES = 1
 """Times a view's play event is sent again after a failure that may have landed (timeout,
 5xx): each retry risks counting it twice."""
@@ -116,7 +115,6 @@ class BehavioralSignal:
         metrics.cache_entries.labels("behavioral").set_function(lambda: len(self.cache))
         metrics.cache_entries.labels("views").set_function(lambda: self.sessions.view_count)
         self._late = metrics.late_answers.labels("ccs")
-        self._bad_identity = metrics.bad_input.labels("identity", "invalid")
         self.client: CcsClient | None = None
         self.shared: SharedStore | None = None
         self.late_after_s = 0.0
@@ -135,14 +133,9 @@ class BehavioralSignal:
         fleet's claim of its view."""
         if not decision.allowed:
             return _DENIED
-        identity = ctx.identity
+        identity = ctx.identity  # valid: checked where the Context was built
         if identity is None:
             return _NO_IDENTITY
-        try:
-            identity.validate()
-        except IdentityError:
-            self._bad_identity.inc()
-            return _INVALID_IDENTITY
         key = compact_key(identity.cache_key())
         cached = self.cache.get(key)
         if content is None:

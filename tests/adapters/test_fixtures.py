@@ -11,9 +11,10 @@ A fixture is a JSON object:
   raw bytes;
 - `gzip` (optional): the sidecar's fixture test sends this body gzip-compressed
   (`Content-Encoding: gzip`); the adapter itself sees it decoded;
-- `unrecognised` (optional): the reason the adapter gives; absent means it recognises it;
-- `context`: the parsed Context as plain JSON (as msgspec encodes it, defaults and empty
-  sections left out);
+- `unrecognised` (optional): the reason the adapter's `read` gives; absent means it
+  recognises it (then nothing else is read: `context` is `{}`, nothing is written);
+- `context`: the Context `read` gives, as plain JSON (as msgspec encodes it, defaults and
+  empty sections left out);
 - `decision` (optional): the consent gate's `{"allowed", "reason"}` on those signals alone
   (`consent`: the `[consent]` table it is decided with);
 - what to write: `keyvalues`, or `activations` `{"behavioral": {name: [ids]}, "contextual":
@@ -27,7 +28,9 @@ A fixture is a JSON object:
   the body outside them must be the input's, byte for byte (checked by a reader of the tests'
   own, `tests.helpers.jsonbytes.outside`).
 
-Applying the expected output again must change nothing (unless `"idempotent": false`).
+Each request is read once (`adapter.read`) and written from what was read (`adapter.apply`),
+as the enricher does. Reading and applying the expected output again must change nothing
+(unless `"idempotent": false`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from adapters.base import CohortsFor, FailOpen
+from adapters.base import CohortsFor, FailOpen, Parsed, Unrecognised
 from adapters.registry import ADAPTERS
 from plugin.config import ConsentConfig, KeysConfig
 from plugin.consent.gate import decide
@@ -113,9 +116,17 @@ def test_fixture(path: Path) -> None:
     adapter.on_skip = lambda _, reason: skipped.append(reason)
 
     request = build_request(case["request"])
-    assert adapter.unrecognised(request) == case.get("unrecognised")
+    read = adapter.read(request)  # read once: everything below works from what it read
+    if isinstance(read, Unrecognised):
+        assert read.reason == case.get("unrecognised")
+        assert read.platform == adapter.name
+        assert case["context"] == {} and "expected" not in case
+        assert skipped == case.get("skipped", []) and failures == []
+        return
+    assert case.get("unrecognised") is None
+    assert read.adapter is adapter and read.request == request
 
-    context = adapter.parse(request)
+    context = read.context
     assert plain(msgspec.json.decode(msgspec.json.encode(context))) == case["context"]
     if "decision" in case:
         cfg = msgspec.convert(case.get("consent", {}), ConsentConfig)
@@ -123,7 +134,7 @@ def test_fixture(path: Path) -> None:
         assert {"allowed": decision.allowed, "reason": decision.reason} == case["decision"]
 
     keyvalues, by_name = to_write(case, adapter.activation_platforms)
-    applied = adapter.apply(request, keyvalues, by_name)
+    applied = adapter.apply(read, keyvalues, by_name)
     assert skipped == case.get("skipped", [])
     expected = case.get("expected")
     if expected is None:
@@ -140,8 +151,9 @@ def test_fixture(path: Path) -> None:
                 request.body, expected["changed"]
             )
         if case.get("idempotent", True):
-            again = adapter.apply(got, keyvalues, by_name)
-            assert again.request == got
+            again = adapter.read(got)
+            assert isinstance(again, Parsed)
+            assert adapter.apply(again, keyvalues, by_name).request == got
     assert failures == []
 
 

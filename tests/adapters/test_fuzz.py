@@ -18,10 +18,12 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.base import Unrecognised
 from adapters.openrtb import INVENTORY, OpenRtbAdapter, OpenRtbSettings
 from adapters.query import QueryAdapter, QuerySettings
 from plugin.context import Context
 from plugin.request import AdRequest
+from tests.adapters.reading import applied, context_of, reason
 from tests.helpers.jsonbytes import outside
 
 Failure = tuple[str, str, BaseException]
@@ -120,12 +122,12 @@ def test_query_never_raises(url: str, given_kvs: tuple[dict[str, Any], bool]) ->
     failures, hook = recording()
     adapter = QueryAdapter(on_error=hook)
     request = AdRequest(url)
-    reason = adapter.unrecognised(request)
-    assert reason in (None, "url")
-    assert isinstance(adapter.parse(request), Context)
-    applied = adapter.apply(request, kvs)
-    if reason is not None:
-        assert applied.request == request and adapter.parse(request) == Context()
+    why = reason(adapter, request)
+    assert why in (None, "url")
+    assert isinstance(context_of(adapter, request), Context)
+    done = applied(adapter, request, kvs)
+    if why is not None:
+        assert done.request == request and context_of(adapter, request) == Context()
     assert failures == [] or not typed
 
 
@@ -341,15 +343,14 @@ def test_openrtb_never_raises(
     failures, hook = recording()
     adapter = OpenRtbAdapter(on_error=hook)
     request = post(url, body, method)
-    reason = adapter.unrecognised(request)
-    assert reason in (None, "method", "json", "body", "duplicate_keys")
-    assert isinstance(adapter.parse(request), Context)
-    applied = adapter.apply(request, kvs)
-    if reason is not None:
-        assert applied.request == request and applied.written == {}
-        assert adapter.parse(request) == Context()
+    why = reason(adapter, request)
+    assert why in (None, "method", "json", "body", "duplicate_keys")
+    assert isinstance(context_of(adapter, request), Context)
+    done = applied(adapter, request, kvs)
+    if why is not None:
+        assert done.request == request and done.written == {}
     else:
-        msgspec.json.decode(applied.request.body)
+        msgspec.json.decode(done.request.body)
     assert failures == [] or not typed
 
 
@@ -361,22 +362,22 @@ def test_openrtb_changes_only_our_members(
     adapter = OpenRtbAdapter(on_error=hook)
     raw = msgspec.json.encode(body)
     request = post(url, raw)
-    applied = adapter.apply(request, kvs)
+    done = applied(adapter, request, kvs)
     assert failures == []
     if not _is_bid_request(body, url):
-        assert applied.request == request
+        assert done.request == request
         return
 
     expected, written = oracle(body, kvs)
-    assert applied.written == written
-    assert applied.request.url == request.url and applied.request.headers == request.headers
+    assert done.written == written
+    assert done.request.url == request.url and done.request.headers == request.headers
     if expected == body:  # nothing new: not even the formatting changes
-        assert applied.request.body == raw
+        assert done.request.body == raw
     else:  # same values, same member order, same array order
-        assert applied.request.body == msgspec.json.encode(expected)
+        assert done.request.body == msgspec.json.encode(expected)
 
-    again = adapter.apply(applied.request, kvs)
-    assert again.request == applied.request
+    again = applied(adapter, done.request, kvs)
+    assert again.request == done.request
 
 
 @given(bid_request, st.sampled_from(URLS), keyvalues)
@@ -386,9 +387,9 @@ def test_openrtb_parse_never_fails_on_bid_requests(
     failures, hook = recording()
     adapter = OpenRtbAdapter(OpenRtbSettings(user_id_tag="uid"), on_error=hook)
     request = post(url, msgspec.json.encode(body))
-    context = adapter.parse(request)
+    context = context_of(adapter, request)
     # what the adapter writes never changes what it reads
-    assert adapter.parse(adapter.apply(request, kvs).request) == context
+    assert context_of(adapter, applied(adapter, request, kvs).request) == context
     assert failures == []
 
 
@@ -405,7 +406,7 @@ def test_openrtb_duplicate_keys_count_every_copy(
     raw = f'{{"id":"x","imp":[],"site":{{"page":"https://e.example/"}},"regs":{{{regs}}}}}'.encode()
     adapter = OpenRtbAdapter()
     request = post(URLS[1], raw)
-    consent = adapter.parse(request).consent
+    consent = context_of(adapter, request).consent
 
     def flag(v: str) -> bool | None:
         return {"0": False, "1": True, "true": True, '"1"': True}.get(v)
@@ -429,7 +430,7 @@ def test_openrtb_duplicate_keys_count_every_copy(
     else:
         assert consent.gdpr == (known.pop() if known else None)
     # regs is not written into: the body is, and the repeated keys stay as they were sent
-    out = adapter.apply(request, kvs).request.body
+    out = applied(adapter, request, kvs).request.body
     assert f'"regs":{{{regs}}}'.encode() in out
     assert outside(out, ["user", "site"]) == outside(raw, ["user", "site"])
 
@@ -459,9 +460,7 @@ def test_openrtb_a_repeated_name_where_we_write_is_not_recognised(
     raw = (WRITTEN_INTO[where] % f'"{first(name)}":{{}},"{second(name)}":{{}}').encode()
     adapter = OpenRtbAdapter()
     request = post(URLS[0], raw)
-    assert adapter.unrecognised(request) == "duplicate_keys"
-    assert adapter.parse(request) == Context()
-    assert adapter.apply(request, {"permutive": ["1"], CTX: ["c"]}).request == request
+    assert adapter.read(request) == Unrecognised("duplicate_keys", "openrtb")
 
 
 @given(bid_request, st.sampled_from(URLS), keyvalues, st.integers(0, 3), st.booleans())
@@ -473,14 +472,14 @@ def test_openrtb_formatting_survives_outside_what_it_writes(
     raw = json.dumps(body, indent=indent or None, ensure_ascii=ascii_only).encode()
     adapter = OpenRtbAdapter()
     request = post(url, raw)
-    if adapter.unrecognised(request) is not None:
+    if reason(adapter, request) is not None:
         return
-    applied = adapter.apply(request, kvs)
+    done = applied(adapter, request, kvs)
     expected, written = oracle(body, kvs)
-    assert applied.written == written
-    got = msgspec.json.decode(applied.request.body)
+    assert done.written == written
+    got = msgspec.json.decode(done.request.body)
     assert msgspec.json.encode(got) == msgspec.json.encode(expected)
     ours = ["user.data", "user.ext"] + [f"{n}.{m}" for n in INVENTORY for m in ("content", "ext")]
     if "user" not in body:
         ours.append("user")
-    assert outside(applied.request.body, ours) == outside(raw, ours)
+    assert outside(done.request.body, ours) == outside(raw, ours)

@@ -13,16 +13,19 @@ from adapters import (
     KNOWN_ADAPTERS,
     OpenRtbAdapter,
     OpenRtbSettings,
+    Parsed,
     QueryAdapter,
     QuerySettings,
+    Unrecognised,
     adapter_by_name,
     build_adapters,
     default_adapters,
-    find_adapter,
+    detect,
 )
 from plugin import ConsentSignals, Context, Enricher
 from plugin.config import ConfigError, KeysConfig, adapter_settings, config_from_dict
 from plugin.request import AdRequest
+from tests.adapters.reading import applied, context_of, reason
 from tests.helpers.fakes import FakePermutive, config
 
 VAST = "https://vast.example-ads.com/vast/7?w=1920&ifa=abc-1&ifa_type=rida&cb=1"
@@ -48,19 +51,19 @@ def test_both_are_in_the_registry_in_order() -> None:
 
 def test_query_is_only_used_when_named() -> None:
     adapters = default_adapters()
-    assert find_adapter(adapters, AdRequest(VAST)) is None
-    assert adapter_by_name(adapters, "query").matches(AdRequest(VAST))
+    assert detect(adapters, AdRequest(VAST)) == Unrecognised("no_adapter")
+    assert isinstance(adapter_by_name(adapters, "query").read(AdRequest(VAST)), Parsed)
 
 
 def test_openrtb_is_found_by_its_body() -> None:
     adapters = default_adapters()
-    found = find_adapter(adapters, post(BID, "https://ssp.example.com/bid"))
-    assert found is not None and found.name == "openrtb"
-    assert find_adapter(adapters, AdRequest("https://ssp.example.com/bid")) is None
+    found = detect(adapters, post(BID, "https://ssp.example.com/bid"))
+    assert isinstance(found, Parsed) and found.adapter.name == "openrtb"
+    assert detect(adapters, AdRequest("https://ssp.example.com/bid")) == Unrecognised("no_adapter")
     # a URL platform's request stays that platform's, whatever the method
     gam = AdRequest("https://h/gampad/ads?iu=/1/x", method="POST", body=msgspec.json.encode(BID))
-    found = find_adapter(adapters, gam)
-    assert found is not None and found.name == "gam"
+    found = detect(adapters, gam)
+    assert isinstance(found, Parsed) and found.adapter.name == "gam"
 
 
 def test_configuration_reaches_both() -> None:
@@ -83,7 +86,7 @@ def test_configuration_reaches_both() -> None:
     query, rtb = build_adapters(settings)[3:]
     assert query.activation_platforms == ("dfp",)
     assert (rtb.play_event, rtb.content_section) == ("Pageview", "video")
-    assert query.apply(AdRequest(VAST), {"permutive": ["1", "2"]}).request.url == (
+    assert applied(query, AdRequest(VAST), {"permutive": ["1", "2"]}).request.url == (
         VAST + "&p_permutive=1|2"
     )
 
@@ -106,8 +109,8 @@ def test_bad_settings_name_the_field(table: dict[str, Any], field: str) -> None:
 
 def test_openrtb_contextual_key_follows_its_setting() -> None:
     rtb = OpenRtbAdapter(OpenRtbSettings(contextual_key="ctx"))
-    applied = rtb.apply(post(BID), {"ctx": ["c1"], "prmtvctx": ["u1"]})
-    out = msgspec.json.decode(applied.request.body)
+    done = applied(rtb, post(BID), {"ctx": ["c1"], "prmtvctx": ["u1"]})
+    out = msgspec.json.decode(done.request.body)
     assert out["site"]["ext"]["data"] == {"section": "sport", "ctx": ["c1"]}
     assert out["site"]["content"] == {"data": [{"name": "ctx", "segment": [{"id": "c1"}]}]}
     assert out["user"]["ext"]["data"] == {"prmtvctx": ["u1"]}
@@ -118,7 +121,7 @@ def test_openrtb_properties_map_paths_and_prefixes() -> None:
         OpenRtbSettings(properties={"ext.data.*": "site_*", "content.language": "language"})
     )
     body = {**BID, "site": {**BID["site"], "content": {"language": "en", "id": "x"}}}
-    assert rtb.parse(post(body)).content.properties == {
+    assert context_of(rtb, post(body)).content.properties == {
         "site_section": "sport",
         "language": "en",
     }
@@ -126,8 +129,9 @@ def test_openrtb_properties_map_paths_and_prefixes() -> None:
 
 def test_openrtb_user_id_tag_empty_means_unread() -> None:
     body = {"id": "r", "imp": [], "user": {"id": "u-1"}}
-    assert OpenRtbAdapter().parse(post(body)).identity is not None
-    assert OpenRtbAdapter(OpenRtbSettings(user_id_tag="")).parse(post(body)).identity is None
+    assert context_of(OpenRtbAdapter(), post(body)).identity is not None
+    unread = OpenRtbAdapter(OpenRtbSettings(user_id_tag=""))
+    assert context_of(unread, post(body)).identity is None
 
 
 def test_json_too_deep_to_decode_is_not_recognised() -> None:
@@ -135,8 +139,7 @@ def test_json_too_deep_to_decode_is_not_recognised() -> None:
     rtb = OpenRtbAdapter(on_error=lambda p, stage, e: seen.append((p, stage)))
     deep = b'{"id":"x","imp":[],"user":' + b"[" * 5000 + b"]" * 5000 + b"}"
     request = AdRequest(AUCTION, method="POST", body=deep)
-    assert rtb.unrecognised(request) == "json"
-    assert rtb.apply(request, {"permutive": ["1"]}).request == request
+    assert reason(rtb, request) == "json"
     assert seen == []
 
 

@@ -8,6 +8,7 @@ from adapters.adswizz import AdsWizzAdapter
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
 from plugin.request import AdRequest
+from tests.adapters.reading import reason
 
 SAMPLE = (
     "https://demo.deliveryengine.adswizz.com/vast/4.0/request/alias/demo_zone?listenerId=abc-123"
@@ -125,8 +126,8 @@ def test_content_url_parameter_wins_and_a_zone_is_never_content() -> None:
         ("https://h/afr.phpx", False),
     ],
 )
-def test_matches(url: str, expected: bool) -> None:
-    assert aw.matches(AdRequest(url)) is expected
+def test_recognises(url: str, expected: bool) -> None:
+    assert (reason(aw, AdRequest(url)) is None) is expected
 
 
 def test_other_urls_are_left_alone() -> None:

@@ -14,7 +14,15 @@ from urllib.parse import quote, unquote_plus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters import AdsWizzAdapter, FreeWheelAdapter, GamAdapter, UrlAdapter, default_adapters
+from adapters import (
+    AdsWizzAdapter,
+    FreeWheelAdapter,
+    GamAdapter,
+    Parsed,
+    Unrecognised,
+    UrlAdapter,
+    default_adapters,
+)
 from adapters.gam import GamSettings
 from adapters.params import decode, encode
 from plugin.context import Context
@@ -190,7 +198,7 @@ junk_keyvalues = st.dictionaries(
 @given(any_text, st.one_of(keyvalues, junk_keyvalues))
 def test_never_raises(url: str, kvs: dict[str, list[str]]) -> None:
     for adapter in ADAPTERS:
-        assert isinstance(adapter.matches(AdRequest(url)), bool)
+        assert isinstance(adapter.read(AdRequest(url)), Parsed | Unrecognised)
         assert isinstance(adapter.parse_url(url), Context)
         assert isinstance(adapter.apply_url(url, kvs), str)
 
@@ -200,7 +208,7 @@ def test_url_no_adapter_recognises_comes_back_unchanged(
     url: str, kvs: dict[str, list[str]]
 ) -> None:
     for adapter in ADAPTERS:
-        if not adapter.matches(AdRequest(url)):
+        if isinstance(adapter.read(AdRequest(url)), Unrecognised):
             assert adapter.apply_url(url, kvs) == url
             assert adapter.parse_url(url) == Context()
 

@@ -8,6 +8,7 @@ from adapters.gam import GamAdapter, GamSettings
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
 from plugin.request import AdRequest
+from tests.adapters.reading import applied, reason
 
 SAMPLE = (
     "https://pubads.g.doubleclick.net/gampad/ads?iu=/21775744923/external/single_ad_samples"
@@ -277,8 +278,8 @@ def test_parse_tolerates_malformed_escapes() -> None:
         ("", False),
     ],
 )
-def test_matches(url: str, expected: bool) -> None:
-    assert gam.matches(AdRequest(url)) is expected
+def test_recognises(url: str, expected: bool) -> None:
+    assert (reason(gam, AdRequest(url)) is None) is expected
 
 
 def test_other_urls_are_left_alone() -> None:
@@ -295,9 +296,9 @@ def test_defaults_and_overrides() -> None:
     )
 
 
-def test_what_is_remembered_between_requests_changes_nothing() -> None:
-    """Parses and splices are kept by what they come from: a second request gets an equal
-    answer, never the same mutable object, and the length budget still applies per URL."""
+def test_a_shared_adapter_answers_each_request_afresh() -> None:
+    """One adapter serves every request: nothing one request read or wrote leaks into the
+    next's answer, and the length budget applies per URL."""
     adapter = GamAdapter(GamSettings(max_url_length=len(APP) + 20))
     first, again = adapter.parse_url(APP), adapter.parse_url(APP)
     assert first == again == gam.parse_url(APP)
@@ -305,11 +306,11 @@ def test_what_is_remembered_between_requests_changes_nothing() -> None:
     assert adapter.parse_url(APP).content.properties["video_id"] == "vid_456"
 
     kvs = {"permutive": ["456", "789"]}
-    one = adapter.apply(AdRequest(APP), kvs)
-    two = adapter.apply(AdRequest(APP), kvs)
+    one = applied(adapter, AdRequest(APP), kvs)
+    two = applied(adapter, AdRequest(APP), kvs)
     assert one == two and one.written == {"permutive": ["456", "789"]}
     one.written["permutive"].append("mutated")
-    assert adapter.apply(AdRequest(APP), kvs).written == {"permutive": ["456", "789"]}
+    assert applied(adapter, AdRequest(APP), kvs).written == {"permutive": ["456", "789"]}
     # The same cust_params and key-values in a longer URL: over the budget, values go.
     longer = APP.replace("&vid=vid_456", "&vid=vid_456&pad=xxxxx")
     assert adapter.apply_url(longer, kvs) == longer.replace("%2C123%26", "%2C123%2C456%26")

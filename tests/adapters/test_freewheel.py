@@ -9,6 +9,7 @@ from adapters.freewheel import FreeWheelAdapter
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity
 from plugin.request import AdRequest
+from tests.adapters.reading import reason
 
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
 GLOBAL = (
@@ -195,8 +196,8 @@ def test_duration_is_passed_as_text_for_the_enricher_to_type(vdur: str) -> None:
         ("https://demo.v.fwmrm.net/x?u=/ad/g/1", False),
     ],
 )
-def test_matches(url: str, expected: bool) -> None:
-    assert fw.matches(AdRequest(url)) is expected
+def test_recognises(url: str, expected: bool) -> None:
+    assert (reason(fw, AdRequest(url)) is None) is expected
 
 
 def test_defaults() -> None:

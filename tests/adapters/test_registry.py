@@ -1,8 +1,9 @@
-"""Adapter registry: built from configuration, chosen by URL or by name."""
+"""Adapter registry: built from configuration, chosen by looking at a request or by name."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -11,16 +12,17 @@ from adapters import (
     adapter_by_name,
     build_adapters,
     default_adapters,
-    find_adapter,
+    detect,
 )
 from adapters.adswizz import AdsWizzAdapter
-from adapters.base import Adapter, FailOpen
+from adapters.base import Adapter, CohortsFor, FailOpen, Parsed, Unrecognised
 from adapters.freewheel import FreeWheelAdapter
 from adapters.gam import GamAdapter
 from plugin.config import ConfigError, adapter_settings, config_from_dict
 from plugin.context import Context
 from plugin.errors import CohortkvError
 from plugin.request import AdRequest, Applied
+from tests.adapters.reading import context_of
 
 GAM_URL = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&sz=640x480"
 FW_URL = "https://5fd74.v.fwmrm.net/ad/g/1?nw=392564;k=1;slid=pre;"
@@ -75,38 +77,67 @@ def test_unknown_platform_section_and_unknown_setting_name_the_field() -> None:
     ("url", "name"),
     [(GAM_URL, "gam"), (FW_URL, "freewheel"), (AW_URL, "adswizz"), ("https://x/ads?y=1", None)],
 )
-def test_find_adapter(url: str, name: str | None) -> None:
-    found = find_adapter(default_adapters(), AdRequest(url))
-    assert (found.name if found else None) == name
+def test_detect(url: str, name: str | None) -> None:
+    request = AdRequest(url)
+    found = detect(default_adapters(), request)
+    if name is None:
+        assert found == Unrecognised("no_adapter")
+    else:
+        assert isinstance(found, Parsed)
+        assert (found.adapter.name, found.request) == (name, request)
 
 
 class _Broken(FailOpen):
+    """Raises in whichever stages `fails` names."""
+
     name = "broken"
 
-    def _unrecognised(self, request: AdRequest) -> str | None:
-        raise RuntimeError("boom")
+    def __init__(self, fails: set[str], **hooks: Any) -> None:
+        super().__init__(**hooks)
+        self.fails = fails
 
-    def _parse(self, request: AdRequest) -> Context:
-        raise RuntimeError("boom")
+    def _boom(self, stage: str) -> None:
+        if stage in self.fails:
+            raise RuntimeError("boom")
 
-    def _apply(self, request: AdRequest, keyvalues: Mapping[str, Sequence[str]]) -> Applied:
-        raise RuntimeError("boom")
+    def _recognise(self, request: AdRequest) -> object:
+        self._boom("recognise")
+        return "decoded"
+
+    def _context(self, request: AdRequest, data: Any) -> Context:
+        self._boom("parse")
+        return Context(view_id="v")
+
+    def _apply(
+        self, parsed: Parsed, keyvalues: Mapping[str, Sequence[str]], cohorts_for: CohortsFor | None
+    ) -> Applied:
+        self._boom("apply")
+        return Applied(parsed.request.with_url(parsed.request.url + "&k=v"), {"k": ["v"]})
 
 
 def test_an_adapter_that_raises_is_skipped_and_reported() -> None:
     seen: list[tuple[str, str, str]] = []
-    broken = _Broken(on_error=lambda p, stage, e: seen.append((p, stage, str(e))))
+    hooks: dict[str, Any] = {"on_error": lambda p, stage, e: seen.append((p, stage, str(e)))}
+    broken = _Broken({"recognise"}, **hooks)
     adapters: tuple[Adapter, ...] = (broken, *default_adapters())
-    found = find_adapter(adapters, AdRequest(FW_URL))
-    assert found is not None and found.name == "freewheel"
+    found = detect(adapters, AdRequest(FW_URL))
+    assert isinstance(found, Parsed) and found.adapter.name == "freewheel"
+    assert broken.read(AdRequest(FW_URL)) == Unrecognised("error", "broken")
+    assert seen == [("broken", "recognise", "boom")] * 2
+
+    # a Context that cannot be read is an empty one; the request is still the adapter's
+    seen.clear()
     request = AdRequest(FW_URL)
-    assert broken.parse(request) == Context()
-    assert broken.apply(request, {"permutive": ["1"]}) == Applied(request, {})
-    assert seen == [
-        ("broken", "recognise", "boom"),
-        ("broken", "parse", "boom"),
-        ("broken", "apply", "boom"),
-    ]
+    parsed = _Broken({"parse", "apply"}, **hooks).read(request)
+    assert isinstance(parsed, Parsed) and parsed.context == Context()
+    assert parsed.data == "decoded"
+    assert parsed.adapter.apply(parsed, {"permutive": ["1"]}) == Applied(request, {})
+    assert seen == [("broken", "parse", "boom"), ("broken", "apply", "boom")]
+
+    # nothing failed: what the adapter decoded reaches `apply`
+    parsed = _Broken(set(), **hooks).read(request)
+    assert isinstance(parsed, Parsed) and parsed.context == Context(view_id="v")
+    assert parsed.adapter.apply(parsed, {"k": ["v"]}).written == {"k": ["v"]}
 
 
 def test_adapter_by_name() -> None:
@@ -124,7 +155,9 @@ def test_a_configured_property_mapping_may_map_a_whole_prefix() -> None:
         }
     )
     fw = build_adapters(adapter_settings(cfg))[1]
-    ctx = fw.parse(AdRequest("https://x.v.fwmrm.net/ad/g/1?nw=1&caid=a1;_fw_content_genre=drama;"))
+    ctx = context_of(
+        fw, AdRequest("https://x.v.fwmrm.net/ad/g/1?nw=1&caid=a1;_fw_content_genre=drama;")
+    )
     assert ctx.content.properties == {"video_id": "a1", "genre": "drama"}
     with pytest.raises(ConfigError, match="properties"):
         adapter_settings(
