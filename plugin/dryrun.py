@@ -254,7 +254,7 @@ class DryRun:
             why = "another request's call for this content is in flight: it would share it"
             return Plan("not_asked", "shared_call", Ask("contextual", False, why), fallback=stale)
         request = content.contextual_request()
-        if self._e.upstream_states().get("contextual") == "open":
+        if self._e.backend_states().get("contextual") == "open":
             why = "the Contextual API's circuit breaker is open: no call"
             return Plan("not_asked", "breaker_open", Ask("contextual", False, why), fallback=stale)
         ask = Ask("contextual", True, request=msgspec.to_builtins(request))
@@ -307,7 +307,7 @@ class DryRun:
             alias=identity.alias,
             aliases=identity.aliases,
         )
-        if self._e.upstream_states().get("ccs") == "open":
+        if self._e.backend_states().get("ccs") == "open":
             why = "the CCS API's circuit breaker is open: no call"
             return Plan("not_asked", "breaker_open", Ask("ccs", False, why), fallback=cached)
         ask = Ask("ccs", True, request=msgspec.to_builtins(request))
@@ -335,7 +335,7 @@ class DryRun:
     async def _run(self, b: Plan, c: Plan, send_play_event: bool) -> None:
         await self._e.start()
         if self._clients is None:
-            self._clients = self._e.upstreams.side_clients(Metrics())
+            self._clients = self._e.backends.side_clients(Metrics())
         ccs, ctx = self._clients
         budget = self._cfg.budget_ms
         calls = []

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Self
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 from prometheus_client import CollectorRegistry
 
@@ -22,14 +22,17 @@ from adapters.base import Adapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
 from plugin import reserved
 from plugin.accounting import Accounting
+from plugin.backends import Backends
+from plugin.background import Background
+from plugin.cache.local import Clock
 from plugin.config import Config, adapter_settings, require_api
 from plugin.consent.gate import RememberedDecisions
 from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
-from plugin.observe.tracing import make_tracer, result_attributes
+from plugin.observe.tracing import TracerProvider, make_tracer, result_attributes
 from plugin.permutive.answer import Answer, RememberedActivations
-from plugin.permutive.wire import CcsRequest, Event
+from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal
@@ -37,14 +40,17 @@ from plugin.signals.content_key import content_key
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.content_url import ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
-from plugin.signals.events import as_event, typed_content_properties
+from plugin.signals.events import typed_content_properties
 from plugin.signals.merge import build_keyvalues, cohorts_for
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
-from plugin.signals.tracker import EventIds, EventSender
-from plugin.upstreams import Upstreams
+from plugin.signals.tracker import EventIds, EventViews
+from plugin.tracking import Denied, Prepared, Tracking
 
-__all__ = ["EnrichResult", "Enricher", "SignalResult"]
+if TYPE_CHECKING:
+    from plugin.sandbox.server import Sandbox
+
+__all__ = ["Denied", "EnrichResult", "Enricher", "Prepared", "SignalResult"]
 
 _FINISH_RESERVE_S = 0.002
 
@@ -64,8 +70,8 @@ class Enricher:
         *,
         registry: CollectorRegistry | None = None,
         adapters: Sequence[Adapter] | None = None,
-        clock: Any = None,
-        tracer_provider: Any = None,
+        clock: Clock | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.config = cfg = require_api(config if config is not None else Config())
         self.metrics = Metrics(registry)
@@ -80,6 +86,9 @@ class Enricher:
             )
         )
         clock = clock or time.monotonic
+        self.tracer = make_tracer(cfg.tracing, tracer_provider)
+        self.backends = Backends(cfg, self.metrics, self.tracer, tracer_provider)
+        self.background = Background(self.accounting.bug)
         self.sessions = SessionTracker(
             namespace=uuid.UUID(cfg.events.view_namespace),
             session_idle_s=cfg.sessions.idle_timeout_s,
@@ -88,27 +97,35 @@ class Enricher:
             max_views=cfg.views.max_entries,
             clock=clock,
         )
-        self.behavioral = BehavioralSignal(cfg, self.metrics, self.sessions, clock)
-        self.contextual = ContextualSignal(cfg.cache, self.metrics, clock)
-        self.behavioral.spawn = self._spawn
-        self.contextual.track = self._track
-        self.behavioral.late_after_s = self.contextual.late_after_s = cfg.budget_ms / 1000
-        self.events = EventSender(
-            self.sessions,
-            self._call,
+        self.behavioral = BehavioralSignal(
+            cfg,
             self.metrics,
-            cfg.events.play_events or {a.play_event for a in self.adapters},
+            self.sessions,
+            clock,
+            backends=self.backends,
+            spawn=self.background.spawn,
+        )
+        self.contextual = ContextualSignal(
+            cfg.cache,
+            self.metrics,
+            clock,
+            backends=self.backends,
+            track=self.background.track,
+            late_after_s=cfg.budget_ms / 1000,
         )
         self.content_urls = ContentUrls(
             cfg.content.drop_query, self.metrics.content_url_redactions.inc
         )
-        self.events.content_url = self.content_urls
-        self.tracer = make_tracer(cfg.tracing, tracer_provider)
-        self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
+        views = EventViews(
+            self.sessions,
+            self.metrics,
+            cfg.events.play_events or {a.play_event for a in self.adapters},
+            self.content_urls,
+        )
+        self.events = Tracking(views, self.behavioral.call, self.decide, self.start)
         self._decide = RememberedDecisions(cfg.consent)
         self._activated = RememberedActivations()
         self._property_types = cfg.events.property_types()
-        self._background: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -121,34 +138,23 @@ class Enricher:
 
     async def start(self) -> None:
         """Idempotent, and safe to race: concurrent first calls share one start."""
-        if await self.upstreams.start():
-            up = self.upstreams
-            self.behavioral.client, self.contextual.client = up.ccs, up.contextual
-            self.behavioral.shared = self.contextual.shared = self.sessions.shared = up.shared
+        if await self.backends.start():
+            self.sessions.shared = self.backends.shared
 
     async def close(self) -> None:
         """Lets calls already made finish briefly (their answers fill the cache), then stops."""
-        pending = [t for t in self._background if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=self.config.budget_ms / 1000)
-            for t in pending:
-                t.cancel()
-        self.behavioral.shared = self.contextual.shared = self.sessions.shared = None
-        await self.upstreams.close()
+        await self.background.close(self.config.budget_ms / 1000)
+        self.sessions.shared = None
+        await self.backends.close()
 
-    def upstream_states(self) -> dict[str, str]:
+    def backend_states(self) -> dict[str, str]:
         """Circuit breaker state per API (`closed`, `open`, `half_open`), for readiness."""
-        return self.upstreams.states()
+        return self.backends.states()
 
     @property
-    def sandbox(self) -> Any:
+    def sandbox(self) -> Sandbox | None:
         """The in-process sandbox when running with `sandbox = true`, else None."""
-        return self.upstreams.sandbox
-
-    async def _call(self, key: bytes, request: CcsRequest) -> Answer:
-        if self.behavioral.client is None:
-            raise RuntimeError("Enricher used before start()")
-        return await self.behavioral.call(key, request)
+        return self.backends.sandbox
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -197,7 +203,7 @@ class Enricher:
         if adapter is None or why_not is not None:
             name = (platform or "auto") if adapter is None else adapter.name
             return self.accounting.unrecognised(req, started, origin, name, why_not or "")
-        if not self.upstreams.running:
+        if not self.backends.running:
             await self.start()
 
         parsed = adapter.parse(req)
@@ -298,6 +304,20 @@ class Enricher:
 
     # -- events ---------------------------------------------------------------------------
 
+    async def prepare_events(
+        self,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        identity: Identity,
+        consent: ConsentSignals | ConsentDecision | bool,
+        ids: EventIds | None = None,
+    ) -> Prepared | Denied:
+        """The one gate every host event passes (`track()`, `/v1/events`): a `Prepared` batch
+        that `send_batch` (or the sidecar's event queue) sends, or a `Denied` with the consent
+        decision's reason. Raises `IdentityError` / `RequestError` naming the field for a
+        person's mistake (an invalid identity, a bad event), whatever the consent."""
+        return await self.events.prepare(events, identity=identity, consent=consent, ids=ids)
+
     async def track(
         self,
         events: Iterable[Event | Mapping[str, Any]],
@@ -315,44 +335,13 @@ class Enricher:
         view whose play event went out (`plugin.signals.sessions`; `ids` says where, as the ad
         request did). A play event (`[events] play_events`) opens its view; one whose view's
         play event went out already is not sent. Returns how many events were delivered;
-        nothing is ever sent twice. Raises `IdentityError` /
-        `RequestError` naming the field for a person's mistake (an invalid identity, a bad
-        event), whatever the consent; upstream failures mean fewer delivered.
+        nothing is ever sent twice. Raises as `prepare_events` does; upstream failures mean
+        fewer delivered.
         """
-        identity.validate()
-        checked = [as_event(ev, f"events[{i}]") for i, ev in enumerate(events)]
-        if isinstance(consent, bool):
-            allowed = consent
-        elif isinstance(consent, ConsentDecision):
-            allowed = consent.allowed
-        else:
-            allowed = self.decide(consent).allowed
-        if not allowed:
-            return 0
-        await self.start()
-        prepared = await self.events.prepare(identity, checked, ids or EventIds())
-        return await self.events.send(identity, prepared.events)
+        got = await self.prepare_events(events, identity=identity, consent=consent, ids=ids)
+        return 0 if isinstance(got, Denied) else await self.events.send(got)
 
-    async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:
-        """One CCS call with up to 10 prepared events, no consent check: callers made it."""
-        await self.start()
-        return await self.events.send_batch(identity, events)
-
-    # -- background tasks -------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._track(task)
-        return task
-
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        if task not in self._background:
-            self._background.add(task)
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        """A background call ended: an exception in it is a bug of ours, counted and logged at
-        a bounded rate (asyncio would log each one with its traceback)."""
-        self._background.discard(task)
-        if not task.cancelled() and (e := task.exception()) is not None:
-            self.accounting.bug("background", e)
+    async def send_batch(self, prepared: Prepared) -> Answer:
+        """One CCS call with 1 to 10 events of a `Prepared` batch (`prepare_events`), and
+        nothing else: consent was decided when it was prepared."""
+        return await self.events.send_batch(prepared)

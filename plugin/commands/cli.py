@@ -319,11 +319,8 @@ async def _enrich(args: argparse.Namespace) -> int:
 
 def api_failures(enricher: Enricher, result: EnrichResult) -> list[str]:
     """A line per Permutive API that failed this enrichment (which, why, the fix)."""
-    up, cfg = enricher.upstreams, enricher.config
-    errors = {
-        "ccs": up.ccs.last_error if up.ccs is not None else None,
-        "contextual": up.contextual.last_error if up.contextual is not None else None,
-    }
+    up, cfg = enricher.backends, enricher.config
+    errors = up.last_errors()
     urls = {"ccs": cfg.ccs_url, "contextual": cfg.ctx_url}
     if enricher.sandbox is not None:
         urls = {"ccs": enricher.sandbox.base_url, "contextual": enricher.sandbox.base_url}

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 Tracer = Any
 """An `opentelemetry.trace.Tracer` (typed loosely: the package is an optional extra)."""
+TracerProvider = Any
+"""An `opentelemetry.trace.TracerProvider` (typed loosely, as `Tracer` is)."""
 
 _MISSING = (
     "config: tracing.enabled: expected the OpenTelemetry packages installed with it"
@@ -33,7 +35,7 @@ _MISSING = (
 )
 
 
-def make_tracer(cfg: TracingConfig, provider: Any = None) -> Tracer | None:
+def make_tracer(cfg: TracingConfig, provider: TracerProvider | None = None) -> Tracer | None:
     """The tracer for cohortkv's spans, or None when tracing is off. `provider` defaults to the
     global one (which the host, or `cohortkv serve`, sets up)."""
     if not cfg.enabled:
@@ -45,7 +47,9 @@ def make_tracer(cfg: TracingConfig, provider: Any = None) -> Tracer | None:
     return trace.get_tracer("cohortkv", __version__, tracer_provider=provider)
 
 
-def client_trace_configs(cfg: TracingConfig, provider: Any = None) -> list[aiohttp.TraceConfig]:
+def client_trace_configs(
+    cfg: TracingConfig, provider: TracerProvider | None = None
+) -> list[aiohttp.TraceConfig]:
     """The standard aiohttp client instrumentation for the API session, URLs without query."""
     if not cfg.enabled:
         return []
