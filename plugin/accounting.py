@@ -144,6 +144,17 @@ class Accounting:
             f"skip:{platform}:{reason}", "platform %s left something out: %s", platform, reason
         )
 
+    def bad_reserved(self, kind: str) -> None:
+        """A reserved parameter (`cohortkv_*`) of the ad request's URL that does not parse."""
+        self.metrics.bad_input.labels("reserved", kind).inc()
+
+    def untyped_property(self, name: str) -> None:
+        """A content property whose value does not parse as `[events.properties]` types it."""
+        self.metrics.bad_input.labels("property", "untyped").inc()
+        self.warn.warning(
+            f"property:{name}", "property %r: value does not parse as its type; left out", name
+        )
+
     def no_activation_platforms(self, platform: str) -> None:
         self.warn.warning(
             f"activation:{platform}",

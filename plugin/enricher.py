@@ -36,11 +36,10 @@ from plugin.permutive.wire import Event
 from plugin.request import AdRequest, as_request
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal
-from plugin.signals.content_key import content_key
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.content_url import ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
-from plugin.signals.events import typed_content_properties
+from plugin.signals.describe import ContentDescriber
 from plugin.signals.merge import build_keyvalues, cohorts_for
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
@@ -89,14 +88,7 @@ class Enricher:
         self.tracer = make_tracer(cfg.tracing, tracer_provider)
         self.backends = Backends(cfg, self.metrics, self.tracer, tracer_provider)
         self.background = Background(self.accounting.bug)
-        self.sessions = SessionTracker(
-            namespace=uuid.UUID(cfg.events.view_namespace),
-            session_idle_s=cfg.sessions.idle_timeout_s,
-            view_idle_s=cfg.views.idle_timeout_s,
-            max_sessions=cfg.sessions.max_entries,
-            max_views=cfg.views.max_entries,
-            clock=clock,
-        )
+        self.sessions = _sessions(cfg, clock)
         self.behavioral = BehavioralSignal(
             cfg,
             self.metrics,
@@ -116,16 +108,14 @@ class Enricher:
         self.content_urls = ContentUrls(
             cfg.content.drop_query, self.metrics.content_url_redactions.inc
         )
-        views = EventViews(
-            self.sessions,
-            self.metrics,
-            cfg.events.play_events or {a.play_event for a in self.adapters},
-            self.content_urls,
-        )
+        plays = cfg.events.play_events or {a.play_event for a in self.adapters}
+        views = EventViews(self.sessions, self.metrics, plays, self.content_urls)
         self.events = Tracking(views, self.behavioral.call, self.decide, self.start)
         self._decide = RememberedDecisions(cfg.consent)
         self._activated = RememberedActivations()
-        self._property_types = cfg.events.property_types()
+        self._describe = ContentDescriber(
+            cfg.events.property_types(), self.accounting.untyped_property
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -197,7 +187,9 @@ class Enricher:
         url, found = reserved.split_url(req.url)
         if found:  # the URL's reserved parameters: read, and never forwarded
             req = req.with_url(url)
-            context = reserved.under(context, reserved.params_context(found, self._bad_reserved))
+            context = reserved.under(
+                context, reserved.params_context(found, self.accounting.bad_reserved)
+            )
         adapter = self.adapter_for(req, platform)
         why_not = "no_adapter" if adapter is None else adapter.unrecognised(req)
         if adapter is None or why_not is not None:
@@ -274,33 +266,8 @@ class Enricher:
 
     def describe_content(self, ctx: Context, adapter: Adapter) -> ContentDescription | None:
         """What the play event and the Contextual request say about the content; None when
-        the request names none (no content URL, no content id). The explain page uses it too."""
-        content = ctx.content
-        props = self._properties(content.properties)
-        key = content_key(content.url, props, adapter.name, adapter.content_ids)
-        if key is None:
-            return None
-        return ContentDescription(
-            key,
-            props,
-            title=content.title,
-            client_type=content.client_type or adapter.client_type,
-            section=adapter.content_section,
-        )
-
-    def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
-        if not raw:
-            return {}
-        return typed_content_properties(raw, self._property_types, self._untyped)
-
-    def _bad_reserved(self, kind: str) -> None:
-        self.metrics.bad_input.labels("reserved", kind).inc()
-
-    def _untyped(self, name: str) -> None:
-        self.metrics.bad_input.labels("property", "untyped").inc()
-        self.accounting.warn.warning(
-            f"property:{name}", "property %r: value does not parse as its type; left out", name
-        )
+        the request names none. The explain page uses it too."""
+        return self._describe(ctx, adapter)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -312,10 +279,9 @@ class Enricher:
         consent: ConsentSignals | ConsentDecision | bool,
         ids: EventIds | None = None,
     ) -> Prepared | Denied:
-        """The one gate every host event passes (`track()`, `/v1/events`): a `Prepared` batch
-        that `send_batch` (or the sidecar's event queue) sends, or a `Denied` with the consent
-        decision's reason. Raises `IdentityError` / `RequestError` naming the field for a
-        person's mistake (an invalid identity, a bad event), whatever the consent."""
+        """The one gate every host event passes (`track()`, `/v1/events`; `plugin.tracking`):
+        a `Prepared` batch for `send_batch`, or a `Denied` with the consent decision's reason.
+        A person's mistake raises `IdentityError` / `RequestError` naming the field."""
         return await self.events.prepare(events, identity=identity, consent=consent, ids=ids)
 
     async def track(
@@ -326,18 +292,11 @@ class Enricher:
         consent: ConsentSignals | ConsentDecision | bool,
         ids: EventIds | None = None,
     ) -> int:
-        """Sends player events (completion with engagement metrics, ...) to the CCS API.
-
-        Each event is a `plugin.Event` or a plain mapping (`{"name": "VideoCompletion", "time":
-        "2024-01-15T14:00:00Z", "properties": {"percentage_watched": 0.9}}`), checked as a
-        `/v1/events` body's event is. Consented users only; chronological order; at most 10
-        events per request; empty properties left out. Events without a view id land in the
-        view whose play event went out (`plugin.signals.sessions`; `ids` says where, as the ad
-        request did). A play event (`[events] play_events`) opens its view; one whose view's
-        play event went out already is not sent. Returns how many events were delivered;
-        nothing is ever sent twice. Raises as `prepare_events` does; upstream failures mean
-        fewer delivered.
-        """
+        """Sends player events (`plugin.Event`s or plain mappings, checked as a `/v1/events`
+        body's are) to the CCS API, through `prepare_events`: consented users only, in order,
+        at most 10 per call; a host play event opens its view, or is left out when the view's
+        went out already (`plugin.tracking`). Returns how many were delivered; nothing is ever
+        sent twice; upstream failures mean fewer delivered."""
         got = await self.prepare_events(events, identity=identity, consent=consent, ids=ids)
         return 0 if isinstance(got, Denied) else await self.events.send(got)
 
@@ -345,3 +304,14 @@ class Enricher:
         """One CCS call with 1 to 10 events of a `Prepared` batch (`prepare_events`), and
         nothing else: consent was decided when it was prepared."""
         return await self.events.send_batch(prepared)
+
+
+def _sessions(cfg: Config, clock: Clock) -> SessionTracker:
+    return SessionTracker(
+        namespace=uuid.UUID(cfg.events.view_namespace),
+        session_idle_s=cfg.sessions.idle_timeout_s,
+        view_idle_s=cfg.views.idle_timeout_s,
+        max_sessions=cfg.sessions.max_entries,
+        max_views=cfg.views.max_entries,
+        clock=clock,
+    )
