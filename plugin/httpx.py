@@ -20,10 +20,10 @@ except ModuleNotFoundError as e:  # a person's situation: one line saying what t
     ) from None
 
 from plugin.enricher import Enricher
-from plugin.outgoing import Outgoing, ad_context, current_ad_context
+from plugin.outgoing import Outgoing, ad_context
 from plugin.request import AdRequest
 
-__all__ = ["CohortkvTransport", "ad_context", "current_ad_context"]
+__all__ = ["CohortkvTransport", "ad_context"]
 
 _LENGTH_HEADERS = frozenset({"content-length", "transfer-encoding"})
 

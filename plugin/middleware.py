@@ -16,10 +16,10 @@ from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from plugin.enricher import Enricher
-from plugin.outgoing import Outgoing, ad_context, current_ad_context
+from plugin.outgoing import Outgoing, ad_context
 from plugin.request import AdRequest
 
-__all__ = ["ad_context", "cohortkv_middleware", "current_ad_context"]
+__all__ = ["ad_context", "cohortkv_middleware"]
 
 
 def cohortkv_middleware(

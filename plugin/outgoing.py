@@ -35,10 +35,6 @@ def ad_context(context: Context | None) -> Iterator[None]:
         _current.reset(token)
 
 
-def current_ad_context() -> Context | None:
-    return _current.get()
-
-
 class Outgoing:
     """Enriches the ad requests a client hook sees; `origin` names the hook in metrics."""
 

@@ -226,8 +226,6 @@ def to_context(b: ContextBody | None, path: str, errors: list[FieldError]) -> Co
             url=c.url,
             properties=without_nulls(c.properties, f"{path}.content.properties", errors),
             title=c.title,
-            user_agent=c.user_agent,
-            referrer=c.referrer,
             client_type=c.client_type,
         )
     return Context(
