@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from adapters.registry import adapter_by_name, find_adapter
 from plugin.context import Context
 from plugin.enricher import Enricher
+from plugin.errors import CohortkvError
 from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
 
@@ -48,7 +49,9 @@ class Outgoing:
 
     async def enriched(self, request: AdRequest) -> AdRequest:
         """`request` as it goes out: with key-values, or as it came. Never raises: the host's
-        request matters more than our key-values; a failure is counted and logged."""
+        request matters more than our key-values. The host's mistake (an invalid identity in
+        `ad_context`) is counted as bad input, a failure of ours as an internal error
+        (`cohortkv_internal_errors_total{where=origin}`); both are logged at a bounded rate."""
         platform = self.platform
         if platform is None:
             adapter = find_adapter(self.enricher.adapters, request)
@@ -59,8 +62,15 @@ class Outgoing:
             result = await self.enricher.enrich(
                 request, _current.get(), platform=platform, origin=self.origin
             )
-        except Exception as e:
+        except CohortkvError as e:
             self.enricher.metrics.bad_input.labels(self.origin, type(e).__name__).inc()
             self._warn.warning(self.origin, "enrichment skipped: %s", type(e).__name__)
             return request
+        except Exception as e:
+            self.bug(e)
+            return request
         return result.request if result.request is not None else request
+
+    def bug(self, e: Exception) -> None:
+        """A failure of our own code around the host's request: it goes out as it came."""
+        self.enricher.accounting.bug(self.origin, e)
