@@ -31,6 +31,7 @@ from plugin.commands.request_args import add_request_flags, request_from_args
 from plugin.config import Config, KeysConfig, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
+from plugin.errors import UsageError as UsageError
 from plugin.identity import Identity, is_uuid4, parse_alias_flag
 from plugin.observe.logs import LEVELS, configure_logging
 from plugin.result import EnrichResult, result_doc
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
     from plugin.enricher import Enricher
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-class UsageError(CohortkvError):
-    """A command-line value a person typed that cannot be used: `field` is the flag."""
 
 
 def add_api_flags(p: argparse.ArgumentParser) -> None:
