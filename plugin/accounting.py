@@ -10,6 +10,8 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from plugin.consent.gate import is_undecodable
 from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import Metrics, RateLimitedLog
@@ -26,11 +28,11 @@ class Accounting:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.warn = RateLimitedLog(log)
-        self._decisions: dict[tuple[bool, str], Any] = {}
-        self._sources: dict[tuple[str, Source, Reason], Any] = {}
-        self._timers: dict[str, Any] = {}
-        self._not_recognised: dict[tuple[str, str, str], Any] = {}
-        self._skips: dict[tuple[str, str], Any] = {}
+        self._decisions: dict[tuple[bool, str], Counter] = {}
+        self._sources: dict[tuple[str, Source, Reason], Counter] = {}
+        self._timers: dict[str, Histogram] = {}
+        self._not_recognised: dict[tuple[str, str, str], Counter] = {}
+        self._skips: dict[tuple[str, str], Counter] = {}
         self.decisions: DecisionLog | None = None
         """This replica's last decisions, kept only while the explain page is on."""
 

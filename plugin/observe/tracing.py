@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yarl
+from aiohttp.typedefs import Handler, Middleware
 
 from plugin.config import ConfigError, TracingConfig
 from plugin.version import __version__
@@ -96,7 +97,7 @@ def setup_sdk(cfg: TracingConfig) -> Any:
     return provider
 
 
-def server_middleware(tracer: Tracer) -> Any:
+def server_middleware(tracer: Tracer) -> Middleware:
     """A server span per request that continues the caller's trace (`traceparent`), named by
     route. The standard aiohttp server instrumentation records the whole URL, and in SSAI its
     query is the viewer's device id and consent string: this one records the route template,
@@ -106,7 +107,7 @@ def server_middleware(tracer: Tracer) -> Any:
     from opentelemetry.trace import SpanKind
 
     @web.middleware
-    async def traced(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
         with tracer.start_as_current_span(
