@@ -1,10 +1,10 @@
 """Memory per cached user: fill an Enricher's behavioral cache the way traffic does.
 
 Each user is a device alias (`idfa`, an upper-case UUID) whose CCS answer goes through the
-enricher's own path (`Enricher.send_batch`: its cache key, the real client's decoding with the
-HTTP exchange replaced by the bytes the API would send, its own store step). Answers carry
-the user's own
-Permutive `user_id` and one of a small pool of distinct cohort sets, as real traffic does.
+enricher's own path (`BehavioralSignal.call`, as `Enricher.send_batch` uses it: its cache key,
+the real client's decoding with the HTTP exchange replaced by the bytes the API would send,
+its own store step). Answers carry the user's own Permutive `user_id` and one of a small
+pool of distinct cohort sets, as real traffic does.
 
 Reported: RSS growth over the fill divided by users (what the machine pays, allocator slack
 included), and a tracemalloc pass on a tenth of the users naming the lines that allocate.
@@ -29,10 +29,11 @@ from benchmarks.library import bench_config
 from benchmarks.procs import ROOT
 from benchmarks.upstreams import _CCS_SETS
 from plugin import Enricher
+from plugin.cache.local import compact_key
 from plugin.config import HttpConfig
 from plugin.identity import Alias, Identity
 from plugin.permutive.clients import CcsClient
-from plugin.permutive.wire import Event
+from plugin.permutive.wire import CcsRequest, Event
 from plugin.signals.events import now_rfc3339
 
 
@@ -62,10 +63,10 @@ async def fill(users: int, seed: int, e: Enricher | None = None) -> tuple[Enrich
         )
         e = Enricher(config)
         await e.start()
-        session = e.upstreams._session
+        session = e.backends._session
         assert session is not None
-        # `send_batch` keys, decodes and stores exactly as an ad request's CCS call does.
-        e.behavioral.client = _Replay(session, "http://127.0.0.1:9", "k", e.metrics, HttpConfig())
+        # `BehavioralSignal.call` keys, decodes and stores exactly as an ad request's CCS call does.
+        e.backends._ccs = _Replay(session, "http://127.0.0.1:9", "k", e.metrics, HttpConfig())
     events = [Event(name="Videoview", time=now_rfc3339(), properties={})]
     rnd = random.Random(seed)
     sets = _CCS_SETS
@@ -76,7 +77,9 @@ async def fill(users: int, seed: int, e: Enricher | None = None) -> tuple[Enrich
         device = str(uuid.UUID(int=rnd.getrandbits(128), version=4)).upper()
         uid = str(uuid.UUID(int=rnd.getrandbits(128), version=4))
         _Replay.payload = b'{"user_id":"%s",%s}' % (uid.encode(), sets[picks[i % len(picks)]])
-        await e.send_batch(Identity(alias=Alias(tag="idfa", id=device)), events)
+        identity = Identity(alias=Alias(tag="idfa", id=device))
+        request = CcsRequest(events=events, alias=identity.alias)
+        await e.behavioral.call(compact_key(identity.cache_key()), request)
     return e, (time.perf_counter() - started) / max(users, 1)
 
 

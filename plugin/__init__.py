@@ -11,6 +11,7 @@ from plugin.permutive.wire import Event
 from plugin.request import AdRequest
 from plugin.result import EnrichResult, SignalResult
 from plugin.signals.tracker import EventIds
+from plugin.tracking import Denied, Prepared
 from plugin.version import __version__
 
 __all__ = [
@@ -22,12 +23,14 @@ __all__ = [
     "ConsentSignals",
     "Content",
     "Context",
+    "Denied",
     "EnrichResult",
     "Enricher",
     "Event",
     "EventIds",
     "Identity",
     "IdentityError",
+    "Prepared",
     "RequestError",
     "SignalResult",
     "__version__",

@@ -10,6 +10,8 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from plugin.consent.gate import is_undecodable
 from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import Metrics, RateLimitedLog
@@ -26,11 +28,11 @@ class Accounting:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.warn = RateLimitedLog(log)
-        self._decisions: dict[tuple[bool, str], Any] = {}
-        self._sources: dict[tuple[str, Source, Reason], Any] = {}
-        self._timers: dict[str, Any] = {}
-        self._not_recognised: dict[tuple[str, str, str], Any] = {}
-        self._skips: dict[tuple[str, str], Any] = {}
+        self._decisions: dict[tuple[bool, str], Counter] = {}
+        self._sources: dict[tuple[str, Source, Reason], Counter] = {}
+        self._timers: dict[str, Histogram] = {}
+        self._not_recognised: dict[tuple[str, str, str], Counter] = {}
+        self._skips: dict[tuple[str, str], Counter] = {}
         self.decisions: DecisionLog | None = None
         """This replica's last decisions, kept only while the explain page is on."""
 
@@ -142,6 +144,17 @@ class Accounting:
         counter.inc()
         self.warn.warning(
             f"skip:{platform}:{reason}", "platform %s left something out: %s", platform, reason
+        )
+
+    def bad_reserved(self, kind: str) -> None:
+        """A reserved parameter (`cohortkv_*`) of the ad request's URL that does not parse."""
+        self.metrics.bad_input.labels("reserved", kind).inc()
+
+    def untyped_property(self, name: str) -> None:
+        """A content property whose value does not parse as `[events.properties]` types it."""
+        self.metrics.bad_input.labels("property", "untyped").inc()
+        self.warn.warning(
+            f"property:{name}", "property %r: value does not parse as its type; left out", name
         )
 
     def no_activation_platforms(self, platform: str) -> None:

@@ -18,20 +18,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from plugin.config_env import shown_value
-from plugin.errors import CohortkvError, msgspec_problem
-
-
-class ConfigError(CohortkvError):
-    """A person's configuration mistake (file, environment, flag or `Config(...)`). The
-    message is whole, as it was written where the mistake was found; `field` names the
-    setting (`cache.contextual_ttl_s`) when known."""
-
-    def __init__(self, message: str, *, field: str = "config") -> None:
-        ValueError.__init__(self, message)
-        self.field = field
-        self.expected = message
-        self.got = None
-        self.where = "config"
+from plugin.errors import ConfigError as ConfigError
+from plugin.errors import msgspec_problem
 
 
 def check_fields(section: msgspec.Struct, root: Callable[[], type[msgspec.Struct]]) -> None:

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 import msgspec
 
-from plugin.errors import CohortkvError
+from plugin.errors import EnvError as EnvError
 
 ENV_PREFIX = "COHORTKV_"
 SEPARATOR = "__"
@@ -48,20 +48,6 @@ Path = tuple[str, ...]
 TableTypes = Mapping[Path, Callable[[str], Any]]
 """For a table of named entries (`adapters`): the type an entry is read as, given its name; a
 ValueError (`expected a platform, one of ...`) when there is no such entry."""
-
-
-class EnvError(CohortkvError):
-    """A `COHORTKV_*` variable that cannot be used; the message names it and its field."""
-
-    def __init__(self, variable: str, path: Path, expected: str, inner: str = "") -> None:
-        self.variable = variable
-        self.path = path
-        self.expected = expected
-        where = ".".join(path) + inner
-        ValueError.__init__(self, f"environment {variable}: {where}: {expected}")
-        self.field = where
-        self.got = None
-        self.where = f"environment {variable}"
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,11 @@ class ConsentSignals(msgspec.Struct, omit_defaults=True, frozen=True):
 
 class Content(msgspec.Struct, omit_defaults=True, frozen=True):
     """The content being played: its deterministic URL and the play event's properties.
-
-    `user_agent` and `referrer` are accepted for compatibility and never sent anywhere: the
-    Contextual API gets content only. `client_type` becomes `client.type` when known.
-    """
+    `client_type` becomes `client.type` when known."""
 
     url: str | None = None
     properties: dict[str, Any] = {}
     title: str | None = None
-    user_agent: str | None = None
-    referrer: str | None = None
     client_type: str | None = None
 
 
@@ -84,8 +79,6 @@ class Context(msgspec.Struct, omit_defaults=True, frozen=True):
             url=explicit.content.url or self.content.url,
             properties={**self.content.properties, **explicit.content.properties},
             title=explicit.content.title or self.content.title,
-            user_agent=explicit.content.user_agent or self.content.user_agent,
-            referrer=explicit.content.referrer or self.content.referrer,
             client_type=explicit.content.client_type or self.content.client_type,
         )
         return Context(

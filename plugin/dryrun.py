@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -43,7 +43,7 @@ from plugin.signals.content_url import with_clean_url
 from plugin.signals.contextual import contextual_key
 from plugin.signals.events import now_rfc3339, typed_content_properties
 from plugin.signals.merge import build_keyvalues
-from plugin.signals.sessions import new_uuid4
+from plugin.signals.sessions import View, new_uuid4
 
 if TYPE_CHECKING:
     from plugin.enricher import Enricher
@@ -251,7 +251,7 @@ class DryRun:
             why = "another request's call for this content is in flight: it would share it"
             return Plan("not_asked", "shared_call", Ask("contextual", False, why), fallback=stale)
         request = content.contextual_request()
-        if self._e.upstream_states().get("contextual") == "open":
+        if self._e.backend_states().get("contextual") == "open":
             why = "the Contextual API's circuit breaker is open: no call"
             return Plan("not_asked", "breaker_open", Ask("contextual", False, why), fallback=stale)
         ask = Ask("contextual", True, request=msgspec.to_builtins(request))
@@ -304,7 +304,7 @@ class DryRun:
             alias=identity.alias,
             aliases=identity.aliases,
         )
-        if self._e.upstream_states().get("ccs") == "open":
+        if self._e.backend_states().get("ccs") == "open":
             why = "the CCS API's circuit breaker is open: no call"
             return Plan("not_asked", "breaker_open", Ask("ccs", False, why), fallback=cached)
         ask = Ask("ccs", True, request=msgspec.to_builtins(request))
@@ -313,7 +313,7 @@ class DryRun:
             return Plan("cache", "cache_first", ask, answer=cached, request=request)
         return Plan("not_asked", "live", ask, fallback=cached, request=request)
 
-    def _later_break(self, view: Any, cached: Answer | None) -> Plan:
+    def _later_break(self, view: View, cached: Answer | None) -> Plan:
         if view.answer is not None:
             why = "the view's play event already went out: this break uses the freshest answer"
             return Plan("cache", "view_reuse", Ask("ccs", False, why), answer=cached or view.answer)
@@ -332,7 +332,7 @@ class DryRun:
     async def _run(self, b: Plan, c: Plan, send_play_event: bool) -> None:
         await self._e.start()
         if self._clients is None:
-            self._clients = self._e.upstreams.side_clients(Metrics())
+            self._clients = self._e.backends.side_clients(Metrics())
         ccs, ctx = self._clients
         budget = self._cfg.budget_ms
         calls = []
@@ -389,7 +389,7 @@ class DryRun:
         return {a.name: getattr(a, "shape", "") for a in self.adapters}
 
 
-async def _call(plan: Plan, call: Any, budget_ms: int) -> None:
+async def _call(plan: Plan, call: Awaitable[Answer], budget_ms: int) -> None:
     """One API call of a run, and the outcome a real request would have had from it."""
     started = time.perf_counter()
     ask = plan.ask

@@ -13,39 +13,44 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Self
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter, Parsed, Unrecognised
 from adapters.registry import build_adapters
 from plugin.accounting import Accounting
+from plugin.backends import Backends
+from plugin.background import Background
+from plugin.cache.local import Clock
 from plugin.config import Config, adapter_settings, require_api
 from plugin.consent.gate import RememberedDecisions
 from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
-from plugin.observe.tracing import make_tracer, result_attributes
+from plugin.observe.tracing import TracerProvider, make_tracer, result_attributes
 from plugin.permutive.answer import Answer, RememberedActivations
-from plugin.permutive.wire import CcsRequest, Event
+from plugin.permutive.wire import Event
 from plugin.reading import Reading
 from plugin.reading import read as read_request
 from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal
-from plugin.signals.content_key import content_key
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.content_url import ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
-from plugin.signals.events import as_event, typed_content_properties
+from plugin.signals.describe import ContentDescriber
 from plugin.signals.merge import build_keyvalues, cohorts_for
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
-from plugin.signals.tracker import EventIds, EventSender
-from plugin.upstreams import Upstreams
+from plugin.signals.tracker import EventIds, EventViews
+from plugin.tracking import Denied, Prepared, Tracking
 
-__all__ = ["EnrichResult", "Enricher", "Reading", "SignalResult"]
+if TYPE_CHECKING:
+    from plugin.sandbox.server import Sandbox
+
+__all__ = ["Denied", "EnrichResult", "Enricher", "Prepared", "Reading", "SignalResult"]
 
 _FINISH_RESERVE_S = 0.002
 
@@ -65,8 +70,8 @@ class Enricher:
         *,
         registry: CollectorRegistry | None = None,
         adapters: Sequence[Adapter] | None = None,
-        clock: Any = None,
-        tracer_provider: Any = None,
+        clock: Clock | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.config = cfg = require_api(config if config is not None else Config())
         self.metrics = Metrics(registry)
@@ -81,35 +86,37 @@ class Enricher:
             )
         )
         clock = clock or time.monotonic
-        self.sessions = SessionTracker(
-            namespace=uuid.UUID(cfg.events.view_namespace),
-            session_idle_s=cfg.sessions.idle_timeout_s,
-            view_idle_s=cfg.views.idle_timeout_s,
-            max_sessions=cfg.sessions.max_entries,
-            max_views=cfg.views.max_entries,
-            clock=clock,
-        )
-        self.behavioral = BehavioralSignal(cfg, self.metrics, self.sessions, clock)
-        self.contextual = ContextualSignal(cfg.cache, self.metrics, clock)
-        self.behavioral.spawn = self._spawn
-        self.contextual.track = self._track
-        self.behavioral.late_after_s = self.contextual.late_after_s = cfg.budget_ms / 1000
-        self.events = EventSender(
-            self.sessions,
-            self._call,
+        self.tracer = make_tracer(cfg.tracing, tracer_provider)
+        self.backends = Backends(cfg, self.metrics, self.tracer, tracer_provider)
+        self.background = Background(self.accounting.bug)
+        self.sessions = _sessions(cfg, clock)
+        self.behavioral = BehavioralSignal(
+            cfg,
             self.metrics,
-            cfg.events.play_events or {a.play_event for a in self.adapters},
+            self.sessions,
+            clock,
+            backends=self.backends,
+            spawn=self.background.spawn,
+        )
+        self.contextual = ContextualSignal(
+            cfg.cache,
+            self.metrics,
+            clock,
+            backends=self.backends,
+            track=self.background.track,
+            late_after_s=cfg.budget_ms / 1000,
         )
         self.content_urls = ContentUrls(
             cfg.content.drop_query, self.metrics.content_url_redactions.inc
         )
-        self.events.content_url = self.content_urls
-        self.tracer = make_tracer(cfg.tracing, tracer_provider)
-        self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
+        plays = cfg.events.play_events or {a.play_event for a in self.adapters}
+        views = EventViews(self.sessions, self.metrics, plays, self.content_urls)
+        self.events = Tracking(views, self.behavioral.call, self.decide, self.start)
         self._decide = RememberedDecisions(cfg.consent)
         self._activated = RememberedActivations()
-        self._property_types = cfg.events.property_types()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._describe = ContentDescriber(
+            cfg.events.property_types(), self.accounting.untyped_property
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -122,34 +129,23 @@ class Enricher:
 
     async def start(self) -> None:
         """Idempotent, and safe to race: concurrent first calls share one start."""
-        if await self.upstreams.start():
-            up = self.upstreams
-            self.behavioral.client, self.contextual.client = up.ccs, up.contextual
-            self.behavioral.shared = self.contextual.shared = self.sessions.shared = up.shared
+        if await self.backends.start():
+            self.sessions.shared = self.backends.shared
 
     async def close(self) -> None:
         """Lets calls already made finish briefly (their answers fill the cache), then stops."""
-        pending = [t for t in self._background if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=self.config.budget_ms / 1000)
-            for t in pending:
-                t.cancel()
-        self.behavioral.shared = self.contextual.shared = self.sessions.shared = None
-        await self.upstreams.close()
+        await self.background.close(self.config.budget_ms / 1000)
+        self.sessions.shared = None
+        await self.backends.close()
 
-    def upstream_states(self) -> dict[str, str]:
+    def backend_states(self) -> dict[str, str]:
         """Circuit breaker state per API (`closed`, `open`, `half_open`), for readiness."""
-        return self.upstreams.states()
+        return self.backends.states()
 
     @property
-    def sandbox(self) -> Any:
+    def sandbox(self) -> Sandbox | None:
         """The in-process sandbox when running with `sandbox = true`, else None."""
-        return self.upstreams.sandbox
-
-    async def _call(self, key: bytes, request: CcsRequest) -> Answer:
-        if self.behavioral.client is None:
-            raise RuntimeError("Enricher used before start()")
-        return await self.behavioral.call(key, request)
+        return self.backends.sandbox
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -179,7 +175,7 @@ class Enricher:
         self, request: AdRequest | str, context: Context | None = None, platform: str | None = None
     ) -> Reading:
         """The request read once (`plugin.reading.read`), for `enrich_reading`."""
-        return read_request(self.adapters, request, context, platform, self._bad_reserved)
+        return read_request(self.adapters, request, context, platform, self.accounting.bad_reserved)
 
     async def enrich_reading(
         self, reading: Reading, *, budget_ms: float | None = None, origin: str = "library"
@@ -197,7 +193,7 @@ class Enricher:
         if isinstance(parsed, Unrecognised):
             why, name = parsed.reason, parsed.platform or "auto"
             return self.accounting.unrecognised(reading.request, started, origin, name, why)
-        if not self.upstreams.running:
+        if not self.backends.running:
             await self.start()
 
         adapter = parsed.adapter
@@ -264,35 +260,23 @@ class Enricher:
 
     def describe_content(self, ctx: Context, adapter: Adapter) -> ContentDescription | None:
         """What the play event and the Contextual request say about the content; None when
-        the request names none (no content URL, no content id). The explain page uses it too."""
-        content = ctx.content
-        props = self._properties(content.properties)
-        key = content_key(content.url, props, adapter.name, adapter.content_ids)
-        if key is None:
-            return None
-        return ContentDescription(
-            key,
-            props,
-            title=content.title,
-            client_type=content.client_type or adapter.client_type,
-            section=adapter.content_section,
-        )
-
-    def _properties(self, raw: dict[str, Any]) -> dict[str, Any]:
-        if not raw:
-            return {}
-        return typed_content_properties(raw, self._property_types, self._untyped)
-
-    def _bad_reserved(self, kind: str) -> None:
-        self.metrics.bad_input.labels("reserved", kind).inc()
-
-    def _untyped(self, name: str) -> None:
-        self.metrics.bad_input.labels("property", "untyped").inc()
-        self.accounting.warn.warning(
-            f"property:{name}", "property %r: value does not parse as its type; left out", name
-        )
+        the request names none. The explain page uses it too."""
+        return self._describe(ctx, adapter)
 
     # -- events ---------------------------------------------------------------------------
+
+    async def prepare_events(
+        self,
+        events: Iterable[Event | Mapping[str, Any]],
+        *,
+        identity: Identity,
+        consent: ConsentSignals | ConsentDecision | bool,
+        ids: EventIds | None = None,
+    ) -> Prepared | Denied:
+        """The one gate every host event passes (`track()`, `/v1/events`; `plugin.tracking`):
+        a `Prepared` batch for `send_batch`, or a `Denied` with the consent decision's reason.
+        A person's mistake raises `IdentityError` / `RequestError` naming the field."""
+        return await self.events.prepare(events, identity=identity, consent=consent, ids=ids)
 
     async def track(
         self,
@@ -302,53 +286,26 @@ class Enricher:
         consent: ConsentSignals | ConsentDecision | bool,
         ids: EventIds | None = None,
     ) -> int:
-        """Sends player events (completion with engagement metrics, ...) to the CCS API.
+        """Sends player events (`plugin.Event`s or plain mappings, checked as a `/v1/events`
+        body's are) to the CCS API, through `prepare_events`: consented users only, in order,
+        at most 10 per call; a host play event opens its view, or is left out when the view's
+        went out already (`plugin.tracking`). Returns how many were delivered; nothing is ever
+        sent twice; upstream failures mean fewer delivered."""
+        got = await self.prepare_events(events, identity=identity, consent=consent, ids=ids)
+        return 0 if isinstance(got, Denied) else await self.events.send(got)
 
-        Each event is a `plugin.Event` or a plain mapping (`{"name": "VideoCompletion", "time":
-        "2024-01-15T14:00:00Z", "properties": {"percentage_watched": 0.9}}`), checked as a
-        `/v1/events` body's event is. Consented users only; chronological order; at most 10
-        events per request; empty properties left out. Events without a view id land in the
-        view whose play event went out (`plugin.signals.sessions`; `ids` says where, as the ad
-        request did). A play event (`[events] play_events`) opens its view; one whose view's
-        play event went out already is not sent. Returns how many events were delivered;
-        nothing is ever sent twice. Raises `IdentityError` /
-        `RequestError` naming the field for a person's mistake (an invalid identity, a bad
-        event), whatever the consent; upstream failures mean fewer delivered.
-        """
-        identity.validate()
-        checked = [as_event(ev, f"events[{i}]") for i, ev in enumerate(events)]
-        if isinstance(consent, bool):
-            allowed = consent
-        elif isinstance(consent, ConsentDecision):
-            allowed = consent.allowed
-        else:
-            allowed = self.decide(consent).allowed
-        if not allowed:
-            return 0
-        await self.start()
-        prepared = await self.events.prepare(identity, checked, ids or EventIds())
-        return await self.events.send(identity, prepared.events)
+    async def send_batch(self, prepared: Prepared) -> Answer:
+        """One CCS call with 1 to 10 events of a `Prepared` batch (`prepare_events`), and
+        nothing else: consent was decided when it was prepared."""
+        return await self.events.send_batch(prepared)
 
-    async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:
-        """One CCS call with up to 10 prepared events, no consent check: callers made it."""
-        await self.start()
-        return await self.events.send_batch(identity, events)
 
-    # -- background tasks -------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._track(task)
-        return task
-
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        if task not in self._background:
-            self._background.add(task)
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        """A background call ended: an exception in it is a bug of ours, counted and logged at
-        a bounded rate (asyncio would log each one with its traceback)."""
-        self._background.discard(task)
-        if not task.cancelled() and (e := task.exception()) is not None:
-            self.accounting.bug("background", e)
+def _sessions(cfg: Config, clock: Clock) -> SessionTracker:
+    return SessionTracker(
+        namespace=uuid.UUID(cfg.events.view_namespace),
+        session_idle_s=cfg.sessions.idle_timeout_s,
+        view_idle_s=cfg.views.idle_timeout_s,
+        max_sessions=cfg.sessions.max_entries,
+        max_views=cfg.views.max_entries,
+        clock=clock,
+    )

@@ -1,4 +1,5 @@
-"""The errors a person can cause, with the field they got wrong and what was expected there.
+"""The errors a person can cause, with the field they got wrong and what was expected there:
+every one of them is here (the modules that raise them re-export theirs).
 
 Edges (the CLI, the sidecar's JSON API, the config loader) catch `CohortkvError` and only it:
 its `field` / `expected` become exit-2 lines and 400 bodies. Anything else that escapes is a
@@ -11,6 +12,8 @@ import re
 from typing import Any
 
 import msgspec
+
+from plugin.body_types import FieldError
 
 _NOTHING: Any = object()
 
@@ -44,6 +47,65 @@ class CohortkvError(ValueError):
 
 class RequestError(CohortkvError):
     """Something wrong in a request a person wrote: an HTTP body, a library argument."""
+
+
+class ConfigError(CohortkvError):
+    """A person's configuration mistake (file, environment, flag or `Config(...)`). The
+    message is whole, as it was written where the mistake was found; `field` names the
+    setting (`cache.contextual_ttl_s`) when known."""
+
+    def __init__(self, message: str, *, field: str = "config") -> None:
+        ValueError.__init__(self, message)
+        self.field = field
+        self.expected = message
+        self.got = None
+        self.where = "config"
+
+
+class EnvError(CohortkvError):
+    """A `COHORTKV_*` variable that cannot be used; the message names it and its field."""
+
+    def __init__(
+        self, variable: str, path: tuple[str, ...], expected: str, inner: str = ""
+    ) -> None:
+        self.variable = variable
+        self.path = path
+        self.expected = expected
+        where = ".".join(path) + inner
+        ValueError.__init__(self, f"environment {variable}: {where}: {expected}")
+        self.field = where
+        self.got = None
+        self.where = f"environment {variable}"
+
+
+class IdentityError(CohortkvError):
+    """A person supplied an identity the CCS API would reject."""
+
+
+class WorkspaceError(CohortkvError):
+    """A person's mistake in a workspace file; the message names the field and what was
+    expected. A `CohortkvError`, so that the command line says it in one line (exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.field = "--workspace"
+        self.expected = message
+        self.got = None
+        self.where = "workspace"
+
+
+class UsageError(CohortkvError):
+    """A command-line value a person typed that cannot be used: `field` is the flag."""
+
+
+class BodyError(CohortkvError):
+    """Every bad field of a request body at once (`field` / `expected` are the first's)."""
+
+    def __init__(self, fields: list[FieldError]) -> None:
+        first = fields[0] if fields else FieldError("body", "a valid request")
+        super().__init__(first.field, first.expected)
+        ValueError.__init__(self, "; ".join(f"{f.field}: expected {f.expected}" for f in fields))
+        self.fields = fields
 
 
 def _shown(value: Any) -> str:

@@ -7,7 +7,8 @@
 The same rules as the aiohttp middleware (`plugin.middleware`): a request no platform
 recognises goes out exactly as it came; a POST body is read only when it is already in memory
 (`content=`, `json=`), a streamed one is never consumed; if enrichment breaks, the request
-goes out as it came (counted in `cohortkv_bad_input_total{source="httpx"}`).
+goes out as it came (counted: `cohortkv_bad_input_total{source="httpx"}` for the host's mistake,
+`cohortkv_internal_errors_total{where="httpx"}` for ours).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ except ModuleNotFoundError as e:  # a person's situation: one line saying what t
     ) from None
 
 from plugin.enricher import Enricher
-from plugin.outgoing import Outgoing, ad_context, current_ad_context
+from plugin.outgoing import Outgoing, ad_context
 from plugin.request import AdRequest
 
-__all__ = ["CohortkvTransport", "ad_context", "current_ad_context"]
+__all__ = ["CohortkvTransport", "ad_context"]
 
 _LENGTH_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
@@ -53,7 +54,10 @@ class CohortkvTransport(httpx.AsyncBaseTransport):
         if ad is not None:
             out = await self._outgoing.enriched(ad)
             if out is not ad:
-                request = _rewritten(request, ad, out)
+                try:
+                    request = _rewritten(request, ad, out)
+                except Exception as e:  # ours: the request goes out as it came
+                    self._outgoing.bug(e)
         return await self._wrapped.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -8,7 +8,7 @@ import uuid
 
 import msgspec
 
-from plugin.errors import CohortkvError
+from plugin.errors import IdentityError as IdentityError
 
 DEVICE_ID_TAGS: dict[str, str] = {
     "idfa": "idfa",
@@ -45,10 +45,6 @@ def _all_zeros(ident: str) -> bool:
 IDENTITY_FORMS: tuple[str, ...] = ("user_id", "alias", "aliases")
 ONE_FORM = "exactly one of user_id, alias, aliases"
 """The CCS API's rule for a request's identity: one form, never two or none."""
-
-
-class IdentityError(CohortkvError):
-    """A person supplied an identity the CCS API would reject."""
 
 
 class Alias(msgspec.Struct, omit_defaults=True, frozen=True):

@@ -16,10 +16,10 @@ from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from plugin.enricher import Enricher
-from plugin.outgoing import Outgoing, ad_context, current_ad_context
+from plugin.outgoing import Outgoing, ad_context
 from plugin.request import AdRequest
 
-__all__ = ["ad_context", "cohortkv_middleware", "current_ad_context"]
+__all__ = ["ad_context", "cohortkv_middleware"]
 
 
 def cohortkv_middleware(
@@ -36,7 +36,8 @@ def cohortkv_middleware(
     recognise goes out as it came, counted). None: the adapter that recognises each request.
     An unknown name is a `CohortkvError` here, not on the first request.
 
-    It fails open: if enrichment itself breaks, the request goes out as it came. A POST is
+    It fails open: if enrichment itself breaks, the request goes out as it came (a failure of
+    ours counted in `cohortkv_internal_errors_total{where="middleware"}`). A POST is
     read only when its body is already in memory (bytes, text, `json=`); a streamed body is
     never consumed, and goes out as it came.
     """
@@ -56,10 +57,15 @@ def cohortkv_middleware(
             url=str(req.url), method=req.method, headers=tuple(req.headers.items()), body=body
         )
         out = await outgoing.enriched(ad)
-        if out.url != ad.url:
-            req.url = URL(out.url, encoded=True)
-        if out.body is not ad.body:
-            await req.update_body(out.body)
+        url = req.url
+        try:
+            if out.url != ad.url:
+                req.url = URL(out.url, encoded=True)
+            if out.body is not ad.body:
+                await req.update_body(out.body)
+        except Exception as e:  # ours: the request goes out as it came
+            outgoing.bug(e)
+            req.url = url
         return await handler(req)
 
     return middleware

@@ -16,6 +16,7 @@ from adapters.base import Unrecognised
 from adapters.registry import adapter_by_name
 from plugin.context import Context
 from plugin.enricher import Enricher
+from plugin.errors import CohortkvError
 from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
 
@@ -36,10 +37,6 @@ def ad_context(context: Context | None) -> Iterator[None]:
         _current.reset(token)
 
 
-def current_ad_context() -> Context | None:
-    return _current.get()
-
-
 class Outgoing:
     """Enriches the ad requests a client hook sees; `origin` names the hook in metrics."""
 
@@ -53,7 +50,9 @@ class Outgoing:
 
     async def enriched(self, request: AdRequest) -> AdRequest:
         """`request` as it goes out: with key-values, or as it came. Never raises: the host's
-        request matters more than our key-values; a failure is counted and logged."""
+        request matters more than our key-values. The host's mistake (an invalid identity in
+        `ad_context`) is counted as bad input, a failure of ours as an internal error
+        (`cohortkv_internal_errors_total{where=origin}`); both are logged at a bounded rate."""
         try:
             context = _current.get()
             if context is not None and context.identity is not None:
@@ -62,8 +61,15 @@ class Outgoing:
             if self.platform is None and isinstance(reading.parsed, Unrecognised):
                 return request  # not an ad request: it passes untouched
             result = await self.enricher.enrich_reading(reading, origin=self.origin)
-        except Exception as e:
+        except CohortkvError as e:
             self.enricher.metrics.bad_input.labels(self.origin, type(e).__name__).inc()
             self._warn.warning(self.origin, "enrichment skipped: %s", type(e).__name__)
             return request
+        except Exception as e:
+            self.bug(e)
+            return request
         return result.request if result.request is not None else request
+
+    def bug(self, e: Exception) -> None:
+        """A failure of our own code around the host's request: it goes out as it came."""
+        self.enricher.accounting.bug(self.origin, e)

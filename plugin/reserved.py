@@ -259,8 +259,6 @@ def under(host: Context | None, params: Context) -> Context:
             url=h.url or p.url,
             properties={**p.properties, **h.properties},
             title=h.title,
-            user_agent=h.user_agent,
-            referrer=h.referrer,
             client_type=h.client_type or p.client_type,
         ),
         session_id=host.session_id,

@@ -111,7 +111,7 @@ async def test_open_breaker_makes_no_calls_and_recovers_after_half_open(
         fake.status["ccs"] = 503
         for n in range(1, 4):
             await e.enrich(GAM_SAMPLE, _ctx(n))
-        assert e.upstream_states()["ccs"] == "open"
+        assert e.backend_states()["ccs"] == "open"
         assert registry.get_sample_value("cohortkv_breaker_state", {"api": "ccs"}) == 1
         calls = fake.calls["ccs"]
         while_open = [await e.enrich(GAM_SAMPLE, _ctx(n)) for n in range(10, 20)]
@@ -131,7 +131,7 @@ async def test_open_breaker_makes_no_calls_and_recovers_after_half_open(
         probe = await e.enrich(GAM_SAMPLE, _ctx(30))
         assert probe.behavioral.source == "live"
         assert fake.calls["ccs"] == calls + 1
-        assert e.upstream_states()["ccs"] == "closed"
+        assert e.backend_states()["ccs"] == "closed"
 
 
 async def test_inflight_bound_sheds_to_the_cache(fake: FakePermutive) -> None:

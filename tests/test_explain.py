@@ -262,14 +262,14 @@ async def test_a_failing_api_is_reported_and_trips_no_breaker_of_the_ad_path(
 ) -> None:
     fake.status["contextual"] = 503
     for _ in range(8):  # more failures than open a breaker (5)
-        assert ex.sidecar.enricher.upstream_states()["contextual"] == "closed"
+        assert ex.sidecar.enricher.backend_states()["contextual"] == "closed"
         status, x = await explain(ex, url=GAM_URL, run=True)
         assert status == 200
     ctx = x["asks"][1]
     assert ctx["called"] and ctx["outcome"] == "http_5xx"  # asked every time
     assert x["contextual"]["reason"] == "cache_fallback_error"
     assert x["contextual"]["source"] == "none"
-    assert ex.sidecar.enricher.upstream_states() == {"ccs": "closed", "contextual": "closed"}
+    assert ex.sidecar.enricher.backend_states() == {"ccs": "closed", "contextual": "closed"}
     assert ex.sample("cohortkv_upstream_errors_total", api="contextual", kind="http_5xx") == 0
 
 

@@ -148,8 +148,8 @@ async def test_redis_restarted_empty_sends_no_second_play_event_for_known_views(
         private_redis.start()  # empty: no persistence on this one
 
         async def redis_in_use(e: Enricher) -> bool:
-            assert e.upstreams.shared is not None
-            await e.upstreams.shared.get("probe", "x", 1)
+            assert e.backends.shared is not None
+            await e.backends.shared.get("probe", "x", 1)
             return (
                 e.metrics.registry.get_sample_value("cohortkv_breaker_state", {"api": "redis"}) == 0
             )

@@ -149,3 +149,26 @@ async def test_the_wrapped_transport_gets_the_enriched_request(fake: FakePermuti
     assert [r.method for r in got] == ["GET", "DELETE"]
     assert "cust_params=permutive%3D12345%2C67890%2C99999" in str(got[0].url)
     assert str(got[1].url) == "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x"
+
+
+async def test_a_failure_of_ours_is_an_internal_error_not_bad_input(
+    fake: FakePermutive, ads: FakeAdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    path = "/gampad/ads?iu=/1/x&sz=640x480"
+    async with (
+        Enricher(config(fake), registry=registry) as enricher,
+        httpx.AsyncClient(transport=CohortkvTransport(enricher)) as client,
+    ):
+
+        async def broken(*args: object, **kw: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(enricher, "enrich_reading", broken)
+        resp = await client.get(ads.url + path)
+    assert resp.status_code == 200
+    assert [r.target for r in ads.requests] == [path]
+    where = {"where": "httpx"}
+    assert registry.get_sample_value("cohortkv_internal_errors_total", where) == 1
+    bad = {"source": "httpx", "kind": "RuntimeError"}
+    assert registry.get_sample_value("cohortkv_bad_input_total", bad) is None

@@ -44,9 +44,7 @@ async def test_a_bug_in_every_call_is_counted_and_logged_once(
     fake.status["ccs"] = 503
     fake.delay["ccs"] = 0.1  # the calls end after their requests did: nobody reads them
     async with Enricher(cfg, registry=registry) as e:
-        assert e.behavioral.client is not None
-
-        e.behavioral.client.breaker = _Broken()
+        e.backends.ccs.breaker = _Broken()
         with caplog.at_level(logging.DEBUG - 1, "asyncio"), caplog.at_level(logging.WARNING):
             results = await asyncio.gather(*(e.enrich(GAM_SAMPLE, _ctx()) for _ in range(40)))
             assert all(r.url for r in results), "every ad request still went out"

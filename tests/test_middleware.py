@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.errors import CohortkvError
@@ -127,3 +128,26 @@ async def test_a_named_platform_reads_requests_nothing_auto_detects(
             assert adserver.seen[-1] == wanted
         with pytest.raises(CohortkvError, match="platform"):
             cohortkv_middleware(enricher, platform="nope")
+
+
+async def test_a_failure_of_ours_is_an_internal_error_not_bad_input(
+    fake: FakePermutive, adserver: AdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    path, _ = PLATFORMS[0]
+    async with Enricher(
+        Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url), registry=registry
+    ) as enricher:
+
+        async def broken(*args: object, **kw: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(enricher, "enrich_reading", broken)
+        session = aiohttp.ClientSession(middlewares=(cohortkv_middleware(enricher),))
+        async with session, session.get(adserver.base + path) as resp:
+            assert resp.status == 200
+    assert adserver.seen == [path], "the request went out as it came"
+    where = {"where": "middleware"}
+    assert registry.get_sample_value("cohortkv_internal_errors_total", where) == 1
+    bad = {"source": "middleware", "kind": "RuntimeError"}
+    assert registry.get_sample_value("cohortkv_bad_input_total", bad) is None

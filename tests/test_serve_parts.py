@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,6 +25,7 @@ from plugin.serve.health import ErrorWindow
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.proxy import safe_path
 from plugin.serve.validate import BodyError, decode
+from plugin.tracking import Prepared
 from tests.helpers.times import recent
 
 # -- reserved parameters ------------------------------------------------------------------------
@@ -174,7 +174,8 @@ class Recorder:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def __call__(self, identity: Identity, events: Sequence[Event]) -> Any:
+    async def __call__(self, prepared: Prepared) -> Any:
+        identity, events = prepared.identity, prepared.events
         await self.gate.wait()
         user = identity.user_id or ""
         self.calls[user] += 1
@@ -194,8 +195,11 @@ def queue(send: Recorder, **kw: Any) -> tuple[MemoryQueue, CollectorRegistry]:
     return q, registry
 
 
-def key(user: str) -> bytes:
-    return msgspec.json.encode(Identity(user_id=user))
+def batch(user: str, events: Sequence[Event]) -> Prepared:
+    """A batch as the Redis queue reads one back: these tests are about delivery, not the
+    gate (`tests/test_events_gate.py`)."""
+    identity = Identity(user_id=user)
+    return Prepared.joined([Prepared.restored(identity, e) for e in events])
 
 
 async def test_one_users_events_go_in_time_order_one_batch_at_a_time() -> None:
@@ -203,10 +207,9 @@ async def test_one_users_events_go_in_time_order_one_batch_at_a_time() -> None:
     send.gate.clear()
     q, _ = queue(send, workers=4)
     q.start()
-    u = Identity(user_id="u1")
-    assert await q.offer(u, [ev(30), ev(5)], key("u1")) == "accepted"
+    assert await q.offer(batch("u1", [ev(30), ev(5)])) == "accepted"
     await asyncio.sleep(0)  # the first batch is taken and waits at the gate
-    assert await q.offer(u, [ev(i) for i in range(20, 8, -1)], key("u1")) == "accepted"
+    assert await q.offer(batch("u1", [ev(i) for i in range(20, 8, -1)])) == "accepted"
     send.gate.set()
     assert await q.close(5.0) == 0
     assert send.batches == [
@@ -221,8 +224,8 @@ async def test_close_drops_what_cannot_be_sent_in_time_and_counts_it() -> None:
     send.gate.clear()  # the API never answers
     q, registry = queue(send)
     q.start()
-    await q.offer(Identity(user_id="u1"), [ev(1)] * 12, key("u1"))
-    await q.offer(Identity(user_id="u2"), [ev(1)], key("u2"))
+    await q.offer(batch("u1", [ev(1)] * 12))
+    await q.offer(batch("u2", [ev(1)]))
     await asyncio.sleep(0)
     assert await q.close(0.05) == 13
     dropped = registry.get_sample_value("cohortkv_events_dropped_total", {"reason": "shutdown"})
@@ -256,7 +259,7 @@ async def test_retry_decisions_by_what_the_api_may_have_processed(policy: str) -
     )
     q.start()
     for n, user in enumerate(["u1", "u2", "u3", "u4", "u5"], 1):
-        assert await q.offer(Identity(user_id=user), [ev(n)], key(user)) == "accepted"
+        assert await q.offer(batch(user, [ev(n)])) == "accepted"
     assert await q.close(5.0) == 1  # u2's event, refused while the queue was being flushed
 
     def count(state: str) -> float | None:

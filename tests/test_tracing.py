@@ -33,8 +33,8 @@ def traced() -> tuple[TracerProvider, InMemorySpanExporter]:
 async def test_off_by_default_no_tracer_and_no_trace_configs(fake: FakePermutive) -> None:
     async with Enricher(config(fake)) as e:
         assert e.tracer is None
-        assert e.behavioral.client is not None and e.behavioral.client.tracer is None
-        assert e.upstreams._session is not None and not e.upstreams._session.trace_configs
+        assert e.backends.ccs.tracer is None
+        assert e.backends._session is not None and not e.backends._session.trace_configs
         await e.enrich(GAM_SAMPLE, CTX)
 
 

@@ -31,6 +31,7 @@ from plugin.commands.request_args import add_request_flags, request_from_args
 from plugin.config import Config, KeysConfig, load_config
 from plugin.context import ConsentSignals, Content, Context
 from plugin.errors import CohortkvError
+from plugin.errors import UsageError as UsageError
 from plugin.identity import Identity, is_uuid4, parse_alias_flag
 from plugin.observe.logs import LEVELS, configure_logging
 from plugin.result import EnrichResult, result_doc
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
     from plugin.enricher import Enricher
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-class UsageError(CohortkvError):
-    """A command-line value a person typed that cannot be used: `field` is the flag."""
 
 
 def add_api_flags(p: argparse.ArgumentParser) -> None:
@@ -319,11 +316,8 @@ async def _enrich(args: argparse.Namespace) -> int:
 
 def api_failures(enricher: Enricher, result: EnrichResult) -> list[str]:
     """A line per Permutive API that failed this enrichment (which, why, the fix)."""
-    up, cfg = enricher.upstreams, enricher.config
-    errors = {
-        "ccs": up.ccs.last_error if up.ccs is not None else None,
-        "contextual": up.contextual.last_error if up.contextual is not None else None,
-    }
+    up, cfg = enricher.backends, enricher.config
+    errors = up.last_errors()
     urls = {"ccs": cfg.ccs_url, "contextual": cfg.ctx_url}
     if enricher.sandbox is not None:
         urls = {"ccs": enricher.sandbox.base_url, "contextual": enricher.sandbox.base_url}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yarl
+from aiohttp.typedefs import Handler, Middleware
 
 from plugin.config import ConfigError, TracingConfig
 from plugin.version import __version__
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 Tracer = Any
 """An `opentelemetry.trace.Tracer` (typed loosely: the package is an optional extra)."""
+TracerProvider = Any
+"""An `opentelemetry.trace.TracerProvider` (typed loosely, as `Tracer` is)."""
 
 _MISSING = (
     "config: tracing.enabled: expected the OpenTelemetry packages installed with it"
@@ -33,7 +36,7 @@ _MISSING = (
 )
 
 
-def make_tracer(cfg: TracingConfig, provider: Any = None) -> Tracer | None:
+def make_tracer(cfg: TracingConfig, provider: TracerProvider | None = None) -> Tracer | None:
     """The tracer for cohortkv's spans, or None when tracing is off. `provider` defaults to the
     global one (which the host, or `cohortkv serve`, sets up)."""
     if not cfg.enabled:
@@ -45,7 +48,9 @@ def make_tracer(cfg: TracingConfig, provider: Any = None) -> Tracer | None:
     return trace.get_tracer("cohortkv", __version__, tracer_provider=provider)
 
 
-def client_trace_configs(cfg: TracingConfig, provider: Any = None) -> list[aiohttp.TraceConfig]:
+def client_trace_configs(
+    cfg: TracingConfig, provider: TracerProvider | None = None
+) -> list[aiohttp.TraceConfig]:
     """The standard aiohttp client instrumentation for the API session, URLs without query."""
     if not cfg.enabled:
         return []
@@ -92,7 +97,7 @@ def setup_sdk(cfg: TracingConfig) -> Any:
     return provider
 
 
-def server_middleware(tracer: Tracer) -> Any:
+def server_middleware(tracer: Tracer) -> Middleware:
     """A server span per request that continues the caller's trace (`traceparent`), named by
     route. The standard aiohttp server instrumentation records the whole URL, and in SSAI its
     query is the viewer's device id and consent string: this one records the route template,
@@ -102,7 +107,7 @@ def server_middleware(tracer: Tracer) -> Any:
     from opentelemetry.trace import SpanKind
 
     @web.middleware
-    async def traced(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
         with tracer.start_as_current_span(

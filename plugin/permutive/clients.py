@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import aiohttp
 import msgspec
@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from plugin.config import HttpConfig
 from plugin.observe.metrics import Metrics, RateLimitedLog
+from plugin.observe.tracing import Tracer
 from plugin.permutive.answer import Answer
 from plugin.permutive.breaker import Breaker
 from plugin.permutive.wire import (
@@ -147,21 +148,19 @@ class _Client:
         self._max_bytes = http.max_response_bytes
         self.inflight = 0
         metrics.inflight.labels(self.api).set_function(lambda: self.inflight)  # read when scraped
-        self.tracer: Any = None
+        self.tracer: Tracer | None = None
         """An OpenTelemetry tracer when tracing is on (`plugin.observe.tracing`); None is free."""
 
     async def _send(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
         if self.tracer is None:
             return await self._post(body, headers)
-        return await self._traced(body, headers)
+        return await self._traced(self.tracer, body, headers)
 
-    async def _traced(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
+    async def _traced(self, tracer: Tracer, body: bytes, headers: CIMultiDict[str]) -> bytes:
         """`_post` inside a `permutive.<api>` span: the failure kind, never the payload."""
         from opentelemetry.trace import SpanKind, StatusCode
 
-        with self.tracer.start_as_current_span(
-            f"permutive.{self.api}", kind=SpanKind.CLIENT
-        ) as span:
+        with tracer.start_as_current_span(f"permutive.{self.api}", kind=SpanKind.CLIENT) as span:
             try:
                 return await self._post(body, headers)
             except UpstreamError as e:

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from plugin.errors import CohortkvError
+from plugin.errors import WorkspaceError as WorkspaceError
 
 OPS = ("eq", "ne", "in", "contains", "gt", "gte", "lt", "lte", "exists")
 SCALAR_TYPES = ("string", "number", "integer", "boolean")
@@ -27,18 +27,6 @@ WINDOW_NAMES = ("session", "view")
 
 Scalar: TypeAlias = str | int | float | bool
 Value: TypeAlias = Scalar | list[Scalar]
-
-
-class WorkspaceError(CohortkvError):
-    """A person's mistake in a workspace file; the message names the field and what was
-    expected. A `CohortkvError`, so that the command line says it in one line (exit 2)."""
-
-    def __init__(self, message: str) -> None:
-        ValueError.__init__(self, message)
-        self.field = "--workspace"
-        self.expected = message
-        self.got = None
-        self.where = "workspace"
 
 
 class _Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):

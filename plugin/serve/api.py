@@ -1,8 +1,9 @@
 """`POST /v1/enrich` and `POST /v1/events`: the JSON API, for hosts that call rather than proxy.
 
-A person writes these bodies, so a bad one gets a 400 naming every wrong field. Consent for
-events is decided once, when they are accepted, with the same gate as the enricher: events of
-an unconsented user are answered 202 with `accepted: 0`, counted, and never queued.
+A person writes these bodies, so a bad one gets a 400 naming every wrong field. Events pass
+the enricher's one gate (`Enricher.prepare_events`, as `track()` does) when they are accepted:
+events of an unconsented user are answered 202 with `accepted: 0`, counted, and never queued;
+the queue holds only what the gate prepared.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from plugin.serve.queue import EventQueue
 from plugin.serve.validate import BodyError, decode
 from plugin.signals.events import check_event, without_nulls
 from plugin.signals.tracker import EventIds
+from plugin.tracking import Denied
 
 log = logging.getLogger("cohortkv.serve.api")
 
@@ -129,10 +131,6 @@ class Api:
                 raise BodyError(errors)
         except BodyError as e:
             return _invalid(e.fields)
-        decision = self._enricher.decide(signals)
-        if not decision.allowed:
-            self._unconsented.inc(len(body.events))
-            return _accepted(0, decision.reason)
         given = [
             Event(
                 name=ev.name,
@@ -149,17 +147,21 @@ class Api:
             ssai_session_id=body.ssai_session_id,
             content_url=body.content_url,
         )
-        prepared = await self._enricher.events.prepare(identity, given, ids)
-        events = prepared.events
-        if events:
-            offered = await self._queue.offer(identity, events, msgspec.json.encode(identity))
+        got = await self._enricher.prepare_events(
+            given, identity=identity, consent=signals, ids=ids
+        )
+        if isinstance(got, Denied):
+            self._unconsented.inc(got.count)
+            return _accepted(0, got.reason)
+        if got.events:
+            offered = await self._queue.offer(got)
             if offered != "accepted":
-                self._enricher.events.withdraw(prepared)
+                self._enricher.events.withdraw(got)
             if offered == "full":
                 return json_error(503, "event queue full", limit=self._queue.max, headers=_RETRY)
             if offered == "unavailable":
                 return json_error(503, "event queue unavailable", headers=_RETRY)
-        return _accepted(len(events), decision.reason, prepared.duplicates)
+        return _accepted(len(got.events), got.reason, got.duplicates)
 
 
 # -- conversions: body structs → engine types, collecting semantic errors ----------------------
@@ -224,8 +226,6 @@ def to_context(b: ContextBody | None, path: str, errors: list[FieldError]) -> Co
             url=c.url,
             properties=without_nulls(c.properties, f"{path}.content.properties", errors),
             title=c.title,
-            user_agent=c.user_agent,
-            referrer=c.referrer,
             client_type=c.client_type,
         )
     return Context(

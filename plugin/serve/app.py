@@ -115,7 +115,7 @@ class Sidecar:
             upstreams[name] = {"requests": requests, "errors": errors, "degraded": bad}
             if bad:
                 degraded.append(name)
-        permutive = self.enricher.upstream_states()
+        permutive = self.enricher.backend_states()
         degraded.extend(f"permutive.{api}" for api, s in permutive.items() if s != "closed")
         doc = {
             "ready": self.ready,

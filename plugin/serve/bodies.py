@@ -69,10 +69,6 @@ class ContentBody(Body, frozen=True):
     url: Text | None = None
     title: Text | None = None
     properties: Properties = {}
-    user_agent: Text | None = None
-    """Accepted for compatibility; never sent anywhere (the Contextual API gets content only)."""
-    referrer: Text | None = None
-    """Accepted for compatibility; never sent anywhere."""
     client_type: Word | None = None
     """`client.type` of the play event and the Contextual request (e.g. `ctv`)."""
 

@@ -1,16 +1,16 @@
 """Delivering accepted player events to the CCS API, whichever queue holds them.
 
 `Deliveries` keeps each user's events in time order and sends a user's batches (at most 10
-events) one at a time, so the CCS API sees them chronologically, while different users'
-batches go out concurrently (`serve.events_workers`). Each batch goes through the product's
-one event-sending path (`Enricher.send_batch`), and `RetryPolicy` says what its failure means
-(`plugin.permutive.delivery`): delivered, refused for good, uncertain, worth another try after
-a pause, or out of tries. The CCS API counts every event it receives, so a batch is sent again
-only when the API provably did not process it (no connection, failed while writing, 429, 503);
-one that may have landed (a timeout after sending, another 5xx) is counted `uncertain` and
-settled without another try, unless `[events] retry = "always"`. The queue that owns the
-events is told how each batch ended (`Settled`), so that a durable queue can acknowledge
-exactly what was settled and keep everything else.
+events) one at a time, so the CCS API sees them chronologically, while different users' batches
+go out concurrently (`serve.events_workers`). Each batch goes through the product's one event-
+sending path (`Enricher.send_batch`, which takes only `Prepared` batches), and `RetryPolicy`
+says what its failure means (`plugin.permutive.delivery`): delivered, refused for good,
+uncertain, worth another try after a pause, or out of tries. The CCS API counts every event it
+receives, so a batch is sent again only when the API provably did not process it (no connection,
+failed while writing, 429, 503); one that may have landed (a timeout after sending, another 5xx)
+is counted `uncertain` and settled without another try, unless `[events] retry = "always"`. The
+queue that owns the events is told how each batch ended (`Settled`), so that a durable queue can
+acknowledge exactly what was settled and keep everything else.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ from plugin.permutive.clients import UpstreamError
 from plugin.permutive.delivery import delivery
 from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, Event
 from plugin.serve.metrics import ServeMetrics
+from plugin.tracking import Prepared
 
 log = logging.getLogger("cohortkv.serve.events")
 
 BATCH = MAX_EVENTS_PER_REQUEST
-SendBatch = Callable[[Identity, Sequence[Event]], Awaitable[Any]]
+SendBatch = Callable[[Prepared], Awaitable[object]]
+"""`Enricher.send_batch`: it takes nothing that did not pass the events gate."""
 
 Ending = Literal["sent", "uncertain", "rejected", "exhausted", "bug", "stopped"]
 """How a batch ended. All but `stopped` settle it (a queue may forget it); `uncertain`: it may
@@ -90,15 +92,20 @@ class RetryPolicy:
 
 
 class Item:
-    """One accepted event and what its queue needs to settle it (`token`)."""
+    """One accepted event (a one-event `Prepared` part) and what its queue needs to settle it
+    (`token`)."""
 
-    __slots__ = ("at", "event", "seq", "token")
+    __slots__ = ("at", "part", "seq", "token")
 
-    def __init__(self, at: float, seq: int, event: Event, token: Any) -> None:
+    def __init__(self, at: float, seq: int, part: Prepared, token: Any) -> None:
         self.at = at
         self.seq = seq
-        self.event = event
+        self.part = part
         self.token = token
+
+    @property
+    def event(self) -> Event:
+        return self.part.events[0]
 
     def __lt__(self, other: Item) -> bool:
         return (self.at, self.seq) < (other.at, other.seq)
@@ -166,14 +173,16 @@ class Deliveries:
         workers, self._workers = self._workers, []
         await stop_tasks(workers)
 
-    def push(self, key: bytes, identity: Identity, events: Sequence[tuple[Event, Any]]) -> None:
-        """Adds a user's events (each with its token); `key` names the user exactly."""
+    def push(self, key: bytes, identity: Identity, parts: Sequence[tuple[Prepared, Any]]) -> None:
+        """Adds a user's events (one-event `Prepared` parts, each with its token); `key`
+        names the user exactly."""
         user = self._users.get(key)
         if user is None:
             user = self._users[key] = _User(identity)
-        for event, token in events:
-            heapq.heappush(user.pending, Item(_seconds(event.time), next(self._seq), event, token))
-        self._count(len(events))
+        for part, token in parts:
+            at = _seconds(part.events[0].time)
+            heapq.heappush(user.pending, Item(at, next(self._seq), part, token))
+        self._count(len(parts))
         self._schedule(key, user)
 
     def clear(self) -> list[Item]:
@@ -240,11 +249,11 @@ class Deliveries:
 
     async def _deliver(self, identity: Identity, batch: list[Item]) -> tuple[Ending, str]:
         n = len(batch)
-        events = [item.event for item in batch]
+        joined = Prepared.joined([item.part for item in batch])
         policy = self._policy
         for attempt in range(1, policy.max_attempts + 1):
             try:
-                await self._send(identity, events)
+                await self._send(joined)
             except UpstreamError as e:
                 outcome = policy.outcome(e)
                 if outcome == "sent":

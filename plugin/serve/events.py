@@ -10,8 +10,8 @@ flushes within a deadline, and whatever it could not deliver is counted and logg
 an accepted event is never lost silently, but it is lost if the process dies (the `redis`
 queue, `plugin.serve.stream_queue`, keeps accepted events across a crash).
 
-Consent is not looked at here: the caller decides it before offering (no event of an
-unconsented user is ever queued).
+Consent is not looked at here: only a `Prepared` batch can be offered, and consent was
+decided when it was prepared (no event of an unconsented user is ever queued).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from plugin.identity import Identity
-from plugin.permutive.wire import Event
 from plugin.serve.delivery import DROP_REASON, Deliveries, Ending, Item, RetryPolicy, SendBatch
 from plugin.serve.metrics import ServeMetrics
-from plugin.serve.queue import Offered
+from plugin.serve.queue import Offered, user_key
+from plugin.tracking import Prepared
 
 log = logging.getLogger("cohortkv.serve.events")
 
@@ -81,16 +80,14 @@ class MemoryQueue:
     def start(self) -> None:
         self._deliveries.start()
 
-    async def offer(self, identity: Identity, events: Sequence[Event], key: bytes) -> Offered:
-        """Queues all of `events` for `identity` (`key` names it exactly), or none when full.
-
-        Every event's `time` must be a valid ISO 8601 timestamp (the caller validated it).
-        """
-        n = len(events)
+    async def offer(self, prepared: Prepared) -> Offered:
+        """Queues all of the batch's events, or none when full."""
+        n = len(prepared.events)
         if self._closing.is_set() or self.depth + n > self._max:
             self._drop(n, "queue_full")
             return "full"
-        self._deliveries.push(key, identity, [(e, None) for e in events])
+        parts = [(p, None) for p in prepared.parts()]
+        self._deliveries.push(user_key(prepared), prepared.identity, parts)
         self._queued.inc(n)
         return "accepted"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from plugin.config import ServeConfig
 from plugin.observe.logs import request_id_var
@@ -135,7 +135,7 @@ class Limits:
         return None
 
 
-def guard(limits: Limits) -> Any:
+def guard(limits: Limits) -> Middleware:
     """The one middleware: request id, then URL, header and body sizes, then JSON errors."""
 
     @web.middleware

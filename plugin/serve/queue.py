@@ -11,11 +11,11 @@ order, at most 10 events per call).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from plugin.identity import Identity
-from plugin.permutive.wire import Event
+import msgspec
+
+from plugin.tracking import Prepared
 
 Offered = Literal["accepted", "full", "unavailable"]
 """`full`: the bound is reached; `unavailable`: the queue could not take them (Redis down)."""
@@ -34,12 +34,17 @@ class EventQueue(Protocol):
 
     def start(self) -> None: ...
 
-    async def offer(self, identity: Identity, events: Sequence[Event], key: bytes) -> Offered:
-        """All of `events` (prepared, consent decided) for `identity`, or none of them; `key`
-        names the identity exactly (its JSON)."""
+    async def offer(self, prepared: Prepared) -> Offered:
+        """All of the batch's events, or none of them. Only what `Enricher.prepare_events`
+        prepared can be offered: consent was decided there, and is not decided again."""
         ...
 
     async def close(self, timeout_s: float) -> int:
         """Stops taking events, settles what it can within `timeout_s`; returns how many
         accepted events are lost (counted and logged)."""
         ...
+
+
+def user_key(prepared: Prepared) -> bytes:
+    """The batch's identity exactly (its JSON): a queue's per-user key."""
+    return msgspec.json.encode(prepared.identity)

@@ -33,9 +33,7 @@ import msgspec
 
 from plugin.cache.redis_calls import RedisCalls, Unavailable
 from plugin.config import Config
-from plugin.identity import Identity
 from plugin.observe.metrics import Metrics, RateLimitedLog
-from plugin.permutive.wire import Event
 from plugin.serve.delivery import (
     BATCH,
     DROP_REASON,
@@ -48,9 +46,10 @@ from plugin.serve.delivery import (
 )
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.partitions import Ownership
-from plugin.serve.queue import Offered
+from plugin.serve.queue import Offered, user_key
 from plugin.serve.stream_reader import StreamReader, Token, reread
 from plugin.serve.streams import Streams, partition_of
+from plugin.tracking import Prepared
 
 log = logging.getLogger("cohortkv.serve.events")
 
@@ -130,7 +129,11 @@ class RedisQueue:
                 asyncio.create_task(self._reader.run(), name="cohortkv-events-reads"),
             ]
 
-    async def offer(self, identity: Identity, events: Sequence[Event], key: bytes) -> Offered:
+    async def offer(self, prepared: Prepared) -> Offered:
+        """All of the batch's events go into the user's partition's stream, or none; read
+        back, each is a `Prepared` part again (`plugin.serve.stream_reader`)."""
+        key = user_key(prepared)
+        events = prepared.events
         n = partition_of(key, self._partitions)
         try:
             added = await self._streams.add(n, key, [_encode(e) for e in events], self._bound)

@@ -23,6 +23,7 @@ from plugin.permutive.wire import Event
 from plugin.serve.delivery import Deliveries
 from plugin.serve.partitions import Owned, Ownership
 from plugin.serve.streams import Entry, Streams
+from plugin.tracking import Prepared
 
 log = logging.getLogger("cohortkv.serve.events")
 
@@ -156,7 +157,7 @@ class StreamReader:
         return owned.reading
 
     def _feed(self, owned: Owned, entries: list[Entry]) -> int:
-        users: dict[bytes, tuple[Identity, list[tuple[Event, object]]]] = {}
+        users: dict[bytes, tuple[Identity, list[tuple[Prepared, object]]]] = {}
         settle: list[bytes] = []
         unsent = self._unsent(owned.n)
         for entry, fields in entries:
@@ -176,8 +177,10 @@ class StreamReader:
                 settle.append(entry)
                 continue
             owned.unsettled.add(entry)
+            # Prepared when it was queued (`RedisQueue.offer`): not decided on again.
+            part = Prepared.restored(identity, event)
             users.setdefault(u, (identity, []))[1].append(
-                (event, Token(owned.n, owned.epoch, entry))
+                (part, Token(owned.n, owned.epoch, entry))
             )
         for u, (identity, items) in users.items():
             self._deliveries.push(u, identity, items)

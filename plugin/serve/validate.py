@@ -16,7 +16,8 @@ from typing import Any, TypeVar, Union
 
 import msgspec
 
-from plugin.errors import CohortkvError, msgspec_problem
+from plugin.errors import BodyError as BodyError
+from plugin.errors import msgspec_problem
 from plugin.serve.bodies import FieldError
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -33,16 +34,6 @@ _NAMES = {
     "object": "an object",
     "null": "null",
 }
-
-
-class BodyError(CohortkvError):
-    """Every bad field of a request body at once (`field` / `expected` are the first's)."""
-
-    def __init__(self, fields: list[FieldError]) -> None:
-        first = fields[0] if fields else FieldError(ROOT, "a valid request")
-        super().__init__(first.field, first.expected)
-        ValueError.__init__(self, "; ".join(f"{f.field}: expected {f.expected}" for f in fields))
-        self.fields = fields
 
 
 def decode(raw: bytes, tp: type[S]) -> S:

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from plugin.backends import Backends
+from plugin.background import Spawn
 from plugin.cache.local import AgedLru, Clock, Interner, compact_key
 from plugin.cache.shared import SharedStore
 from plugin.config import Config
@@ -34,7 +36,7 @@ from plugin.context import Context
 from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
-from plugin.permutive.clients import CcsClient, UpstreamError
+from plugin.permutive.clients import UpstreamError
 from plugin.permutive.delivery import delivery
 from plugin.permutive.wire import CcsRequest, Event
 from plugin.result import ConsentDecision, Reason
@@ -100,8 +102,17 @@ class AnswerOrder:
 
 class BehavioralSignal:
     def __init__(
-        self, config: Config, metrics: Metrics, sessions: SessionTracker, clock: Clock
+        self,
+        config: Config,
+        metrics: Metrics,
+        sessions: SessionTracker,
+        clock: Clock,
+        *,
+        backends: Backends,
+        spawn: Spawn,
     ) -> None:
+        """`backends` holds the CCS client and the shared store (once started); `spawn` starts
+        the calls that may outlive their ad request."""
         c = config.cache
         self.cache: AgedLru[Answer] = AgedLru(c.behavioral_max_entries, c.behavioral_ttl_s, clock)
         self._ttl_s = c.behavioral_ttl_s
@@ -115,10 +126,9 @@ class BehavioralSignal:
         metrics.cache_entries.labels("behavioral").set_function(lambda: len(self.cache))
         metrics.cache_entries.labels("views").set_function(lambda: self.sessions.view_count)
         self._late = metrics.late_answers.labels("ccs")
-        self.client: CcsClient | None = None
-        self.shared: SharedStore | None = None
-        self.late_after_s = 0.0
-        self.spawn: Callable[[Any], asyncio.Task[Any]] = asyncio.ensure_future
+        self._backends = backends
+        self.spawn = spawn
+        self.late_after_s = config.budget_ms / 1000
 
     async def begin(
         self,
@@ -224,10 +234,10 @@ class BehavioralSignal:
 
     def _prefetch(self, key: bytes) -> asyncio.Task[Answer | None] | None:
         """With a shared cache and nothing local, fetch the fleet's last answer meanwhile."""
-        if self.shared is None:
+        shared = self._backends.shared
+        if shared is None:
             return None
-        task: asyncio.Task[Answer | None] = self.spawn(self._from_fleet(self.shared, key))
-        return task
+        return self.spawn(self._from_fleet(shared, key))
 
     async def _from_fleet(self, shared: SharedStore, key: bytes) -> Answer | None:
         """The fleet's last answer, kept here too: the next request (or a Redis outage) finds
@@ -278,11 +288,11 @@ class BehavioralSignal:
     async def call(self, key: bytes, request: CcsRequest) -> Answer:
         """One CCS call for the identity `key`; its answer refreshes the user's cached one
         when it is the freshest (`AnswerOrder`). Raises `UpstreamError`."""
-        assert self.client is not None
+        client = self._backends.ccs
         ticket = self._order.sent(key)
         answered = False
         try:
-            answer = await self.client.segment(request)
+            answer = await client.segment(request)
             answered = True
         finally:
             fresh = self._order.done(key, ticket, answered)
@@ -294,5 +304,6 @@ class BehavioralSignal:
         """Caches the answer compactly: interned cohorts, the user id only if it is sent."""
         compact = self._intern(answer, keep_user=self._keep_user)
         self.cache.put(key, compact)
-        if self.shared is not None:
-            self.shared.put("b", key.hex(), compact, self._ttl_s)
+        shared = self._backends.shared
+        if shared is not None:
+            shared.put("b", key.hex(), compact, self._ttl_s)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from hashlib import blake2b
-from typing import Any
 
+from plugin.backends import Backends
+from plugin.background import Track
 from plugin.cache.local import AgedLru, Clock, SingleFlight
-from plugin.cache.shared import SharedStore
 from plugin.config import CacheConfig
 from plugin.observe.metrics import Metrics
 from plugin.permutive.answer import Answer
-from plugin.permutive.clients import ContextualClient, UpstreamError
+from plugin.permutive.clients import UpstreamError
 from plugin.permutive.wire import ContextualRequest, json_encoder
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.pending import Failed, Pending, ready
@@ -29,7 +29,19 @@ _NO_CONTENT = ready("none", None, "no_content")
 
 
 class ContextualSignal:
-    def __init__(self, cfg: CacheConfig, metrics: Metrics, clock: Clock) -> None:
+    def __init__(
+        self,
+        cfg: CacheConfig,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        backends: Backends,
+        track: Track,
+        late_after_s: float,
+    ) -> None:
+        """`backends` holds the Contextual client and the shared store (once started); `track`
+        hears of each call's task, so the enricher can let it finish on close; an answer
+        slower than `late_after_s` is counted late."""
         self._cfg = cfg
         self.cache: AgedLru[Answer] = AgedLru(
             cfg.contextual_max_entries, cfg.contextual_ttl_s + cfg.contextual_stale_s, clock
@@ -38,11 +50,9 @@ class ContextualSignal:
         # Read when scraped, not set on every answer.
         metrics.cache_entries.labels("contextual").set_function(lambda: len(self.cache))
         self._late = metrics.late_answers.labels("contextual")
-        self.client: ContextualClient | None = None
-        self.shared: SharedStore | None = None
-        self.late_after_s = 0.0
-        self.track: Any = None
-        """Called with each call's task, so the enricher can let it finish on close."""
+        self._backends = backends
+        self._track = track
+        self.late_after_s = late_after_s
 
     def begin(self, content: ContentDescription | None) -> Pending:
         """`content` is what the request is about, built with the play event's properties
@@ -59,35 +69,35 @@ class ContextualSignal:
         if running is not None:
             return Pending(call=running, reason="shared_call", fallback=lambda: cache.get(key))
         running = self._flights.run(key, lambda: self._fetch(key, request))
-        if self.track is not None:
-            self.track(running)
+        self._track(running)
         return Pending(call=running, fallback=lambda: cache.get(key))
 
     async def _fetch(self, key: bytes, request: ContextualRequest) -> Answer | Failed:
         """The fleet's fresh answer if there is one, else the API; shared by all waiters."""
         cfg = self._cfg
         shared_key = key.hex()
-        if self.shared is not None:
-            shared = await self.shared.get("c", shared_key, cfg.contextual_ttl_s)
+        store = self._backends.shared
+        if store is not None:
+            shared = await store.get("c", shared_key, cfg.contextual_ttl_s)
             if shared is not None:
                 self.cache.put(key, shared)
                 return shared
-        assert self.client is not None
+        client = self._backends.contextual
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            answer = await self.client.segment(request)
+            answer = await client.segment(request)
         except UpstreamError as e:
-            if self.shared is not None and self.cache.get(key) is None:
-                stale = await self.shared.get(
+            if store is not None and self.cache.get(key) is None:
+                stale = await store.get(
                     "c", shared_key, cfg.contextual_ttl_s + cfg.contextual_stale_s
                 )
                 if stale is not None:
                     self.cache.put(key, stale, age=cfg.contextual_ttl_s)
             return Failed(e.kind)
         self.cache.put(key, answer)
-        if self.shared is not None:
-            self.shared.put("c", shared_key, answer, cfg.contextual_ttl_s + cfg.contextual_stale_s)
+        if store is not None:
+            store.put("c", shared_key, answer, cfg.contextual_ttl_s + cfg.contextual_stale_s)
         if loop.time() - started > self.late_after_s:
             self._late.inc()
         return answer

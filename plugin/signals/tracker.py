@@ -14,7 +14,7 @@ first), the host's is not sent again: one play event per view.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -22,15 +22,10 @@ import msgspec
 from plugin.cache.local import compact_key
 from plugin.identity import Identity
 from plugin.observe.metrics import HOST_PLAY_OUTCOMES, Metrics
-from plugin.permutive.answer import Answer
-from plugin.permutive.clients import UpstreamError
-from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, CcsRequest, Event
+from plugin.permutive.wire import Event
 from plugin.result import Reason
 from plugin.signals.events import parse_event_time, prune_empty
 from plugin.signals.sessions import Claim, SessionTracker
-
-Call = Callable[[bytes, CcsRequest], Awaitable[Answer]]
-"""One CCS call for an identity key (`BehavioralSignal.call`: the answer refreshes the cache)."""
 
 
 class EventIds(msgspec.Struct, frozen=True):
@@ -56,34 +51,39 @@ class Opened(NamedTuple):
     play event had failed; None when the view is new (undone by releasing it)."""
 
 
-class Prepared(msgspec.Struct):
+class Resolved(msgspec.Struct):
     """The events as they go out, the host play events left out as duplicates, and the views
-    the others opened."""
+    the others opened (`plugin.tracking.Prepared` carries them past the consent gate)."""
 
     events: list[Event]
     duplicates: int = 0
     opened: list[Opened] = msgspec.field(default_factory=list)
 
 
-class EventSender:
+def _as_given(url: str | None) -> str | None:
+    return url
+
+
+class EventViews:
+    """Finds the session and view of the host's events, and opens views for its play events."""
+
     def __init__(
         self,
         sessions: SessionTracker,
-        call: Call,
         metrics: Metrics,
         play_events: Collection[str] = (),
+        content_url: Callable[[str | None], str | None] = _as_given,
     ) -> None:
+        """`content_url` cleans `EventIds.content_url` as the ad request's was cleaned, so
+        both find one view (`plugin.signals.content_url`)."""
         self._sessions = sessions
-        self._call = call
         self.play_events = frozenset(play_events)
         self._play = {o: metrics.host_play_events.labels(o) for o in HOST_PLAY_OUTCOMES}
-        self.content_url: Callable[[str | None], str | None] = _as_given
-        """Cleans `EventIds.content_url` as the ad request's was cleaned, so both find one
-        view (`plugin.signals.content_url`)."""
+        self.content_url = content_url
 
-    async def prepare(
+    async def resolve(
         self, identity: Identity, events: Iterable[Event], ids: EventIds | None = None
-    ) -> Prepared:
+    ) -> Resolved:
         """The events as they go out: checked (a `RequestError` names the bad field), empty
         properties dropped, ids filled in, in chronological order; host play events open
         their views, or are left out when their view's play event went out already."""
@@ -95,7 +95,7 @@ class EventSender:
             timed.append((at, i, ev))
         timed.sort(key=lambda t: (t[0], t[1]))
         resolved: dict[tuple[str | None, str | None], tuple[str, str | None]] = {}
-        out = Prepared([])
+        out = Resolved([])
         for _, _, ev in timed:
             session = ev.session_id or ids.session_id
             view = ev.view_id or ids.view_id
@@ -169,40 +169,15 @@ class EventSender:
         opened.append(Opened(claim, key, content or "", given, before))
         return claim.session_id, v.id
 
-    def withdraw(self, prepared: Prepared) -> None:
-        """The prepared events were not taken (a full or unavailable queue answered 503): the
-        views their play events opened are released, so that the host's retry, or the view's
-        next ad break on any replica, sends the play event rather than count it a duplicate."""
-        for o in prepared.opened:
+    def withdraw_opened(self, opened: Iterable[Opened]) -> None:
+        """The events were not taken (a full or unavailable queue answered 503): the views
+        their play events opened are released, so that the host's retry, or the view's next
+        ad break on any replica, sends the play event rather than count it a duplicate."""
+        for o in opened:
             if o.before is None:
                 self._sessions.release(o.claim, o.key, o.content, o.given)
             else:
                 o.claim.view.resend, o.claim.view.settled = o.before
-        prepared.opened.clear()
-
-    async def send(self, identity: Identity, events: Sequence[Event]) -> int:
-        """Prepared events in batches of at most 10; how many were delivered. Nothing is sent
-        twice: a failed batch and the ones after it are not delivered."""
-        sent = 0
-        for i in range(0, len(events), MAX_EVENTS_PER_REQUEST):
-            batch = events[i : i + MAX_EVENTS_PER_REQUEST]
-            try:
-                await self.send_batch(identity, batch)
-            except UpstreamError:
-                break
-            sent += len(batch)
-        return sent
-
-    async def send_batch(self, identity: Identity, events: Sequence[Event]) -> Answer:
-        """One CCS call with 1 to 10 prepared events. Raises `UpstreamError` (with a `kind`)
-        so that a queue can tell what to retry; the answer refreshes the behavioral cache."""
-        request = CcsRequest(
-            events=list(events),
-            user_id=identity.user_id,
-            alias=identity.alias,
-            aliases=identity.aliases,
-        )
-        return await self._call(compact_key(identity.cache_key()), request)
 
 
 def _client_url(properties: dict[str, Any]) -> str | None:
@@ -210,7 +185,3 @@ def _client_url(properties: dict[str, Any]) -> str | None:
     client = properties.get("client")
     url = client.get("url") if isinstance(client, dict) else None
     return url if isinstance(url, str) and url.strip() else None
-
-
-def _as_given(url: str | None) -> str | None:
-    return url

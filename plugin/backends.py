@@ -1,15 +1,17 @@
-"""What an enricher holds while it runs: one HTTP session for both Permutive APIs and their
-clients, the in-process sandbox (`sandbox = true`), and the fleet's shared store (Redis).
+"""The services an enricher calls while it runs: one HTTP session for both Permutive APIs and
+their clients, the in-process sandbox (`sandbox = true`), and the fleet's shared store (Redis).
+(Not to be confused with an `Upstream`: an ad server the sidecar's proxy forwards to.)
 
-Started once, whoever asks first (concurrent first calls share one start, under a lock), and
-closed once.
+Built with the enricher and handed to what calls them (the signals, the event sender); started
+once, whoever asks first (concurrent first calls share one start, under a lock), and closed
+once. A client asked for before start is a bug of ours: `RuntimeError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import msgspec
@@ -17,15 +19,27 @@ import msgspec
 from plugin.cache.shared import SharedStore
 from plugin.config import Config
 from plugin.observe.metrics import Metrics
-from plugin.observe.tracing import Tracer, client_trace_configs
-from plugin.permutive.clients import CcsClient, ContextualClient, make_session
+from plugin.observe.tracing import Tracer, TracerProvider, client_trace_configs
+from plugin.permutive.clients import (
+    CcsClient,
+    ContextualClient,
+    UpstreamError,
+    make_session,
+)
+
+if TYPE_CHECKING:
+    from plugin.sandbox.server import Sandbox
 
 log = logging.getLogger("cohortkv.enricher")
 
 
-class Upstreams:
+class Backends:
     def __init__(
-        self, config: Config, metrics: Metrics, tracer: Tracer | None, tracer_provider: Any
+        self,
+        config: Config,
+        metrics: Metrics,
+        tracer: Tracer | None,
+        tracer_provider: TracerProvider | None,
     ) -> None:
         self._config = config
         self._metrics = metrics
@@ -33,16 +47,29 @@ class Upstreams:
         self._tracer_provider = tracer_provider
         self._starting = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
-        self.ccs: CcsClient | None = None
-        self.contextual: ContextualClient | None = None
+        self._ccs: CcsClient | None = None
+        self._contextual: ContextualClient | None = None
         self.shared: SharedStore | None = None
-        self.sandbox: Any = None
-        """The in-process sandbox when running with `sandbox = true`, else None."""
+        """The fleet's shared store while running with `cache.redis_url`, else None."""
+        self.sandbox: Sandbox | None = None
+        """The in-process sandbox while running with `sandbox = true`, else None."""
         self._target: tuple[str, str, str] | None = None
 
     @property
     def running(self) -> bool:
         return self._session is not None
+
+    @property
+    def ccs(self) -> CcsClient:
+        if self._ccs is None:
+            raise RuntimeError("the CCS client was used before start()")
+        return self._ccs
+
+    @property
+    def contextual(self) -> ContextualClient:
+        if self._contextual is None:
+            raise RuntimeError("the Contextual client was used before start()")
+        return self._contextual
 
     async def start(self) -> bool:
         """Idempotent and safe to race; True for the call that did start them."""
@@ -87,9 +114,9 @@ class Upstreams:
         session = make_session(
             h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s, trace_configs=traced
         )
-        self.ccs = CcsClient(session, ccs_url, api_key, self._metrics, h)
-        self.contextual = ContextualClient(session, ctx_url, api_key, self._metrics, h)
-        self.ccs.tracer = self.contextual.tracer = self._tracer
+        self._ccs = CcsClient(session, ccs_url, api_key, self._metrics, h)
+        self._contextual = ContextualClient(session, ctx_url, api_key, self._metrics, h)
+        self._ccs.tracer = self._contextual.tracer = self._tracer
         self._target = (api_key, ccs_url, ctx_url)
         self._session = session
 
@@ -98,7 +125,7 @@ class Upstreams:
         breakers that never open: calls a person asks for, which must not change what the ad
         path sees (the explain page)."""
         if self._session is None or self._target is None:
-            raise RuntimeError("Upstreams used before start()")
+            raise RuntimeError("Backends used before start()")
         api_key, ccs_url, ctx_url = self._target
         h = msgspec.structs.replace(self._config.http, breaker_failures=2**62)
         ccs = CcsClient(self._session, ccs_url, api_key, metrics, h)
@@ -115,9 +142,14 @@ class Upstreams:
             await self.sandbox.close()
             self.sandbox = None
 
+    def last_errors(self) -> dict[str, UpstreamError | None]:
+        """The last failure of each API's client (None: none, or not started)."""
+        clients = {"ccs": self._ccs, "contextual": self._contextual}
+        return {api: c.last_error if c is not None else None for api, c in clients.items()}
+
     def states(self) -> dict[str, str]:
         """Circuit breaker state per API (`closed`, `open`, `half_open`), for readiness."""
-        clients = {"ccs": self.ccs, "contextual": self.contextual}
+        clients = {"ccs": self._ccs, "contextual": self._contextual}
         return {
             api: c.breaker.state.name.lower() if c is not None else "closed"
             for api, c in clients.items()
