@@ -35,7 +35,7 @@ from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal
 from plugin.signals.content_key import content_key
 from plugin.signals.content_properties import ContentDescription
-from plugin.signals.content_url import ContentUrls, with_clean_url
+from plugin.signals.content_url import REDACTION_REASONS, ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.events import as_event, typed_content_properties
 from plugin.signals.merge import build_keyvalues, cohorts_for
@@ -99,9 +99,8 @@ class Enricher:
             self.metrics,
             cfg.events.play_events or {a.play_event for a in self.adapters},
         )
-        self.content_urls = ContentUrls(
-            cfg.content.drop_query, self.metrics.content_url_redactions.inc
-        )
+        redactions = {r: self.metrics.content_url_redactions.labels(r) for r in REDACTION_REASONS}
+        self.content_urls = ContentUrls(cfg.content.drop_query, lambda r: redactions[r].inc())
         self.events.content_url = self.content_urls
         self.tracer = make_tracer(cfg.tracing, tracer_provider)
         self.upstreams = Upstreams(cfg, self.metrics, self.tracer, tracer_provider)
