@@ -164,6 +164,17 @@ async def test_enrich_semantic_errors_are_named_too(side: Running) -> None:
             "context.consent.gpp_sid[1]",
             "an integer",
         ),
+        (
+            b'{"url": "x", "context": {"consent": {"us_privacy": "%s"}}}' % (b"1" * 65),
+            "context.consent.us_privacy",
+            "a string of at most 64 characters",
+        ),
+        (
+            b'{"url": "x", "context": {"consent": {"gpp_sid": [%s]}}}' % b",".join([b"2"] * 65),
+            "context.consent.gpp_sid",
+            "an array of at most 64 items",
+        ),
+        (b'{"url": "x", "method": "PUT"}', "method", "one of: GET, POST"),
     ],
 )
 async def test_enrich_bad_bodies(side: Running, raw: bytes, field: str, expected: str) -> None:
