@@ -239,7 +239,8 @@ class ServeConfig(_Section, frozen=True):
     events_max_attempts: PositiveInt = 8
     """Tries per batch before its events are dropped. A batch is tried again only when the CCS
     API provably did not process it (no connection, 429, 503), or with `[events] retry =
-    "always"` also after a timeout or another 5xx; never after a 4xx."""
+    "always"` also after a timeout or another 5xx; never after a 4xx. A try the open circuit
+    breaker refuses is not one: the batch waits for the breaker's probe."""
     events_backoff_ms: PositiveInt = 200
     """First retry pause; it doubles per attempt, jittered, up to `events_backoff_max_ms`."""
     events_backoff_max_ms: PositiveInt = 30_000
