@@ -222,6 +222,10 @@ async def test_never_an_open_proxy(request_line: bytes, side: Running, ads: Fake
     )
     assert 400 <= status < 500
     assert ads.requests == []
+    # What the proxy itself refuses is counted (the HTTP parser's refusals count as malformed
+    # connections: tests/test_serve_guard.py).
+    if status == 400 and request_line.startswith(b"GET /proxy/gam/"):
+        assert side.sample("cohortkv_bad_input_total", source="proxy", kind="target") == 1
 
 
 async def test_the_host_header_never_picks_the_server(side: Running, ads: FakeAdServer) -> None:

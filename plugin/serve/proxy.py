@@ -267,11 +267,11 @@ class Proxy:
     async def forward(self, request: web.Request, up: Upstream) -> web.StreamResponse:
         raw = request.raw_path
         if not raw.startswith(up.prefix) or _unsafe(raw):
-            return _bad_target(up)
+            return self._refuse_target(up)
         tail = raw[len(up.prefix) - 1 :]
         path, sep, query = tail.partition("?")
         if not safe_path(path):
-            return _bad_target(up)
+            return self._refuse_target(up)
         found: dict[str, str] = {}
         if query:  # a bare `?` (empty query) goes on as it came
             query, found = rp.split_reserved(query)
@@ -331,6 +331,12 @@ class Proxy:
 
         consent = rp.override(value(rp.CONSENT), found.get(rp.CONSENT), bad)
         return rp.given_context(value, consent, self._properties(h, found), bad)
+
+    def _refuse_target(self, up: Upstream) -> web.Response:
+        """A 400 for a target the proxy will not forward, counted and logged without it."""
+        self._bad_input("target")
+        self._warn.warning(f"proxy:{up.name}:target", "refused a request target for %s", up.name)
+        return _bad_target(up)
 
     def _bad_input(self, kind: str) -> None:
         self._bad.labels("proxy", kind).inc()
