@@ -144,6 +144,24 @@ async def test_no_url_sent_anywhere_carries_an_address_or_credentials(
         assert side.sample("cohortkv_content_url_redactions_total", reason="userinfo") == 1
 
 
+async def test_a_hosts_client_section_is_cleaned_in_the_ad_requests_play_event(
+    fake: FakePermutive,
+) -> None:
+    device = Identity(alias=Alias(tag="idfa", id=IDFA))
+    client = {"referrer": LEAKY_PAGE, "url": LEAKY_PAGE}
+    ctx = Context(
+        identity=device,
+        content=Content(url=LEAKY_PAGE, properties={"client": client}),
+    )
+    async with Enricher(config(fake)) as e:
+        await e.enrich("https://pubads.g.doubleclick.net/gampad/ads?iu=/1&us_privacy=1YNN", ctx)
+    (call,) = fake.bodies["ccs"]
+    (play,) = call["body"]["events"]
+    assert play["properties"]["client"]["referrer"] == LEAKY_CLEANED
+    assert play["properties"]["client"]["url"] == LEAKY_CLEANED
+    assert _leaks(call) == [] and _leaks(fake.bodies["contextual"]) == []
+
+
 async def test_a_host_events_client_url_is_cleaned_too(fake: FakePermutive) -> None:
     device = Identity(alias=Alias(tag="idfa", id=IDFA))
     play = Event(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import msgspec
@@ -168,12 +168,32 @@ class ContentUrls:
         return known.url
 
 
+CLIENT_URLS = ("url", "referrer")
+"""The members of a `client` property section that hold URLs."""
+
+
+def with_clean_client(
+    properties: dict[str, Any], clean: Callable[[str | None], str | None]
+) -> dict[str, Any]:
+    """`properties` with the URLs of its `client` section as `clean` makes them: an event's
+    properties carry no e-mail address or credentials out either."""
+    client = properties.get("client")
+    if not isinstance(client, dict):
+        return properties
+    urls = {k: v for k in CLIENT_URLS if isinstance(v := client.get(k), str)}
+    cleaned = {k: clean(v) for k, v in urls.items()}
+    if cleaned == urls:
+        return properties
+    return {**properties, "client": {**client, **cleaned}}
+
+
 def with_clean_url(ctx: Context, clean: Callable[[str | None], str | None]) -> Context:
-    """`ctx` with its content URL as `clean` makes it: the Contextual request, the play event
-    and every cache and view key then use that one."""
+    """`ctx` with its content URL (and its properties' `client` URLs) as `clean` makes them:
+    the Contextual request, the play event and every cache and view key then use those."""
     url = ctx.content.url
     cleaned = clean(url)
-    if cleaned == url:
+    properties = with_clean_client(ctx.content.properties, clean)
+    if cleaned == url and properties is ctx.content.properties:
         return ctx
-    content = msgspec.structs.replace(ctx.content, url=cleaned)
+    content = msgspec.structs.replace(ctx.content, url=cleaned, properties=properties)
     return msgspec.structs.replace(ctx, content=content)

@@ -26,6 +26,7 @@ from plugin.permutive.answer import Answer
 from plugin.permutive.clients import UpstreamError
 from plugin.permutive.wire import MAX_EVENTS_PER_REQUEST, CcsRequest, Event
 from plugin.result import Reason
+from plugin.signals.content_url import with_clean_client
 from plugin.signals.events import parse_event_time, prune_empty
 from plugin.signals.sessions import Claim, SessionTracker
 
@@ -99,7 +100,7 @@ class EventSender:
         for _, _, ev in timed:
             session = ev.session_id or ids.session_id
             view = ev.view_id or ids.view_id
-            props = self._clean_client(prune_empty(ev.properties))
+            props = with_clean_client(prune_empty(ev.properties), self.content_url)
             if ev.name in self.play_events:
                 found = await self._open_view(key, session, view, ids, props, out.opened)
                 if found is None:
@@ -127,18 +128,6 @@ class EventSender:
                 )
             )
         return out
-
-    def _clean_client(self, properties: dict[str, Any]) -> dict[str, Any]:
-        """`properties` with the URLs of its `client` section cleaned as content URLs are:
-        a host's event carries no e-mail address or credentials out either."""
-        client = properties.get("client")
-        if not isinstance(client, dict):
-            return properties
-        urls = {k: v for k in _CLIENT_URLS if isinstance(v := client.get(k), str)}
-        cleaned = {k: self.content_url(v) for k, v in urls.items()}
-        if cleaned == urls:
-            return properties
-        return {**properties, "client": {**client, **cleaned}}
 
     async def _open_view(
         self,
@@ -215,10 +204,6 @@ class EventSender:
             aliases=identity.aliases,
         )
         return await self._call(compact_key(identity.cache_key()), request)
-
-
-_CLIENT_URLS = ("url", "referrer")
-"""The members of a host event's `client` that hold URLs."""
 
 
 def _client_url(properties: dict[str, Any]) -> str | None:
