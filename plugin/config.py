@@ -15,14 +15,14 @@ import warnings
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
 from adapters.base import AdapterSettings
 from adapters.registry import KNOWN_ADAPTERS, settings_type
 from plugin.config_check import ConfigError as ConfigError
-from plugin.config_check import base_url_problem, check_fields, humanize
+from plugin.config_check import base_url_problem, check_arguments, check_fields, humanize
 from plugin.config_env import EnvError, name_variable, overlay, read_env, warn_unknown
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -39,7 +39,22 @@ def _root() -> type[Config]:
     return Config
 
 
-class _Section(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
+class _Checked(msgspec.StructMeta):
+    """`Config(...)` and its sections built in Python: an unknown keyword argument is a
+    ConfigError naming it, as an unknown key in a file is."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        check_arguments(cast(type[msgspec.Struct], cls), _root, args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+class _Section(
+    msgspec.Struct,
+    metaclass=_Checked,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    frozen=True,
+):
     def __post_init__(self) -> None:
         check_fields(self, _root)
 
@@ -229,7 +244,8 @@ class ServeConfig(_Section, frozen=True):
     events_max_attempts: PositiveInt = 8
     """Tries per batch before its events are dropped. A batch is tried again only when the CCS
     API provably did not process it (no connection, 429, 503), or with `[events] retry =
-    "always"` also after a timeout or another 5xx; never after a 4xx."""
+    "always"` also after a timeout or another 5xx; never after a 4xx. A try the open circuit
+    breaker refuses is not one: the batch waits for the breaker's probe."""
     events_backoff_ms: PositiveInt = 200
     """First retry pause; it doubles per attempt, jittered, up to `events_backoff_max_ms`."""
     events_backoff_max_ms: PositiveInt = 30_000
@@ -304,6 +320,7 @@ class Config(_Section, frozen=True):
         return f"Config(api_key={shown}, ccs_url={self.ccs_url!r}, ctx_url={self.ctx_url!r}, ...)"
 
     def with_overrides(self, **changes: Any) -> Config:
+        check_arguments(Config, _root, (), changes)
         return msgspec.structs.replace(self, **changes)
 
 

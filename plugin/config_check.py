@@ -18,24 +18,80 @@ from urllib.parse import urlsplit
 import msgspec
 
 from plugin.config_env import shown_value
+from plugin.errors import ENUM_PROBLEM, msgspec_problem
 from plugin.errors import ConfigError as ConfigError
-from plugin.errors import msgspec_problem
 
 
 def check_fields(section: msgspec.Struct, root: Callable[[], type[msgspec.Struct]]) -> None:
-    """Each field of `section` converted to its annotated type; a ConfigError naming the
-    field (its dotted place below `root()`, asked for only then: the root's own defaults are
-    made before it exists) and what was expected, with the value when it is safe to show
-    (never a key, never a URL)."""
+    """Each field of `section` converted to its annotated type, and kept so (a table given
+    as a dict becomes its section); a ConfigError naming the field (its dotted place below
+    `root()`, asked for only then: the root's own defaults are made before it exists) and what
+    was expected, with the value when it is safe to show (never a key, never a URL)."""
     for name, tp in _field_types(type(section)).items():
         value = getattr(section, name)
+        struct = _given_as_dict(value, tp)
+        if struct is not None:  # built as the section itself is: each field named
+            msgspec.structs.force_setattr(section, name, struct(**value))
+            continue
         try:
-            msgspec.convert(value, tp, strict=True)
+            converted = msgspec.convert(value, tp, strict=True)
         except msgspec.ValidationError as e:
             base = _join(section_path(type(section), root()), name)
+            base, value, e = _failing_entry(base, value, tp, e)
             path, text = humanize(e, root(), base)
             got = "" if ", got " in text else shown_value(value, (name,))
             raise ConfigError(f"config: {path}: {text}{got}", field=path) from None
+        if converted is not value:
+            msgspec.structs.force_setattr(section, name, converted)
+
+
+def check_arguments(
+    tp: type[msgspec.Struct],
+    root: Callable[[], type[msgspec.Struct]],
+    args: tuple[Any, ...],
+    names: Any,
+) -> None:
+    """A ConfigError for keyword arguments that name no field of `tp` (and for more
+    positional ones than it has), as an unknown key in a file gets: not a TypeError."""
+    fields = tp.__struct_fields__
+    for name in names:
+        if name not in fields:
+            path = _join(section_path(tp, root()), str(name))
+            known = ", ".join(fields)
+            raise ConfigError(f"config: {path}: unknown field; expected one of {known}", field=path)
+    if len(args) > len(fields):
+        where = section_path(tp, root()) or "config"
+        raise ConfigError(
+            f"config: {where}: expected at most {len(fields)} positional values, got {len(args)}",
+            field=where,
+        )
+
+
+def _given_as_dict(value: Any, tp: Any) -> type[msgspec.Struct] | None:
+    """The section type of a field given a dict of settings for it, or None."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return None
+    members = _members(tp)
+    structs = [m for m in members if _is_struct(m)]
+    return structs[0] if len(structs) == 1 and len(members) == 1 else None
+
+
+def _failing_entry(
+    base: str, value: Any, tp: Any, e: msgspec.ValidationError
+) -> tuple[str, Any, msgspec.ValidationError]:
+    """For a table (dict) field, the entry that failed, named by its key (`serve.upstreams.gam`)
+    rather than msgspec's `[...]`; else what was given."""
+    dict_tp = next((m for m in _members(tp) if get_origin(m) is dict), None)
+    if dict_tp is None or not isinstance(value, dict):
+        return base, value, e
+    key_tp, value_tp = get_args(dict_tp)
+    for key, entry in value.items():
+        try:
+            msgspec.convert(key, key_tp, strict=True)
+            msgspec.convert(entry, value_tp, strict=True)
+        except msgspec.ValidationError as inner:
+            return _join(base, str(key)), entry, inner
+    return base, value, e
 
 
 def humanize(
@@ -45,10 +101,10 @@ def humanize(
     below `base`; for a closed set of values the problem names the valid ones."""
     where, text = msgspec_problem(e)
     path = _join(base, where.lstrip("."))
-    text = f"{text[:1].lower()}{text[1:]}"
     choices = _literal_choices(root, path)
-    if choices and text.startswith("invalid enum value"):
-        text = f"expected one of {', '.join(repr(c) for c in choices)}, got {text[19:]}"
+    if choices and text.startswith(ENUM_PROBLEM):
+        shown = ", ".join(repr(c) for c in choices)
+        text = f"expected one of {shown}, got {text.removeprefix(ENUM_PROBLEM)}"
     return path, text
 
 

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 
 import msgspec
 
+from plugin.errors import ENUM_PROBLEM, msgspec_problem
 from plugin.errors import EnvError as EnvError
 
 ENV_PREFIX = "COHORTKV_"
@@ -258,10 +259,7 @@ def coerce(raw: str, tp: Any, *, variable: str = "", path: Path = ()) -> Any:
     try:
         msgspec.convert(value, tp, strict=False)
     except msgspec.ValidationError as e:
-        text, sep, inner = str(e).rpartition(" - at `$")
-        if not sep:
-            text, inner = str(e), ""
-        inner = inner.rstrip("`")
+        inner, text = msgspec_problem(e)
         expected = _explain(text, tp if not inner else None) + shown_value(raw, path)
         raise EnvError(variable, path, expected, inner) from None
     return value
@@ -313,12 +311,12 @@ def _scalar(text: str, tp: type) -> bool | int | float | None:
 
 
 def _explain(text: str, tp: Any) -> str:
-    """msgspec's `Expected `int` >= 1` as `expected `int` >= 1`; for a closed set of values
-    (`tp` a Literal), the values."""
+    """The problem as `msgspec_problem` words it; for a closed set of values (`tp` a
+    Literal), the values."""
     choices = [get_args(m) for m in _members(tp) if get_origin(m) is Literal]
-    if choices and text.startswith("Invalid enum value"):
+    if choices and text.startswith(ENUM_PROBLEM):
         return f"expected one of {', '.join(repr(c) for c in choices[0])}"
-    return f"{text[:1].lower()}{text[1:]}"
+    return text
 
 
 def shown_value(value: Any, path: Path) -> str:

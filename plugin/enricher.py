@@ -38,7 +38,7 @@ from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, SignalResult
 from plugin.signals.behavioral import BehavioralSignal
 from plugin.signals.content_properties import ContentDescription
-from plugin.signals.content_url import ContentUrls, with_clean_url
+from plugin.signals.content_url import REDACTION_REASONS, ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.describe import ContentDescriber
 from plugin.signals.merge import build_keyvalues, cohorts_for
@@ -106,9 +106,8 @@ class Enricher:
             track=self.background.track,
             late_after_s=cfg.budget_ms / 1000,
         )
-        self.content_urls = ContentUrls(
-            cfg.content.drop_query, self.metrics.content_url_redactions.inc
-        )
+        redactions = {r: self.metrics.content_url_redactions.labels(r) for r in REDACTION_REASONS}
+        self.content_urls = ContentUrls(cfg.content.drop_query, lambda r: redactions[r].inc())
         plays = cfg.events.play_events or {a.play_event for a in self.adapters}
         views = EventViews(self.sessions, self.metrics, plays, self.content_urls)
         self.events = Tracking(views, self.behavioral.call, self.decide, self.start)

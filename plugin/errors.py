@@ -117,12 +117,34 @@ _AT = re.compile(r" - at `\$(.*)`$")
 
 
 def msgspec_problem(e: msgspec.ValidationError) -> tuple[str, str]:
-    """(path, problem) out of msgspec's message: the one place its text is read.
+    """(path, problem) out of msgspec's message: the one place its text is read, and put in
+    the project's words ("expected ...").
 
-    `Expected `int` >= 1, got `str` - at `$.cache.ttl`` → (`.cache.ttl`, `Expected `int` >= 1,
-    got `str``). The path keeps msgspec's form (`.a.b`, `[2]`) and is "" at the root."""
+    `Expected `int` >= 1, got `str` - at `$.cache.ttl`` → (`.cache.ttl`, `expected `int` >= 1,
+    got `str``); `Expected `str` of length <= 64` → `expected `str` of at most 64 characters`;
+    a missing or unknown field is named in the path (`.cache.typo`: `unknown field`). The path
+    keeps msgspec's form (`.a.b`, `[2]`) and is "" at the root."""
     message = str(e)
     m = _AT.search(message)
-    if m is None:
-        return "", message
-    return m.group(1), message[: m.start()]
+    path, text = ("", message) if m is None else (m.group(1), message[: m.start()])
+    if f := _FIELD.fullmatch(text):
+        problem = "unknown field" if f[1] == "contains unknown" else _REQUIRED
+        return f"{path}.{f[2]}", problem
+    if f := _ENUM.fullmatch(text):
+        return path, f"{ENUM_PROBLEM}{f[1]}"
+    text = _LENGTH.sub(_length, text)
+    return path, f"{text[:1].lower()}{text[1:]}"
+
+
+ENUM_PROBLEM = "expected one of the allowed values, got "
+"""How a value outside a closed set begins; callers that know the set name its values."""
+_REQUIRED = "expected a value (the field is required)"
+_FIELD = re.compile(r"Object (contains unknown|missing required) field `(.*)`", re.S)
+_ENUM = re.compile(r"Invalid enum value (.*)", re.S)
+_LENGTH = re.compile(r"`(str|bytes|array|object)` of length (<=|>=) (\d+)")
+_UNITS = {"str": "characters", "bytes": "bytes", "array": "items", "object": "entries"}
+
+
+def _length(m: re.Match[str]) -> str:
+    bound = "at most" if m[2] == "<=" else "at least"
+    return f"`{m[1]}` of {bound} {m[3]} {_UNITS[m[1]]}"

@@ -122,3 +122,25 @@ def test_enrich_request_flag_mistakes_name_the_flag(tmp_path: Path) -> None:
     p = cohortkv("enrich", auction, "--data", "{}", "--method", "GET", "--sandbox")
     assert p.returncode == 2 and "--method" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_enrich_reads_a_body_no_longer_than_the_sidecar_would(tmp_path: Path) -> None:
+    """An endless file or pipe is refused once it passes `serve.max_body_bytes`: one line,
+    exit 2, nothing sent."""
+    auction = "https://pbs.example.com/openrtb2/auction"
+    small = clean_env(COHORTKV_SERVE__MAX_BODY_BYTES="64")
+    expected = (
+        "--data: expected a body of at most 64 bytes (serve.max_body_bytes), got a longer one"
+    )
+    for data, stdin in (("@/dev/zero", None), ("-", "x" * 65), ("@-", "x" * 65), ("x" * 65, None)):
+        p = cohortkv("enrich", auction, "--data", data, "--sandbox", env=small, stdin=stdin)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.strip().splitlines() == [f"cohortkv enrich: {expected}"]
+    default = cohortkv("enrich", auction, "--data", "@/dev/zero", "--sandbox")
+    assert default.returncode == 2 and "at most 1048576 bytes" in default.stderr
+    (tmp_path / "bid.json").write_text(BID)
+    exact = clean_env(COHORTKV_SERVE__MAX_BODY_BYTES=str(len(BID)))
+    fits = cohortkv(
+        "enrich", auction, "--data", f"@{tmp_path / 'bid.json'}", "--sandbox", env=exact
+    )
+    assert fits.returncode == 0, fits.stderr

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plugin.config import Config, ConfigError, load_config
 
@@ -152,6 +155,104 @@ def test_sections_built_alone_name_their_place_in_the_config() -> None:
 def test_overrides_are_checked_too() -> None:
     with pytest.raises(ConfigError, match="budget_ms"):
         Config(sandbox=True).with_overrides(budget_ms=0)
+
+
+def _build(path: str, kwargs: dict[str, object]) -> object:
+    """`Config(...)`, or the section at `path` built alone (`serve`, `cache`), from kwargs."""
+    from plugin import config
+
+    kinds = {"serve": config.ServeConfig, "cache": config.CacheConfig, "": Config}
+    return kinds[path](**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("section", "kwargs", "field"),
+    [
+        ("", {"bugdet_ms": 5}, "bugdet_ms"),
+        ("cache", {"ttl": 5}, "cache.ttl"),
+        ("", {"cache": "600"}, "cache"),
+        ("", {"cache": [600]}, "cache"),
+        ("", {"cache": {"contextual_ttl_s": "soon"}}, "cache.contextual_ttl_s"),
+        ("", {"serve": {"upstreams": ["gam"]}}, "serve.upstreams"),
+        ("", {"serve": {"upstreams": {"gam": 5}}}, "serve.upstreams.gam"),
+        ("serve", {"upstreams": {"gam": {"url": 5}}}, "serve.upstreams.gam.url"),
+        ("serve", {"upstreams": {"vast": {"platform": "query"}}}, "serve.upstreams.vast.url"),
+        ("", {"events": {"properties": ["a"]}}, "events.properties"),
+        ("", {"events": {"properties": {"season": "nope"}}}, "events.properties.season"),
+        ("", {"adapters": {"gam": 5}}, "adapters.gam"),
+        ("", {"adapters": {"gam": {"max_url_length": "x"}}}, "adapters.gam.max_url_length"),
+    ],
+)
+def test_wrong_shapes_and_unknown_names_in_python_are_config_errors(
+    section: str, kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        _build(section, kwargs)
+    assert e.value.field == field
+    assert str(e.value).startswith(f"config: {field}: ")
+
+
+def test_a_table_given_as_a_dict_becomes_its_section() -> None:
+    from plugin.config import UpstreamConfig
+
+    cfg = Config(
+        cache={"contextual_ttl_s": 60},  # type: ignore[arg-type]
+        serve={"upstreams": {"vast": {"url": "http://x", "platform": "query"}}},  # type: ignore[arg-type]
+    )
+    assert cfg.cache.contextual_ttl_s == 60 and cfg.cache.behavioral_ttl_s == 30 * 86400
+    assert cfg.serve.upstreams["vast"] == UpstreamConfig(url="http://x", platform="query")
+    assert cfg.serve.explain_from == ("127.0.0.0/8", "::1/128")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"COHORTKV_CACHE__REDIS_PREFIX": "p" * 65},
+            "cache.redis_prefix: expected `str` of at most 64 characters",
+        ),
+        ({"COHORTKV_KEYS__MODE": "both"}, "keys.mode: expected one of 'merge', 'split'"),
+    ],
+)
+def test_length_and_enum_problems_are_in_our_words(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, env)
+    assert message in str(e.value) and "length" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        Config(cache={"redis_prefix": "p" * 65})  # type: ignore[arg-type]
+    assert str(e.value).startswith("config: cache.redis_prefix: expected `str` of at most 64 ")
+
+
+def test_unknown_overrides_are_config_errors() -> None:
+    with pytest.raises(ConfigError) as e:
+        Config(sandbox=True).with_overrides(bugdet_ms=5)
+    assert e.value.field == "bugdet_ms" and "budget_ms" in str(e.value)
+
+
+_JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([f.name for f in msgspec.structs.fields(Config)] + ["nope"]),
+    st.sampled_from(["", "cache", "serve", "events", "adapters"]),
+    _JUNK,
+)
+def test_anything_given_in_python_is_accepted_or_a_config_error(
+    name: str, inner: str, value: object
+) -> None:
+    kwargs: dict[str, object] = {"sandbox": True}
+    kwargs.update({inner: {name: value}} if inner else {name: value})
+    try:
+        Config(**kwargs)  # type: ignore[arg-type]
+    except ConfigError as e:
+        assert str(e).startswith("config: ") and e.field
+    except DeprecationWarning:
+        pass  # log_json: still read, with a warning
 
 
 async def test_an_enricher_never_starts_on_a_bad_config_built_in_python() -> None:

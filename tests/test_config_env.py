@@ -81,7 +81,7 @@ def test_an_error_in_the_file_is_not_blamed_on_a_variable_that_set_the_same_tabl
     f.write_text("[cache]\ncontextual_ttl = 60\n")
     with pytest.raises(ConfigError) as e:
         load_config(f, {"COHORTKV_CACHE": '{"contextual_ttl_s": 45}'})
-    assert str(e.value).startswith("config: cache: "), str(e.value)
+    assert str(e.value) == "config: cache.contextual_ttl: unknown field"
     with pytest.raises(ConfigError) as e:
         load_config(None, {"COHORTKV_ADAPTERS": '{"nope": {}}'})
     assert str(e.value).startswith("environment COHORTKV_ADAPTERS: adapters.nope: expected a")

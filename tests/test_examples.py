@@ -19,12 +19,23 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def run_example(name: str, **env: str) -> subprocess.CompletedProcess[str]:
+OFFLINE = ROOT / "tests" / "helpers" / "offline"
+"""Put first on PYTHONPATH: its `sitecustomize` lets the process reach loopback only."""
+
+
+def offline_env(**env: str) -> dict[str, str]:
+    """The environment an example runs in: no COHORTKV_* of the caller's, the sandbox, and no
+    network but loopback."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("COHORTKV_")}
+    path = os.pathsep.join(p for p in (str(OFFLINE), clean.get("PYTHONPATH", "")) if p)
+    return {**clean, "PYTHONPATH": path, "COHORTKV_SANDBOX": "true", **env}
+
+
+def run_example(name: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         cwd=ROOT,
-        env={**clean, "COHORTKV_SANDBOX": "true", **env},
+        env=offline_env(**env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -44,6 +55,33 @@ CHECKED = {
 def test_every_example_is_run_here() -> None:
     shipped = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".toml")}
     assert shipped == CHECKED
+
+
+def test_examples_run_with_no_network_but_loopback() -> None:
+    """The guard every example runs under refuses the network: an example passing here needs
+    none (a name lookup or a connection anywhere but loopback fails it)."""
+    probe = (
+        "import socket, urllib.request\n"
+        "for f in (lambda: socket.create_connection(('192.0.2.1', 80), timeout=1),\n"
+        "          lambda: socket.getaddrinfo('api.permutive.app', 443),\n"
+        "          lambda: urllib.request.urlopen('https://api.permutive.com/', timeout=1)):\n"
+        "    try:\n"
+        "        f()\n"
+        "    except OSError as e:\n"
+        "        print('refused' if 'offline' in str(e) else f'other: {e}')\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "socket.create_connection(s.getsockname(), timeout=1).close(); print('loopback ok')\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["refused", "refused", "refused", "loopback", "ok"]
 
 
 def test_gam_library() -> None:

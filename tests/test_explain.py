@@ -410,6 +410,23 @@ async def test_cohort_names_from_a_workspace_file(
         assert names["67890"] is None
 
 
+async def test_meta_says_truly_where_cohort_names_come_from(
+    ex: Running, fake: FakePermutive, ads: FakeAdServer, tmp_path: Path
+) -> None:
+    """Against Permutive's APIs without a workspace file no name is known: the page must not
+    claim the sandbox's."""
+    _, meta = await get_json(ex, "/explain/meta")
+    assert meta["sandbox"] is False and meta["names"] is None
+    ws = tmp_path / "ws.toml"
+    ws.write_text('[[contextual]]\ncode = "1"\nname = "One"\nurl_prefix = "https://"\n')
+    async with running(explain_config(fake, ads, explain_workspace=str(ws))) as r:
+        assert (await get_json(r, "/explain/meta"))[1]["names"] == "workspace"
+    sandboxed = explain_config(fake, ads).with_overrides(api_key=None, sandbox=True)
+    async with running(sandboxed) as r:
+        _, meta = await get_json(r, "/explain/meta")
+        assert meta["sandbox"] is True and meta["names"] == "sandbox"
+
+
 async def test_meta_and_live_decisions_follow_real_traffic(ex: Running) -> None:
     status, meta = await get_json(ex, "/explain/meta")
     assert status == 200 and "gam" in meta["platforms"] and meta["upstreams"]["gam"] == "gam"

@@ -134,6 +134,7 @@ def explain_gam(driver: Any) -> None:
     wait(driver, lambda d: "written: permutive=" in text(d, "verdict"), "the run's verdict")
     cohorts = text(driver, "cohorts")
     assert "Sports fans" in cohorts  # the sandbox workspace's name for cohort 10001
+    assert "cohort names from the sandbox's workspace" in cohorts  # /explain/meta's names
     assert "not activated" in cohorts
     (changed,) = marked(driver, "after")
     assert changed.startswith("cust_params=") and "%2C10001%2C" in changed

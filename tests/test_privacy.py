@@ -218,14 +218,22 @@ async def test_sidecar_alias_cannot_bring_back_a_limit_ad_tracking_device_id(
     fake: FakePermutive, ads: FakeAdServer
 ) -> None:
     async with running(sidecar_config(fake, ads)) as side:
-        tail = "/gampad/ads?iu=/1/ctv&description_url=https%3A%2F%2Fpub.example%2Fv%2F1&is_lat=1"
+        tail = (
+            "/gampad/ads?iu=/1/ctv&description_url=https%3A%2F%2Fpub.example%2Fv%2F1&is_lat=1"
+            "&us_privacy=1YNN"  # consent allowed: only the flag stands in the way
+        )
         resp = await side.client.get(f"/proxy/gam{tail}&cohortkv_alias=idfa%3A{IDFA}")
         assert resp.status == 200
         resp = await side.client.get(
             f"/proxy/gam{tail}", headers={"X-Cohortkv-Alias": f"tifa:{IDFA}"}
         )
         assert resp.status == 200
-    assert fake.calls["ccs"] == 0
+        assert fake.calls["ccs"] == 0
+        # A first-party alias is not an advertising id: the flag leaves it (docs/privacy.md).
+        resp = await side.client.get(f"/proxy/gam{tail}&cohortkv_alias=ppid%3Apub-42")
+        assert resp.status == 200
+    (call,) = fake.bodies["ccs"]
+    assert call["body"]["alias"] == {"tag": "ppid", "id": "pub-42"} and IDFA not in str(call)
 
 
 async def test_sidecar_reserved_parameter_and_header_cannot_grant_over_the_request(

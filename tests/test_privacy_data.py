@@ -110,7 +110,78 @@ async def test_an_email_in_the_content_url_never_reaches_the_contextual_api(
     assert call["body"]["url"] == "https://pub.example/watch?v=1&t=30#top"
     assert call["body"]["page_properties"]["client"]["url"] == call["body"]["url"]
     assert "amy" not in json.dumps(call)
-    assert proxy.sample("cohortkv_content_url_redactions_total") == 1
+    assert proxy.sample("cohortkv_content_url_redactions_total", reason="email") == 1
+
+
+LEAKY_PAGE = "https://editor:s3cret@pub.example/u/amy%40example.com/watch?v=1&by=bob@example.org"
+"""Credentials before the host, an address in the path and another in the query."""
+LEAKY_CLEANED = "https://pub.example/u/redacted/watch?v=1"
+
+
+def _leaks(sent: object) -> list[str]:
+    text = unquote(unquote(json.dumps(sent)))
+    return [w for w in ("amy", "bob", "editor", "s3cret") if w in text]
+
+
+async def test_no_url_sent_anywhere_carries_an_address_or_credentials(
+    fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    """The Contextual request and the play event's `client.url` leave cleaned alike."""
+    async with running(sidecar(fake, ads)) as side:
+        await get(
+            side,
+            f"/proxy/gam/gampad/ads?iu=/1&rdid={IDFA}&idtype=idfa{GRANT}&description_url="
+            + quote(LEAKY_PAGE, safe=""),
+        )
+        (ctx_call,) = fake.bodies["contextual"]
+        (ccs_call,) = fake.bodies["ccs"]
+        assert ctx_call["body"]["url"] == LEAKY_CLEANED
+        assert ctx_call["body"]["page_properties"]["client"]["url"] == LEAKY_CLEANED
+        (play,) = ccs_call["body"]["events"]
+        assert play["properties"]["client"]["url"] == LEAKY_CLEANED
+        assert _leaks(ctx_call) == [] and _leaks(ccs_call) == []
+        assert side.sample("cohortkv_content_url_redactions_total", reason="email") == 1
+        assert side.sample("cohortkv_content_url_redactions_total", reason="userinfo") == 1
+
+
+async def test_a_hosts_client_section_is_cleaned_in_the_ad_requests_play_event(
+    fake: FakePermutive,
+) -> None:
+    device = Identity(alias=Alias(tag="idfa", id=IDFA))
+    client = {"referrer": LEAKY_PAGE, "url": LEAKY_PAGE}
+    ctx = Context(
+        identity=device,
+        content=Content(url=LEAKY_PAGE, properties={"client": client}),
+    )
+    async with Enricher(config(fake)) as e:
+        await e.enrich("https://pubads.g.doubleclick.net/gampad/ads?iu=/1&us_privacy=1YNN", ctx)
+    (call,) = fake.bodies["ccs"]
+    (play,) = call["body"]["events"]
+    assert play["properties"]["client"]["referrer"] == LEAKY_CLEANED
+    assert play["properties"]["client"]["url"] == LEAKY_CLEANED
+    assert _leaks(call) == [] and _leaks(fake.bodies["contextual"]) == []
+
+
+async def test_a_host_events_client_url_is_cleaned_too(fake: FakePermutive) -> None:
+    device = Identity(alias=Alias(tag="idfa", id=IDFA))
+    play = Event(
+        name="Videoview",
+        time=now_rfc3339(),
+        properties={"client": {"url": LEAKY_PAGE, "referrer": LEAKY_PAGE, "title": "T"}},
+    )
+    async with Enricher(config(fake)) as e:
+        assert await e.track([play], identity=device, consent=True) == 1
+        emails = e.metrics.registry.get_sample_value(
+            "cohortkv_content_url_redactions_total", {"reason": "email"}
+        )
+    (call,) = fake.bodies["ccs"]
+    (event,) = call["body"]["events"]
+    assert event["properties"]["client"] == {
+        "url": LEAKY_CLEANED,
+        "referrer": LEAKY_CLEANED,
+        "title": "T",
+    }
+    assert _leaks(call) == [] and emails is not None and emails >= 1
 
 
 async def test_drop_query_sends_content_urls_without_query_or_fragment(
@@ -120,6 +191,9 @@ async def test_drop_query_sends_content_urls_without_query_or_fragment(
     async with running(cfg) as side:
         await get(side, "/proxy/gam/gampad/ads?iu=/1&description_url=" + quote(CHILD_PAGE))
     assert fake.bodies["contextual"][0]["body"]["url"] == "https://pub.example/watch"
+    async with running(cfg) as side:  # the path and the authority are cleaned as well
+        await get(side, "/proxy/gam/gampad/ads?iu=/1&description_url=" + quote(LEAKY_PAGE))
+    assert fake.bodies["contextual"][1]["body"]["url"] == "https://pub.example/u/redacted/watch"
 
 
 async def test_the_dry_run_shows_the_content_url_as_it_would_leave(fake: FakePermutive) -> None:
@@ -128,8 +202,12 @@ async def test_the_dry_run_shows_the_content_url_as_it_would_leave(fake: FakePer
     tag = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1&description_url="
     async with Enricher(config(fake)) as e:
         x = await DryRun(e).explain(tag + quote(CHILD_PAGE, safe=""))
-        counted = e.metrics.registry.get_sample_value("cohortkv_content_url_redactions_total")
+        leaky = await DryRun(e).explain(tag + quote(LEAKY_PAGE, safe=""))
+        counted = e.metrics.registry.get_sample_value(
+            "cohortkv_content_url_redactions_total", {"reason": "email"}
+        )
     assert x.read is not None and x.read.content["url"] == "https://pub.example/watch?v=1&t=30#top"
+    assert leaky.read is not None and leaky.read.content["url"] == LEAKY_CLEANED
     assert counted == 0  # a dry run counts nothing in the ad path's metrics
 
 
@@ -184,11 +262,43 @@ def test_an_email_field_is_removed_however_it_was_encoded(
     query = [*plain]
     query.insert(min(at, len(query)), f"{name}={value}")
     url = "https://pub.example/v/1?" + "&".join(query)
-    cleaned, removed = clean_content_url(url)
-    assert removed == 1 and "@" not in cleaned and "%40" not in cleaned.upper()
+    cleaned, removed, userinfo = clean_content_url(url)
+    assert removed == 1 and not userinfo and "@" not in cleaned and "%40" not in cleaned.upper()
     assert cleaned == "https://pub.example/v/1" + ("?" + "&".join(plain) if plain else "")
     # a URL without an address is left exactly as it was
-    assert clean_content_url(cleaned) == (cleaned, 0)
+    assert clean_content_url(cleaned) == (cleaned, 0, False)
+    # and an address in the path goes as well, the path keeping its shape
+    in_path = clean_content_url(f"https://pub.example/{value}/v?{'&'.join(plain)}")
+    assert in_path.emails == 1 and in_path.url.startswith("https://pub.example/redacted/v")
+
+
+@given(
+    st.sampled_from(["https", "http", "myapp"]),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789:%.@-_~", min_size=1, max_size=16),
+    st.sampled_from(["", "/", "/v/1", "/v/1?x=1", "?x=1#t", "#t"]),
+    st.booleans(),
+)
+def test_userinfo_is_stripped_before_anything_leaves(
+    scheme: str, userinfo: str, rest: str, drop_query: bool
+) -> None:
+    cleaned = clean_content_url(f"{scheme}://{userinfo}@pub.example:8443{rest}", drop_query)
+    assert cleaned.userinfo
+    assert cleaned.url.startswith(f"{scheme}://pub.example:8443")
+    kept = rest.split("?")[0].split("#")[0] if drop_query else rest
+    assert cleaned.url == f"{scheme}://pub.example:8443{kept}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.youtube.com/@channel/videos",
+        "https://pub.example/v/1?by=@amy",
+        "myapp://podcast/1",
+        "https://pub.example/a%20b/c",
+    ],
+)
+def test_urls_without_an_address_or_userinfo_stay_as_they_are(url: str) -> None:
+    assert clean_content_url(url) == (url, 0, False)
 
 
 @pytest.mark.parametrize(

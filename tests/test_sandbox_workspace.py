@@ -146,7 +146,7 @@ def test_error_message_format_of_the_brief() -> None:
 BAD: list[tuple[str, Any, str]] = [
     ("cohorts.0.code", 1001, "workspace: cohorts[0].code: expected str, got int"),
     ("cohorts.0.code", " ", "workspace: cohorts[0].code: expected a non-empty string"),
-    ("cohorts.0.name", _DELETE, "workspace: cohorts[0].name: required field is missing"),
+    ("cohorts.0.name", _DELETE, "workspace: cohorts[0].name: expected a value (the field is"),
     ("cohorts.0.rule.all.0.evnt", "x", "workspace: cohorts[0].rule.all[0].evnt: unknown field"),
     ("cohorts.0.activations", ["dfp", ""], "cohorts[0].activations[1]: expected a non-empty"),
     (f"{RULE0}.event", "VideoView", "cohorts[0].rule.all[0].event: expected an event of the"),

@@ -156,6 +156,17 @@ async def test_enrich_semantic_errors_are_named_too(side: Running) -> None:
             "context.consent.gpp_sid[1]",
             "an integer",
         ),
+        (
+            b'{"url": "x", "context": {"consent": {"us_privacy": "%s"}}}' % (b"1" * 65),
+            "context.consent.us_privacy",
+            "a string of at most 64 characters",
+        ),
+        (
+            b'{"url": "x", "context": {"consent": {"gpp_sid": [%s]}}}' % b",".join([b"2"] * 65),
+            "context.consent.gpp_sid",
+            "an array of at most 64 items",
+        ),
+        (b'{"url": "x", "method": "PUT"}', "method", "one of: GET, POST"),
     ],
 )
 async def test_enrich_bad_bodies(side: Running, raw: bytes, field: str, expected: str) -> None:
@@ -200,6 +211,36 @@ async def test_events_are_delivered_in_order_in_batches_of_ten(
     assert all(b["alias"] == {"tag": "idfa", "id": "DEV-1"} for b in batches)
     assert side.sample("cohortkv_events_total", state="queued") == 25
     assert side.sample("cohortkv_events_queue_depth") == 0
+
+
+async def test_a_retry_refused_by_the_open_breaker_waits_instead_of_using_up_the_tries(
+    fake: FakePermutive, ads: FakeAdServer
+) -> None:
+    """One failure opens the breaker; the batch's second and last try comes while it is open.
+    Nothing went out, so the try is not spent: the batch waits for the breaker's probe and is
+    delivered once the API is back."""
+    from plugin.config import HttpConfig
+
+    http = HttpConfig(breaker_failures=1, breaker_open_s=0.5, breaker_max_open_s=0.5)
+    cfg = sidecar_config(
+        fake, ads, events_max_attempts=2, events_backoff_ms=10, events_backoff_max_ms=20
+    ).with_overrides(http=http)
+    fake.replies["ccs"] = [503]  # then the API recovers
+    body = {"identity": {"user_id": USER}, "consent": GRANTED, "events": [event(recent(1))]}
+    async with running(cfg) as side:
+        status, _ = await post(side, "/v1/events", body)
+        assert status == 202
+        await until(
+            lambda: (
+                side.sample("cohortkv_events_total", state="sent") == 1
+                or side.total("cohortkv_events_dropped_total") > 0
+            )
+        )
+        refused = side.sample("cohortkv_upstream_errors_total", api="ccs", kind="breaker_open")
+        assert side.total("cohortkv_events_dropped_total") == 0
+        assert side.sample("cohortkv_events_total", state="sent") == 1
+    assert refused >= 1  # the breaker did refuse a try
+    assert [c["status"] for c in fake.bodies["ccs"]] == [503, 200]
 
 
 async def test_completion_event_shares_the_view_of_the_proxied_play_event(

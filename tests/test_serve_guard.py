@@ -288,6 +288,23 @@ _S = SECRET.encode()
         ),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX " + _S + b": 1\r\n\r\n", "invalid header token"),
         (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + _S, "HTTPS traffic on an HTTP port"),
+        (
+            b"GET " + GAM.encode() + b" HTTP/1.1\r\nHost: x\r\nHost: " + _S + b"\r\n\r\n",
+            "duplicate 'Host' header found",
+        ),
+        (
+            b"POST /v1/enrich HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Content-Length: 2\r\nX: " + _S + b"\r\n\r\n{}",
+            "duplicate Content-Length",
+        ),
+        (
+            b"GET /proxy/gam/caf\xc3\xa9?" + _S + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            "invalid request target",
+        ),
+        (
+            b"GET " + GAM.encode() + b"&t=\xe9" + _S + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            "invalid request target",
+        ),
     ],
     ids=[
         "bad-request-line",
@@ -298,6 +315,10 @@ _S = SECRET.encode()
         "request-line-too-long",
         "bad-header-name",
         "tls-handshake",
+        "duplicate-host",
+        "duplicate-content-length",
+        "non-ascii-proxy-path",
+        "non-ascii-proxy-query",
     ],
 )
 async def test_parser_rejections_answer_json_without_echo(

@@ -229,6 +229,10 @@ async def test_never_an_open_proxy(request_line: bytes, side: Running, ads: Fake
     )
     assert 400 <= status < 500
     assert ads.requests == []
+    # What the proxy itself refuses is counted (the HTTP parser's refusals count as malformed
+    # connections: tests/test_serve_guard.py).
+    if status == 400 and request_line.startswith(b"GET /proxy/gam/"):
+        assert side.sample("cohortkv_bad_input_total", source="proxy", kind="target") == 1
 
 
 async def test_the_host_header_never_picks_the_server(side: Running, ads: FakeAdServer) -> None:
@@ -335,3 +339,36 @@ async def test_a_body_that_breaks_off_is_not_passed_off_as_complete(
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/gampad//ads?iu=/1/x&output=vast", "/gampad//ads?iu=/1/x&output=vast"),
+        ("//gampad///ads?iu=1", "//gampad///ads?iu=1"),
+        ("/gampad/ads?", "/gampad/ads?"),
+        ("/gampad//ads?", "/gampad//ads?"),
+        ("/x//y/?", "/x//y/?"),
+    ],
+)
+async def test_double_slashes_and_a_bare_question_mark_reach_the_ad_server_as_sent(
+    side: Running, ads: FakeAdServer, target: str, expected: str
+) -> None:
+    """Nothing to add (no consent): the target the ad server reads is the one received."""
+    status, _ = await raw_http(
+        side,
+        b"GET /proxy/gam" + target.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert status == 200
+    assert ads.last.target == expected
+
+
+@pytest.mark.parametrize("upstream", sorted(CASES))
+async def test_double_slashes_survive_an_enriched_request(
+    side: Running, ads: FakeAdServer, upstream: str
+) -> None:
+    path, sent, expected = CASES[upstream]
+    doubled = path.replace("/", "//", 1)
+    resp = await get(side, f"/proxy/{upstream}{doubled}?{sent}", {"X-Cohortkv-Consent": "granted"})
+    assert resp.status == 200
+    assert ads.last.target == f"{doubled}?{expected}"

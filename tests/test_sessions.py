@@ -215,3 +215,21 @@ async def test_empty_properties_are_left_out_of_the_play_event_and_the_contextua
     assert done["properties"] == {"y": 2}
     (ctx_call,) = fake.bodies["contextual"]
     assert ctx_call["body"]["page_properties"] == {"client": client, "video": expected}
+
+
+async def test_two_ad_requests_of_one_new_view_at_once_send_one_play_event(
+    fake: FakePermutive, clock: Clock
+) -> None:
+    """docs/signals.md, "Two ad requests of one new view at once": the first claims the view
+    and sends its play event; the second, arriving while that call is in flight, sends none and
+    waits on the same call."""
+    fake.delay["ccs"] = 0.05
+    async with enricher(fake, clock) as e:
+        first, second = await asyncio.gather(
+            e.enrich(GAM, ctx("https://example.com/v/new")),
+            e.enrich(GAM.replace("sz=640x480", "sz=1x1"), ctx("https://example.com/v/new")),
+        )
+    assert len(play_events(fake)) == 1 and fake.calls["ccs"] == 1
+    got = sorted((r.behavioral.source, r.behavioral.reason) for r in (first, second))
+    assert got[1] == ("live", "view_reuse") and got[0][0] == "live"
+    assert first.behavioral.cohorts == second.behavioral.cohorts

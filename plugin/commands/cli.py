@@ -278,7 +278,7 @@ async def _enrich(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     context = context_from_args(args)
-    request = request_from_args(args)
+    request = request_from_args(args, cfg.serve.max_body_bytes)
     async with Enricher(cfg) as enricher:
         result = await enricher.enrich(request, context, platform=args.platform, origin="cli")
         failed = api_failures(enricher, result)

@@ -111,7 +111,9 @@ class Metrics:
         )
         self.content_url_redactions = Counter(
             "cohortkv_content_url_redactions_total",
-            "Content URLs that lost query fields holding an e-mail address before use.",
+            "URLs that lost something before they left, by reason: an e-mail address (query or"
+            " fragment field, path segment) or userinfo (user:password@).",
+            ["reason"],
             registry=r,
         )
         self.shared_store_invalid = Counter(

@@ -76,6 +76,13 @@ class Breaker:
         self._probe_out = True
         return True
 
+    def remaining_s(self) -> float:
+        """Seconds until an open breaker lets its probe through (0 unless it is open): how long
+        a caller that can wait (an event's retry) should."""
+        if self.state is not State.OPEN:
+            return 0.0
+        return max(0.0, self._reopen_at - self._clock())
+
     def success(self) -> None:
         self._consecutive = 0
         self._probe_out = False

@@ -173,7 +173,8 @@ class _Client:
         if self.inflight >= self._max_inflight:
             raise self._fail(UpstreamError(self.api, "shed"))
         if not self.breaker.allow():
-            raise self._fail(UpstreamError(self.api, "breaker_open"))
+            wait = self.breaker.remaining_s()
+            raise self._fail(UpstreamError(self.api, "breaker_open", retry_after_s=wait))
         self.inflight += 1
         try:
             payload = await self._call(body, headers)

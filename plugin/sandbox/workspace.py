@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from plugin.errors import WorkspaceError as WorkspaceError
+from plugin.errors import msgspec_problem
 
 OPS = ("eq", "ne", "in", "contains", "gt", "gte", "lt", "lte", "exists")
 SCALAR_TYPES = ("string", "number", "integer", "boolean")
@@ -132,22 +133,16 @@ def workspace_from_dict(data: Mapping[str, Any]) -> Workspace:
     try:
         ws = msgspec.convert(data, Workspace)
     except msgspec.ValidationError as e:
-        raise WorkspaceError(_msgspec_message(str(e))) from None
+        raise WorkspaceError(_msgspec_message(e)) from None
     check_workspace(ws)
     return ws
 
 
-def _msgspec_message(text: str) -> str:
-    """Rewrite msgspec's `Expected `str`, got `int` - at `$.a[0].b`` as `workspace: a[0].b: ...`."""
-    m = re.fullmatch(r"(.*) - at `\$\.?(.*)`", text, re.S)
-    msg, path = (m.group(1), m.group(2)) if m else (text, "")
-    if f := re.fullmatch(r"Object missing required field `(.*)`", msg):
-        return f"workspace: {_join(path, f.group(1))}: required field is missing"
-    if f := re.fullmatch(r"Object contains unknown field `(.*)`", msg):
-        return f"workspace: {_join(path, f.group(1))}: unknown field"
+def _msgspec_message(e: msgspec.ValidationError) -> str:
+    """msgspec's `Expected `str`, got `int` - at `$.a[0].b`` as `workspace: a[0].b: ...`."""
+    path, msg = msgspec_problem(e)
     msg = re.sub(r"`([^`]*)`", r"\1", msg)
-    msg = msg[:1].lower() + msg[1:]
-    return f"workspace: {path or '(top level)'}: {msg}"
+    return f"workspace: {path.lstrip('.') or '(top level)'}: {msg}"
 
 
 def _join(path: str, field: str) -> str:

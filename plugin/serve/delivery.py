@@ -251,7 +251,9 @@ class Deliveries:
         n = len(batch)
         joined = Prepared.joined([item.part for item in batch])
         policy = self._policy
-        for attempt in range(1, policy.max_attempts + 1):
+        attempt = 0
+        while attempt < policy.max_attempts:
+            attempt += 1
             try:
                 await self._send(joined)
             except UpstreamError as e:
@@ -269,12 +271,18 @@ class Deliveries:
                         e,
                     )
                     return "uncertain", str(e)
-                if attempt == policy.max_attempts:
+                # Refused by the open breaker: nothing went out, so the try is not spent; the
+                # batch waits for the breaker's probe instead (it reopens within max_open_s).
+                deferred = e.kind == "breaker_open"
+                if attempt == policy.max_attempts and not deferred:
                     self._warn.warning("events:exhausted", "events dropped after retries: %s", e)
                     return "exhausted", str(e)
                 if not await self._pause(policy.pause_s(attempt, e), batch):
                     return "stopped", str(e)
-                self._retried.inc(n)
+                if deferred:
+                    attempt -= 1
+                else:
+                    self._retried.inc(n)
                 continue
             except Exception as e:
                 self._warn.warning("events:bug", "event delivery failed: %s", type(e).__name__)

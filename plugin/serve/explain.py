@@ -12,7 +12,8 @@ it). Everything else gets a JSON 403, and with explain off the routes do not exi
   ad server, ever. It wants `Content-Type: application/json` and refuses requests another
   site's page makes (a mismatched `Origin`, `Sec-Fetch-Site: cross-site`).
 - `GET /explain/decisions`: the last decisions (`plugin.observe.decisions`), polled by the page.
-- `GET /explain/meta`: the platforms, upstreams and whether this is the sandbox.
+- `GET /explain/meta`: the platforms, upstreams, whether this is the sandbox, and where the
+  cohort names shown come from (`names`: `workspace`, `sandbox` or null).
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class Explain:
                 "platforms": self._platforms,
                 "upstreams": {n: up.platform for n, up in self._upstreams.items()},
                 "sandbox": bool(self._enricher.config.sandbox),
-                "names": "workspace" if self._named_by_file else "sandbox",
+                "names": self._names_source(),
             },
         )
 
@@ -276,6 +277,13 @@ class Explain:
                 )
             )
         return url, None, {}, None
+
+    def _names_source(self) -> str | None:
+        """Where the cohort names shown come from (`_name_sandbox_cohorts`): the
+        `explain_workspace` file, else the sandbox's workspace, else nowhere (None)."""
+        if self._named_by_file:
+            return "workspace"
+        return "sandbox" if self._enricher.sandbox is not None else None
 
     def _name_sandbox_cohorts(self) -> None:
         sandbox = self._enricher.sandbox

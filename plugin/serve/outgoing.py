@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -44,6 +45,18 @@ BODY_HEADERS: tuple[str, ...] = ("Content-Type", "Content-Encoding")
 
 OutBody = tuple[bytes, list[tuple[str, str]]]
 """The body that goes to the ad server, and the headers that describe it."""
+
+
+def target_url(url: str) -> yarl.URL:
+    """`url` as the ad server is to read it, byte for byte (`encoded=True`: `//` and escapes
+    stay). yarl has no empty query (`/ads?` would go out as `/ads`), so a bare `?` rides at
+    the end of the path, where aiohttp writes it as it is."""
+    if not url.endswith("?") or "#" in url:
+        return yarl.URL(url, encoded=True)
+    u = yarl.URL(url[:-1], encoded=True)
+    return yarl.URL.build(
+        scheme=u.scheme, authority=u.raw_authority, path=u.raw_path + "?", encoded=True
+    )
 
 
 def ad_request(request: web.Request, url: str, body: Body | None) -> AdRequest:

@@ -9,8 +9,9 @@ Each upstream has a platform (`[serve.upstreams.NAME] platform`): its adapter re
 the requests. A request the platform does not recognise goes out unchanged, counted in
 `cohortkv_not_recognised_total` and logged (rate-limited) with the upstream and the reason.
 
-The query goes out byte for byte as the adapter returned it (`yarl.URL(..., encoded=True)`),
-minus the reserved `cohortkv_*` parameters (however spelled). A POST body (read by
+The path and query go out byte for byte as the adapter returned them
+(`plugin.serve.outgoing.target_url`: `//` and a bare `?` included), minus the reserved
+`cohortkv_*` parameters (however spelled). A POST body (read by
 `plugin.serve.intake`: bounded by `serve.max_body_bytes` as sent and as decoded, within
 `serve.body_timeout_s`) is decoded for the adapter when it is compressed; what goes out matches
 its Content-Encoding: the bytes as sent when the adapter wrote nothing, else the adapter's body
@@ -38,7 +39,6 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import msgspec
-import yarl
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -267,13 +267,13 @@ class Proxy:
     async def forward(self, request: web.Request, up: Upstream) -> web.StreamResponse:
         raw = request.raw_path
         if not raw.startswith(up.prefix) or _unsafe(raw):
-            return _bad_target(up)
+            return self._refuse_target(up)
         tail = raw[len(up.prefix) - 1 :]
         path, sep, query = tail.partition("?")
         if not safe_path(path):
-            return _bad_target(up)
+            return self._refuse_target(up)
         found: dict[str, str] = {}
-        if sep:
+        if query:  # a bare `?` (empty query) goes on as it came
             query, found = rp.split_reserved(query)
             if not query:
                 sep = ""
@@ -332,6 +332,12 @@ class Proxy:
         consent = rp.override(value(rp.CONSENT), found.get(rp.CONSENT), bad)
         return rp.given_context(value, consent, self._properties(h, found), bad)
 
+    def _refuse_target(self, up: Upstream) -> web.Response:
+        """A 400 for a target the proxy will not forward, counted and logged without it."""
+        self._bad_input("target")
+        self._warn.warning(f"proxy:{up.name}:target", "refused a request target for %s", up.name)
+        return _bad_target(up)
+
     def _bad_input(self, kind: str) -> None:
         self._bad.labels("proxy", kind).inc()
 
@@ -373,7 +379,7 @@ class Proxy:
         try:
             async with self.session.request(
                 ad.method,
-                yarl.URL(ad.url, encoded=True),
+                outgoing.target_url(ad.url),
                 headers=headers,
                 data=body[0] if body is not None else None,
                 allow_redirects=False,

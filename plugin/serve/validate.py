@@ -166,7 +166,17 @@ def _leaf(value: Any, tp: Any, path: str, description: str | None, out: list[Fie
     try:
         msgspec.convert(value, tp)
     except msgspec.ValidationError as e:
+        choices = _choices(tp)
+        if description is None and choices:
+            description = f"one of: {', '.join(str(c) for c in choices)}"
         out.append(_from_msgspec(e, path, description))
+
+
+def _choices(tp: Any) -> tuple[Any, ...]:
+    """The values of a closed set (a Literal, maybe optional), else ()."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    literal = [a for a in args if typing.get_origin(a) is typing.Literal]
+    return typing.get_args(literal[0]) if len(literal) == 1 else ()
 
 
 def _check_length(
@@ -191,7 +201,7 @@ def _from_msgspec(e: msgspec.ValidationError, path: str, description: str | None
         path = path + suffix if path != ROOT or suffix.startswith("[") else suffix.lstrip(".")
     if description is not None:
         return FieldError(path, description)
-    text = message.removeprefix("Expected ").split(", got ")[0]
+    text = message.removeprefix("expected ").split(", got ")[0]
     head, _, rest = text.partition(" ")
     name = _NAMES.get(head.strip("`"), head.strip("`"))
     return FieldError(path, f"{name} {rest}".strip().replace("`", ""))

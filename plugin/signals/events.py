@@ -169,7 +169,8 @@ def as_event(given: Event | Mapping[str, Any], path: str) -> Event:
         body = msgspec.convert(data, EventBody)
     except msgspec.ValidationError as e:
         where, text = msgspec_problem(e)
-        raise RequestError(f"{path}{where}", f"{text[:1].lower()}{text[1:]}") from None
+        expected = "a known field" if text == "unknown field" else text.removeprefix("expected ")
+        raise RequestError(f"{path}{where}", expected) from None
     errors: list[FieldError] = []
     properties = check_event(body, path, errors)
     if errors:

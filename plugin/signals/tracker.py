@@ -24,6 +24,7 @@ from plugin.identity import Identity
 from plugin.observe.metrics import HOST_PLAY_OUTCOMES, Metrics
 from plugin.permutive.wire import Event
 from plugin.result import Reason
+from plugin.signals.content_url import with_clean_client
 from plugin.signals.events import parse_event_time, prune_empty
 from plugin.signals.sessions import Claim, SessionTracker
 
@@ -99,7 +100,7 @@ class EventViews:
         for _, _, ev in timed:
             session = ev.session_id or ids.session_id
             view = ev.view_id or ids.view_id
-            props = prune_empty(ev.properties)
+            props = with_clean_client(prune_empty(ev.properties), self.content_url)
             if ev.name in self.play_events:
                 found = await self._open_view(key, session, view, ids, props, out.opened)
                 if found is None:
