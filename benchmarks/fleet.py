@@ -29,17 +29,15 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
 
-from benchmarks.procs import py, run_json
+from benchmarks.procs import Child, py, run_json
+from benchmarks.rows import Row, verdict
 from benchmarks.upstreams import new_loop
 from benchmarks.workload import GAM_QUERY
-
-if TYPE_CHECKING:
-    from benchmarks.scenarios import Bench
 
 CONCURRENCY = 256
 EVENTS_PER_REQUEST = 5
@@ -200,27 +198,49 @@ def _config(redis_url: str, queue: str) -> str:
     )
 
 
-def run(bench: Bench) -> None:
-    from benchmarks.scenarios import Row, verdict
+class Plan(Protocol):
+    @property
+    def fleet_viewers(self) -> int: ...
+    @property
+    def fleet_event_requests(self) -> int: ...
 
+
+class Bench(Protocol):
+    """What scenario 8 uses of the benchmark run (`benchmarks.scenarios.Bench`)."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def rows(self) -> list[Row]: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+    def log(self, line: str) -> None: ...
+    def sidecar(self, *, extra: str = "", serve: str = "") -> Child: ...
+    def set_upstream(self, role: str, **control: Any) -> None: ...
+    def restore_upstreams(self) -> None: ...
+    def reset_stats(self) -> None: ...
+    def stats(self) -> dict[str, dict[str, Any]]: ...
+
+
+def run(bench: Bench) -> None:
     redis = RedisServer()
     url = redis.url
     try:
         if url is None:
-            bench.rows.append(_skipped("duplicate play events", Row))
-            bench.rows.append(_skipped("redis event queue", Row))
+            bench.rows.append(_skipped("duplicate play events"))
+            bench.rows.append(_skipped("redis event queue"))
             return
-        _views(bench, url, Row, verdict)
-        _events(bench, url, Row)
+        _views(bench, url)
+        _events(bench, url)
     finally:
         redis.stop()
 
 
-def _skipped(what: str, row: Any) -> Any:
-    return row("8", f"two replicas on one Redis: {what}", "not run: no redis-server installed")
+def _skipped(what: str) -> Row:
+    return Row("8", f"two replicas on one Redis: {what}", "not run: no redis-server installed")
 
 
-def _views(bench: Bench, redis_url: str, row: Any, verdict: Any) -> None:
+def _views(bench: Bench, redis_url: str) -> None:
     viewers = bench.plan.fleet_viewers
     extra = _config(redis_url, "memory")
     a, b = bench.sidecar(extra=extra), bench.sidecar(extra=extra)
@@ -237,7 +257,7 @@ def _views(bench: Bench, redis_url: str, row: Any, verdict: Any) -> None:
     heard = int(ccs.get("identities", 0))
     bench.data["s8_views"] = {**load, "ccs": ccs}
     bench.rows.append(
-        row(
+        Row(
             "8",
             f"two replicas on one Redis, c={CONCURRENCY}: viewers of 4 breaks (alternating "
             f"replicas) with a duplicate play event ({heard} of {viewers} viewers' play events "
@@ -249,7 +269,7 @@ def _views(bench: Bench, redis_url: str, row: Any, verdict: Any) -> None:
     )
 
 
-def _events(bench: Bench, redis_url: str, row: Any) -> None:
+def _events(bench: Bench, redis_url: str) -> None:
     requests = bench.plan.fleet_event_requests
     extra = _config(redis_url, "redis")
     serve = f"events_queue_max = {10 * requests * EVENTS_PER_REQUEST}\n"  # measure, not refuse
@@ -276,7 +296,7 @@ def _events(bench: Bench, redis_url: str, row: Any) -> None:
     bench.restore_upstreams()
     bench.data["s8_events"] = {**load, "delivered": delivered, "delivered_s": took}
     bench.rows.append(
-        row(
+        Row(
             "8",
             f"redis event queue, two replicas, CCS API {CCS_FIXED[6:]} ms, c={CONCURRENCY}: "
             f"events/s accepted (202, in Redis) / delivered ({delivered} of {accepted})",

@@ -17,7 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.scenarios import BUDGET_MS, Plan, Row
+from benchmarks.rows import Row
+from benchmarks.scenarios import BUDGET_MS, Plan
 
 NOTES_BEGIN = "<!-- notes: kept across runs -->"
 NOTES_END = "<!-- /notes -->"

@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks import fleet
 from benchmarks.procs import Child, ChildError, py, run_json
+from benchmarks.rows import Row, verdict
 from benchmarks.upstreams import Latency
 from benchmarks.workload import Mix
 
@@ -107,19 +108,6 @@ class Plan:
             reps_at_64=3,
             **kw,
         )
-
-
-@dataclass
-class Row:
-    scenario: str
-    measure: str
-    result: str
-    target: str = "—"
-    status: str = "—"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "GAP"
 
 
 def ms(x: float) -> str:

@@ -18,9 +18,9 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
+import plugin.reserved as reserved
 from adapters.base import Adapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
-from plugin import reserved
 from plugin.accounting import Accounting
 from plugin.config import Config, adapter_settings, require_api
 from plugin.consent.gate import RememberedDecisions

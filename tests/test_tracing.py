@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.config import ServeConfig, TracingConfig
-from plugin.serve import make_app
+from plugin.serve.app import make_app
 from tests.fake_adserver import FakeAdServer
 from tests.fakes import API_KEY, FakePermutive
 from tests.helpers.samples import DEVICE, GAM_SAMPLE

@@ -15,6 +15,11 @@ import socket
 from collections.abc import Callable
 
 from plugin.config_check import base_url_problem
+from plugin.errors import CohortkvError
+
+
+class UsageError(CohortkvError):
+    """A command-line value a person typed that cannot be used: `field` is the flag."""
 
 
 def base_url(flag: str, example: str) -> Callable[[str], str]:
@@ -81,3 +86,17 @@ def listen_error(host: str, port: int, error: OSError) -> str:
         errno.EACCES: " (ports below 1024 need privileges; pick another --port)",
     }.get(code or 0, "")
     return f"--port: cannot listen on {host}:{port}: {reason}{hint}"
+
+
+def port_type(flag: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= 65535:
+            raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
+        return n
+
+    parse.__name__ = flag
+    return parse

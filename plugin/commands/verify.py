@@ -35,7 +35,8 @@ from prometheus_client import CollectorRegistry
 
 from adapters.base import Adapter
 from adapters.registry import EXAMPLE_PLATFORMS, adapter_by_name, build_adapters
-from plugin.commands.cli import UsageError, add_api_flags, config_from_args
+from plugin.commands.args import UsageError
+from plugin.commands.config_args import add_api_flags, config_from_args
 from plugin.commands.demo import (
     PREROLL,
     TC_GRANTED,
@@ -558,6 +559,9 @@ def report(steps: list[Step], out: IO[str], style: Style, header: list[list[str]
 
 
 # --- command line ------------------------------------------------------------------------------
+
+
+HELP = "run the Direct API verification steps against an API"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -35,9 +35,10 @@ from multidict import CIMultiDict
 from plugin import reserved as rp
 from plugin.config import Config, ConfigError, explain_networks
 from plugin.context import Context
-from plugin.dryrun import DryRun, Explanation
+from plugin.dryrun import DryRun
 from plugin.enricher import Enricher
 from plugin.errors import CohortkvError
+from plugin.explanation import Explanation
 from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
