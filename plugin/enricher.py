@@ -28,6 +28,7 @@ from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
 from plugin.observe.tracing import make_tracer, result_attributes
+from plugin.overrides import Mistake, from_params
 from plugin.permutive.answer import Answer, RememberedActivations
 from plugin.permutive.wire import CcsRequest, Event
 from plugin.request import AdRequest, as_request
@@ -191,7 +192,7 @@ class Enricher:
         url, found = reserved.split_url(req.url)
         if found:  # the URL's reserved parameters: read, and never forwarded
             req = req.with_url(url)
-            context = reserved.under(context, reserved.params_context(found, self._bad_reserved))
+            context = reserved.under(context, from_params(found, self._bad_reserved))
         adapter = self.adapter_for(req, platform)
         why_not = "no_adapter" if adapter is None else adapter.unrecognised(req)
         if adapter is None or why_not is not None:
@@ -287,8 +288,8 @@ class Enricher:
             return {}
         return typed_content_properties(raw, self._property_types, self._untyped)
 
-    def _bad_reserved(self, kind: str) -> None:
-        self.metrics.bad_input.labels("reserved", kind).inc()
+    def _bad_reserved(self, m: Mistake) -> None:
+        self.metrics.bad_input.labels("reserved", m.kind).inc()
 
     def _untyped(self, name: str) -> None:
         self.metrics.bad_input.labels("property", "untyped").inc()

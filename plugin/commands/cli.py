@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
@@ -32,10 +32,10 @@ from plugin.commands.config_args import add_api_flags, config_from_args
 from plugin.commands.failures import EXIT_API_FAILED, failure_lines
 from plugin.commands.request_args import add_request_flags, request_from_args
 from plugin.config import Config, KeysConfig, load_config
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import Context
 from plugin.errors import CohortkvError
-from plugin.identity import Identity, is_uuid4, parse_alias_flag
 from plugin.observe.logs import LEVELS, configure_logging
+from plugin.overrides import Mistake, from_flags
 from plugin.result import EnrichResult, result_doc
 from plugin.version import __version__
 
@@ -176,27 +176,13 @@ def _add_sandbox(sub: Any) -> None:
 
 
 def context_from_args(args: argparse.Namespace) -> Context | None:
-    identity: Identity | None = None
-    if args.user_id is not None:
-        if not is_uuid4(args.user_id):
-            raise UsageError("--user-id", "a UUIDv4", args.user_id)
-        identity = Identity(user_id=args.user_id)
-    elif args.alias:
-        aliases = tuple(parse_alias_flag(a) for a in args.alias)
-        if len(aliases) == 1 and aliases[0].priority is None:
-            identity = Identity(alias=aliases[0])
-        else:
-            if any(a.priority is None for a in aliases):
-                raise UsageError("--alias", "TAG:ID:PRIORITY for each one of several aliases")
-            identity = Identity(aliases=aliases)
-        identity.validate()
-    consent = ConsentSignals()
-    if args.consent != "auto":
-        consent = ConsentSignals(override=args.consent == "granted")
-    content = Content(url=args.content_url) if args.content_url else Content()
-    if identity is None and consent.is_empty() and content.url is None:
-        return None
-    return Context(identity=identity, consent=consent, content=content)
+    """`--user-id`, `--alias`, `--consent`, `--content-url` as a context (`plugin.overrides`);
+    a mistake ends the command naming the flag."""
+    return from_flags(args.user_id, args.alias or (), args.consent, args.content_url, _usage)
+
+
+def _usage(m: Mistake) -> NoReturn:
+    raise UsageError(m.field, m.expected)
 
 
 async def _enrich(args: argparse.Namespace) -> int:

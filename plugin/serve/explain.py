@@ -41,6 +41,7 @@ from plugin.errors import CohortkvError
 from plugin.explanation import Explanation
 from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import RateLimitedLog
+from plugin.overrides import from_reserved
 from plugin.request import AdRequest
 from plugin.serve.bodies import FieldError
 from plugin.serve.errors import json_error, json_response
@@ -241,7 +242,7 @@ class Explain:
         if errors:
             raise BodyError(errors)
         headers = CIMultiDict(body.headers)
-        context = self._proxy.context_of(headers, found) if (found or headers) else None
+        context = from_reserved(headers, found, self._proxy.mistake)
         ad = AdRequest(
             url=url,
             method=body.method,
