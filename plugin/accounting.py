@@ -15,6 +15,7 @@ from prometheus_client import Counter, Histogram
 from plugin.consent.gate import is_undecodable
 from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import Metrics, RateLimitedLog
+from plugin.overrides import Mistake
 from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
 from plugin.signals.pending import Outcome
@@ -146,9 +147,9 @@ class Accounting:
             f"skip:{platform}:{reason}", "platform %s left something out: %s", platform, reason
         )
 
-    def bad_reserved(self, kind: str) -> None:
+    def bad_reserved(self, mistake: Mistake) -> None:
         """A reserved parameter (`cohortkv_*`) of the ad request's URL that does not parse."""
-        self.metrics.bad_input.labels("reserved", kind).inc()
+        self.metrics.bad_input.labels("reserved", mistake.kind).inc()
 
     def untyped_property(self, name: str) -> None:
         """A content property whose value does not parse as `[events.properties]` types it."""

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from plugin.dryrun import Explanation, SignalView
+from plugin.explanation import Explanation, SignalView
 
 REASON_TEXT: dict[str, str] = {
     "live": "the API answered in time",

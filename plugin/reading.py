@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import plugin.reserved as reserved
 from adapters.base import Adapter, Parsed, Unrecognised
 from adapters.registry import read_as
-from plugin import reserved
 from plugin.context import Context
+from plugin.overrides import Report, from_params
 from plugin.request import AdRequest, as_request
 
 
@@ -35,7 +36,7 @@ def read(
     request: AdRequest | str,
     context: Context | None,
     platform: str | None,
-    bad_reserved: reserved.BadInput,
+    bad_reserved: Report,
 ) -> Reading:
     """The request read once, by the adapter called `platform` or (None, `auto`) the one that
     recognises it. The identity in `context` is trusted: whoever built the Context validated
@@ -45,5 +46,5 @@ def read(
     url, found = reserved.split_url(req.url)
     if found:  # the URL's reserved parameters: read, and never forwarded
         req = req.with_url(url)
-        context = reserved.under(context, reserved.params_context(found, bad_reserved))
+        context = reserved.under(context, from_params(found, bad_reserved))
     return Reading(req, context, read_as(adapters, req, platform), started)

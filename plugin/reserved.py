@@ -24,8 +24,7 @@ from urllib.parse import unquote
 
 import msgspec
 
-from plugin.context import ConsentSignals, Content, Context
-from plugin.identity import Alias, Identity, IdentityError, is_uuid4, parse_alias_flag
+from plugin.context import Content, Context
 
 PREFIX = "cohortkv_"
 CONFLICT = "\x00conflict"
@@ -36,7 +35,7 @@ _ENCODED = re.compile(r"%(?:[46][38BbFf]|[57][246]|5[Ff])")
 ...): a name that hides the prefix holds one."""
 
 # Query parameter → what it carries. Request headers of the same meaning win over these, except
-# that any consent denial wins (`plugin.serve.proxy`).
+# that any consent denial wins (`plugin.overrides`).
 SESSION_ID = "cohortkv_sid"
 USER_ID = "cohortkv_uid"
 ALIAS = "cohortkv_alias"
@@ -196,51 +195,6 @@ def param_properties(found: dict[str, str]) -> dict[str, Any]:
         for name, value in found.items()
         if name.startswith(PROPERTY_PREFIX) and len(name) > len(PROPERTY_PREFIX)
     }
-
-
-def given_context(
-    value: Callable[[str], str | None],
-    consent: bool | None,
-    properties: dict[str, Any],
-    bad: BadInput,
-) -> Context:
-    """What a caller said through reserved names (`value(param)` gives each name's chosen
-    value): identity, the consent override, content and ids. An unusable identity is counted
-    and left out."""
-    identity: Identity | None = None
-    user_id = value(USER_ID)
-    alias = value(ALIAS)
-    if user_id is not None:
-        if is_uuid4(user_id):
-            identity = Identity(user_id=user_id)
-        else:
-            bad("user_id")
-    elif alias is not None:
-        try:
-            a = parse_alias_flag(alias)
-            identity = Identity(alias=Alias(tag=a.tag, id=a.id)).validate()
-        except IdentityError:
-            bad("alias")
-    return Context(
-        identity=identity,
-        consent=ConsentSignals(override=consent),
-        content=Content(
-            url=value(CONTENT_URL), properties=properties, client_type=value(CLIENT_TYPE)
-        ),
-        view_id=value(VIEW_ID),
-        ssai_session_id=value(SESSION_ID),
-    )
-
-
-def params_context(found: dict[str, str], bad: BadInput) -> Context:
-    """What the reserved parameters of a URL say, headers aside (library, middleware, JSON
-    API)."""
-
-    def value(name: str) -> str | None:
-        return pick((), found.get(name), name, bad)
-
-    consent = override(value(CONSENT), found.get(CONSENT), bad)
-    return given_context(value, consent, param_properties(found), bad)
 
 
 def under(host: Context | None, params: Context) -> Context:

@@ -43,7 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from plugin.commands.cli import build_parser
 from plugin.config import Config, config_from_dict
 from plugin.reserved import PREFIX as RESERVED_PREFIX
-from plugin.serve import make_app
+from plugin.serve.app import make_app
 from plugin.signals.events import now_rfc3339
 from tests.helpers.fake_adserver import FakeAdServer
 from tests.helpers.fakes import API_KEY, FakePermutive
@@ -632,7 +632,7 @@ def test_configmap_is_a_valid_sidecar_configuration() -> None:
 def test_deployment_runs_the_configmap_with_the_secret_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from plugin.serve.cli import config_for
+    from plugin.commands.serve import config_for
 
     deployment = one("Deployment", "cohortkv")
     pod = deployment["spec"]["template"]["spec"]

@@ -22,7 +22,7 @@ from plugin.enricher import Enricher
 from plugin.identity import Alias, Identity
 from plugin.observe.decisions import DecisionLog
 from plugin.result import REASONS
-from plugin.serve import make_app
+from plugin.serve.app import make_app
 from tests.helpers.explain import (
     BID_BODY,
     CONTENT,

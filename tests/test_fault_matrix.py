@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from plugin import Config, ConsentSignals, Content, Context, Enricher
 from plugin.config import CacheConfig, HttpConfig, ServeConfig
 from plugin.middleware import ad_context, cohortkv_middleware
-from plugin.serve import make_app
+from plugin.serve.app import make_app
 from tests.helpers.fake_adserver import FakeAdServer
 from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.faults import MODES, FaultyPermutive

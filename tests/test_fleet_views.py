@@ -236,7 +236,7 @@ async def test_a_play_event_due_again_goes_out_once_the_slow_fleet_answers(
     fake: FakePermutive, private_redis: RedisProcess
 ) -> None:
     """A view whose play event failed in a way that may have landed is owed one more try
-    (issue 20's rule). A break whose claim Redis is slow to answer goes on without it, and the
+    (docs/signals.md). A break whose claim Redis is slow to answer goes on without it, and the
     claim's answer, when it comes, sends that one try (same view), not a second."""
     import redis.asyncio as redis
 

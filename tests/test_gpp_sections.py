@@ -35,7 +35,7 @@ def _vector(name: str) -> dict[str, Any]:
     return next(v for v in VECTORS if v["name"] == name)
 
 
-# --- the reference vectors cover what the issue asks for ---
+# --- the reference vectors cover the sections the gate reads ---
 
 
 @pytest.mark.parametrize("section_id", sorted(US_SECTIONS))

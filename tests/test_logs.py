@@ -51,7 +51,7 @@ async def test_sidecar_log_lines_carry_the_callers_request_id() -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
     from plugin.config import Config
-    from plugin.serve import make_app
+    from plugin.serve.app import make_app
 
     out = io.StringIO()
     handler = logging.StreamHandler(out)

@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from plugin.config import Config, ConfigError, ServeConfig, load_config
-from plugin.serve import SIDECAR, make_app
+from plugin.serve.app import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
 from plugin.serve.validate import MAX_DEPTH
 from tests.helpers.fake_adserver import FakeAdServer, sidecar_config

@@ -11,7 +11,7 @@ import yarl
 
 from adapters.registry import KNOWN_ADAPTERS
 from plugin.config import ConfigError
-from plugin.serve import make_app
+from plugin.serve.app import make_app
 from tests.helpers.fake_adserver import FakeAdServer, running, sidecar_config
 from tests.helpers.fakes import API_KEY, FakePermutive
 from tests.helpers.times import recent

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from plugin import ConsentSignals, Content, Context, Enricher
 from plugin.config import ServeConfig, TracingConfig
-from plugin.serve import make_app
+from plugin.serve.app import make_app
 from tests.helpers.fake_adserver import FakeAdServer
 from tests.helpers.fakes import API_KEY, FakePermutive, config
 from tests.helpers.samples import DEVICE, GAM_SAMPLE

@@ -1,1 +1,2 @@
-"""The `cohortkv` command line: enrich, sandbox, demo, verify (serve lives in `plugin.serve`)."""
+"""The `cohortkv` command line: enrich, sandbox, serve (its flags: the sidecar is
+`plugin.serve`), demo, verify."""

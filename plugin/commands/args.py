@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 
 from plugin.config_check import base_url_problem
+from plugin.errors import UsageError as UsageError
 
 
 def base_url(flag: str, example: str) -> Callable[[str], str]:
@@ -81,3 +82,33 @@ def listen_error(host: str, port: int, error: OSError) -> str:
         errno.EACCES: " (ports below 1024 need privileges; pick another --port)",
     }.get(code or 0, "")
     return f"--port: cannot listen on {host}:{port}: {reason}{hint}"
+
+
+def port_type(flag: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= 65535:
+            raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
+        return n
+
+    parse.__name__ = flag
+    return parse
+
+
+def workers_flag(value: str) -> int:
+    """`--workers N`: a whole number, 0 or more."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes, 0 or more (0: one per core), got {value!r}"
+        )
+    return n
+
+
+workers_flag.__name__ = "--workers"

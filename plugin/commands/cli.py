@@ -14,26 +14,28 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
 from adapters.registry import KNOWN_ADAPTERS, supported_shapes
+from plugin.commands import demo, serve, verify
 from plugin.commands.args import (
     DefaultsHelpFormatter,
     EpilogHelpFormatter,
-    base_url,
+    UsageError,
     listen_error,
+    port_type,
     positive_int,
 )
+from plugin.commands.config_args import add_api_flags, config_from_args
 from plugin.commands.failures import EXIT_API_FAILED, failure_lines
 from plugin.commands.request_args import add_request_flags, request_from_args
 from plugin.config import Config, KeysConfig, load_config
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import Context
 from plugin.errors import CohortkvError
-from plugin.errors import UsageError as UsageError
-from plugin.identity import Identity, is_uuid4, parse_alias_flag
 from plugin.observe.logs import LEVELS, configure_logging
+from plugin.overrides import Mistake, from_flags
 from plugin.result import EnrichResult, result_doc
 from plugin.version import __version__
 
@@ -41,31 +43,6 @@ if TYPE_CHECKING:
     from plugin.enricher import Enricher
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-def add_api_flags(p: argparse.ArgumentParser) -> None:
-    """`--config`, `--ccs-url`, `--ctx-url`, `--api-key`, `--sandbox`: see `config_from_args`."""
-    p.add_argument("--config", metavar="FILE", help="TOML config file (plus COHORTKV_* env)")
-    defaults = Config()
-    p.add_argument(
-        "--ccs-url",
-        metavar="URL",
-        type=base_url("--ccs-url", defaults.ccs_url),
-        help=f"CCS API base URL (default: ccs_url from the config, {defaults.ccs_url})",
-    )
-    p.add_argument(
-        "--ctx-url",
-        metavar="URL",
-        type=base_url("--ctx-url", defaults.ctx_url),
-        help=f"Contextual API base URL (default: ctx_url from the config, {defaults.ctx_url})",
-    )
-    p.add_argument("--api-key", metavar="KEY", help="Permutive API key (or COHORTKV_API_KEY)")
-    p.add_argument(
-        "--sandbox",
-        action="store_true",
-        default=None,
-        help="use the built-in sandbox of the Permutive APIs on purpose (no key, no network)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_enrich(sub)
     _add_sandbox(sub)
-    for name, module, help_text in _EXTRA_COMMANDS:
-        _register_extra(sub, name, module, help_text)
+    for name, module in (("serve", serve), ("demo", demo), ("verify", verify)):
+        p = sub.add_parser(name, help=module.HELP, formatter_class=DefaultsHelpFormatter)
+        module.configure(p)
     for p in sub.choices.values():
         add_log_flags(p, default=argparse.SUPPRESS)
     return parser
@@ -197,80 +175,14 @@ def _add_sandbox(sub: Any) -> None:
     s.set_defaults(run=_sandbox)
 
 
-# Commands that live in their own modules register a `configure(parser)` there.
-_EXTRA_COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("serve", "plugin.serve.cli", "run the enriching sidecar (proxy, enrich and events API)"),
-    ("demo", "plugin.commands.demo", "walk a scripted scenario on the built-in sandbox"),
-    ("verify", "plugin.commands.verify", "run the Direct API verification steps against an API"),
-)
-
-
-def _register_extra(sub: Any, name: str, module: str, help_text: str) -> None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name is not None and module.startswith(e.name):
-            return  # not part of this build
-        raise
-    p = sub.add_parser(name, help=help_text, formatter_class=DefaultsHelpFormatter)
-    mod.configure(p)
-
-
-def port_type(flag: str) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            n = -1
-        if not 0 <= n <= 65535:
-            raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
-        return n
-
-    parse.__name__ = flag
-    return parse
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The config file and environment, then the flags given on the command line on top."""
-    cfg = load_config(getattr(args, "config", None))
-    changes: dict[str, Any] = {}
-    for flag, field in (("ccs_url", "ccs_url"), ("ctx_url", "ctx_url"), ("api_key", "api_key")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            changes[field] = value
-    if getattr(args, "sandbox", None):
-        changes["sandbox"] = True
-    if getattr(args, "budget_ms", None) is not None:
-        changes["budget_ms"] = args.budget_ms
-    if getattr(args, "mode", None) is not None:
-        changes["keys"] = msgspec.structs.replace(cfg.keys, mode=args.mode)
-    return cfg.with_overrides(**changes) if changes else cfg
-
-
 def context_from_args(args: argparse.Namespace) -> Context | None:
-    identity: Identity | None = None
-    if args.user_id is not None:
-        if not is_uuid4(args.user_id):
-            raise UsageError("--user-id", "a UUIDv4", args.user_id)
-        identity = Identity(user_id=args.user_id)
-    elif args.alias:
-        aliases = tuple(parse_alias_flag(a) for a in args.alias)
-        if len(aliases) == 1 and aliases[0].priority is None:
-            identity = Identity(alias=aliases[0])
-        else:
-            if any(a.priority is None for a in aliases):
-                raise UsageError("--alias", "TAG:ID:PRIORITY for each one of several aliases")
-            identity = Identity(aliases=aliases)
-        identity.validate()
-    consent = ConsentSignals()
-    if args.consent != "auto":
-        consent = ConsentSignals(override=args.consent == "granted")
-    content = Content(url=args.content_url) if args.content_url else Content()
-    if identity is None and consent.is_empty() and content.url is None:
-        return None
-    return Context(identity=identity, consent=consent, content=content)
+    """`--user-id`, `--alias`, `--consent`, `--content-url` as a context (`plugin.overrides`);
+    a mistake ends the command naming the flag."""
+    return from_flags(args.user_id, args.alias or (), args.consent, args.content_url, _usage)
+
+
+def _usage(m: Mistake) -> NoReturn:
+    raise UsageError(m.field, m.expected)
 
 
 async def _enrich(args: argparse.Namespace) -> int:

@@ -404,6 +404,9 @@ class Demo:
 # --- command line ------------------------------------------------------------------------------
 
 
+HELP = "walk a scripted scenario on the built-in sandbox"
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Walk a scripted CTV scenario on the built-in sandbox: consented and unconsented "

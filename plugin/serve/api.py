@@ -15,17 +15,17 @@ import msgspec
 from aiohttp import web
 
 from plugin.config import Config
-from plugin.context import ConsentSignals, Content, Context
+from plugin.context import ConsentSignals
 from plugin.enricher import Enricher
 from plugin.errors import CohortkvError
-from plugin.identity import Alias, Identity, IdentityError
+from plugin.identity import Identity
 from plugin.observe.metrics import RateLimitedLog
+from plugin.overrides import Report, body_identity, body_signals, from_body
 from plugin.permutive.wire import Event
 from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, SignalResult, result_doc
 from plugin.serve.bodies import (
     ConsentBody,
-    ContextBody,
     EnrichBody,
     EventsAccepted,
     EventsBody,
@@ -38,7 +38,7 @@ from plugin.serve.limits import ExpectHandler, Gate
 from plugin.serve.metrics import ServeMetrics
 from plugin.serve.queue import EventQueue
 from plugin.serve.validate import BodyError, decode
-from plugin.signals.events import check_event, without_nulls
+from plugin.signals.events import check_event
 from plugin.signals.tracker import EventIds
 from plugin.tracking import Denied
 
@@ -89,7 +89,7 @@ class Api:
             errors: list[FieldError] = []
             if body.platform is not None and body.platform not in self._platforms:
                 errors.append(FieldError("platform", f"one of: {', '.join(self.platforms)}"))
-            context = to_context(body.context, "context", errors)
+            context = from_body(body.context, "context", into(errors))
             if errors:
                 raise BodyError(errors)
         except BodyError as e:
@@ -164,78 +164,20 @@ class Api:
         return _accepted(len(got.events), got.reason, got.duplicates)
 
 
-# -- conversions: body structs → engine types, collecting semantic errors ----------------------
+# -- a body's identity, consent and context: `plugin.overrides`, mistakes collected -------------
+
+
+def into(errors: list[FieldError]) -> Report:
+    """A mistake of a person's body becomes one entry of the 400's `fields`."""
+    return lambda m: errors.append(FieldError(m.field, m.expected))
 
 
 def to_identity(b: IdentityBody, path: str, errors: list[FieldError]) -> Identity | None:
-    aliases: tuple[Alias, ...] | None = None
-    if b.aliases is not None:
-        seen: set[int] = set()
-        for i, a in enumerate(b.aliases):
-            if a.priority is None or a.priority in seen:
-                errors.append(
-                    FieldError(f"{path}.aliases[{i}].priority", "an integer >= 0, unique")
-                )
-            else:
-                seen.add(a.priority)
-        if len(seen) < len(b.aliases):
-            return None
-        aliases = tuple(Alias(a.tag, a.id, a.priority) for a in b.aliases)
-    identity = Identity(
-        user_id=b.user_id,
-        alias=Alias(b.alias.tag, b.alias.id) if b.alias is not None else None,
-        aliases=aliases,
-    )
-    try:
-        return identity.validate()
-    except IdentityError as e:
-        errors.append(FieldError(path + e.field.removeprefix("identity"), e.expected))
-        return None
+    return body_identity(b, path, into(errors))
 
 
 def to_signals(b: ConsentBody | None, path: str, errors: list[FieldError]) -> ConsentSignals:
-    if b is None:
-        return ConsentSignals()
-    raw = ConsentSignals(
-        gdpr=b.gdpr,
-        tc_string=b.tc_string,
-        us_privacy=b.us_privacy,
-        gpp=b.gpp,
-        gpp_sid=tuple(b.gpp_sid) if b.gpp_sid is not None else None,
-    )
-    if b.granted is None:
-        return raw
-    if not raw.is_empty():
-        errors.append(
-            FieldError(path, "either granted, or raw signals (gdpr, tc_string, ...), not both")
-        )
-    return ConsentSignals(override=b.granted)
-
-
-def to_context(b: ContextBody | None, path: str, errors: list[FieldError]) -> Context | None:
-    if b is None:
-        return None
-    identity = None
-    if b.identity is not None:
-        identity = to_identity(b.identity, f"{path}.identity", errors)
-    signals = to_signals(b.consent, f"{path}.consent", errors)
-    content = Content()
-    if b.content is not None:
-        c = b.content
-        content = Content(
-            url=c.url,
-            properties=without_nulls(c.properties, f"{path}.content.properties", errors),
-            title=c.title,
-            client_type=c.client_type,
-        )
-    return Context(
-        identity=identity,
-        consent=signals,
-        content=content,
-        session_id=b.session_id,
-        view_id=b.view_id,
-        ssai_session_id=b.ssai_session_id,
-    )
+    return body_signals(b, path, into(errors))
 
 
 def _unchanged(url: str) -> EnrichResult:

@@ -36,11 +36,13 @@ from multidict import CIMultiDict
 from plugin import reserved as rp
 from plugin.config import Config, ConfigError, explain_networks
 from plugin.context import Context
-from plugin.dryrun import DryRun, Explanation
+from plugin.dryrun import DryRun
 from plugin.enricher import Enricher
 from plugin.errors import CohortkvError
+from plugin.explanation import Explanation
 from plugin.observe.decisions import DecisionLog
 from plugin.observe.metrics import RateLimitedLog
+from plugin.overrides import from_reserved
 from plugin.request import AdRequest
 from plugin.serve.bodies import FieldError
 from plugin.serve.errors import json_error, json_response
@@ -241,7 +243,7 @@ class Explain:
         if errors:
             raise BodyError(errors)
         headers = CIMultiDict(body.headers)
-        context = self._proxy.context_of(headers, found) if (found or headers) else None
+        context = from_reserved(headers, found, self._proxy.mistake)
         ad = AdRequest(
             url=url,
             method=body.method,

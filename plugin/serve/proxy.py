@@ -34,20 +34,18 @@ import re
 import ssl
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from plugin import reserved as rp
 from plugin.config import ConfigError, ServeConfig
-from plugin.context import Context
 from plugin.enricher import Enricher
 from plugin.observe.metrics import RateLimitedLog
+from plugin.overrides import Mistake, from_reserved
 from plugin.request import AdRequest
 from plugin.serve import outgoing
 from plugin.serve.errors import json_error
@@ -55,7 +53,6 @@ from plugin.serve.health import ErrorWindow
 from plugin.serve.intake import BodyReader
 from plugin.serve.limits import ExpectHandler, Gate
 from plugin.serve.metrics import ServeMetrics
-from plugin.serve.validate import too_deep
 
 log = logging.getLogger("cohortkv.serve.proxy")
 
@@ -294,8 +291,9 @@ class Proxy:
         self, request: web.Request, up: Upstream, ad: AdRequest, found: dict[str, str]
     ) -> AdRequest:
         try:
-            # The caller's identity was checked where its Context was built (`context_of`).
-            reading = self._enricher.read(ad, self._context(request, found), up.platform)
+            # The caller's identity was checked where its Context was built (`from_reserved`).
+            context = from_reserved(request.headers, found, self.mistake)
+            reading = self._enricher.read(ad, context, up.platform)
             result = await self._enricher.enrich_reading(reading, origin=up.name)
         except Exception as e:
             self._errors.inc()
@@ -313,24 +311,9 @@ class Proxy:
         self._warn.warning("proxy:host", "adapter changed the ad server; forwarding as is")
         return ad
 
-    def _context(self, request: web.Request, found: dict[str, str]) -> Context | None:
-        return self.context_of(request.headers, found)
-
-    def context_of(
-        self, h: CIMultiDictProxy[str] | CIMultiDict[str], found: dict[str, str]
-    ) -> Context | None:
-        """What the caller says on top of the ad request (`X-Cohortkv-*` headers `h`, the
-        reserved parameters `found`); None when it says nothing (most requests): the enricher
-        then reads the ad request alone, as it would an empty one."""
-        if not found and not any(name in h for name in _OUR_HEADERS):
-            return None
-        bad = self._bad_input
-
-        def value(param: str) -> str | None:
-            return rp.pick(h.getall(rp.HEADERS[param], ()), found.get(param), param, bad)
-
-        consent = rp.override(value(rp.CONSENT), found.get(rp.CONSENT), bad)
-        return rp.given_context(value, consent, self._properties(h, found), bad)
+    def mistake(self, m: Mistake) -> None:
+        """A caller override that cannot be used: counted, and left out."""
+        self._bad_input(m.kind)
 
     def _refuse_target(self, up: Upstream) -> web.Response:
         """A 400 for a target the proxy will not forward, counted and logged without it."""
@@ -340,29 +323,6 @@ class Proxy:
 
     def _bad_input(self, kind: str) -> None:
         self._bad.labels("proxy", kind).inc()
-
-    def _properties(
-        self, h: CIMultiDictProxy[str] | CIMultiDict[str], found: dict[str, str]
-    ) -> dict[str, Any]:
-        """Play-event properties from `X-Cohortkv-Properties` (a JSON object) and the
-        `cohortkv_p.<name>` parameters on top. They can change event properties, never
-        consent or identity. A header that is not a JSON object is counted and ignored."""
-        header = h.get(rp.PROPERTIES_HEADER)
-        props: dict[str, Any] = {}
-        if header is not None and not rp.is_text(header):
-            self._bad_input("encoding")
-        elif header:
-            raw = header.encode()
-            try:
-                doc = None if too_deep(raw) else _decode_json(raw)
-            except (msgspec.DecodeError, RecursionError):
-                doc = None
-            if isinstance(doc, dict):
-                props.update(doc)
-            else:
-                self._bad_input("properties")
-        props.update(rp.param_properties(found))
-        return props
 
     async def _relay(
         self,
@@ -385,37 +345,7 @@ class Proxy:
                 allow_redirects=False,
             ) as answer:
                 up.seconds.observe(time.perf_counter() - started)
-                status = answer.status
-                headers_out = response_headers(answer.headers)
-                length = answer.content_length
-                got: list[bytes] = []
-                resp: web.StreamResponse | None = None
-                try:
-                    if length is not None and length <= CHUNK and status not in _NO_BODY:
-                        # A small body (a VAST document) is read whole and goes back with its
-                        # headers in one write, instead of headers, body and end apart.
-                        async for chunk in answer.content.iter_chunked(CHUNK):
-                            got.append(chunk)
-                        up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
-                        return web.Response(
-                            body=got[0] if len(got) == 1 else b"".join(got),
-                            status=status,
-                            reason=answer.reason,
-                            headers=headers_out,
-                        )
-                    resp = web.StreamResponse(
-                        status=status, reason=answer.reason, headers=headers_out
-                    )
-                    await resp.prepare(request)
-                    async for chunk in answer.content.iter_chunked(CHUNK):
-                        await resp.write(chunk)
-                    await resp.write_eof()
-                except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
-                    if resp is None:  # a small body broke off: what came goes back, then close
-                        resp = web.StreamResponse(
-                            status=status, reason=answer.reason, headers=headers_out
-                        )
-                    return await self._broken(request, up, resp, got, e)
+                resp = await self._answer(request, up, answer)
         except TimeoutError:
             up.record("timeout", True)
             return json_error(
@@ -427,6 +357,39 @@ class Proxy:
                 f"proxy:{up.name}", "ad server %s failed: %s", up.name, type(e).__name__
             )
             return json_error(502, "ad server unreachable", upstream=up.name)
+        return resp
+
+    async def _answer(
+        self, request: web.Request, up: Upstream, answer: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """The ad server's answer, passed back: a small body (a VAST document) read whole and
+        sent with its headers in one write, instead of headers, body and end apart; any other
+        body streamed."""
+        status = answer.status
+        headers_out = response_headers(answer.headers)
+        length = answer.content_length
+        got: list[bytes] = []
+        resp: web.StreamResponse | None = None
+        try:
+            if length is not None and length <= CHUNK and status not in _NO_BODY:
+                async for chunk in answer.content.iter_chunked(CHUNK):
+                    got.append(chunk)
+                up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
+                return web.Response(
+                    body=got[0] if len(got) == 1 else b"".join(got),
+                    status=status,
+                    reason=answer.reason,
+                    headers=headers_out,
+                )
+            resp = web.StreamResponse(status=status, reason=answer.reason, headers=headers_out)
+            await resp.prepare(request)
+            async for chunk in answer.content.iter_chunked(CHUNK):
+                await resp.write(chunk)
+            await resp.write_eof()
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+            if resp is None:  # a small body broke off: what came goes back, then close
+                resp = web.StreamResponse(status=status, reason=answer.reason, headers=headers_out)
+            return await self._broken(request, up, resp, got, e)
         up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
         return resp
 
@@ -458,9 +421,7 @@ class Proxy:
 
 
 _STATUS_CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
-_OUR_HEADERS = (*rp.HEADERS.values(), rp.PROPERTIES_HEADER)
 _NO_BODY = frozenset({204, 304})
-_decode_json = msgspec.json.Decoder().decode
 
 
 def _bad_target(up: Upstream) -> web.Response:

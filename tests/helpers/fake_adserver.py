@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from plugin.config import Config, ServeConfig
-from plugin.serve import SIDECAR, Sidecar, make_app
+from plugin.serve.app import SIDECAR, Sidecar, make_app
 from tests.helpers.fakes import API_KEY, FakePermutive
 
 VAST = (

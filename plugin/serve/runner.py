@@ -1,4 +1,4 @@
-"""`cohortkv serve [--config FILE] [--host H] [--port N]`: run the sidecar until SIGTERM/SIGINT.
+"""Runs the sidecar until SIGTERM/SIGINT (`cohortkv serve`; its flags: `plugin.commands.serve`).
 
 On a signal it stops accepting connections, lets in-flight requests finish, flushes the event
 queue and exits 0, all within `serve.grace_s`.
@@ -6,25 +6,21 @@ queue and exits 0, all within `serve.grace_s`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import logging
 import signal
 from typing import TYPE_CHECKING
 
-import msgspec
 from aiohttp import web
 
 from plugin.commands.args import listen_error
-from plugin.commands.cli import add_api_flags, config_from_args, port_type
 from plugin.config import Config
 from plugin.errors import CohortkvError
 from plugin.observe.tracing import setup_sdk
 from plugin.serve.accesslog import stdout_logger
 from plugin.serve.app import SIDECAR, make_app
 from plugin.serve.guard import GuardedSite
-from plugin.serve.workers import workers_flag
 
 if TYPE_CHECKING:
     from plugin.serve.workers import Worker
@@ -35,54 +31,6 @@ NO_UPSTREAMS = (
     "no upstreams configured: /proxy/ answers 404 for every ad server until [serve.upstreams] "
     'names one (gam = "https://pubads.g.doubleclick.net"); /v1/enrich and /v1/events still work'
 )
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_api_flags(parser)
-    defaults = Config().serve
-    parser.add_argument(
-        "--host",
-        metavar="H",
-        help=f"listen address (default: serve.host from the config, {defaults.host})",
-    )
-    parser.add_argument(
-        "--port",
-        type=port_type("--port"),
-        metavar="N",
-        help=f"listen port; 0: any free (default: serve.port from the config, {defaults.port})",
-    )
-    parser.add_argument(
-        "--access-log", action="store_true", default=None, help="JSON access log on stdout"
-    )
-    parser.add_argument(
-        "--workers",
-        type=workers_flag,
-        metavar="N",
-        help="processes serving the port (needs cache.redis_url when not 1); 0: one per core"
-        f" (default: serve.workers from the config, {defaults.workers})",
-    )
-    parser.set_defaults(run=run)
-
-
-def config_for(args: argparse.Namespace) -> Config:
-    cfg = config_from_args(args)
-    changes = {
-        k: v
-        for k, v in (
-            ("host", args.host),
-            ("port", args.port),
-            ("access_log", args.access_log),
-            ("workers", args.workers),
-        )
-        if v is not None
-    }
-    if changes:
-        cfg = cfg.with_overrides(serve=msgspec.structs.replace(cfg.serve, **changes))
-    return cfg
-
-
-async def run(args: argparse.Namespace) -> int:
-    return await serve(config_for(args))
 
 
 def _tune_gc(threshold: int) -> None:
