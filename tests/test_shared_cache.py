@@ -168,7 +168,9 @@ async def test_corrupt_or_foreign_values_are_ignored(shared_redis: SharedRedis) 
 
     client = redis.Redis.from_url(shared_redis.url)
     key = str(uuid.uuid4())
-    await client.set(f"{shared_redis.prefix}:b:{key}", b"\x00not msgpack", ex=60)
+    # a viewer's behavioral answer lives in the viewer's hash (field `a`)
+    await client.hset(f"{shared_redis.prefix}:u:{{{key}}}", "a", b"\x00not msgpack")
+    await client.expire(f"{shared_redis.prefix}:u:{{{key}}}", 60)
     store = RedisStore(shared_redis.url, Metrics(), prefix=shared_redis.prefix)
     try:
         assert await store.get("b", key, 60) is None
