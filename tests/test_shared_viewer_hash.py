@@ -82,8 +82,18 @@ async def test_a_viewer_is_one_key_with_its_session_views_and_answer(
         return await s.get("b", identity, 600) == answer
 
     await until(stored, what="the answer's fire-and-forget write")
-    assert await keys(client, prefix) == [f"{prefix}:u:{{{identity}}}".encode()]
-    assert await client.hlen(f"{prefix}:u:{{{identity}}}") == 4  # session, two views, answer
+    other = uuid.uuid4().hex  # a second viewer with the same cohorts
+    s.put("b", other, Answer(answer.cohorts, answer.activations, "other"), 600)
+    await until(lambda: s.get("b", other, 600), what="the second viewer's answer")
+    found = await keys(client, prefix)
+    profiles = [k for k in found if k.startswith(f"{prefix}:p:".encode())]
+    assert len(profiles) == 1, "one profile for every viewer with those cohorts"
+    assert sorted(set(found) - set(profiles)) == sorted(
+        [s.viewer_key(identity), s.viewer_key(other)]
+    )
+    assert await client.hlen(s.viewer_key(identity)) == 4  # session, two views, answer
+    # every value small: Redis keeps the hash as a listpack, not a hash table
+    assert await client.object("encoding", s.viewer_key(identity)) == b"listpack"
     assert await s.find_view(identity, None, session_id=str(uuid.uuid4()), session_ttl_s=30) == (
         sid,
         second,
@@ -93,9 +103,9 @@ async def test_a_viewer_is_one_key_with_its_session_views_and_answer(
 async def test_the_key_expires_with_the_longest_idle_timeout_and_each_claim_refreshes_it(
     store: tuple[RedisStore, Any, str],
 ) -> None:
-    s, client, prefix = store
+    s, client, _ = store
     identity = uuid.uuid4().hex
-    name = f"{prefix}:u:{{{identity}}}"
+    name = s.viewer_key(identity)
     await claim(s, identity, uuid.uuid4().hex)
     assert VIEW_S * 1000 < await client.pttl(name) <= (VIEW_S + 2) * 1000
     await client.pexpire(name, 5000)
@@ -109,9 +119,9 @@ async def test_the_key_expires_with_the_longest_idle_timeout_and_each_claim_refr
 async def test_an_answer_kept_longer_than_the_views_keeps_the_key_that_long(
     store: tuple[RedisStore, Any, str],
 ) -> None:
-    s, client, prefix = store
+    s, client, _ = store
     identity = uuid.uuid4().hex
-    name = f"{prefix}:u:{{{identity}}}"
+    name = s.viewer_key(identity)
     s.put("b", identity, Answer(("1",)), 3600)
     await until(lambda: s.get("b", identity, 3600), what="the answer's write")
     await claim(s, identity, uuid.uuid4().hex)
@@ -121,9 +131,9 @@ async def test_an_answer_kept_longer_than_the_views_keeps_the_key_that_long(
 async def test_an_expired_view_inside_the_hash_is_a_new_view(
     store: tuple[RedisStore, Any, str],
 ) -> None:
-    s, client, prefix = store
+    s, client, _ = store
     identity, view = uuid.uuid4().hex, uuid.uuid4().hex
-    name = f"{prefix}:u:{{{identity}}}"
+    name = s.viewer_key(identity)
     sid, vid, new = await claim(s, identity, view)
     assert new
     assert (await claim(s, identity, view))[1:] == (vid, False), "a later break of the view"
@@ -133,10 +143,10 @@ async def test_an_expired_view_inside_the_hash_is_a_new_view(
 
 
 async def test_an_expired_session_starts_a_new_one(store: tuple[RedisStore, Any, str]) -> None:
-    s, client, prefix = store
+    s, client, _ = store
     identity = uuid.uuid4().hex
     sid, vid, _ = await claim(s, identity, uuid.uuid4().hex)
-    await client.hset(f"{prefix}:u:{{{identity}}}", "s", expired(sid, vid))
+    await client.hset(s.viewer_key(identity), "s", expired(sid, vid))
     candidate = str(uuid.uuid4())
     got, _, new = await claim(s, identity, uuid.uuid4().hex, sid=candidate)
     assert (got, new) == (candidate, True)
@@ -145,9 +155,9 @@ async def test_an_expired_session_starts_a_new_one(store: tuple[RedisStore, Any,
 async def test_expired_views_are_pruned_once_a_viewer_has_many(
     store: tuple[RedisStore, Any, str],
 ) -> None:
-    s, client, prefix = store
+    s, client, _ = store
     identity = uuid.uuid4().hex
-    name = f"{prefix}:u:{{{identity}}}"
+    name = s.viewer_key(identity)
     sid, vid, _ = await claim(s, identity, uuid.uuid4().hex)
     for _ in range(12):
         await client.hset(name, uuid.uuid4().bytes, expired(sid, vid))
@@ -172,13 +182,13 @@ async def test_a_released_view_is_claimed_as_new_again(
 async def test_a_view_redis_lost_but_the_replica_knows_is_not_new(
     store: tuple[RedisStore, Any, str],
 ) -> None:
-    s, client, prefix = store
+    s, client, _ = store
     identity, view = uuid.uuid4().hex, uuid.uuid4().hex
     sid, _, _ = await claim(s, identity, view)
-    await client.delete(f"{prefix}:u:{{{identity}}}")  # a Redis restart
+    await client.delete(s.viewer_key(identity))  # a Redis restart
     got, _, new = await claim(s, identity, view, sid=sid, known=True)
     assert (got, new) == (sid, False)
-    assert await client.hexists(f"{prefix}:u:{{{identity}}}", bytes.fromhex(view))
+    assert await client.hexists(s.viewer_key(identity), bytes.fromhex(view))
 
 
 @given(st.uuids())

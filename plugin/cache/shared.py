@@ -23,6 +23,7 @@ from typing import Protocol
 
 import msgspec
 
+from plugin.cache import viewer_answers
 from plugin.cache.checked import StoreChecks
 from plugin.cache.redis_calls import RedisCalls, Unavailable, make_client
 from plugin.observe.metrics import Metrics
@@ -219,8 +220,9 @@ class RedisStore:
     bound and a breaker on every call.
 
     Answers are `cohortkv:{namespace}:{key}`, msgpack `[answer, stored_at]` with the cache TTL
-    as Redis expiry, except a viewer's behavioral answer: with its session and views in one
-    hash, `cohortkv:u:{identity}` (see `_COMMON`). Writes are fire-and-forget so they never
+    as Redis expiry, except a viewer's behavioral answer: a reference to its cohort set
+    (`plugin.cache.viewer_answers`) with its session and views in one hash, `cohortkv:u:` and
+    the identity's 16 bytes (see `_COMMON`). Writes are fire-and-forget so they never
     hold up a request.
     """
 
@@ -249,13 +251,20 @@ class RedisStore:
         self._ops = self._calls.ops
         self._timeout = timeout_s
         self._prefix = prefix
+        self._prefix_bytes = f"{prefix}:u:".encode()
         self._checks = StoreChecks(metrics)
         self._claim = client.register_script(_CLAIM)
         self._find = client.register_script(_FIND)
         self._put_answer = client.register_script(_PUT_ANSWER)
 
-    def _viewer(self, identity: str) -> str:
-        return f"{self._prefix}:u:{{{identity}}}"
+    def viewer_key(self, identity: str) -> bytes:
+        """The viewer's hash: the prefix, `:u:`, the identity digest's 16 bytes (one key per
+        viewer, so no hash tag is needed to keep a viewer on one cluster node)."""
+        try:
+            raw = bytes.fromhex(identity)
+        except ValueError:
+            raw = identity.encode()
+        return self._prefix_bytes + raw
 
     async def claim_view(
         self,
@@ -284,7 +293,7 @@ class RedisStore:
             _key_ms(session_ttl_s, view_ttl_s),
             _PRUNE_ABOVE,
         ]
-        keys = [self._viewer(identity)]
+        keys = [self.viewer_key(identity)]
         try:
             got = await self._calls.run(
                 "claim", lambda: self._claim(keys=keys, args=args), pool_after_s=wait_s
@@ -301,9 +310,9 @@ class RedisStore:
         return ids[0], ids[1], got[2] == 1
 
     def release_view(self, identity: str, view_key: str) -> None:
-        self._forget(self._viewer(identity), _field(view_key))
+        self._forget(self.viewer_key(identity), _field(view_key))
 
-    def _forget(self, key: str, *fields: bytes) -> None:
+    def _forget(self, key: bytes, *fields: bytes) -> None:
         """Deletes fields (a released view; invalid values, so that the fleet starts them
         afresh)."""
         self._calls.spawn(self._calls.run("release", lambda: self._calls.client.hdel(key, *fields)))
@@ -313,7 +322,7 @@ class RedisStore:
     ) -> tuple[str, str | None] | None:
         field = b"" if view_key is None else _field(view_key)
         args = [pack_id(session_id), _seconds(session_ttl_s), field, _key_ms(session_ttl_s)]
-        keys = [self._viewer(identity)]
+        keys = [self.viewer_key(identity)]
         try:
             got = await self._calls.answer(
                 "find", lambda: self._find(keys=keys, args=args), self._timeout
@@ -331,27 +340,58 @@ class RedisStore:
 
     async def get(self, namespace: str, key: str, max_age_s: float) -> Answer | None:
         if namespace == VIEWER_ANSWERS:
-            name = self._viewer(key)
-            call = lambda: self._calls.client.hget(name, _ANSWER)  # noqa: E731
+            stored = await self._viewer_answer(key)
         else:
-            name = f"{self._prefix}:{namespace}:{key}"
-            call = lambda: self._calls.client.get(name)  # noqa: E731
-        try:
-            raw = await self._calls.answer("get", call, self._timeout)
-        except Unavailable:
-            return None
-        if raw is None:
-            self._ops.labels("get", "miss").inc()
-            return None
-        stored = self._checks.stored(raw, _decode)
-        if stored is None:
-            self._ops.labels("get", "corrupt").inc()
+            stored = await self._answer(f"{self._prefix}:{namespace}:{key}")
+        if not isinstance(stored, _Stored):
+            if stored:
+                self._ops.labels("get", stored).inc()
             return None
         if time.time() - stored.stored_at > max_age_s:
             self._ops.labels("get", "stale").inc()
             return None
         self._ops.labels("get", "hit").inc()
         return stored.answer
+
+    async def _answer(self, name: str) -> _Stored | str:
+        """An answer of its own key, else what to count: `miss`, `corrupt`, or nothing ("",
+        Redis unavailable: counted already)."""
+        try:
+            raw = await self._calls.answer(
+                "get", lambda: self._calls.client.get(name), self._timeout
+            )
+        except Unavailable:
+            return ""
+        if raw is None:
+            return "miss"
+        return self._checks.stored(raw, _decode) or "corrupt"
+
+    async def _viewer_answer(self, identity: str) -> _Stored | str:
+        """A viewer's answer (else what to count, as `_answer`): its reference, then the
+        profile it names (two reads: the profile may live on another node of a cluster)."""
+        name = self.viewer_key(identity)
+        try:
+            raw = await self._calls.answer(
+                "get", lambda: self._calls.client.hget(name, _ANSWER), self._timeout
+            )
+        except Unavailable:
+            return ""
+        if raw is None:
+            return "miss"
+        ref = viewer_answers.parse_reference(raw)
+        if ref is None:
+            self._checks.rejected("answer", "undecodable")
+            return "corrupt"
+        digest, stored_at, user = ref
+        got = await self._answer(self._profile_key(digest))
+        if not isinstance(got, _Stored):
+            return got
+        problem = viewer_answers.user_problem(user)
+        if problem is not None:
+            self._checks.rejected("answer", problem)
+            return "corrupt"
+        uid = str(unpack_id(user)) if len(user) == 16 else user.decode() if user else None
+        return _Stored(Answer(got.answer.cohorts, got.answer.activations, uid), stored_at)
 
     def put(self, namespace: str, key: str, answer: Answer, ttl_s: float) -> None:
         if not self._calls.breaker.allow():
@@ -360,16 +400,26 @@ class RedisStore:
         self._calls.spawn(self._put(namespace, key, answer, ttl_s))
 
     async def _put(self, namespace: str, key: str, answer: Answer, ttl_s: float) -> None:
-        value = _encode(_Stored(answer, time.time()))
-        if namespace == VIEWER_ANSWERS:
-            keys, args = [self._viewer(key)], [value, _key_ms(ttl_s)]
-            await self._calls.run("put", lambda: self._put_answer(keys=keys, args=args))
-        else:
+        ex = max(1, int(ttl_s))
+        now = time.time()
+        if namespace != VIEWER_ANSWERS:
+            value = _encode(_Stored(answer, now))
             name = f"{self._prefix}:{namespace}:{key}"
-            await self._calls.run(
-                "put", lambda: self._calls.client.set(name, value, ex=max(1, int(ttl_s)))
-            )
+            await self._calls.run("put", lambda: self._calls.client.set(name, value, ex=ex))
+        else:
+            profile = Answer(answer.cohorts, answer.activations)
+            stored = _encode(_Stored(profile, now))
+            digest = viewer_answers.digest(_encode(profile))
+            pname = self._profile_key(digest)
+            await self._calls.run("put", lambda: self._calls.client.set(pname, stored, ex=ex))
+            user = pack_id(answer.user_id) if answer.user_id else b""
+            ref = viewer_answers.reference(digest, now, user)
+            keys, args = [self.viewer_key(key)], [ref, _key_ms(ttl_s)]
+            await self._calls.run("put", lambda: self._put_answer(keys=keys, args=args))
         self._ops.labels("put", "ok").inc()
+
+    def _profile_key(self, digest: bytes) -> str:
+        return f"{self._prefix}:p:{digest.hex()}"
 
     async def close(self) -> None:
         await self._calls.close(self._timeout * 2)
