@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fleet
+from benchmarks import fleet, viewers
 from benchmarks.procs import Child, ChildError, py, run_json
 from benchmarks.upstreams import Latency
 from benchmarks.workload import Mix
@@ -854,6 +854,7 @@ class Bench:
             ("6", "uvloop vs asyncio", self.s6_uvloop),
             ("7", "realistic mix, both wait modes", self.s7_realistic),
             ("8", "two replicas on one Redis", lambda: fleet.run(self)),
+            ("9", "memory per active viewer", lambda: viewers.run(self, self.plan.name)),
         ]
         for key, title, step in steps:
             if only and key not in only:

@@ -62,6 +62,7 @@ ROWS = [
     r"^6 +sidecar c=64 on asyncio",
     r"^8 +two replicas on one Redis.*duplicate play event",
     r"^8 +(redis event queue, two replicas.*events/s accepted|two replicas on one Redis: redis)",
+    r"^9 +memory per active viewer.*(sidecar RSS growth per viewer|no redis-server)",
 ]
 GATED = (
     "throughput / passthrough",
