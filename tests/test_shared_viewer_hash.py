@@ -198,3 +198,16 @@ def test_ids_are_stored_as_16_bytes_and_read_back_as_given(u: uuid.UUID) -> None
     assert unpack_id(pack_id(text)) == text
     upper = text.upper()  # a host's id, as it gave it
     assert unpack_id(pack_id(upper)) == upper.encode()
+
+
+async def test_an_answer_whose_cohort_set_is_gone_is_a_miss(
+    store: tuple[RedisStore, Any, str],
+) -> None:
+    s, client, prefix = store
+    identity = uuid.uuid4().hex
+    s.put("b", identity, Answer(("7",), None, "user"), 600)
+    await until(lambda: s.get("b", identity, 600), what="the answer's write")
+    async for name in client.scan_iter(match=f"{prefix}:p:*"):
+        await client.delete(name)  # evicted, or expired first
+    assert await s.get("b", identity, 600) is None
+    assert await client.hexists(s.viewer_key(identity), "a"), "the reference alone is harmless"
