@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         metavar="LIST",
-        help="comma-separated scenario numbers (1-9, profile); the report is then not written",
+        help="comma-separated scenario numbers (1-10, profile); the report is then not written",
     )
     p.add_argument(
         "--latency",

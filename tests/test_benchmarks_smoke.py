@@ -65,6 +65,7 @@ ROWS = [
     r"^8 +two replicas on one Redis.*duplicate play event",
     r"^8 +(redis event queue, two replicas.*events/s accepted|two replicas on one Redis: redis)",
     r"^9 +(c=256 realistic mix: throughput with serve.workers = 2 / 1|serve.workers 1 vs 2)",
+    r"^10 +memory per active viewer.*(sidecar RSS growth per viewer|no redis-server)",
 ]
 GATED = (
     "throughput / passthrough",

@@ -168,8 +168,10 @@ async def test_corrupt_or_foreign_values_are_ignored(shared_redis: SharedRedis) 
 
     client = redis.Redis.from_url(shared_redis.url)
     key = str(uuid.uuid4())
-    await client.set(f"{shared_redis.prefix}:b:{key}", b"\x00not msgpack", ex=60)
     store = RedisStore(shared_redis.url, Metrics(), prefix=shared_redis.prefix)
+    # a viewer's behavioral answer is a reference in the viewer's hash (field `a`)
+    await client.hset(store.viewer_key(key), "a", b"\x00not a reference")
+    await client.expire(store.viewer_key(key), 60)
     try:
         assert await store.get("b", key, 60) is None
         store.put("b", key, Answer(("1",), (("dfp", ("1",)),), "u"), 60)

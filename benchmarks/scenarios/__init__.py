@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks import fleet
+from benchmarks import fleet, viewers
 from benchmarks.harness import Bench
 from benchmarks.scenarios import (
     profiles,
@@ -44,6 +44,7 @@ SCENARIOS = (
     Scenario("7", "realistic mix, both wait modes", s7_realistic.run),
     Scenario("8", "two replicas on one Redis", fleet.run),
     Scenario("9", "serve --workers 1 vs 2", s9_workers.run),
+    Scenario("10", "memory per active viewer", lambda bench: viewers.run(bench, bench.plan.name)),
 )
 
 

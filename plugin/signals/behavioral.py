@@ -259,7 +259,9 @@ class BehavioralSignal:
             view.flight = None
             self._play_failed(e, claim, key, content_url, given)
             return Failed(e.kind)
-        view.answer = answer
+        # Kept as the cache keeps it (interned cohorts): the decoded answer is several times
+        # larger, and a live view per viewer holds it for the view's whole life.
+        view.answer = self._intern(answer, keep_user=self._keep_user)
         view.flight = None
         if loop.time() - started > self.late_after_s:
             self._late.inc()
