@@ -5,7 +5,8 @@
         resp = await client.get(vast_tag_url)
 
 The same rules as the aiohttp middleware (`plugin.middleware`): a request no platform
-recognises goes out exactly as it came; a POST body is read only when it is already in memory
+recognises goes out as it came, minus the reserved `cohortkv_*` parameters, which never leave
+on any path; a POST body is read only when it is already in memory
 (`content=`, `json=`), a streamed one is never consumed; if enrichment breaks, the request
 goes out as it came (counted in `cohortkv_bad_input_total{source="httpx"}`).
 """
@@ -20,7 +21,7 @@ except ModuleNotFoundError as e:  # a person's situation: one line saying what t
     ) from None
 
 from plugin.enricher import Enricher
-from plugin.outgoing import Outgoing, ad_context, current_ad_context
+from plugin.outgoing import Outgoing, ad_context, current_ad_context, without_reserved
 from plugin.request import AdRequest
 
 __all__ = ["CohortkvTransport", "ad_context", "current_ad_context"]
@@ -54,6 +55,11 @@ class CohortkvTransport(httpx.AsyncBaseTransport):
             out = await self._outgoing.enriched(ad)
             if out is not ad:
                 request = _rewritten(request, ad, out)
+        else:  # not read, but reserved parameters never reach the ad server on any path
+            url = str(request.url)
+            bare = without_reserved(url)
+            if bare != url:
+                request.url = httpx.URL(bare)
         return await self._wrapped.handle_async_request(request)
 
     async def aclose(self) -> None:

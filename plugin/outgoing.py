@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from adapters.registry import adapter_by_name, find_adapter
+from plugin import reserved
 from plugin.context import Context
 from plugin.enricher import Enricher
 from plugin.observe.metrics import RateLimitedLog
@@ -51,13 +52,15 @@ class Outgoing:
         self._warn = RateLimitedLog(log)
 
     async def enriched(self, request: AdRequest) -> AdRequest:
-        """`request` as it goes out: with key-values, or as it came. Never raises: the host's
-        request matters more than our key-values; a failure is counted and logged."""
+        """`request` as it goes out: with key-values, or as it came minus its reserved
+        `cohortkv_*` parameters (those never leave, whatever else happens). Never raises: the
+        host's request matters more than our key-values; a failure is counted and logged."""
+        bare = request.with_url(without_reserved(request.url))
         platform = self.platform
         if platform is None:
-            adapter = find_adapter(self.enricher.adapters, request)
+            adapter = find_adapter(self.enricher.adapters, bare)
             if adapter is None:
-                return request
+                return bare
             platform = adapter.name
         try:
             result = await self.enricher.enrich(
@@ -66,5 +69,11 @@ class Outgoing:
         except Exception as e:
             self.enricher.metrics.bad_input.labels(self.origin, type(e).__name__).inc()
             self._warn.warning(self.origin, "enrichment skipped: %s", type(e).__name__)
-            return request
-        return result.request if result.request is not None else request
+            return bare
+        return result.request if result.request is not None else bare
+
+
+def without_reserved(url: str) -> str:
+    """`url` minus its reserved parameters: what a client hook sends when it does not enrich
+    (another method, a streamed body, a request no platform recognises, a failure)."""
+    return reserved.split_url(url)[0]
