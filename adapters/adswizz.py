@@ -18,7 +18,8 @@ Parsing:
   `aw_0_req.usPrivacy` or `us_privacy`, `aw_0_req.gpp` or `gpp`, `aw_0_req.gppSid` /
   `aw_0_req.gpp_sid` or `gpp_sid`; two names (or copies) that disagree are a conflict and deny;
   `aw_0_req.coppa=1` or `coppa=1` is a child flag and denies outright. Each is read in any
-  letter case (`AW_0_REQ.COPPA=1`), and in the `aw_0_1st.` targeting too (`aw_0_1st.coppa=1`);
+  letter case (`AW_0_REQ.COPPA=1`), and in the `aw_0_1st.` targeting too (`aw_0_1st.coppa=1`,
+  `aw_0_1st.usPrivacy`, `aw_0_1st.gppSid`, `aw_0_1st.userConsentV2`: every spelling above);
   an id (device or listener) given twice with different values names nobody;
 - content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the episode id
   (`aw_0_1st.episode_id`: `adswizz://episode/{id}`), else the content id
@@ -145,12 +146,13 @@ class AdsWizzAdapter(UrlAdapter):
         if listener is not None:
             aliases.append(Alias(tag=LISTENER_ID_TAG, id=listener))
 
+        # The bare camelCase names are how `aw_0_1st.usPrivacy` & co. read in the targeting.
         consent = reader.signals(
             gdpr=("aw_0_req.gdpr", "gdpr"),
-            tc_string=("aw_0_req.userConsentV2", "gdpr_consent"),
-            us_privacy=("aw_0_req.usPrivacy", "us_privacy"),
+            tc_string=("aw_0_req.userConsentV2", "gdpr_consent", "userConsentV2"),
+            us_privacy=("aw_0_req.usPrivacy", "us_privacy", "usPrivacy"),
             gpp=("aw_0_req.gpp", "gpp"),
-            gpp_sid=("aw_0_req.gppSid", "aw_0_req.gpp_sid", "gpp_sid"),
+            gpp_sid=("aw_0_req.gppSid", "aw_0_req.gpp_sid", "gpp_sid", "gppSid"),
             child_directed=_CHILD_PARAMS,
         )
 
