@@ -169,7 +169,7 @@ class AdsWizzAdapter(UrlAdapter):
         base, query, fragment = split_url(url)
         if not _is_adswizz_path(url_path(base)):
             return url, {}
-        ours = sanitise(keyvalues, valid_key, clean_value)
+        ours = sanitise(keyvalues, valid_key, clean_value, self._skipped)
         if not ours:
             return url, {}
 

@@ -184,7 +184,7 @@ class FreeWheelAdapter(UrlAdapter):
         base, query, fragment = split_url(url)
         if query is None or not url_path(base).endswith(_PATH):
             return url, {}
-        ours = sanitise(keyvalues, valid_key, clean_value)
+        ours = sanitise(keyvalues, valid_key, clean_value, self._skipped)
         if not ours:
             return url, {}
 

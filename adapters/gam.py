@@ -10,7 +10,8 @@ GAM limits: keys ≤ 20 characters, values ≤ 40. Characters GAM forbids in val
 (`" ' = ! + # * ~ ; ^ ( ) < > [ ] , &`, whitespace, other non-printables) are removed from our
 values; a value left empty or too long is dropped, never truncated; an invalid key is dropped
 with its values. The whole URL is kept within `max_url_length` by dropping our values from the
-end (the last key's last value first), never anything that was already there.
+end (the last key's last value first), never anything that was already there. Each of our
+values dropped or rewritten is told to `on_skip` (`keyvalue_*` reasons).
 
 Parsing: `ppid` (alias `ppid`, priority 0) and `rdid` + `idtype` (priority 1; tag from
 `params.DEVICE_ID_TAGS`, e.g. `adid`→`aaid`); `is_lat=1` or an all-zero id drops the device id,
@@ -305,7 +306,9 @@ class GamAdapter(UrlAdapter):
             value_at = start + len(_PARAM)
             raw = q[value_at + 1 : end] if value_at < end else ""
         plan = self._plan(raw, keyvalues)
-        if plan is None:
+        for reason in () if plan is None else plan.dropped:  # a cached plan still reports
+            self._skipped(reason)
+        if plan is None or not plan.items:
             return url, {}
 
         if bounds is None:  # "?" when there was no query, "&" when it was not empty
@@ -320,6 +323,7 @@ class GamAdapter(UrlAdapter):
             items = list(plan.items)
             while items and total > self.max_url_length:
                 total -= items.pop()[3]
+                self._skipped("keyvalue_over_max_url_length")
             if not items:
                 return url, {}
             raw, written = _assemble(items, plan.entries, plan.present)
@@ -356,15 +360,18 @@ class _Plan:
     `items` (key, value, encoded value, length it adds), the entries and keys already there,
     and the value with every item written (`raw`, `written`, `cost` = the length it adds)."""
 
-    __slots__ = ("cost", "entries", "items", "present", "raw", "written")
+    __slots__ = ("cost", "dropped", "entries", "items", "present", "raw", "written")
 
     def __init__(
         self,
         items: list[tuple[str, str, str, int]],
         entries: list[str],
         present: dict[str, tuple[int, set[str], int]],
+        dropped: tuple[str, ...] = (),
     ) -> None:
         self.items = items
+        self.dropped = dropped
+        """Why each of our values was dropped or rewritten (`params.sanitise`)."""
         self.entries = entries
         self.present = present
         self.cost = sum(item[3] for item in items)
@@ -372,9 +379,10 @@ class _Plan:
 
 
 def _make_plan(raw: str, keyvalues: KeyValuesIn) -> _Plan | None:
-    ours = sanitise(keyvalues, valid_key, clean_value)
+    dropped: list[str] = []
+    ours = sanitise(keyvalues, valid_key, clean_value, dropped.append)
     if not ours:
-        return None
+        return _Plan([], [], {}, tuple(dropped)) if dropped else None
     entries = raw.split(_AMP)
     present = _present(entries)
 
@@ -396,9 +404,9 @@ def _make_plan(raw: str, keyvalues: KeyValuesIn) -> _Plan | None:
             for n, v in enumerate(values):
                 enc = encode(v)
                 items.append((key, v, enc, (len(_COMMA) if n else head) + len(enc)))
-    if not items:
+    if not items and not dropped:
         return None
-    return _Plan(items, entries, present)
+    return _Plan(items, entries, present, tuple(dropped))
 
 
 def _assemble(

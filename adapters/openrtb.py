@@ -297,6 +297,7 @@ class OpenRtbAdapter(FailOpen):
             standard=tuple(s.standard_activation_platforms),
             max_cohorts=s.max_cohorts,
         )
+        self.placement.dropped = self._skipped
         every = (
             [n for names in s.bidders.values() for n in names]
             if s.scope == "bidders"

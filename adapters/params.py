@@ -475,21 +475,34 @@ def identity_of(aliases: list[Alias]) -> Identity | None:
     )
 
 
+Dropped = Callable[[str], None]
+"""Told the reason for each of our values an adapter drops or rewrites (`SkipHook` reasons):
+`keyvalue_bad_key`, `keyvalue_bad_value`, `keyvalue_rewritten`, `keyvalue_over_length`, ..."""
+
+
 def sanitise(
     keyvalues: Mapping[str, Sequence[str]],
     key_ok: Callable[[object], bool],
     clean: Callable[[object], str | None],
+    dropped: Dropped | None = None,
 ) -> list[tuple[str, list[str]]]:
     """Our key-values as a platform can carry them: bad keys and unusable values dropped,
+    values the platform cannot carry as they are rewritten (each told to `dropped`),
     duplicates removed, order kept; a bare string counts as one value."""
     out: list[tuple[str, list[str]]] = []
     for key, values in keyvalues.items():
+        given = (values,) if isinstance(values, str) else values
         if not key_ok(key):
+            if dropped is not None:
+                for _ in given:
+                    dropped("keyvalue_bad_key")
             continue
         kept: list[str] = []
         seen: set[str] = set()
-        for raw in (values,) if isinstance(values, str) else values:
+        for raw in given:
             v = clean(raw)
+            if dropped is not None and v != raw:
+                dropped("keyvalue_bad_value" if v is None else "keyvalue_rewritten")
             if v is not None and v not in seen:
                 seen.add(v)
                 kept.append(v)

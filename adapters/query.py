@@ -262,7 +262,7 @@ class QueryAdapter(UrlAdapter):
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         if not is_http_url(url):
             return url, {}
-        ours = sanitise(keyvalues, self._key_ok, self._clean_value)
+        ours = sanitise(keyvalues, self._key_ok, self._clean_value, self._skipped)
         if not ours:
             return url, {}
         base, query, fragment = split_url(url)
