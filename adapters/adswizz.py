@@ -41,6 +41,7 @@ from adapters.params import (
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     find_param,
@@ -164,6 +165,13 @@ class AdsWizzAdapter(UrlAdapter):
             ),
             limit_ad_tracking=lat,
         )
+
+    def _strip_url(self, url: str, keys: frozenset[str]) -> tuple[str, int]:
+        base, query, fragment = split_url(url)
+        if query is None or not _is_adswizz_path(url_path(base)):
+            return url, 0
+        query, dropped = drop_fields(query, {PREFIX.lower() + k for k in keys})
+        return (f"{base}?{query}{fragment}", dropped) if dropped else (url, 0)
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         base, query, fragment = split_url(url)

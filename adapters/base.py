@@ -9,7 +9,7 @@ never on the enricher or the configuration loader.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, ClassVar, Protocol
 
 import msgspec
@@ -258,6 +258,22 @@ class UrlAdapter(FailOpen):
     def apply_url(self, url: str, keyvalues: KeyValuesIn) -> str:
         """`apply` to a GET of `url`: the URL as it goes out."""
         return self.apply(AdRequest(url), keyvalues).request.url
+
+    def strip_keys(self, request: AdRequest, keys: Collection[str]) -> tuple[AdRequest, int]:
+        """`request` without the values already under our `keys` (any case), and how many
+        went: a viewer's own values where cohortkv must not write (consent denied) or writes
+        the only truth (the contextual key)."""
+        try:
+            url, dropped = self._strip_url(request.url, frozenset(k.lower() for k in keys))
+        except Exception as e:
+            self._failed("apply", e)
+            return request, 0
+        return (request.with_url(url), dropped) if dropped else (request, 0)
+
+    def _strip_url(self, url: str, keys: frozenset[str]) -> tuple[str, int]:
+        """`strip_keys` for a URL; `keys` in lowercase. A platform without an override keeps
+        everything."""
+        return url, 0
 
     def _url_unrecognised(self, url: str) -> str | None:
         raise NotImplementedError

@@ -38,6 +38,7 @@ from adapters.params import (
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     first_params,
@@ -179,6 +180,17 @@ class FreeWheelAdapter(UrlAdapter):
             ssai_session_id=text(get("pvrn")),
             limit_ad_tracking=lat,
         )
+
+    def _strip_url(self, url: str, keys: frozenset[str]) -> tuple[str, int]:
+        """Our keys out of the key-value section (the second)."""
+        base, query, fragment = split_url(url)
+        if query is None or not url_path(base).endswith(_PATH):
+            return url, 0
+        sections = query.split(";")
+        if len(sections) < 2:
+            return url, 0
+        sections[1], dropped = drop_fields(sections[1], keys)
+        return (f"{base}?{';'.join(sections)}{fragment}", dropped) if dropped else (url, 0)
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         base, query, fragment = split_url(url)

@@ -51,6 +51,7 @@ from adapters.params import (
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     find_param,
@@ -332,6 +333,20 @@ class GamAdapter(UrlAdapter):
             amp = "&" if q else ""
             return f"{base}?{q}{amp}{_PARAM}={raw}{fragment}", written
         return f"{base}?{q[:value_at]}={raw}{q[end:]}{fragment}", written
+
+    def _strip_url(self, url: str, keys: frozenset[str]) -> tuple[str, int]:
+        base, query, fragment, ours = self._split(url)
+        if not ours or not query:
+            return url, 0
+        fields = query.split("&")
+        dropped = 0
+        for i, field in enumerate(fields):  # every copy of `cust_params`, in any case
+            name, eq, value = field.partition("=")
+            if eq and decode(name).strip().lower() == _PARAM:
+                value, n = drop_fields(value, keys, _AMP)
+                if n:
+                    fields[i], dropped = name + eq + value, dropped + n
+        return (f"{base}?{'&'.join(fields)}{fragment}", dropped) if dropped else (url, 0)
 
     def _plan(self, raw: str, keyvalues: KeyValuesIn) -> _Plan | None:
         """What writing `keyvalues` into the `cust_params` value `raw` takes (None: nothing).

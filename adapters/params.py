@@ -9,7 +9,7 @@ UTF-8 become U+FFFD) and never raises on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import quote, unquote
 
@@ -344,6 +344,15 @@ class SignalReader:
             conflicts=tuple(self.conflicts),
         )
         return signals
+
+
+def drop_fields(text: str, names: Collection[str], sep: str = "&") -> tuple[str, int]:
+    """`text` (fields joined by `sep`) without the fields whose decoded name, trimmed and in
+    any case, is one of `names` (lowercase), and how many went; every other byte stays."""
+    fields = text.split(sep)
+    kept = [f for f in fields if decode(f).partition("=")[0].strip().lower() not in names]
+    dropped = len(fields) - len(kept)
+    return (sep.join(kept), dropped) if dropped else (text, 0)
 
 
 def find_param(query: str, name: str, sep: str = "&") -> tuple[int, int] | None:

@@ -53,6 +53,7 @@ from adapters.params import (
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     find_param,
@@ -258,6 +259,16 @@ class QueryAdapter(UrlAdapter):
             ),
             limit_ad_tracking=lat,
         )
+
+    def _strip_url(self, url: str, keys: frozenset[str]) -> tuple[str, int]:
+        if not is_http_url(url):
+            return url, 0
+        base, query, fragment = split_url(url)
+        if query is None:
+            return url, 0
+        names = {decode(self.param_name(k), plus=False).lower() for k in keys}
+        query, dropped = drop_fields(query, names)
+        return (f"{base}?{query}{fragment}", dropped) if dropped else (url, 0)
 
     def _apply_url(self, url: str, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         if not is_http_url(url):

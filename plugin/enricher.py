@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from adapters.base import Adapter
+from adapters.base import Adapter, UrlAdapter
 from adapters.registry import adapter_by_name, build_adapters, find_adapter
 from plugin import reserved
 from plugin.accounting import Accounting
@@ -241,6 +241,7 @@ class Enricher:
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         by_name = cohorts_for(self.config.keys, behavioral.answer, contextual.answer)
+        req = self._without_viewer_values(req, adapter, decision.allowed, bool(c_codes))
         applied = adapter.apply(req, wanted, by_name)
         elapsed = self.accounting.enriched(adapter.name, started)
         return EnrichResult(
@@ -254,6 +255,26 @@ class Enricher:
             user_id=puid,
             request=applied.request,
         )
+
+    def _without_viewer_values(
+        self, req: AdRequest, adapter: Adapter, allowed: bool, contextual: bool
+    ) -> AdRequest:
+        """The request without values a viewer put under our keys: under the behavioral key
+        (and the user id's) when consent is denied, since a viewer could inject cohorts there;
+        under a contextual key of its own when we write it, since ours replace theirs. Each
+        value removed is counted and logged (`viewer_keyvalue_removed`)."""
+        keys = self.config.keys
+        strip: set[str] = set()
+        if not allowed:
+            strip.update(k for k in (keys.behavioral, keys.puid) if k)
+        if contextual and keys.mode == "split":
+            strip.add(keys.contextual)
+        if not strip or not isinstance(adapter, UrlAdapter):
+            return req
+        out, removed = adapter.strip_keys(req, strip)
+        for _ in range(removed):
+            self.accounting.adapter_skipped(adapter.name, "viewer_keyvalue_removed")
+        return out
 
     def adapter_for(self, request: AdRequest, platform: str | None) -> Adapter | None:
         if platform is None or platform == "auto":
