@@ -18,7 +18,8 @@ Parsing:
   `aw_0_req.usPrivacy` or `us_privacy`, `aw_0_req.gpp` or `gpp`, `aw_0_req.gppSid` /
   `aw_0_req.gpp_sid` or `gpp_sid`; two names (or copies) that disagree are a conflict and deny;
   `aw_0_req.coppa=1` or `coppa=1` is a child flag and denies outright. Each is read in any
-  letter case (`AW_0_REQ.COPPA=1`), and in the `aw_0_1st.` targeting too (`aw_0_1st.coppa=1`);
+  letter case (`AW_0_REQ.COPPA=1`), and in the `aw_0_1st.` targeting too (`aw_0_1st.coppa=1`,
+  `aw_0_1st.usPrivacy`, `aw_0_1st.gppSid`, `aw_0_1st.userConsentV2`: every spelling above);
   an id (device or listener) given twice with different values names nobody;
 - content: `aw_0_1st.contentUrl` (or `aw_0_1st.url`, `url`) when present, else the episode id
   (`aw_0_1st.episode_id`: `adswizz://episode/{id}`), else the content id
@@ -40,6 +41,7 @@ from adapters.params import (
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     find_param,
@@ -140,12 +142,13 @@ class AdsWizzAdapter(UrlAdapter):
         if listener is not None:
             aliases.append(Alias(tag=LISTENER_ID_TAG, id=listener))
 
+        # The bare camelCase names are how `aw_0_1st.usPrivacy` & co. read in the targeting.
         consent = reader.signals(
             gdpr=("aw_0_req.gdpr", "gdpr"),
-            tc_string=("aw_0_req.userConsentV2", "gdpr_consent"),
-            us_privacy=("aw_0_req.usPrivacy", "us_privacy"),
+            tc_string=("aw_0_req.userConsentV2", "gdpr_consent", "userConsentV2"),
+            us_privacy=("aw_0_req.usPrivacy", "us_privacy", "usPrivacy"),
             gpp=("aw_0_req.gpp", "gpp"),
-            gpp_sid=("aw_0_req.gppSid", "aw_0_req.gpp_sid", "gpp_sid"),
+            gpp_sid=("aw_0_req.gppSid", "aw_0_req.gpp_sid", "gpp_sid", "gppSid"),
             child_directed=_CHILD_PARAMS,
         )
 
@@ -158,9 +161,12 @@ class AdsWizzAdapter(UrlAdapter):
             limit_ad_tracking=lat,
         )
 
+    def _strip_query(self, query: str, keys: frozenset[str]) -> tuple[str, int]:
+        return drop_fields(query, {PREFIX.lower() + k for k in keys})
+
     def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         url, base, query, fragment = split
-        ours = sanitise(keyvalues, valid_key, clean_value)
+        ours = sanitise(keyvalues, valid_key, clean_value, self._skipped)
         if not ours:
             return url, {}
 

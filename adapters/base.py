@@ -10,7 +10,7 @@ never on the enricher or the configuration loader.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, NamedTuple, Protocol
 
 import msgspec
@@ -302,6 +302,31 @@ class UrlAdapter(FailOpen):
         platform's)."""
         got = self.read(AdRequest(url))
         return self.apply(got, keyvalues).request.url if isinstance(got, Parsed) else url
+
+    def strip_keys(self, parsed: Parsed, keys: Collection[str]) -> tuple[Parsed, int]:
+        """`parsed` without the values already under our `keys` (any case), and how many
+        went: a viewer's own values where cohortkv must not write (consent denied) or writes
+        the only truth (the contextual key). It works on the URL `read` split, so the request
+        is not read again, and `apply` writes into what is left."""
+        split = parsed.data
+        if not keys or not isinstance(split, SplitUrl) or split.query is None:
+            return parsed, 0
+        try:
+            query, dropped = self._strip_query(split.query, frozenset(k.lower() for k in keys))
+        except Exception as e:
+            self._failed("apply", e)
+            return parsed, 0
+        if not dropped:
+            return parsed, 0
+        url = f"{split.base}?{query}{split.fragment}"
+        stripped = SplitUrl(url, split.base, query, split.fragment)
+        request = parsed.request.with_url(url)
+        return msgspec.structs.replace(parsed, request=request, data=stripped), dropped
+
+    def _strip_query(self, query: str, keys: frozenset[str]) -> tuple[str, int]:
+        """`strip_keys` for the query of one of the platform's URLs (`keys` in lowercase):
+        the query without them, and how many fields went. Without an override, nothing."""
+        return query, 0
 
     def _url_unrecognised(self, split: SplitUrl) -> str | None:
         """None when the URL is the platform's, else why not."""

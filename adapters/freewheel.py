@@ -38,6 +38,7 @@ from adapters.params import (
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     first_params,
@@ -179,11 +180,19 @@ class FreeWheelAdapter(UrlAdapter):
             limit_ad_tracking=lat,
         )
 
+    def _strip_query(self, query: str, keys: frozenset[str]) -> tuple[str, int]:
+        """Our keys out of the key-value section (the second)."""
+        sections = query.split(";")
+        if len(sections) < 2:
+            return query, 0
+        sections[1], dropped = drop_fields(sections[1], keys)
+        return (";".join(sections), dropped) if dropped else (query, 0)
+
     def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         url, base, query, fragment = split
         if query is None:
             return url, {}
-        ours = sanitise(keyvalues, valid_key, clean_value)
+        ours = sanitise(keyvalues, valid_key, clean_value, self._skipped)
         if not ours:
             return url, {}
 

@@ -10,7 +10,8 @@ GAM limits: keys ≤ 20 characters, values ≤ 40. Characters GAM forbids in val
 (`" ' = ! + # * ~ ; ^ ( ) < > [ ] , &`, whitespace, other non-printables) are removed from our
 values; a value left empty or too long is dropped, never truncated; an invalid key is dropped
 with its values. The whole URL is kept within `max_url_length` by dropping our values from the
-end (the last key's last value first), never anything that was already there.
+end (the last key's last value first), never anything that was already there. Each of our
+values dropped or rewritten is told to `on_skip` (`keyvalue_*` reasons).
 
 Parsing: `ppid` (alias `ppid`, priority 0) and `rdid` + `idtype` (priority 1; tag from
 `params.DEVICE_ID_TAGS`, e.g. `adid`→`aaid`); `is_lat=1` or an all-zero id drops the device id,
@@ -45,12 +46,14 @@ from adapters.base import (
     UrlAdapter,
 )
 from adapters.params import (
+    Dropped,
     Params,
     SignalReader,
     content_url,
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     find_param,
@@ -201,7 +204,7 @@ class GamAdapter(UrlAdapter):
             start, end = bounds
             value_at = start + len(_PARAM)
             raw = q[value_at + 1 : end] if value_at < end else ""
-        plan = _make_plan(raw, keyvalues)
+        plan = _make_plan(raw, keyvalues, self._skipped)
         if plan is None:
             return url, {}
 
@@ -217,6 +220,7 @@ class GamAdapter(UrlAdapter):
             items = list(plan.items)
             while items and total > self.max_url_length:
                 total -= items.pop()[3]
+                self._skipped("keyvalue_over_max_url_length")
             if not items:
                 return url, {}
             raw, written = _assemble(items, plan.entries, plan.present)
@@ -225,6 +229,17 @@ class GamAdapter(UrlAdapter):
             amp = "&" if q else ""
             return f"{base}?{q}{amp}{_PARAM}={raw}{fragment}", written
         return f"{base}?{q[:value_at]}={raw}{q[end:]}{fragment}", written
+
+    def _strip_query(self, query: str, keys: frozenset[str]) -> tuple[str, int]:
+        fields = query.split("&")
+        dropped = 0
+        for i, field in enumerate(fields):  # every copy of `cust_params`, in any case
+            name, eq, value = field.partition("=")
+            if eq and decode(name).strip().lower() == _PARAM:
+                value, n = drop_fields(value, keys, _AMP)
+                if n:
+                    fields[i], dropped = name + eq + value, dropped + n
+        return ("&".join(fields), dropped) if dropped else (query, 0)
 
 
 def _cust_raws(p: Params) -> tuple[str, ...]:
@@ -270,8 +285,9 @@ class _Plan:
         self.raw, self.written = _assemble(items, entries, present)
 
 
-def _make_plan(raw: str, keyvalues: KeyValuesIn) -> _Plan | None:
-    ours = sanitise(keyvalues, valid_key, clean_value)
+def _make_plan(raw: str, keyvalues: KeyValuesIn, dropped: Dropped) -> _Plan | None:
+    """`dropped` is told why each of our values was dropped or rewritten."""
+    ours = sanitise(keyvalues, valid_key, clean_value, dropped)
     if not ours:
         return None
     entries = raw.split(_AMP)

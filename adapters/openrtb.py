@@ -113,6 +113,7 @@ from adapters.openrtb_read import (
     Reader,
     Where,
     first,
+    odd_flag,
     prop,
     raw,
     string,
@@ -311,6 +312,7 @@ class OpenRtbAdapter(FailOpen):
             standard=tuple(s.standard_activation_platforms),
             max_cohorts=s.max_cohorts,
         )
+        self.placement.dropped = self._skipped
         every = (
             [n for names in s.bidders.values() for n in names]
             if s.scope == "bidders"
@@ -380,7 +382,10 @@ class OpenRtbAdapter(FailOpen):
         read = Reader(tree)
         if read.suspicious(request.body, _WATCHED):
             read = Reader(with_every_copy(request.body))
-        lmt = SignalReader(read.params(_LMT)).any_set(*_names(_LMT)) is True
+        lmt = SignalReader(read.params(_LMT, deny=True)).any_set(*_names(_LMT)) is True
+        for where in (*_COPPA, *_LMT):
+            if any(odd_flag(v) for v in read.values(where)):
+                self._skipped(f"odd_{where[1]}")
         return Context(
             identity=self._identity(read, lmt),
             consent=self._consent(read),
@@ -390,8 +395,10 @@ class OpenRtbAdapter(FailOpen):
 
     @staticmethod
     def _consent(read: Reader) -> ConsentSignals:
-        groups = (*_GDPR, *_TC_STRING, *_US_PRIVACY, *_GPP, *_COPPA)
-        reader = SignalReader(read.params(groups), read.params(_GPP_SID, sid=True))
+        groups = (*_GDPR, *_TC_STRING, *_US_PRIVACY, *_GPP)
+        reader = SignalReader(
+            read.params(groups), read.params(_GPP_SID, sid=True), read.params(_COPPA, deny=True)
+        )
         return reader.signals(
             gdpr=_names(_GDPR),
             tc_string=_names(_TC_STRING),

@@ -12,7 +12,7 @@ import msgspec
 from adapters.base import CohortsFor, KeyValuesIn
 from adapters.openrtb_read import members
 from adapters.openrtb_write import Bidders, Patch, Put, Segments
-from adapters.params import encodable, sanitise
+from adapters.params import Dropped, encodable, sanitise
 from plugin.request import KeyValues
 
 INVENTORY = ("site", "app", "dooh")
@@ -66,6 +66,8 @@ class Placement:
         self.custom = custom
         self.standard = standard
         self.max_cohorts = max_cohorts
+        self.dropped: Dropped | None = None
+        """Told why each of our values was left out (the adapter's `on_skip`)."""
 
     def plan(
         self, tree: dict[str, Any], keyvalues: KeyValuesIn, cohorts_for: CohortsFor | None
@@ -108,19 +110,26 @@ class Placement:
     ) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
         """(user `data` entry name, `ext.data` key, ids) for each list, and the contextual ids."""
         ctx_key = self.contextual_key
-        mine = sanitise(custom, valid_key, clean_value)
-        theirs = sanitise(standard, valid_key, clean_value)
-        cap = self.max_cohorts
-        ctx = _union(*(ids for k, ids in (*mine, *theirs) if k == ctx_key))[:cap]
+        mine = sanitise(custom, valid_key, clean_value, self.dropped)
+        theirs = sanitise(standard, valid_key, clean_value, self.dropped)
+        ctx = self._capped(_union(*(ids for k, ids in (*mine, *theirs) if k == ctx_key)))
         if self.names == "keys":
-            user = [(k, k, ids[:cap]) for k, ids in mine if k != ctx_key]
+            user = [(k, k, self._capped(ids)) for k, ids in mine if k != ctx_key]
         else:
             lists = (
                 (PREBID_CUSTOM, _union(*(ids for k, ids in mine if k != ctx_key))),
                 (PREBID_STANDARD, _union(*(ids for k, ids in theirs if k != ctx_key))),
             )
-            user = [(name, key, ids[:cap]) for (name, key), ids in lists if ids]
+            user = [(name, key, self._capped(ids)) for (name, key), ids in lists if ids]
         return user, ctx
+
+    def _capped(self, ids: list[str]) -> list[str]:
+        """`ids` within `max_cohorts`; each one over it is told to `dropped`."""
+        cap = self.max_cohorts
+        if len(ids) > cap and self.dropped is not None:
+            for _ in ids[cap:]:
+                self.dropped("keyvalue_over_max_cohorts")
+        return ids[:cap]
 
     def _patch(
         self,

@@ -84,6 +84,24 @@ def raw(value: Any) -> str | None:
     return None
 
 
+def deny_raw(value: Any) -> str | None:
+    """A deny-only member (`coppa`, `lmt`) as `raw` text; a value `raw` cannot express (`0.5`,
+    `[1]`, `{}`) reads as set: a lenient reader may take it so, and the most restrictive
+    reading wins. Only absent (`null`) and 0 (`0`, `false`, `"0"`, blank) leave it unset."""
+    if value is None:
+        return None
+    text = raw(value)
+    return "1" if text is None else text
+
+
+def odd_flag(value: Any) -> bool:
+    """Whether a deny-only member's value is other than the integer 0 or 1 the standard asks
+    for (`null` aside): counted as bad input, whichever way it reads."""
+    if value is None:
+        return False
+    return isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 1)
+
+
 def sid_raw(value: Any) -> str | None:
     """`gpp_sid` as an array of ints (the standard) or a comma list (seen in the wild)."""
     if isinstance(value, list):
@@ -159,14 +177,16 @@ class Reader:
     def values(self, where: Where) -> list[Any]:
         return self.nodes((*where[0], where[1]))
 
-    def params(self, groups: Iterable[Where], sid: bool = False) -> Params:
+    def params(self, groups: Iterable[Where], sid: bool = False, deny: bool = False) -> Params:
         """The values at each place as one `Params` set, named `regs.ext.gdpr` and so on,
-        every copy kept, so that `SignalReader` applies its rules to JSON as to URLs."""
+        every copy kept, so that `SignalReader` applies its rules to JSON as to URLs. `deny`:
+        the places hold deny-only flags (`deny_raw`)."""
         out = Params()
+        to_text = sid_raw if sid else deny_raw if deny else raw
         for where in groups:
             name = synthetic(where)
             for value in self.values(where):
-                text = sid_raw(value) if sid else raw(value)
+                text = to_text(value)
                 if text is None:
                     continue
                 if name not in out:

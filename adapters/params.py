@@ -9,7 +9,7 @@ UTF-8 become U+FFFD) and never raises on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import quote, unquote
 
@@ -346,6 +346,15 @@ class SignalReader:
         return signals
 
 
+def drop_fields(text: str, names: Collection[str], sep: str = "&") -> tuple[str, int]:
+    """`text` (fields joined by `sep`) without the fields whose decoded name, trimmed and in
+    any case, is one of `names` (lowercase), and how many went; every other byte stays."""
+    fields = text.split(sep)
+    kept = [f for f in fields if decode(f).partition("=")[0].strip().lower() not in names]
+    dropped = len(fields) - len(kept)
+    return (sep.join(kept), dropped) if dropped else (text, 0)
+
+
 def find_param(query: str, name: str, sep: str = "&") -> tuple[int, int] | None:
     """Bounds `(start, end)` of the first `name` or `name=value` segment, matched raw."""
     n = len(name)
@@ -475,21 +484,34 @@ def identity_of(aliases: list[Alias]) -> Identity | None:
     )
 
 
+Dropped = Callable[[str], None]
+"""Told the reason for each of our values an adapter drops or rewrites (`SkipHook` reasons):
+`keyvalue_bad_key`, `keyvalue_bad_value`, `keyvalue_rewritten`, `keyvalue_over_length`, ..."""
+
+
 def sanitise(
     keyvalues: Mapping[str, Sequence[str]],
     key_ok: Callable[[object], bool],
     clean: Callable[[object], str | None],
+    dropped: Dropped | None = None,
 ) -> list[tuple[str, list[str]]]:
     """Our key-values as a platform can carry them: bad keys and unusable values dropped,
+    values the platform cannot carry as they are rewritten (each told to `dropped`),
     duplicates removed, order kept; a bare string counts as one value."""
     out: list[tuple[str, list[str]]] = []
     for key, values in keyvalues.items():
+        given = (values,) if isinstance(values, str) else values
         if not key_ok(key):
+            if dropped is not None:
+                for _ in given:
+                    dropped("keyvalue_bad_key")
             continue
         kept: list[str] = []
         seen: set[str] = set()
-        for raw in (values,) if isinstance(values, str) else values:
+        for raw in given:
             v = clean(raw)
+            if dropped is not None and v != raw:
+                dropped("keyvalue_bad_value" if v is None else "keyvalue_rewritten")
             if v is not None and v not in seen:
                 seen.add(v)
                 kept.append(v)

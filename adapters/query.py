@@ -54,6 +54,7 @@ from adapters.params import (
     decode,
     device_id,
     device_tag,
+    drop_fields,
     encodable,
     encode,
     find_param,
@@ -256,9 +257,13 @@ class QueryAdapter(UrlAdapter):
             limit_ad_tracking=lat,
         )
 
+    def _strip_query(self, query: str, keys: frozenset[str]) -> tuple[str, int]:
+        names = {decode(self.param_name(k), plus=False).lower() for k in keys}
+        return drop_fields(query, names)
+
     def _apply_url(self, split: SplitUrl, keyvalues: KeyValuesIn) -> tuple[str, KeyValues]:
         url, base, query, fragment = split
-        ours = sanitise(keyvalues, self._key_ok, self._clean_value)
+        ours = sanitise(keyvalues, self._key_ok, self._clean_value, self._skipped)
         if not ours:
             return url, {}
         q = "" if query is None else query

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from adapters.base import Adapter, Parsed, Unrecognised
+from adapters.base import Adapter, Parsed, Unrecognised, UrlAdapter
 from adapters.registry import build_adapters
 from plugin.accounting import Accounting
 from plugin.backends import Backends
@@ -41,7 +41,7 @@ from plugin.signals.content_properties import ContentDescription
 from plugin.signals.content_url import REDACTION_REASONS, ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.describe import ContentDescriber
-from plugin.signals.merge import build_keyvalues, cohorts_for
+from plugin.signals.merge import build_keyvalues, cohorts_for, keys_to_clear
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
 from plugin.signals.tracker import EventIds, EventViews
@@ -237,6 +237,11 @@ class Enricher:
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
         wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         by_name = cohorts_for(self.config.keys, behavioral.answer, contextual.answer)
+        clear = keys_to_clear(self.config.keys, decision.allowed, bool(c_codes))
+        if clear and isinstance(adapter, UrlAdapter):  # a viewer's values under our keys
+            parsed, removed = adapter.strip_keys(parsed, clear)
+            for _ in range(removed):
+                self.accounting.adapter_skipped(adapter.name, "viewer_keyvalue_removed")
         applied = adapter.apply(parsed, wanted, by_name)
         elapsed = self.accounting.enriched(adapter.name, started)
         return EnrichResult(

@@ -5,7 +5,8 @@
         resp = await client.get(vast_tag_url)
 
 The same rules as the aiohttp middleware (`plugin.middleware`): a request no platform
-recognises goes out exactly as it came; a POST body is read only when it is already in memory
+recognises goes out as it came, minus the reserved `cohortkv_*` parameters, which never leave
+on any path; a POST body is read only when it is already in memory
 (`content=`, `json=`), a streamed one is never consumed; if enrichment breaks, the request
 goes out as it came (counted: `cohortkv_bad_input_total{source="httpx"}` for the host's mistake,
 `cohortkv_internal_errors_total{where="httpx"}` for ours).
@@ -21,7 +22,7 @@ except ModuleNotFoundError as e:  # a person's situation: one line saying what t
     ) from None
 
 from plugin.enricher import Enricher
-from plugin.outgoing import Outgoing, ad_context
+from plugin.outgoing import Outgoing, ad_context, without_reserved
 from plugin.request import AdRequest
 
 __all__ = ["CohortkvTransport", "ad_context"]
@@ -58,6 +59,9 @@ class CohortkvTransport(httpx.AsyncBaseTransport):
                     request = _rewritten(request, ad, out)
                 except Exception as e:  # ours: the request goes out as it came
                     self._outgoing.bug(e)
+                    _strip_reserved(request)
+        else:  # not read, but reserved parameters never reach the ad server on any path
+            _strip_reserved(request)
         return await self._wrapped.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -81,6 +85,13 @@ def _as_ad_request(request: httpx.Request, methods: frozenset[str]) -> AdRequest
         headers=tuple(request.headers.multi_items()),
         body=body,
     )
+
+
+def _strip_reserved(request: httpx.Request) -> None:
+    url = str(request.url)
+    bare = without_reserved(url)
+    if bare != url:
+        request.url = httpx.URL(bare)
 
 
 def _rewritten(request: httpx.Request, ad: AdRequest, out: AdRequest) -> httpx.Request:

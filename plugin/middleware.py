@@ -4,7 +4,8 @@
     with ad_context(Context(identity=..., consent=..., content=...)):
         async with session.get(vast_tag_url) as resp: ...
 
-A request whose URL no adapter recognises goes out exactly as it came. Per-request context
+A request whose URL no adapter recognises goes out as it came, minus the reserved `cohortkv_*`
+parameters (`plugin.reserved`), which never leave on any path. Per-request context
 travels in a `contextvars` variable (`plugin.outgoing`), shared with the httpx transport.
 """
 
@@ -16,7 +17,7 @@ from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from plugin.enricher import Enricher
-from plugin.outgoing import Outgoing, ad_context
+from plugin.outgoing import Outgoing, ad_context, without_reserved
 from plugin.request import AdRequest
 
 __all__ = ["ad_context", "cohortkv_middleware"]
@@ -39,11 +40,16 @@ def cohortkv_middleware(
     It fails open: if enrichment itself breaks, the request goes out as it came (a failure of
     ours counted in `cohortkv_internal_errors_total{where="middleware"}`). A POST is
     read only when its body is already in memory (bytes, text, `json=`); a streamed body is
-    never consumed, and goes out as it came.
+    never consumed, and goes out as it came. Reserved `cohortkv_*` parameters are removed from
+    the URL whatever happens.
     """
     outgoing = Outgoing(enricher, "middleware", platform)
 
     async def middleware(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        url = str(req.url)
+        bare = without_reserved(url)
+        if bare != url:  # on every path: reserved parameters never reach the ad server
+            req.url = URL(bare, encoded=True)
         if req.method not in methods:
             return await handler(req)
         body = b""
@@ -53,19 +59,17 @@ def cohortkv_middleware(
                 body = await payload.as_bytes()
             elif payload:
                 return await handler(req)
-        ad = AdRequest(
-            url=str(req.url), method=req.method, headers=tuple(req.headers.items()), body=body
-        )
+        ad = AdRequest(url=url, method=req.method, headers=tuple(req.headers.items()), body=body)
         out = await outgoing.enriched(ad)
-        url = req.url
+        sent = req.url  # already without reserved parameters
         try:
-            if out.url != ad.url:
+            if out.url != str(sent):
                 req.url = URL(out.url, encoded=True)
             if out.body is not ad.body:
                 await req.update_body(out.body)
-        except Exception as e:  # ours: the request goes out as it came
+        except Exception as e:  # ours: the request goes out as it came, minus reserved names
             outgoing.bug(e)
-            req.url = url
+            req.url = sent
         return await handler(req)
 
     return middleware

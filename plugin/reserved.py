@@ -8,11 +8,15 @@ fields are dropped and everything else is joined back with the separators it had
 byte moves. A section left empty stays (`a;cohortkv_sid=1;b` → `a;;b`): FreeWheel sections are
 positional.
 
-A name is reserved whatever its spelling: percent-encoded (`cohortkv%5Fuid`, `%63ohortkv_uid`)
-or in any ASCII case (`COHORTKV_CONSENT`), as a lenient decoder would read it. The cheap scan
-that decides whether a query needs the full decode (`may_hold_reserved`, about a microsecond on
-an ad request) cannot miss one: such a name either shows `cohortkv` in some case, or encodes
-one of its characters, and so holds one of their few percent-encodings.
+A name is reserved whatever its spelling, as a lenient reader would take it (`lenient_name`):
+percent-encoded once or twice (`cohortkv%5Fuid`, `%63ohortkv_uid`, `%2563ohortkv_uid`), in any
+ASCII case (`COHORTKV_CONSENT`), with whitespace, `+` or NUL around it or NUL inside it
+(`+cohortkv_uid`, `%20cohortkv_uid`, `cohortkv%00_uid`). A parameter whose value is itself
+URL-encoded key-values (GAM's `cust_params`: `a%3D1%26cohortkv_uid%3D...`) has its reserved
+fields read and removed the same way. The cheap scan that decides whether a query needs the
+full decode (`may_hold_reserved`, about a microsecond on an ad request) cannot miss one: such a
+name either shows `cohortkv` in some case, or encodes one of its characters, `%` or NUL, and so
+holds one of their few percent-encodings or a NUL.
 """
 
 from __future__ import annotations
@@ -30,9 +34,13 @@ PREFIX = "cohortkv_"
 CONFLICT = "\x00conflict"
 """The value of a reserved name given twice with different values: the caller reads it as a
 conflict (for consent, a denial), never as either value."""
-_ENCODED = re.compile(r"%(?:[46][38BbFf]|[57][246]|5[Ff])")
+_ENCODED = re.compile(r"%(?:[46][38BbFf]|[57][246]|5[Ff]|25|00)|\x00")
 """The percent-encoding of a character of `cohortkv_`, in either case (`%63` c, `%4B` K, `%5F` _,
-...): a name that hides the prefix holds one."""
+...), of `%` (a second encoding) or of NUL, or a NUL: a name that hides the prefix holds one."""
+_TRIM = " \t\n\r\f\v+"
+"""What a lenient reader trims around a name (a `+` is a space in a query)."""
+_NESTED_SEP = re.compile("(%26)", re.IGNORECASE)
+_NESTED_EQ = re.compile("%3D|=", re.IGNORECASE)
 
 # Query parameter → what it carries. Request headers of the same meaning win over these, except
 # that any consent denial wins (`plugin.overrides`).
@@ -98,36 +106,76 @@ def reserved_name(name: str) -> str | None:
     return PREFIX + rest
 
 
+def lenient_name(name: str) -> str | None:
+    """The canonical reserved name raw query name `name` spells under any decoding a lenient
+    reader applies (percent-decoded once, as written, or decoded twice; NUL removed, whitespace
+    and `+` trimmed; ASCII case folded), or None. Fail closed: one reading that is reserved
+    makes the name reserved."""
+    once = unquote(name, errors="replace") if "%" in name else name
+    spellings = (once, name, unquote(once, errors="replace")) if "%" in once else (once, name)
+    for spelling in spellings:
+        canonical = reserved_name(spelling.replace("\x00", "").strip(_TRIM))
+        if canonical is not None:
+            return canonical
+    return None
+
+
+def _found(found: dict[str, str], canonical: str, value: str) -> None:
+    if canonical not in found:
+        found[canonical] = value
+    elif found[canonical] != value:
+        found[canonical] = CONFLICT
+
+
+def _split_nested(value: str, found: dict[str, str]) -> str:
+    """A parameter value that is itself URL-encoded key-values (`a%3D1%26cohortkv_uid%3Dx`),
+    without its reserved fields (read into `found`); separators kept byte for byte."""
+    parts = _NESTED_SEP.split(value)  # piece, separator, piece, ...
+    out: list[str] = []
+    for i in range(0, len(parts), 2):
+        piece = parts[i]
+        eq = _NESTED_EQ.search(piece)
+        name, raw = (piece[: eq.start()], piece[eq.end() :]) if eq else (piece, "")
+        canonical = lenient_name(unquote(name, errors="replace"))
+        if canonical is None:
+            out.extend((parts[i - 1], piece) if out else (piece,))
+            continue
+        _found(found, canonical, unquote(unquote(raw, errors="replace"), errors="replace"))
+    return "".join(out)
+
+
+def _split_section(section: str, found: dict[str, str]) -> str:
+    kept = []
+    for field in section.split("&"):
+        name, eq, value = field.partition("=")
+        canonical = lenient_name(name)
+        if canonical is not None:
+            _found(found, canonical, unquote(value, errors="replace"))
+            continue
+        if "%" in value and may_hold_reserved(value) and _NESTED_EQ.search(value):
+            nested = _split_nested(value, found)
+            if nested != value:
+                field = name + eq + nested
+        kept.append(field)
+    return "&".join(kept)
+
+
 def split_reserved(query: str) -> tuple[str, dict[str, str]]:
     """The query without reserved fields, and those fields' percent-decoded values by canonical
     name.
 
-    Every field whose (percent-decoded) name starts with `cohortkv_`, in any ASCII case, is
-    removed, known or not: the prefix is ours. A name given twice with different values reads
-    as `CONFLICT`. Never raises.
+    Every field whose name a lenient reader takes for one starting with `cohortkv_`
+    (`lenient_name`) is removed, known or not: the prefix is ours. So is every such field
+    inside a value that is itself URL-encoded key-values (GAM's `cust_params`). A name given
+    twice with different values reads as `CONFLICT`. Never raises.
     """
     if not may_hold_reserved(query):
         return query, {}
     found: dict[str, str] = {}
     sections = query.split(";")
     for i, section in enumerate(sections):
-        if not may_hold_reserved(section):
-            continue
-        kept = []
-        for field in section.split("&"):
-            name, _, value = field.partition("=")
-            if "%" in name:
-                name = unquote(name, errors="replace")
-            canonical = reserved_name(name)
-            if canonical is None:
-                kept.append(field)
-                continue
-            decoded = unquote(value, errors="replace")
-            if canonical not in found:
-                found[canonical] = decoded
-            elif found[canonical] != decoded:
-                found[canonical] = CONFLICT
-        sections[i] = "&".join(kept)
+        if may_hold_reserved(section):
+            sections[i] = _split_section(section, found)
     return ";".join(sections), found
 
 

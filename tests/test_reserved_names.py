@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import aiohttp
 import pytest
@@ -184,3 +184,143 @@ def test_split_url_removes_reserved_fields_from_the_query_only(url: str, out: st
 def test_split_url_returns_a_url_without_reserved_fields_as_is() -> None:
     url = "https://a/x?iu=%2F1&cust_params=a%3Db"
     assert split_url(url)[0] is url
+
+
+# -- what a lenient reader still takes for a reserved name ---------------------------------
+
+
+def lenient_reserved(query: str) -> list[str]:
+    """The names in `query` a lenient reader may take for reserved: the name as written,
+    percent-decoded once or twice, NUL removed, whitespace and `+` trimmed, in any case; at the
+    top level and inside a value that is itself URL-encoded key-values (`cust_params`)."""
+
+    def reserved(name: str) -> bool:
+        once = unquote(name)
+        for spelling in (name, once, unquote(once)):
+            if spelling.replace("\x00", "").strip(" \t\n\r\f\v+").lower().startswith("cohortkv_"):
+                return True
+        return False
+
+    out = []
+    for field in re.split("[&;]", query):
+        name, _, value = field.partition("=")
+        inner = (
+            [f.partition("=")[0] for f in unquote(value).split("&")]
+            if "=" in unquote(value)
+            else []
+        )
+        out.extend(n for n in [name, *inner] if reserved(n))
+    return out
+
+
+LENIENT_SPELLINGS = [
+    "+cohortkv_consent",
+    "%20cohortkv_consent",
+    "%2Bcohortkv_consent",
+    "cohortkv_consent+",
+    "cohortkv%00_consent",
+    "%00cohortkv_consent",
+    "%2563ohortkv_consent",
+    "cohortkv%255Fconsent",
+    "%2563%256F%2568ortkv%255fCONSENT",
+]
+
+
+@pytest.mark.parametrize("name", LENIENT_SPELLINGS)
+async def test_a_leniently_spelled_denial_is_read_and_removed_by_the_proxy(
+    fake: FakePermutive, ads: FakeAdServer, side: Running, name: str
+) -> None:
+    resp = await get(side, f"/proxy/gam{TAIL}&{name}=denied&cohortkv%2500_uid={USER}")
+    assert resp.status == 200
+    assert fake.calls["ccs"] == 0  # the denial counts
+    assert lenient_reserved(ads.last.query) == [] and USER not in ads.last.target
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "cohortkv_consent%3Ddenied",
+        "sect%3Dsport%26cohortkv_consent%3Ddenied",
+        "sect%3Dsport%26COHORTKV%255Fconsent%3Ddenied%26x%3D1",
+        "%2Bcohortkv_consent%3Ddenied",
+    ],
+)
+async def test_a_denial_nested_in_cust_params_counts_and_is_removed(
+    fake: FakePermutive, ads: FakeAdServer, side: Running, nested: str
+) -> None:
+    resp = await get(side, f"/proxy/gam{TAIL}&cust_params={nested}&cohortkv_uid={USER}")
+    assert resp.status == 200
+    assert fake.calls["ccs"] == 0
+    assert lenient_reserved(ads.last.query) == [] and USER not in ads.last.target
+    others = [f for f in unquote(nested).split("&") if "ohortkv" not in unquote(f).lower()]
+    assert ("cust_params=" + "%26".join(o.replace("=", "%3D") for o in others)) in ads.last.query
+
+
+async def test_a_reserved_name_in_a_freewheel_key_value_section_is_removed(
+    fake: FakePermutive, ads: FakeAdServer, side: Running
+) -> None:
+    fw = f"/ad/g/1?nw=1&resp=vast4&_fw_did=idfa:{IDFA};%20cohortkv_uid={USER}&k=v;slid=pre"
+    resp = await get(side, f"/proxy/freewheel{fw}")
+    assert resp.status == 200
+    assert lenient_reserved(ads.last.query) == [] and USER not in ads.last.target
+    assert ads.last.query.endswith(";k=v;slid=pre")
+
+
+@st.composite
+def leniently_spelled(draw: st.DrawFn, name: str) -> str:
+    """`name` as a lenient reader still reads it: letters in either case, characters
+    percent-encoded once or twice, NUL inside, whitespace or `+` around."""
+    out = []
+    for ch in name:
+        if ch.isalpha() and draw(st.booleans()):
+            ch = ch.upper()
+        how = draw(st.sampled_from(["plain", "once", "twice", "nul"]))
+        if how == "once":
+            ch = f"%{ord(ch):02X}"
+        elif how == "twice":
+            ch = f"%25{ord(ch):02X}"
+        elif how == "nul":
+            ch = draw(st.sampled_from(["%00", "%2500"])) + ch
+        out.append(ch)
+    around = st.sampled_from(["", "+", "%20", "%2B", "%09", "%00", "%2520"])
+    return draw(around) + "".join(out) + draw(around)
+
+
+lenient_reserved_field = st.sampled_from(SUFFIXES).flatmap(
+    lambda suffix: leniently_spelled("cohortkv_" + suffix)
+)
+plain_name = st.text(alphabet="abxyz_.-", min_size=1, max_size=6)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("plain"), plain_name),
+            st.tuples(st.just("reserved"), lenient_reserved_field),
+            st.tuples(st.just("nested"), st.lists(st.one_of(plain_name, lenient_reserved_field))),
+        ),
+        max_size=6,
+    )
+)
+def test_nothing_a_lenient_reader_takes_for_reserved_is_left(
+    fields: list[tuple[str, Any]],
+) -> None:
+    def nested(names: list[str]) -> str:
+        return "%26".join(f"{quote(n, safe='')}%3Dv" for n in names)
+
+    parts = []
+    for kind, what in fields:
+        if kind == "nested":
+            parts.append(f"cust_params={nested(what)}")
+        else:
+            parts.append(f"{what}=v")
+    query = "&".join(parts)
+    out, found = split_reserved(query)
+    assert lenient_reserved(out) == []
+    expected = [p for (kind, _), p in zip(fields, parts, strict=True) if kind == "plain"]
+    kept = [p for p in out.split("&") if p and not p.startswith("cust_params=")]
+    assert kept == expected
+    reserved_given = any(k == "reserved" for k, _ in fields) or any(
+        lenient_reserved(f"{n}=v") for k, w in fields if k == "nested" for n in w
+    )
+    assert bool(found) == reserved_given

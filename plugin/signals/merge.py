@@ -32,6 +32,19 @@ def build_keyvalues(
     return out
 
 
+def keys_to_clear(keys: KeysConfig, allowed: bool, contextual: bool) -> frozenset[str]:
+    """Our keys whose values a viewer may have put in the request, to remove before writing:
+    the behavioral key (and the user id's) when consent is denied, since a viewer could inject
+    cohorts there; the contextual key of its own when contextual cohorts are written, since
+    ours replace theirs."""
+    clear: set[str] = set()
+    if not allowed:
+        clear.update(k for k in (keys.behavioral, keys.puid) if k)
+    if contextual and keys.mode == "split":
+        clear.add(keys.contextual)
+    return frozenset(clear)
+
+
 def cohorts_for(
     keys: KeysConfig, behavioral: Answer | None, contextual: Answer | None
 ) -> CohortsFor:

@@ -139,3 +139,40 @@ def test_other_urls_are_left_alone() -> None:
 def test_defaults() -> None:
     assert aw.name == "adswizz"
     assert aw.activation_platforms == ("adswizz_keyvalue", "adswizz")
+
+
+# Every consent signal counts in the `aw_0_1st.` targeting under each of its spellings; a copy
+# there that disagrees with the request's own is a conflict (a denial).
+AW_BASE = "https://x.adswizz.com/vast/4.0/request/alias/z?listenerId=abc"
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "value"),
+    [
+        ("aw_0_1st.usPrivacy=1YYN", "us_privacy", "1YYN"),
+        ("aw_0_1st.us_privacy=1YYN", "us_privacy", "1YYN"),
+        ("aw_0_1st.gpp=DBABMA~X&aw_0_1st.gppSid=7", "gpp_sid", (7,)),
+        ("aw_0_1st.gpp=DBABMA~X&aw_0_1st.gpp_sid=7", "gpp_sid", (7,)),
+        ("aw_0_1st.gpp=DBABMA~X", "gpp", "DBABMA~X"),
+        ("aw_0_1st.gdpr=1", "gdpr", True),
+        ("aw_0_1st.userConsentV2=TC", "tc_string", "TC"),
+        ("aw_0_1st.gdpr_consent=TC", "tc_string", "TC"),
+    ],
+)
+def test_consent_in_the_targeting_is_read(params: str, field: str, value: object) -> None:
+    consent = aw.parse_url(f"{AW_BASE}&{params}").consent
+    assert getattr(consent, field) == value and consent.conflicts == ()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        "aw_0_req.usPrivacy=1YNN&aw_0_1st.usPrivacy=1YYN",
+        "us_privacy=1YNN&aw_0_1st.USPRIVACY=1YYN",
+        "aw_0_req.gppSid=2&aw_0_1st.gppSid=7",
+        "aw_0_req.userConsentV2=A&aw_0_1st.userConsentV2=B",
+        "aw_0_req.gdpr=0&aw_0_1st.gdpr=1",
+    ],
+)
+def test_targeting_that_disagrees_is_a_conflict(params: str) -> None:
+    assert aw.parse_url(f"{AW_BASE}&{params}").consent.conflicts != ()

@@ -203,3 +203,28 @@ async def test_the_httpx_transport_reads_a_request_once(
         assert (sent.query, sent.body) == (target.raw_query_string, request.body)
     else:
         assert key in sent.query + sent.body.decode()
+
+
+@pytest.mark.parametrize(
+    ("platform", "before", "after"),
+    [
+        ("gam", "&correlator=", "%26permutive%3Dviewer1&tfcd=1&correlator="),
+        ("freewheel", "&section=sport;", "&section=sport&permutive=viewer1&_fw_coppa=1;"),
+        ("adswizz", "&cb=", "&aw_0_1st.permutive=viewer1&aw_0_req.coppa=1&cb="),
+    ],
+)
+async def test_removing_a_viewers_values_reads_nothing_again(
+    fake: FakePermutive, reads: Counts, platform: str, before: str, after: str
+) -> None:
+    """A denied request loses the values a viewer put under the behavioral key: they are
+    removed from what `read` split, and `apply` writes into what is left."""
+    cfg = config(fake, {})
+    plain = example(platform)
+    assert before in plain.url
+    request = msgspec.structs.replace(plain, url=plain.url.replace(before, after, 1))
+    once = one_read(cfg, platform, request, reads)
+    async with Enricher(cfg) as e:
+        r = await e.enrich(request, GRANTED)
+    assert (r.platform, r.consent.allowed) == (platform, False)
+    assert "viewer1" not in r.url and r.url != request.url
+    assert reads == once
