@@ -93,7 +93,7 @@ def test_quick_run_prints_every_scenario_row(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("#  measure"))
+    header = next(i for i, line in enumerate(lines) if re.match(r"#\s+measure", line))
     rows = lines[header + 2 :]
     for pattern in ROWS:
         matching = [line for line in rows if re.search(pattern, line)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -311,15 +312,18 @@ def test_fields_that_hold_no_email_address_stay(field: str) -> None:
 # --- 7. what comes back from Redis is checked -------------------------------------------------
 
 
+# A viewer is one Redis hash (`plugin.cache.shared`): field `s` its session, as
+# [4-byte expiry][1-byte length][session id][view id]; field `a` a reference to its answer's
+# cohort set, stored apart under `{prefix}:p:<digest>`. Garbage can sit in either.
 GARBAGE = {
     "injected_session_and_cohort": (
-        b"not-a-uuid\r\nINJECT: 1|x",
+        (b"not-a-uuid\r\nINJECT: 1", b"x"),
         msgspec.msgpack.encode([{"cohorts": ["1\r\nINJECT: 1"]}, time.time()]),
         ("session", "not_uuid"),
         ("answer", "bad_cohorts"),
     ),
     "huge_session_and_answer": (
-        b"a" * 100_000 + b"|b",
+        (b"a" * 255, b"b" * 100_000),
         b"\x92" + b"A" * 2_000_000,
         ("session", "not_uuid"),
         ("answer", "too_large"),
@@ -331,6 +335,27 @@ GARBAGE = {
         ("answer", "bad_time"),
     ),
 }
+PROFILE = bytes(range(16))
+"""The cohort-set digest the planted answer reference names."""
+
+
+def viewer_key(prefix: str, identity: Identity) -> bytes:
+    return f"{prefix}:u:".encode() + compact_key(identity.cache_key())
+
+
+def session_value(session: bytes, view: bytes) -> bytes:
+    """A session field as the store writes it, valid for ten minutes (the server's clock is
+    this machine's)."""
+    return struct.pack(">I", int(time.time()) + 600) + bytes([len(session)]) + session + view
+
+
+def answer_reference(stored_at: float) -> bytes:
+    return PROFILE + struct.pack(">I", int(stored_at))
+
+
+def session_is_clean(stored: bytes | None) -> bool:
+    """Gone, or a session id a replica wrote (a UUID, packed to 16 bytes)."""
+    return stored is None or stored[4] == 16
 
 
 @pytest.mark.parametrize("case", sorted(GARBAGE))
@@ -339,16 +364,17 @@ async def test_garbage_in_the_shared_store_never_reaches_the_ccs_event(
 ) -> None:
     import redis.asyncio as redis
 
-    session_value, answer_value, session_reason, answer_reason = GARBAGE[case]
+    session_value_parts, answer_value, session_reason, answer_reason = GARBAGE[case]
     device = f"{uuid.uuid4()}".upper()
-    who = compact_key(Identity(alias=Alias(tag="idfa", id=device)).cache_key()).hex()
-    at = shared_redis.prefix
-    session_key, answer_key = f"{at}:s:{{{who}}}", f"{at}:b:{who}"
+    vkey = viewer_key(shared_redis.prefix, Identity(alias=Alias(tag="idfa", id=device)))
+    profile_key = f"{shared_redis.prefix}:p:{PROFILE.hex()}"
     client = redis.Redis.from_url(shared_redis.url)
     try:
-        if session_value is not None:
-            await client.set(session_key, session_value, ex=60)
-        await client.set(answer_key, answer_value, ex=60)
+        if session_value_parts is not None:
+            await client.hset(vkey, b"s", session_value(*session_value_parts))
+        await client.hset(vkey, b"a", answer_reference(time.time()))
+        await client.expire(vkey, 60)
+        await client.set(profile_key, answer_value, ex=60)
         # A timeout long enough for the 2 MB value to arrive whole, however loaded the machine.
         cache = shared_redis.cache(redis_timeout_ms=10_000)
         cfg = sidecar(fake, ads, cache=cache)
@@ -374,12 +400,11 @@ async def test_garbage_in_the_shared_store_never_reaches_the_ccs_event(
 
                 # the bad value is gone, so the fleet starts that user's session afresh
                 async def clean() -> bool:
-                    stored = await client.get(session_key)
-                    return stored is None or uuid.UUID(stored.decode().split("|")[0]) is not None
+                    return session_is_clean(await client.hget(vkey, b"s"))
 
                 await until(clean, what="the invalid session deleted")
     finally:
-        await client.delete(session_key, answer_key)
+        await client.delete(vkey, profile_key)
         await client.aclose()
 
 
@@ -389,10 +414,11 @@ async def test_garbage_in_the_shared_session_never_reaches_a_completion_event(
     import redis.asyncio as redis
 
     device = Identity(alias=Alias(tag="idfa", id=f"{uuid.uuid4()}".upper()))
-    session_key = f"{shared_redis.prefix}:s:{{{compact_key(device.cache_key()).hex()}}}"
+    vkey = viewer_key(shared_redis.prefix, device)
     client = redis.Redis.from_url(shared_redis.url)
     try:
-        await client.set(session_key, b"not-a-uuid\r\nINJECT: 1|also-not", ex=60)
+        await client.hset(vkey, b"s", session_value(b"not-a-uuid\r\nINJECT: 1", b"also-not"))
+        await client.expire(vkey, 60)
         cache = shared_redis.cache(redis_timeout_ms=10_000)
         async with Enricher(config(fake, cache=cache)) as e:
             done = Event(name="VideoCompletion", time=now_rfc3339(), properties={})
@@ -406,5 +432,5 @@ async def test_garbage_in_the_shared_session_never_reaches_a_completion_event(
         assert "INJECT" not in json.dumps(call)
         assert invalid == 1
     finally:
-        await client.delete(session_key)
+        await client.delete(vkey)
         await client.aclose()

@@ -79,7 +79,9 @@ def keys_of(redis: SharedRedis) -> list[str]:
 
     client = redis_py.Redis.from_url(redis.url)
     try:
-        return [k.decode() for k in client.scan_iter(match=redis.pattern(), count=500)]
+        # Viewer keys end in 16 raw bytes: shown escaped, never read as text.
+        keys = client.scan_iter(match=redis.pattern(), count=500)
+        return [k.decode("utf-8", "backslashreplace") for k in keys]
     finally:
         client.close()
 
