@@ -140,6 +140,7 @@ class GamAdapter(UrlAdapter):
             else GamSettings().max_url_length
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
+        self._plans = RememberedPlans()
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -204,7 +205,7 @@ class GamAdapter(UrlAdapter):
             start, end = bounds
             value_at = start + len(_PARAM)
             raw = q[value_at + 1 : end] if value_at < end else ""
-        plan = _make_plan(raw, keyvalues, self._skipped)
+        plan = self._plans.plan(raw, keyvalues, self._skipped)
         if plan is None:
             return url, {}
 
@@ -283,6 +284,34 @@ class _Plan:
         self.present = present
         self.cost = sum(item[3] for item in items)
         self.raw, self.written = _assemble(items, entries, present)
+
+
+class RememberedPlans:
+    """The write plan of each (`cust_params` value, key-values) pair lately seen, with the
+    reasons of what it dropped: a VAST tag's `cust_params` and a view's cohorts repeat from
+    ad break to ad break, and planning (encoding every value, checking every key) is the
+    adapter's dearest step. Keyed by what the plan is made of, never by the request: a hit is
+    the plan `_make_plan` would make, and its drops are reported again, once per use."""
+
+    __slots__ = ("_plans",)
+    MAX = 2048
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[str, tuple[object, ...]], tuple[_Plan | None, tuple[str, ...]]]
+        self._plans = {}
+
+    def plan(self, raw: str, keyvalues: KeyValuesIn, dropped: Dropped) -> _Plan | None:
+        key = (raw, tuple((k, v if isinstance(v, str) else tuple(v)) for k, v in keyvalues.items()))
+        known = self._plans.get(key)
+        if known is None:
+            reasons: list[str] = []
+            known = (_make_plan(raw, keyvalues, reasons.append), tuple(reasons))
+            if len(self._plans) >= self.MAX:
+                self._plans.clear()  # a burst of new pairs: start over rather than track age
+            self._plans[key] = known
+        for reason in known[1]:
+            dropped(reason)
+        return known[0]
 
 
 def _make_plan(raw: str, keyvalues: KeyValuesIn, dropped: Dropped) -> _Plan | None:

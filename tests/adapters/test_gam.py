@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.gam import GamAdapter, GamSettings
 from plugin.context import ConsentSignals, Content, Context
@@ -315,3 +317,35 @@ def test_a_shared_adapter_answers_each_request_afresh() -> None:
     longer = APP.replace("&vid=vid_456", "&vid=vid_456&pad=xxxxx")
     assert adapter.apply_url(longer, kvs) == longer.replace("%2C123%26", "%2C123%2C456%26")
     assert adapter.apply_url(APP, kvs) == APP.replace("%2C123%26", "%2C123%2C456%2C789%26")
+
+
+_TEXT = st.text(alphabet="ab=&,%2F3D -_()é", max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cust=_TEXT,
+    kvs=st.dictionaries(
+        st.sampled_from(["permutive", "prmtvctx", "a", "bad key"]),
+        st.lists(_TEXT, max_size=4),
+        max_size=3,
+    ),
+    budget=st.integers(min_value=60, max_value=200),
+)
+def test_a_remembered_write_plan_writes_what_a_fresh_one_does(
+    cust: str, kvs: dict[str, list[str]], budget: int
+) -> None:
+    """The adapter remembers the write plan of a `cust_params` value and key-values it has
+    seen: the second write of the same pair (a hit) is the first's, byte for byte, and so is
+    what a new adapter (no plan remembered) writes; what it drops is told every time."""
+    url = "https://pubads.g.doubleclick.net/gampad/ads?iu=/1/x&cust_params=" + cust
+    told: list[str] = []
+    remembering = GamAdapter(GamSettings(max_url_length=budget))
+    remembering.on_skip = lambda _platform, why: told.append(why)
+    first = applied(remembering, AdRequest(url), kvs)
+    once = list(told)
+    second = applied(remembering, AdRequest(url), kvs)
+    fresh = applied(GamAdapter(GamSettings(max_url_length=budget)), AdRequest(url), kvs)
+    assert second.request.url == first.request.url == fresh.request.url
+    assert second.written == first.written == fresh.written
+    assert told == once + once
