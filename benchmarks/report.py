@@ -219,6 +219,7 @@ def results_md(
 ) -> str:
     s = [
         *_header_md(plan, info),
+        *_headline_md(rows),
         *_results_md(rows),
         *_method_md(plan),
         *_side_by_side_md(data),
@@ -253,6 +254,39 @@ def _header_md(plan: Plan, info: dict[str, str]) -> list[str]:
         "Every figure below comes from that run.",
         "",
         _md_table(("machine", ""), machine_rows),
+        "",
+    ]
+
+
+HEADLINE = (
+    ("CPU per request / passthrough, realistic mix, c=64", "7", "c=64 sidecar CPU per request"),
+    ("CPU per request / passthrough, worst case, c=64", "2", "c=64 sidecar CPU per request"),
+    ("throughput / passthrough, realistic mix, c=256", "7", "c=256 sidecar throughput / pass"),
+    ("`if_uncached` returning viewers, added p99, c=64", "7", "c=64 returning viewers"),
+    ("sidecar RSS per active viewer, 100k viewers", "10", "memory per active viewer"),
+    ("Redis memory per viewer / keys per viewer", "10", "memory per active viewer"),
+    ("hung CCS: sidecar p99.9 (budget + 15 ms)", "3", "CCS hangs, budget"),
+    ("Contextual API calls per 10,000 requests", "4", "Contextual API calls per 10,000 ad"),
+)
+"""The performance step's figures, found among the rows: (what, scenario, start of the row's
+measure); the memory rows are told apart by their order."""
+
+
+def _headline_md(rows: Sequence[Row]) -> list[str]:
+    out: list[tuple[str, str, str, str]] = []
+    used: set[int] = set()
+    for what, scenario, start in HEADLINE:
+        for i, r in enumerate(rows):
+            if i not in used and r.scenario == scenario and r.measure.startswith(start):
+                used.add(i)
+                out.append((what, r.result, r.target, r.status))
+                break
+        else:
+            out.append((what, "not run", "—", "—"))
+    return [
+        "## Targets of this step",
+        "",
+        _md_table(("measure", "result", "target", "status"), out),
         "",
     ]
 
