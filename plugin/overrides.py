@@ -13,7 +13,7 @@ counts it and leaves the value out (a viewer's ad request still goes out), the J
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -21,9 +21,11 @@ import plugin.reserved as rp
 from plugin.body_types import FieldError
 from plugin.context import ConsentSignals, Content, Context
 from plugin.identity import Alias, Identity, IdentityError, parse_alias_flag
-from plugin.serve.bodies import ConsentBody, ContextBody, IdentityBody
-from plugin.serve.validate import too_deep
+from plugin.json_depth import too_deep
 from plugin.signals.events import without_nulls
+
+if TYPE_CHECKING:  # the JSON API's body types: annotations only, the core imports no serve module
+    from plugin.serve.bodies import ConsentBody, ContextBody, IdentityBody
 
 
 class Mistake(NamedTuple):

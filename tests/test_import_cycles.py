@@ -122,3 +122,19 @@ def test_importlib_literals_and_relative_imports_are_read(tmp_path: Path) -> Non
     known = {"p", "p.a", "p.b", "p.c", "p.d"}
     assert set(imported("p", init, known)) == {"p", "p.b", "p.c"}
     assert "p.d" in set(imported("p.a", mod, known))
+
+
+def test_the_library_imports_no_sidecar_module() -> None:
+    """Imports run one way, the sidecar above the enricher: importing `plugin` (the library
+    and its client hooks) loads no `plugin.serve` module, so no core module reaches up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, plugin, plugin.middleware\n"
+        "print([m for m in sys.modules if m.startswith('plugin.serve')])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -8,7 +8,6 @@ same struct types, to collect one `FieldError` per bad field.
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import types
 import typing
@@ -18,6 +17,8 @@ import msgspec
 
 from plugin.errors import BodyError as BodyError
 from plugin.errors import msgspec_problem
+from plugin.json_depth import MAX_DEPTH as MAX_DEPTH
+from plugin.json_depth import too_deep as too_deep
 from plugin.serve.bodies import FieldError
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -64,36 +65,7 @@ def decode(raw: bytes, tp: type[S]) -> S:
     raise BodyError(errors)
 
 
-MAX_DEPTH = 64
-"""Arrays and objects nested deeper than this are refused before decoding: no real body comes
-near it, and decoding (or walking) thousands of levels ends in a RecursionError."""
 TOO_DEEP = FieldError(ROOT, f"JSON nested at most {MAX_DEPTH} levels deep")
-
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
-_AS_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and -1 as signed bytes
-
-
-def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether the JSON text `raw` nests arrays and objects more than `limit` levels deep.
-
-    No more than `limit` opening brackets cannot (two `count`s: the usual case). Otherwise
-    escapes and string contents are taken out, the brackets left become +1/-1 steps, and the
-    depth is the largest running sum: C loops over the bytes, and one C-level iteration per
-    bracket, well below what decoding the same text costs. Text that is not JSON may get
-    either answer; the decoder refuses it next.
-    """
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    if b"\\" in raw:
-        raw = _ESCAPE.sub(b"", raw)
-    s = raw.translate(None, _NOT_STRUCTURE).replace(b'""', b"")  # strings without brackets
-    if b'"' in s:  # strings with brackets: what is between quotes 2k and 2k+1 goes
-        s = b"".join(s.split(b'"')[::2])
-    steps = s.translate(_AS_STEPS)
-    if b"\x01" * (limit + 1) in steps:
-        return True
-    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0) > limit
 
 
 def _malformed(e: Exception) -> FieldError:
