@@ -5,19 +5,16 @@ Only the listed request headers go on (no cookies, no `Authorization`, no `X-Coh
 `Content-Encoding`: as sent when the adapter wrote nothing, else encoded again with the codings
 it came in (`plugin.serve.encoding`).
 
-Header values that are not UTF-8 arrive from aiohttp's parser as surrogates, and aiohttp's
-client writes header values as UTF-8 text, dropping surrogates: `caf\\xe9\\xff` would go out as
-`caf`. They are read as ISO-8859-1, HTTP's historic charset, so that every character goes on
-(in UTF-8), and counted.
+Header values that are not UTF-8 arrive from aiohttp's parser as surrogates, which cannot be
+written as UTF-8 text (`caf\\xe9\\xff` would go out as `caf`). They are read as ISO-8859-1,
+HTTP's historic charset, so that every character goes on (in UTF-8), and counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import yarl
 from aiohttp import web
-from multidict import CIMultiDict
 
 from plugin.observe.metrics import RateLimitedLog
 from plugin.request import AdRequest
@@ -45,18 +42,6 @@ BODY_HEADERS: tuple[str, ...] = ("Content-Type", "Content-Encoding")
 
 OutBody = tuple[bytes, list[tuple[str, str]]]
 """The body that goes to the ad server, and the headers that describe it."""
-
-
-def target_url(url: str) -> yarl.URL:
-    """`url` as the ad server is to read it, byte for byte (`encoded=True`: `//` and escapes
-    stay). yarl has no empty query (`/ads?` would go out as `/ads`), so a bare `?` rides at
-    the end of the path, where aiohttp writes it as it is."""
-    if not url.endswith("?") or "#" in url:
-        return yarl.URL(url, encoded=True)
-    u = yarl.URL(url[:-1], encoded=True)
-    return yarl.URL.build(
-        scheme=u.scheme, authority=u.raw_authority, path=u.raw_path + "?", encoded=True
-    )
 
 
 def ad_request(request: web.Request, url: str, body: Body | None) -> AdRequest:
@@ -90,24 +75,24 @@ class Outgoing:
         )
         return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
-    def headers(self, request: web.Request) -> CIMultiDict[str]:
+    def headers(self, request: web.Request) -> list[tuple[str, str]]:
         h = request.headers
-        out: CIMultiDict[str] = CIMultiDict()  # as aiohttp keeps them: a dict is converted
+        out: list[tuple[str, str]] = []
         for name in FORWARDED_HEADERS:
             value = h.get(name)
             if value is not None:
-                out[name] = self.text(value)
+                out.append((name, self.text(value)))
         chain = h.get("X-Forwarded-For")
         if chain is not None:
             chain = self.text(chain)
         peer = request.remote
         if peer:
-            out["X-Forwarded-For"] = f"{chain}, {peer}" if chain else peer
+            out.append(("X-Forwarded-For", f"{chain}, {peer}" if chain else peer))
         elif chain:
-            out["X-Forwarded-For"] = chain
+            out.append(("X-Forwarded-For", chain))
         rid = request.get(REQUEST_ID)
         if rid is not None:
-            out[REQUEST_ID_HEADER] = rid
+            out.append((REQUEST_ID_HEADER, rid))
         return out
 
     def body(

@@ -9,8 +9,8 @@ Each upstream has a platform (`[serve.upstreams.NAME] platform`): its adapter re
 the requests. A request the platform does not recognise goes out unchanged, counted in
 `cohortkv_not_recognised_total` and logged (rate-limited) with the upstream and the reason.
 
-The path and query go out byte for byte as the adapter returned them
-(`plugin.serve.outgoing.target_url`: `//` and a bare `?` included), minus the reserved
+The path and query go out byte for byte as the adapter returned them (`//` and a bare `?`
+included; through `plugin.serve.adclient`, the proxy's own lean HTTP/1.1 client), minus the reserved
 `cohortkv_*` parameters (however spelled). A POST body (read by
 `plugin.serve.intake`: bounded by `serve.max_body_bytes` as sent and as decoded, within
 `serve.body_timeout_s`) is decoded for the adapter when it is compressed; what goes out matches
@@ -36,10 +36,9 @@ import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from plugin import reserved as rp
 from plugin.config import ConfigError, ServeConfig
@@ -48,6 +47,7 @@ from plugin.observe.metrics import RateLimitedLog
 from plugin.overrides import Mistake, from_reserved
 from plugin.request import AdRequest
 from plugin.serve import outgoing
+from plugin.serve.adclient import AdClient, AdServerError, Answer, Origin
 from plugin.serve.errors import json_error
 from plugin.serve.health import ErrorWindow
 from plugin.serve.intake import BodyReader
@@ -85,7 +85,17 @@ def _unsafe(target: str) -> bool:
 class Upstream:
     """One configured ad server: where it is, which adapter reads its URLs, how it is doing."""
 
-    __slots__ = ("base", "name", "outcomes", "platform", "prefix", "seconds", "window")
+    __slots__ = (
+        "base",
+        "name",
+        "origin",
+        "origin_len",
+        "outcomes",
+        "platform",
+        "prefix",
+        "seconds",
+        "window",
+    )
 
     def __init__(
         self,
@@ -94,9 +104,14 @@ class Upstream:
         platform: str | None,
         metrics: ServeMetrics,
         window_s: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
         self.base = base
+        self.origin = Origin(base, tls)
+        parts = urlsplit(base)
+        self.origin_len = len(f"{parts.scheme}://{parts.netloc}")
+        """Where the request target starts in a URL of this ad server's."""
         self.prefix = f"/proxy/{name}/"
         self.platform = platform
         self.window = ErrorWindow(window_s)
@@ -116,6 +131,7 @@ def parse_upstreams(
 ) -> dict[str, Upstream]:
     """`serve.upstreams` checked: a person's mistake there is a ConfigError naming the entry."""
     names = tuple(adapter_names)
+    tls = client_tls(cfg)
     out: dict[str, Upstream] = {}
     for name, entry in cfg.upstreams.items():
         where = f"serve.upstreams.{name}"
@@ -143,7 +159,7 @@ def parse_upstreams(
                 f"{where}: expected an http(s) URL with a host and no query, credentials or"
                 " fragment (the value is not shown: it may hold a secret)"
             )
-        out[name] = Upstream(name, url.rstrip("/"), platform, metrics, cfg.health_window_s)
+        out[name] = Upstream(name, url.rstrip("/"), platform, metrics, cfg.health_window_s, tls)
     return out
 
 
@@ -174,7 +190,7 @@ def safe_path(path: str) -> bool:
     return all(seg not in (".", "..") for seg in decoded.split("/"))
 
 
-def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def response_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
     """The ad server's headers minus hop-by-hop ones (and any its `Connection` names)."""
     named = headers.get("Connection")
     extra = {t.strip().lower() for t in named.split(",")} if named else set()
@@ -200,37 +216,20 @@ class Proxy:
         self._bodies = bodies
         self._upstreams = upstreams
         self._gate = gate
-        self._timeout = aiohttp.ClientTimeout(total=cfg.ad_timeout_ms / 1000)
+        self._timeout_s = cfg.ad_timeout_ms / 1000
         self._timeout_ms = cfg.ad_timeout_ms
         self._shed = metrics.shed.labels("inflight")
         self._errors = metrics.internal_errors.labels("proxy")
         self._bad = enricher.metrics.bad_input
         self._warn = RateLimitedLog(log)
-        self._pool_limit = cfg.ad_pool_limit
-        self._tls = client_tls(cfg)
         self._out = outgoing.Outgoing(self._bad_input, self._warn)
-        self.session: aiohttp.ClientSession | None = None
+        self.client = AdClient(cfg.ad_pool_limit)
 
     async def start(self) -> None:
-        if self.session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._pool_limit,
-                limit_per_host=0,
-                ttl_dns_cache=300,
-                ssl=self._tls if self._tls is not None else True,
-            )
-            self.session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-                timeout=self._timeout,
-            )
+        """Nothing to open: connections are made on the first requests."""
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        await self.client.close()
 
     def routes(self, app: web.Application, expect: ExpectHandler) -> None:
         add = app.router.add_route
@@ -331,36 +330,36 @@ class Proxy:
         ad: AdRequest,
         body: outgoing.OutBody | None,
     ) -> web.StreamResponse:
-        assert self.session is not None
         started = time.perf_counter()
+        target = ad.url[up.origin_len :]
+        if not target.startswith("/") or _unsafe(target):
+            self._errors.inc()  # the adapters write only encoded values: a bug of ours
+            self._warn.warning(f"proxy:{up.name}:written", "an adapter wrote an unsafe target")
+            return json_error(502, "ad request could not be written", upstream=up.name)
         headers = self._out.headers(request)
         if body is not None:
-            headers.update(body[1])  # Content-Type and -Encoding; aiohttp sets the length
+            headers.extend(body[1])  # Content-Type and -Encoding; the client sets the length
         try:
-            async with self.session.request(
-                ad.method,
-                outgoing.target_url(ad.url),
-                headers=headers,
-                data=body[0] if body is not None else None,
-                allow_redirects=False,
-            ) as answer:
-                up.seconds.observe(time.perf_counter() - started)
-                resp = await self._answer(request, up, answer)
+            answer = await self.client.request(
+                up.origin, ad.method, target, headers, body[0] if body else None, self._timeout_s
+            )
         except TimeoutError:
             up.record("timeout", True)
             return json_error(
                 504, "ad server timed out", upstream=up.name, timeout_ms=self._timeout_ms
             )
-        except aiohttp.ClientError as e:
+        except AdServerError as e:
             up.record("error", True)
-            self._warn.warning(
-                f"proxy:{up.name}", "ad server %s failed: %s", up.name, type(e).__name__
-            )
+            self._warn.warning(f"proxy:{up.name}", "ad server %s failed: %s", up.name, e.kind)
             return json_error(502, "ad server unreachable", upstream=up.name)
-        return resp
+        up.seconds.observe(time.perf_counter() - started)
+        try:
+            return await self._answer(request, up, answer)
+        finally:
+            answer.close()
 
     async def _answer(
-        self, request: web.Request, up: Upstream, answer: aiohttp.ClientResponse
+        self, request: web.Request, up: Upstream, answer: Answer
     ) -> web.StreamResponse:
         """The ad server's answer, passed back: a small body (a VAST document) read whole and
         sent with its headers in one write, instead of headers, body and end apart; any other
@@ -372,7 +371,7 @@ class Proxy:
         resp: web.StreamResponse | None = None
         try:
             if length is not None and length <= CHUNK and status not in _NO_BODY:
-                async for chunk in answer.content.iter_chunked(CHUNK):
+                async for chunk in answer.chunks():
                     got.append(chunk)
                 up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
                 return web.Response(
@@ -383,10 +382,10 @@ class Proxy:
                 )
             resp = web.StreamResponse(status=status, reason=answer.reason, headers=headers_out)
             await resp.prepare(request)
-            async for chunk in answer.content.iter_chunked(CHUNK):
+            async for chunk in answer.chunks():
                 await resp.write(chunk)
             await resp.write_eof()
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+        except (AdServerError, TimeoutError, ConnectionError) as e:
             if resp is None:  # a small body broke off: what came goes back, then close
                 resp = web.StreamResponse(status=status, reason=answer.reason, headers=headers_out)
             return await self._broken(request, up, resp, got, e)

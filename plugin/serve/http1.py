@@ -1,0 +1,178 @@
+"""HTTP/1.1 response framing for the proxy's ad-server client (`plugin.serve.adclient`).
+
+Pure functions and one small state machine, no I/O: `parse_head` reads a status line and
+headers, `framing` decides how the body is delimited (RFC 9112 section 6.3), and `Body` cuts
+the bytes that follow into body chunks, however the network split them. Anything a strict
+reader would refuse (a bad status line, a header without a colon, a Content-Length that is not
+one number, a chunk size that is not hex) raises `ProtocolError`: the proxy then answers 502
+rather than pass on a response it cannot delimit.
+"""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict
+
+MAX_HEAD = 64 * 1024
+"""Bytes of status line and headers at most: an ad server's answer has a few hundred."""
+_MAX_SIZE_LINE = 1024
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_DIGITS = frozenset(b"0123456789")
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class ProtocolError(Exception):
+    """The ad server's bytes are not an HTTP/1.1 response this client can delimit."""
+
+
+class Head:
+    """A response's status line and headers, as read."""
+
+    __slots__ = ("headers", "keep_alive", "reason", "status", "version")
+
+    def __init__(self, version: int, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+        self.version = version
+        """The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0."""
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        tokens = _connection_tokens(headers)
+        self.keep_alive = "close" not in tokens and (version == 1 or "keep-alive" in tokens)
+
+
+def parse_head(raw: bytes) -> Head:
+    """The status line and header fields of `raw` (without the blank line that ends them)."""
+    lines = raw.split(b"\r\n")
+    status_line = lines[0]
+    if (
+        len(status_line) < 12
+        or not status_line.startswith(b"HTTP/1.")
+        or status_line[7:8] not in (b"0", b"1")
+        or status_line[8:9] != b" "
+        or not set(status_line[9:12]) <= _DIGITS
+        or status_line[12:13] not in (b"", b" ")
+    ):
+        raise ProtocolError("status line")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not set(name) <= _TOKEN:
+            raise ProtocolError("header field")
+        if b"\n" in value or b"\r" in value or b"\x00" in value:
+            raise ProtocolError("header value")
+        headers.add(name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape"))
+    reason = status_line[13:].decode("latin-1")
+    return Head(status_line[7] - 48, int(status_line[9:12]), reason, headers)
+
+
+def _connection_tokens(headers: CIMultiDict[str]) -> set[str]:
+    return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
+
+
+CLOSE_DELIMITED = -1
+CHUNKED = -2
+
+
+def framing(head: Head, method: str) -> int:
+    """How the body after `head` ends: its length in bytes (0: no body), `CHUNKED`, or
+    `CLOSE_DELIMITED` (it runs to the end of the connection)."""
+    status = head.status
+    if method == "HEAD" or status < 200 or status in (204, 304):
+        return 0
+    codings = head.headers.getall("Transfer-Encoding", ())
+    if codings:
+        if "Content-Length" in head.headers:  # a smuggling shape: which one would a peer use?
+            raise ProtocolError("Transfer-Encoding with Content-Length")
+        last = codings[-1].rsplit(",", 1)[-1].strip().lower()
+        if last != "chunked":
+            return CLOSE_DELIMITED  # RFC 9112 6.3 (4): read until the connection closes
+        return CHUNKED
+    given = head.headers.getall("Content-Length", ())
+    lengths = {piece.strip() for value in given for piece in value.split(",")}
+    if not lengths:
+        return CLOSE_DELIMITED
+    if len(lengths) != 1:
+        raise ProtocolError("Content-Length")
+    (length,) = lengths
+    if not length or len(length) > 18 or not set(length.encode()) <= _DIGITS:
+        raise ProtocolError("Content-Length")
+    return int(length)
+
+
+class Body:
+    """Cuts a body out of the bytes that follow a head: `feed` gives the body bytes in `data`
+    (and sets `done` once the body is whole); what follows the body is left in `rest`."""
+
+    __slots__ = ("_buf", "_left", "_state", "done", "rest")
+
+    def __init__(self, frame: int) -> None:
+        self.done = frame == 0
+        self.rest = b""
+        self._buf = b""
+        self._left = frame  # bytes left of the body, or of the current chunk
+        self._state = "size" if frame == CHUNKED else "plain"
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The body bytes in `data`, in order (possibly none)."""
+        if self.done:
+            self.rest += data
+            return []
+        if self._state == "plain":
+            return self._plain(data)
+        return self._chunked(data)
+
+    def eof(self) -> None:
+        """The connection ended: fine for a body delimited by it, else a truncated body."""
+        if self._left == CLOSE_DELIMITED and self._state == "plain":
+            self.done = True
+        elif not self.done:
+            raise ProtocolError("body cut short")
+
+    def _plain(self, data: bytes) -> list[bytes]:
+        if self._left == CLOSE_DELIMITED:
+            return [data] if data else []
+        if len(data) < self._left:
+            self._left -= len(data)
+            return [data] if data else []
+        piece, self.rest = data[: self._left], data[self._left :]
+        self._left = 0
+        self.done = True
+        return [piece] if piece else []
+
+    def _chunked(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        while buf and not self.done:
+            if self._state == "data":
+                take = buf[: self._left]
+                out.append(take)
+                self._left -= len(take)
+                buf = buf[len(take) :]
+                if self._left == 0:
+                    self._state = "crlf"
+                continue
+            end = buf.find(b"\r\n")
+            if end < 0:
+                if len(buf) > _MAX_SIZE_LINE:
+                    raise ProtocolError("chunk line")
+                self._buf = buf
+                return out
+            line, buf = buf[:end], buf[end + 2 :]
+            self._line(line)
+        self.rest = buf
+        return out
+
+    def _line(self, line: bytes) -> None:
+        state = self._state
+        if state == "crlf":
+            if line:
+                raise ProtocolError("chunk end")
+            self._state = "size"
+        elif state == "size":
+            size = line.split(b";", 1)[0].strip(b" \t")
+            if not size or len(size) > 15 or not set(size) <= _HEX:
+                raise ProtocolError("chunk size")
+            self._left = int(size, 16)
+            self._state = "data" if self._left else "trailer"
+        elif not line:  # "trailer": the blank line after the trailer fields ends the body
+            self.done = True

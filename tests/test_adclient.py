@@ -1,0 +1,358 @@
+"""The proxy's ad-server client (`plugin.serve.adclient`) and its response framing
+(`plugin.serve.http1`): framing under any split of the bytes (hypothesis), and the client
+against raw loopback servers that write exactly the bytes a test wants, on asyncio and uvloop,
+over plain TCP and mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+import trustme
+import uvloop
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from plugin.serve.adclient import AdClient, AdServerError, Origin
+from plugin.serve.http1 import CHUNKED, Body, ProtocolError, framing, parse_head
+
+# -- framing --------------------------------------------------------------------------------
+
+
+def _chunked(body: bytes, sizes: list[int], trailer: bool) -> bytes:
+    out, at = [], 0
+    for size in sizes:
+        piece = body[at : at + size]
+        if not piece:
+            break
+        out.append(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+        at += len(piece)
+    if at < len(body):
+        out.append(b"%X\r\n%s\r\n" % (len(body) - at, body[at:]))
+    out.append(b"0\r\nX-Trailer: 1\r\n\r\n" if trailer else b"0\r\n\r\n")
+    return b"".join(out)
+
+
+def _feed(frame: int, wire: bytes, cuts: list[int]) -> tuple[bytes, Body]:
+    body = Body(frame)
+    got: list[bytes] = []
+    at = 0
+    for cut in sorted({min(c, len(wire)) for c in cuts} | {len(wire)}):
+        got.extend(body.feed(wire[at:cut]))
+        at = cut
+    return b"".join(got), body
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=600),
+    sizes=st.lists(st.integers(1, 300), max_size=6),
+    trailer=st.booleans(),
+    chunked=st.booleans(),
+    cuts=st.lists(st.integers(0, 1500), max_size=12),
+    after=st.binary(max_size=20),
+)
+def test_a_body_is_the_same_however_the_network_splits_it(
+    body: bytes, sizes: list[int], trailer: bool, chunked: bool, cuts: list[int], after: bytes
+) -> None:
+    wire = _chunked(body, sizes, trailer) if chunked else body
+    got, state = _feed(CHUNKED if chunked else len(body), wire + after, cuts)
+    assert got == body and state.done and state.rest == after
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_in_a_head_or_a_chunked_body_is_a_protocol_error_only(raw: bytes) -> None:
+    for read in (parse_head, lambda b: Body(CHUNKED).feed(b)):
+        try:
+            read(raw)
+        except ProtocolError:
+            pass
+
+
+def test_a_body_cut_short_is_an_error_and_a_close_delimited_one_ends_at_eof() -> None:
+    short = Body(10)
+    short.feed(b"12345")
+    with pytest.raises(ProtocolError):
+        short.eof()
+    whole = Body(-1)
+    assert whole.feed(b"abc") == [b"abc"]
+    whole.eof()
+    assert whole.done
+
+
+def _head(lines: bytes) -> int:
+    return framing(parse_head(b"HTTP/1.1 200 OK\r\n" + lines), "GET")
+
+
+def test_framing_refuses_what_a_peer_could_read_two_ways() -> None:
+    assert _head(b"Content-Length: 5") == 5
+    assert _head(b"Content-Length: 5\r\nContent-Length: 5") == 5
+    assert _head(b"Transfer-Encoding: gzip, chunked") == CHUNKED
+    for bad in (
+        b"Content-Length: 5\r\nContent-Length: 6",
+        b"Content-Length: 5, 6",
+        b"Content-Length: -1",
+        b"Content-Length: 0x5",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5",
+    ):
+        with pytest.raises(ProtocolError):
+            _head(bad)
+    for status_line in (b"HTTP/2 200 OK", b"HTTP/1.1 20 OK", b"ICY 200 OK", b"HTTP/1.1 200OK"):
+        with pytest.raises(ProtocolError):
+            parse_head(status_line)
+    with pytest.raises(ProtocolError):
+        parse_head(b"HTTP/1.1 200 OK\r\nBad Name: x")
+    no_body = parse_head(b"HTTP/1.1 204 No Content\r\nContent-Length: 5")
+    assert framing(no_body, "GET") == 0
+    assert framing(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5"), "HEAD") == 0
+
+
+# -- the client against raw servers -------------------------------------------------------
+
+Script = Callable[[bytes, int], Awaitable[bytes | None]]
+"""Given a request's bytes and its number on its connection: the bytes to answer with, or
+None to close the connection without answering."""
+
+
+@dataclass
+class RawServer:
+    script: Script
+    close_after: bytes = b"/close-after"
+    """A request whose target holds this is answered, then its connection closed."""
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    port: int = 0
+    server: asyncio.Server | None = None
+
+    async def start(self, tls: ssl.SSLContext | None = None) -> RawServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        n = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                answer = await self.script(request, n)
+                n += 1
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after in request.split(b"\r\n", 1)[0]:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def ok(body: bytes = b"<VAST/>", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def get(client: AdClient, origin: Origin, target: str = "/ads?a=1") -> tuple[int, bytes]:
+    answer = await client.request(origin, "GET", target, [("User-Agent", "t")], None, 2.0)
+    try:
+        return answer.status, await answer.read()
+    finally:
+        answer.close()
+
+
+async def test_keep_alive_reuses_one_connection_and_writes_the_target_as_given() -> None:
+    async def script(request: bytes, n: int) -> bytes:
+        return ok(b"answer %d" % n)
+
+    srv = await RawServer(script).start()
+    client = AdClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    got = [await get(client, origin, "/a//b?x=%2F&y=") for _ in range(3)]
+    assert got == [(200, b"answer 0"), (200, b"answer 1"), (200, b"answer 2")]
+    assert srv.connections == 1
+    assert srv.requests[0].startswith(b"GET /a//b?x=%2F&y= HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nUser-Agent: t\r\n" in srv.requests[0]
+    await client.close()
+    await srv.stop()
+
+
+async def test_connection_close_chunked_and_interim_answers() -> None:
+    answers = [
+        ok(b"x", b"Connection: close\r\n"),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ]
+
+    async def script(request: bytes, n: int) -> bytes:
+        return answers.pop(0)
+
+    srv = await RawServer(script).start()
+    client = AdClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    assert await get(client, origin) == (200, b"x")
+    assert await get(client, origin) == (200, b"abcde")
+    assert await get(client, origin) == (204, b"")
+    assert srv.connections == 2  # the first answer said close
+    await client.close()
+    await srv.stop()
+
+
+async def test_a_get_on_a_connection_closed_while_idle_is_sent_once_more() -> None:
+    async def script(request: bytes, n: int) -> bytes | None:
+        return ok() if n == 0 else None  # answers once, then closes on the next request
+
+    srv = await RawServer(script).start()
+    client = AdClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    assert (await get(client, origin))[0] == 200
+    assert (await get(client, origin))[0] == 200
+    assert srv.connections == 2 and len(srv.requests) == 3
+    post = client.request(origin, "POST", "/bid", [], b"{}", 2.0)
+    with pytest.raises(AdServerError):  # never twice: the ad server may have acted on it
+        await post
+    await client.close()
+    await srv.stop()
+
+
+async def test_timeouts_truncated_bodies_and_unsolicited_bytes() -> None:
+    async def script(request: bytes, n: int) -> bytes | None:
+        if b"/hang" in request:
+            await asyncio.sleep(5)
+        if b"/short/close-after" in request:
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
+        if b"/extra" in request:
+            return ok(b"x") + b"HTTP/1.1 200 OK\r\n"
+        return ok()
+
+    srv = await RawServer(script).start()
+    client = AdClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await client.request(origin, "GET", "/hang", [], None, 0.2)
+    assert loop.time() - started < 2
+    answer = await client.request(origin, "GET", "/short/close-after", [], None, 2.0)
+    with pytest.raises(AdServerError, match="cut short"):
+        await answer.read()
+    answer.close()
+    answer = await client.request(origin, "GET", "/extra", [], None, 2.0)
+    assert await answer.read() == b"x"  # the answer goes back; its connection is closed
+    answer.close()
+    before = srv.connections
+    assert await get(client, origin) == (200, b"<VAST/>")
+    assert srv.connections == before + 1  # the broken connections were not reused
+    await client.close()
+    await srv.stop()
+
+
+async def test_the_pool_bound_makes_requests_wait_for_a_connection() -> None:
+    async def script(request: bytes, n: int) -> bytes:
+        await asyncio.sleep(0.02)
+        return ok()
+
+    srv = await RawServer(script).start()
+    client = AdClient(limit=1)
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    got = await asyncio.gather(*(get(client, origin) for _ in range(5)))
+    assert [s for s, _ in got] == [200] * 5 and srv.connections == 1
+    await client.close()
+    await srv.stop()
+
+
+async def test_a_large_body_streams_through_with_reading_paused() -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB: over the buffer's high-water mark
+
+    async def script(request: bytes, n: int) -> bytes:
+        return ok(big)
+
+    srv = await RawServer(script).start()
+    client = AdClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    answer = await client.request(origin, "GET", "/big", [], None, 5.0)
+    got = bytearray()
+    async for piece in answer.chunks():
+        got += piece
+        await asyncio.sleep(0)  # a slow consumer
+    answer.close()
+    assert bytes(got) == big
+    assert await get(client, origin) == (200, big)
+    assert srv.connections == 1
+    await client.close()
+    await srv.stop()
+
+
+async def test_mutual_tls_with_our_client_certificate() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    seen: list[object] = []
+
+    async def script(request: bytes, n: int) -> bytes:
+        return ok(b"secure")
+
+    srv = RawServer(script)
+    srv.server = await asyncio.start_server(
+        lambda r, w: (seen.append(w.get_extra_info("peercert")), srv._serve(r, w))[1],
+        "127.0.0.1",
+        0,
+        ssl=server_ctx,
+    )
+    srv.port = srv.server.sockets[0].getsockname()[1]
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    ca.issue_cert("cohortkv-client").configure_cert(client_ctx)
+    client = AdClient()
+    origin = Origin(f"https://localhost:{srv.port}", client_ctx)
+    assert origin.host_header == f"localhost:{srv.port}"
+    assert await get(client, origin) == (200, b"secure")
+    assert seen and seen[0]  # the server saw our certificate
+    await client.close()
+    untrusting = Origin(f"https://localhost:{srv.port}", None)  # the system's CAs only
+    with pytest.raises(AdServerError, match="connect"):
+        await get(AdClient(), untrusting)
+    await srv.stop()
+
+
+def test_on_uvloop_too() -> None:
+    """The sidecar runs on uvloop, whose transports are not asyncio's classes."""
+
+    async def run() -> None:
+        async def script(request: bytes, n: int) -> bytes:
+            return ok(b"uv %d" % n)
+
+        srv = await RawServer(script).start()
+        client = AdClient()
+        origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+        assert [await get(client, origin) for _ in range(2)] == [(200, b"uv 0"), (200, b"uv 1")]
+        assert srv.connections == 1
+        await client.close()
+        await srv.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+
+
+def test_default_ports_are_left_out_of_host() -> None:
+    assert Origin("https://ads.example.com", None).host_header == "ads.example.com"
+    assert Origin("http://[::1]:8080/vast", None).host_header == "[::1]:8080"
+    assert CIMultiDict(parse_head(b"HTTP/1.1 200 OK\r\nA: b").headers)["a"] == "b"
