@@ -10,7 +10,7 @@ the requests. A request the platform does not recognise goes out unchanged, coun
 `cohortkv_not_recognised_total` and logged (rate-limited) with the upstream and the reason.
 
 The path and query go out byte for byte as the adapter returned them (`//` and a bare `?`
-included; through `plugin.serve.adclient`, the proxy's own lean HTTP/1.1 client), minus the reserved
+included; through `plugin.httpclient`, the proxy's own lean HTTP/1.1 client), minus the reserved
 `cohortkv_*` parameters (however spelled). A POST body (read by
 `plugin.serve.intake`: bounded by `serve.max_body_bytes` as sent and as decoded, within
 `serve.body_timeout_s`) is decoded for the adapter when it is compressed; what goes out matches
@@ -43,11 +43,11 @@ from multidict import CIMultiDict
 from plugin import reserved as rp
 from plugin.config import ConfigError, ServeConfig
 from plugin.enricher import Enricher
+from plugin.httpclient import Answer, HttpClient, HttpError, Origin
 from plugin.observe.metrics import RateLimitedLog
 from plugin.overrides import Mistake, from_reserved
 from plugin.request import AdRequest
 from plugin.serve import outgoing
-from plugin.serve.adclient import AdClient, AdServerError, Answer, Origin
 from plugin.serve.errors import json_error
 from plugin.serve.health import ErrorWindow
 from plugin.serve.intake import BodyReader
@@ -223,7 +223,7 @@ class Proxy:
         self._bad = enricher.metrics.bad_input
         self._warn = RateLimitedLog(log)
         self._out = outgoing.Outgoing(self._bad_input, self._warn)
-        self.client = AdClient(cfg.ad_pool_limit)
+        self.client = HttpClient(cfg.ad_pool_limit)
 
     async def start(self) -> None:
         """Nothing to open: connections are made on the first requests."""
@@ -348,7 +348,7 @@ class Proxy:
             return json_error(
                 504, "ad server timed out", upstream=up.name, timeout_ms=self._timeout_ms
             )
-        except AdServerError as e:
+        except HttpError as e:
             up.record("error", True)
             self._warn.warning(f"proxy:{up.name}", "ad server %s failed: %s", up.name, e.kind)
             return json_error(502, "ad server unreachable", upstream=up.name)
@@ -385,7 +385,7 @@ class Proxy:
             async for chunk in answer.chunks():
                 await resp.write(chunk)
             await resp.write_eof()
-        except (AdServerError, TimeoutError, ConnectionError) as e:
+        except (HttpError, TimeoutError, ConnectionError) as e:
             if resp is None:  # a small body broke off: what came goes back, then close
                 resp = web.StreamResponse(status=status, reason=answer.reason, headers=headers_out)
             return await self._broken(request, up, resp, got, e)

@@ -1,5 +1,5 @@
-"""The proxy's ad-server client (`plugin.serve.adclient`) and its response framing
-(`plugin.serve.http1`): framing under any split of the bytes (hypothesis), and the client
+"""The proxy's ad-server client (`plugin.httpclient`) and its response framing
+(`plugin.http1`): framing under any split of the bytes (hypothesis), and the client
 against raw loopback servers that write exactly the bytes a test wants, on asyncio and uvloop,
 over plain TCP and mutual TLS."""
 
@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from plugin.serve.adclient import AdClient, AdServerError, Origin
-from plugin.serve.http1 import CHUNKED, Body, ProtocolError, framing, parse_head
+from plugin.http1 import CHUNKED, Body, ProtocolError, framing, parse_head
+from plugin.httpclient import HttpClient, HttpError, Origin
 
 # -- framing --------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ def ok(body: bytes = b"<VAST/>", extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
-async def get(client: AdClient, origin: Origin, target: str = "/ads?a=1") -> tuple[int, bytes]:
+async def get(client: HttpClient, origin: Origin, target: str = "/ads?a=1") -> tuple[int, bytes]:
     answer = await client.request(origin, "GET", target, [("User-Agent", "t")], None, 2.0)
     try:
         return answer.status, await answer.read()
@@ -180,7 +180,7 @@ async def test_keep_alive_reuses_one_connection_and_writes_the_target_as_given()
         return ok(b"answer %d" % n)
 
     srv = await RawServer(script).start()
-    client = AdClient()
+    client = HttpClient()
     origin = Origin(f"http://127.0.0.1:{srv.port}", None)
     got = [await get(client, origin, "/a//b?x=%2F&y=") for _ in range(3)]
     assert got == [(200, b"answer 0"), (200, b"answer 1"), (200, b"answer 2")]
@@ -203,7 +203,7 @@ async def test_connection_close_chunked_and_interim_answers() -> None:
         return answers.pop(0)
 
     srv = await RawServer(script).start()
-    client = AdClient()
+    client = HttpClient()
     origin = Origin(f"http://127.0.0.1:{srv.port}", None)
     assert await get(client, origin) == (200, b"x")
     assert await get(client, origin) == (200, b"abcde")
@@ -218,13 +218,13 @@ async def test_a_get_on_a_connection_closed_while_idle_is_sent_once_more() -> No
         return ok() if n == 0 else None  # answers once, then closes on the next request
 
     srv = await RawServer(script).start()
-    client = AdClient()
+    client = HttpClient()
     origin = Origin(f"http://127.0.0.1:{srv.port}", None)
     assert (await get(client, origin))[0] == 200
     assert (await get(client, origin))[0] == 200
     assert srv.connections == 2 and len(srv.requests) == 3
     post = client.request(origin, "POST", "/bid", [], b"{}", 2.0)
-    with pytest.raises(AdServerError):  # never twice: the ad server may have acted on it
+    with pytest.raises(HttpError):  # never twice: the ad server may have acted on it
         await post
     await client.close()
     await srv.stop()
@@ -241,7 +241,7 @@ async def test_timeouts_truncated_bodies_and_unsolicited_bytes() -> None:
         return ok()
 
     srv = await RawServer(script).start()
-    client = AdClient()
+    client = HttpClient()
     origin = Origin(f"http://127.0.0.1:{srv.port}", None)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -249,7 +249,7 @@ async def test_timeouts_truncated_bodies_and_unsolicited_bytes() -> None:
         await client.request(origin, "GET", "/hang", [], None, 0.2)
     assert loop.time() - started < 2
     answer = await client.request(origin, "GET", "/short/close-after", [], None, 2.0)
-    with pytest.raises(AdServerError, match="cut short"):
+    with pytest.raises(HttpError, match="cut short"):
         await answer.read()
     answer.close()
     answer = await client.request(origin, "GET", "/extra", [], None, 2.0)
@@ -268,11 +268,12 @@ async def test_the_pool_bound_makes_requests_wait_for_a_connection() -> None:
         return ok()
 
     srv = await RawServer(script).start()
-    client = AdClient(limit=1)
-    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
-    got = await asyncio.gather(*(get(client, origin) for _ in range(5)))
-    assert [s for s, _ in got] == [200] * 5 and srv.connections == 1
-    await client.close()
+    for client in (HttpClient(limit=1), HttpClient(limit=100, per_origin=1)):
+        before = srv.connections
+        origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+        got = await asyncio.gather(*(get(client, origin) for _ in range(5)))
+        assert [s for s, _ in got] == [200] * 5 and srv.connections == before + 1
+        await client.close()
     await srv.stop()
 
 
@@ -283,7 +284,7 @@ async def test_a_large_body_streams_through_with_reading_paused() -> None:
         return ok(big)
 
     srv = await RawServer(script).start()
-    client = AdClient()
+    client = HttpClient()
     origin = Origin(f"http://127.0.0.1:{srv.port}", None)
     answer = await client.request(origin, "GET", "/big", [], None, 5.0)
     got = bytearray()
@@ -320,15 +321,15 @@ async def test_mutual_tls_with_our_client_certificate() -> None:
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     ca.issue_cert("cohortkv-client").configure_cert(client_ctx)
-    client = AdClient()
+    client = HttpClient()
     origin = Origin(f"https://localhost:{srv.port}", client_ctx)
     assert origin.host_header == f"localhost:{srv.port}"
     assert await get(client, origin) == (200, b"secure")
     assert seen and seen[0]  # the server saw our certificate
     await client.close()
     untrusting = Origin(f"https://localhost:{srv.port}", None)  # the system's CAs only
-    with pytest.raises(AdServerError, match="connect"):
-        await get(AdClient(), untrusting)
+    with pytest.raises(HttpError, match="connect"):
+        await get(HttpClient(), untrusting)
     await srv.stop()
 
 
@@ -340,7 +341,7 @@ def test_on_uvloop_too() -> None:
             return ok(b"uv %d" % n)
 
         srv = await RawServer(script).start()
-        client = AdClient()
+        client = HttpClient()
         origin = Origin(f"http://127.0.0.1:{srv.port}", None)
         assert [await get(client, origin) for _ in range(2)] == [(200, b"uv 0"), (200, b"uv 1")]
         assert srv.connections == 1

@@ -1,15 +1,17 @@
-"""The proxy's client for ad servers: HTTP/1.1 over a keep-alive pool, and nothing more.
+"""A lean HTTP/1.1 client over a keep-alive pool: the proxy's forward to ad servers, and the
+calls to the Permutive APIs when tracing is off.
 
-The forward is on every request's path, and a general client costs several times what this
-one does (about 70 µs of CPU per call against 10 µs here, measured on loopback): it builds a
-URL object, a request object, tracing and cookie hooks and a timer context for each call. The
-proxy needs none of it: the target is already a checked origin-form string, the headers a short
-list, redirects are passed back, bodies are not decompressed. What it keeps: TLS (with the
-client certificate of `serve.ad_tls_cert_file`), one total timeout per call (connect, request,
-answer and body), a bound on connections at once (`serve.ad_pool_limit`), connections reused
-only after a whole, keep-alive answer, and one retry on a fresh connection for a GET or HEAD
-whose reused connection turned out closed before any byte of the answer (the ad server closed
-it while idle). Response framing is in `plugin.serve.http1`.
+Both are on a request's path, and a general client costs several times what this one does
+(about 70 µs of CPU per call against 10 µs here, measured on loopback): it builds a URL
+object, a request object, tracing and cookie hooks and a timer context for each call. Our
+callers need none of it: the target is a checked origin-form string built once, the headers a
+short list, redirects are answers (never followed), bodies are not decompressed. What it keeps:
+TLS (with a client certificate where configured), one total timeout per call (connect,
+request, answer and body), bounds on connections at once (in all and per origin),
+connections reused only after a whole, keep-alive answer and closed after `idle_s` unused, and
+one retry on a fresh connection for a GET or HEAD whose reused connection turned out closed
+before any byte of the answer (closed by the server while idle; never a POST, which the server
+may have acted on). Response framing is in `plugin.http1`.
 """
 
 from __future__ import annotations
@@ -22,24 +24,30 @@ from collections.abc import AsyncIterator
 from typing import cast
 from urllib.parse import urlsplit
 
-from plugin.serve.http1 import MAX_HEAD, Body, Head, ProtocolError, framing, parse_head
+from plugin.http1 import MAX_HEAD, Body, Head, ProtocolError, framing, parse_head
 
 IDLE_S = 15.0
-"""An idle pooled connection older than this is closed rather than reused."""
+"""By default, an idle pooled connection older than this is closed rather than reused."""
 _HIGH_WATER = 256 * 1024
 """Body bytes buffered before the socket stops being read (a slow client downstream)."""
 
 
-class AdServerError(Exception):
-    """The ad server could not be reached, or its answer could not be read (`kind`)."""
+class HttpError(Exception):
+    """The server could not be reached, or its answer could not be read (`kind`). `unsent`:
+    the request provably never left (no connection could be made)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, unsent: bool = False) -> None:
         super().__init__(kind)
         self.kind = kind
+        self.unsent = unsent
+
+
+Key = tuple[str, int, bool]
+"""An origin as the pool knows it: host, port, TLS or not."""
 
 
 class Origin:
-    """Where one ad server is: built once per configured upstream."""
+    """Where one server is (scheme, host and port of its base URL): built once."""
 
     __slots__ = ("host", "host_header", "key", "port", "tls")
 
@@ -52,14 +60,15 @@ class Origin:
         default = self.port == (443 if secure else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if default else f"{host}:{self.port}"
-        self.key = (self.host, self.port, secure)
+        self.key: Key = (self.host, self.port, secure)
 
 
 class _Conn(asyncio.Protocol):
     """One connection: one request at a time, its answer's head and body as they arrive."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, key: Key) -> None:
         self.loop = loop
+        self.key = key
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -94,7 +103,7 @@ class _Conn(asyncio.Protocol):
             else:
                 self._on_body(data)
         except ProtocolError as e:
-            self._fail(AdServerError(f"protocol: {e}"))
+            self._fail(HttpError(f"protocol: {e}"))
 
     def _on_head(self, data: bytes) -> None:
         buf = self._head + data if self._head else data
@@ -180,31 +189,24 @@ class _Conn(asyncio.Protocol):
             try:
                 self.body.eof()
             except ProtocolError:
-                self._fail(AdServerError("closed: body cut short"))
+                self._fail(HttpError("closed: body cut short"))
                 return
             self._wake()
             return
         if self.error is None:
-            self._fail(AdServerError("closed"))
+            self._fail(HttpError("closed"))
 
 
 class Answer:
     """The ad server's answer: status, reason and headers at once, the body as it arrives.
     `close()` gives the connection back to the pool when the answer was whole."""
 
-    __slots__ = ("_client", "_conn", "_deadline", "_key", "headers", "reason", "status")
+    __slots__ = ("_client", "_conn", "_deadline", "headers", "reason", "status")
 
-    def __init__(
-        self,
-        client: AdClient,
-        key: tuple[str, int, bool],
-        conn: _Conn,
-        deadline: asyncio.TimerHandle,
-    ) -> None:
+    def __init__(self, client: HttpClient, conn: _Conn, deadline: asyncio.TimerHandle) -> None:
         head = conn.answer
         assert head is not None
         self._client = client
-        self._key = key
         self._conn = conn
         self._deadline = deadline
         self.status = head.status
@@ -240,18 +242,22 @@ class Answer:
         body, head = conn.body, conn.answer
         whole = body is not None and body.done and not conn.chunks
         if whole and head is not None and head.keep_alive and not conn.closed:
-            self._client._give_back(self._key, conn)
+            self._client._give_back(conn)
         else:
             self._client._forget(conn)
 
 
-class AdClient:
-    """Requests to ad servers over pooled keep-alive connections (`limit` 0: no bound)."""
+class HttpClient:
+    """Requests over pooled keep-alive connections: at most `limit` connections open at once
+    (0: no bound), and `per_origin` to any one origin (0: no bound of its own)."""
 
-    def __init__(self, limit: int = 0) -> None:
+    def __init__(self, limit: int = 0, per_origin: int = 0, idle_s: float = IDLE_S) -> None:
         self._limit = limit
-        self._idle: dict[tuple[str, int, bool], list[_Conn]] = {}
+        self._per_origin = per_origin
+        self._idle_s = idle_s
+        self._idle: dict[Key, list[_Conn]] = {}
         self._open = 0
+        self._open_to: collections.Counter[Key] = collections.Counter()
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closing = False
 
@@ -265,11 +271,11 @@ class AdClient:
         timeout_s: float,
     ) -> Answer:
         """Sends one request; the answer's head is in, its body is to be read, then `close()`
-        it. Raises TimeoutError or AdServerError."""
+        it. Raises TimeoutError or HttpError (`unsent` when the request provably never left)."""
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
         for name, value in headers:
             if "\r" in value or "\n" in value:  # never from aiohttp's parser; never written
-                raise AdServerError("header value")
+                raise HttpError("header value", unsent=True)
             lines.append(f"{name}: {value}\r\n")
         if body is not None:
             lines.append(f"Content-Length: {len(body)}\r\n")
@@ -286,84 +292,92 @@ class AdClient:
             try:
                 while conn.answer is None:
                     await conn.wait()
-            except AdServerError:
+            except HttpError:
                 timer.cancel()
                 self._forget(conn)
                 if attempt == 0 and reused and not conn.got_bytes and method in ("GET", "HEAD"):
-                    continue  # closed by the ad server while idle: once more, on a new one
+                    continue  # closed by the server while idle: once more, on a new one
                 raise
             except BaseException:
                 timer.cancel()
                 self._forget(conn)
                 raise
-            return Answer(self, origin.key, conn, timer)
+            return Answer(self, conn, timer)
         raise AssertionError("unreachable")
 
     async def _acquire(
         self, origin: Origin, loop: asyncio.AbstractEventLoop, deadline: float
     ) -> tuple[_Conn, bool]:
         """An idle connection to `origin` (True), or a new one (False) once there is room."""
+        key = origin.key
         while True:
-            idle = self._idle.get(origin.key)
+            idle = self._idle.get(key)
             now = time.monotonic()
             while idle:
                 conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < IDLE_S:
+                if not conn.closed and now - conn.idle_since < self._idle_s:
                     return conn, True
                 self._forget(conn)
-            if not self._limit or self._open < self._limit or self._close_idle():
+            if self._room(key):
                 break
             waiter = loop.create_future()
             self._queue.append(waiter)
             async with asyncio.timeout_at(deadline):
                 await waiter
         self._open += 1
+        self._open_to[key] += 1
         try:
             async with asyncio.timeout_at(deadline):
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(loop),
+                    lambda: _Conn(loop, key),
                     origin.host,
                     origin.port,
                     ssl=origin.tls,
                     server_hostname=origin.host if origin.tls is not None else None,
                 )
         except TimeoutError:
-            self._released()
+            self._released(key)
             raise
         except (OSError, ssl.SSLError) as e:
-            self._released()
-            raise AdServerError(f"connect: {type(e).__name__}") from None
+            self._released(key)
+            raise HttpError(f"connect: {type(e).__name__}", unsent=True) from None
         except BaseException:
-            self._released()
+            self._released(key)
             raise
         return conn, False
 
-    def _close_idle(self) -> bool:
-        """Closes one idle connection (to any ad server) to make room; False when none is."""
-        for conns in self._idle.values():
+    def _room(self, key: Key) -> bool:
+        """Whether a new connection to `key` may open now (closing an idle one to make room)."""
+        if self._per_origin and self._open_to[key] >= self._per_origin:
+            return False
+        if not self._limit or self._open < self._limit:
+            return True
+        for conns in self._idle.values():  # full: an idle connection elsewhere makes room
             if conns:
                 self._forget(conns.pop(0))
                 return True
         return False
 
-    def _give_back(self, key: tuple[str, int, bool], conn: _Conn) -> None:
+    def _give_back(self, conn: _Conn) -> None:
         if self._closing:
             self._forget(conn)
             return
         conn.idle_since = time.monotonic()
-        self._idle.setdefault(key, []).append(conn)
+        self._idle.setdefault(conn.key, []).append(conn)
         self._wake_one()
 
     def _forget(self, conn: _Conn) -> None:
+        """A connection of ours that is done with: closed, no longer counted."""
         if conn.transport is not None and not conn.closed:
             conn.abort()
-        for conns in self._idle.values():
-            if conn in conns:
-                conns.remove(conn)
-        self._released()
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+        self._released(conn.key)
 
-    def _released(self) -> None:
+    def _released(self, key: Key) -> None:
         self._open -= 1
+        self._open_to[key] -= 1
         self._wake_one()
 
     def _wake_one(self) -> None:

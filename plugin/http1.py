@@ -1,4 +1,4 @@
-"""HTTP/1.1 response framing for the proxy's ad-server client (`plugin.serve.adclient`).
+"""HTTP/1.1 response framing for the proxy's ad-server client (`plugin.httpclient`).
 
 Pure functions and one small state machine, no I/O: `parse_head` reads a status line and
 headers, `framing` decides how the body is delimited (RFC 9112 section 6.3), and `Body` cuts
