@@ -1,5 +1,6 @@
-"""The services an enricher calls while it runs: one HTTP session for both Permutive APIs and
-their clients, the in-process sandbox (`sandbox = true`), and the fleet's shared store (Redis).
+"""The services an enricher calls while it runs: one HTTP session for both Permutive APIs (the
+lean client, or aiohttp's when tracing is on) and their clients, the in-process sandbox
+(`sandbox = true`), and the fleet's shared store (Redis).
 (Not to be confused with an `Upstream`: an ad server the sidecar's proxy forwards to.)
 
 Built with the enricher and handed to what calls them (the signals, the event sender); started
@@ -13,7 +14,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import aiohttp
 import msgspec
 
 from plugin.cache.shared import SharedStore
@@ -23,7 +23,9 @@ from plugin.observe.tracing import Tracer, TracerProvider, client_trace_configs
 from plugin.permutive.clients import (
     CcsClient,
     ContextualClient,
+    Session,
     UpstreamError,
+    lean_session,
     make_session,
 )
 
@@ -46,7 +48,7 @@ class Backends:
         self._tracer = tracer
         self._tracer_provider = tracer_provider
         self._starting = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: Session | None = None
         self._ccs: CcsClient | None = None
         self._contextual: ContextualClient | None = None
         self.shared: SharedStore | None = None
@@ -111,8 +113,12 @@ class Backends:
             )
         h = cfg.http
         traced = client_trace_configs(cfg.tracing, self._tracer_provider)
-        session = make_session(
-            h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s, trace_configs=traced
+        session: Session = (
+            make_session(
+                h.pool_limit, h.pool_limit_per_host, h.keepalive_timeout_s, trace_configs=traced
+            )
+            if traced
+            else lean_session(h)
         )
         self._ccs = CcsClient(session, ccs_url, api_key, self._metrics, h)
         self._contextual = ContextualClient(session, ctx_url, api_key, self._metrics, h)

@@ -387,6 +387,10 @@ class HttpClient:
                 waiter.set_result(None)
                 return
 
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
     async def close(self) -> None:
         self._closing = True
         for conns in self._idle.values():

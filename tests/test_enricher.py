@@ -410,28 +410,28 @@ async def test_tc_string_on_the_ad_request_gates_the_ccs_call(
 
 async def test_concurrent_first_calls_start_one_session() -> None:
     """Three first `enrich()` calls at once on a fresh Enricher share one start: one HTTP
-    session, one set of clients, nothing leaked."""
-    import aiohttp
+    session (the lean client), one set of clients, nothing leaked."""
+    from plugin.httpclient import HttpClient
 
-    made: list[aiohttp.ClientSession] = []
-    real_init = aiohttp.ClientSession.__init__
+    made: list[HttpClient] = []
+    real_init = HttpClient.__init__
 
-    def counting_init(self: aiohttp.ClientSession, *a: Any, **kw: Any) -> None:
+    def counting_init(self: HttpClient, *a: Any, **kw: Any) -> None:
         made.append(self)
         real_init(self, *a, **kw)
 
     e = Enricher(Config(sandbox=True))  # the sandbox's start awaits: the calls interleave
-    aiohttp.ClientSession.__init__ = counting_init  # type: ignore[method-assign]
+    HttpClient.__init__ = counting_init  # type: ignore[method-assign]
     try:
         rs = await asyncio.gather(
             *(e.enrich(GAM_SAMPLE, ctx(f"https://x.example/{i}")) for i in range(3))
         )
     finally:
-        aiohttp.ClientSession.__init__ = real_init  # type: ignore[method-assign]
+        HttpClient.__init__ = real_init  # type: ignore[method-assign]
         await e.close()
     assert all(r.behavioral.source == "live" for r in rs)
     assert len(made) == 1
-    assert all(s.closed for s in made)
+    assert all(c.closed for c in made)
 
 
 async def test_an_adapter_that_raises_is_counted_logged_and_the_request_still_goes_out(

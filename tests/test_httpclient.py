@@ -356,3 +356,56 @@ def test_default_ports_are_left_out_of_host() -> None:
     assert Origin("https://ads.example.com", None).host_header == "ads.example.com"
     assert Origin("http://[::1]:8080/vast", None).host_header == "[::1]:8080"
     assert CIMultiDict(parse_head(b"HTTP/1.1 200 OK\r\nA: b").headers)["a"] == "b"
+
+
+# -- the Permutive clients through it ------------------------------------------------------
+
+
+async def test_the_ccs_client_through_the_lean_client_fails_as_through_aiohttp() -> None:
+    """Compressed answers (unasked) are decoded within the size bound; a bomb, an unknown
+    coding, a redirect and a refused connection are the same errors as through aiohttp."""
+    import gzip
+
+    from plugin.config import HttpConfig
+    from plugin.observe.metrics import Metrics
+    from plugin.permutive.clients import CcsClient, UpstreamError
+    from plugin.permutive.wire import CcsRequest
+
+    doc = b'{"user_id": "u1", "cohorts": ["1", "2"], "activations": {}}'
+    answers = {
+        b"a": ok(gzip.compress(doc), b"Content-Encoding: gzip\r\n"),
+        b"b": ok(gzip.compress(b" " * 3_000_000), b"Content-Encoding: gzip\r\n"),
+        b"c": ok(doc, b"Content-Encoding: br\r\n"),
+        b"d": b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+    }
+    sent: list[bytes] = []
+
+    async def script(request: bytes, n: int) -> bytes:
+        sent.append(request)
+        body = request.split(b"\r\n\r\n", 1)[1]
+        return answers[body.split(b'"user_id":"', 1)[1][:1]]
+
+    srv = await RawServer(script).start()
+    client = HttpClient()
+    http = HttpConfig(breaker_failures=1000)
+    ccs = CcsClient(client, f"http://127.0.0.1:{srv.port}", "secret-key", Metrics(), http)
+
+    async def call(which: str) -> object:
+        return await ccs.segment(CcsRequest(events=[], user_id=which))
+
+    answer = await call("a")
+    assert answer.user_id == "u1"  # type: ignore[attr-defined]
+    head = sent[0].split(b"\r\n\r\n")[0]
+    assert head.startswith(b"POST /ccs/v1/segmentation?activations=true HTTP/1.1\r\n")
+    assert b"\r\nX-Api-Key: secret-key\r\n" in head and b"Accept-Encoding" not in head
+    for which, kind in (("b", "too_large"), ("c", "decode"), ("d", "redirect")):
+        with pytest.raises(UpstreamError) as e:
+            await call(which)
+        assert e.value.kind == kind
+    await client.close()
+    await srv.stop()
+    refused = CcsClient(HttpClient(), f"http://127.0.0.1:{srv.port}", "k", Metrics(), http)
+    with pytest.raises(UpstreamError) as e:
+        await refused.segment(CcsRequest(events=[], user_id="x"))
+    assert e.value.kind == "connect" and e.value.unsent
+    assert "secret-key" not in str(e.value) and "127.0.0.1" not in str(e.value)

@@ -1,4 +1,6 @@
-"""HTTP clients of the CCS API and the Contextual API, sharing one `aiohttp.ClientSession`.
+"""HTTP clients of the CCS API and the Contextual API, sharing one session: the lean client
+of `plugin.httpclient` (the default: a call costs a seventh of aiohttp's CPU), or an
+`aiohttp.ClientSession` when tracing is on (its standard instrumentation adds the HTTP spans).
 
 A call either returns a decoded answer or raises `UpstreamError` with a small, bounded `kind`
 (it becomes a metric label). Messages never contain the request URL: the Contextual API takes
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
@@ -19,6 +22,8 @@ import yarl
 from multidict import CIMultiDict
 
 from plugin.config import HttpConfig
+from plugin.httpclient import Answer as HttpAnswer
+from plugin.httpclient import HttpClient, HttpError, Origin
 from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.observe.tracing import Tracer
 from plugin.permutive.answer import Answer
@@ -33,6 +38,7 @@ from plugin.permutive.wire import (
     json_encoder,
     parse_error,
 )
+from plugin.version import __version__
 
 log = logging.getLogger("cohortkv.sources")
 T = TypeVar("T")
@@ -59,6 +65,12 @@ _TRIPS = frozenset(
 
 # Headers as aiohttp keeps them, built once: a plain dict is converted on every call.
 _JSON: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
+_LEAN_HEADERS = (
+    ("User-Agent", f"cohortkv/{__version__}"),
+    ("Accept", "application/json"),
+    ("Content-Type", "application/json"),
+)
+"""What the lean client sends on every call (no Accept-Encoding: answers come as they are)."""
 
 
 class UpstreamError(Exception):
@@ -113,16 +125,26 @@ def make_session(
     )
 
 
+Session = aiohttp.ClientSession | HttpClient
+"""What the clients call through: the lean client, or aiohttp's (with tracing)."""
+
+
+def lean_session(http: HttpConfig) -> HttpClient:
+    """The lean client for both APIs, with the `[http]` pool settings."""
+    return HttpClient(http.pool_limit, http.pool_limit_per_host, http.keepalive_timeout_s)
+
+
 class _Client:
     api: Api
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Session,
         url: str,
         metrics: Metrics,
         http: HttpConfig,
         query: dict[str, str] | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self._session = session
         self.last_error: UpstreamError | None = None
@@ -131,6 +153,10 @@ class _Client:
         # The whole target, query included, built once: a `params=` dict is merged into a
         # new URL on every call, a measurable share of the call's CPU.
         self._url = yarl.URL(url).with_query(query) if query else yarl.URL(url)
+        self._origin = Origin(f"{self._url.scheme}://{self._url.raw_authority}", None)
+        self._target = self._url.raw_path_qs
+        self._lean_headers = [*_LEAN_HEADERS, *headers]
+        self._timeout_s = http.request_timeout_s
         self._metrics = metrics
         self._timeout = aiohttp.ClientTimeout(total=http.request_timeout_s)
         self._warn = RateLimitedLog(log)
@@ -197,11 +223,82 @@ class _Client:
             raise self._fail(UpstreamError(self.api, "decode", type(e).__name__)) from None
 
     async def _call(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
+        if isinstance(self._session, HttpClient):
+            return await self._call_lean(self._session, body)
+        return await self._call_aiohttp(self._session, body, headers)
+
+    async def _call_lean(self, client: HttpClient, body: bytes) -> bytes:
+        """`_call` through the lean client: the same outcomes and errors as through aiohttp."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            answer = await client.request(
+                self._origin, "POST", self._target, self._lean_headers, body, self._timeout_s
+            )
+            try:
+                status = answer.status
+                if 300 <= status < 400:
+                    raise UpstreamError(self.api, "redirect", f"HTTP {status}")
+                payload = await self._read_lean(answer)
+            finally:
+                answer.close()
+            if status >= 400:
+                raise self._http_error(status, payload, answer.headers.get("Retry-After"))
+            outcome = "ok"
+            return payload
+        except UpstreamError as e:
+            self._fail(e)
+            raise
+        except TimeoutError:
+            outcome = "timeout"
+            raise self._fail(UpstreamError(self.api, "timeout")) from None
+        except HttpError as e:
+            kind: ErrorKind = "connect" if e.unsent or e.kind.startswith("closed") else "other"
+            raise self._fail(UpstreamError(self.api, kind, e.kind, unsent=e.unsent)) from None
+        finally:
+            self._observe[outcome].observe(time.perf_counter() - started)
+
+    async def _read_lean(self, answer: HttpAnswer) -> bytes:
+        """The body (decoded if the API compressed it unasked), unless it is larger than any
+        real answer: then the call has failed."""
+        limit = self._max_bytes
+        length = answer.content_length
+        if length is not None and length > limit:
+            raise UpstreamError(self.api, "too_large", f"{length} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in answer.chunks():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
+            chunks.append(chunk)
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        coding = answer.headers.get("Content-Encoding", "").strip().lower()
+        if coding in ("", "identity"):
+            return payload
+        return self._inflate(payload, coding, limit)
+
+    def _inflate(self, payload: bytes, coding: str, limit: int) -> bytes:
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise UpstreamError(self.api, "decode", f"Content-Encoding {coding[:20]}")
+        wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(payload, limit + 1)
+        except zlib.error:
+            raise UpstreamError(self.api, "decode", "Content-Encoding") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
+        return out
+
+    async def _call_aiohttp(
+        self, session: aiohttp.ClientSession, body: bytes, headers: CIMultiDict[str]
+    ) -> bytes:
         started = time.perf_counter()
         outcome = "error"
         try:
             # Never follow a redirect: it would re-send the API key to wherever it points.
-            async with self._session.post(
+            async with session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 if 300 <= resp.status < 400:
@@ -305,7 +402,7 @@ class CcsClient(_Client):
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Session,
         base_url: str,
         api_key: str,
         metrics: Metrics,
@@ -317,7 +414,7 @@ class CcsClient(_Client):
         if synchronous_validation:
             query["synchronous-validation"] = "true"
         url = base_url.rstrip("/") + CCS_PATH
-        super().__init__(session, url, metrics, http, query)
+        super().__init__(session, url, metrics, http, query, (("X-Api-Key", api_key),))
         self._headers = CIMultiDict({"Content-Type": "application/json", "X-Api-Key": api_key})
 
     async def segment(self, request: CcsRequest) -> Answer:
@@ -333,7 +430,7 @@ class ContextualClient(_Client):
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Session,
         base_url: str,
         api_key: str,
         metrics: Metrics,
