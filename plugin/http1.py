@@ -10,6 +10,8 @@ rather than pass on a response it cannot delimit.
 
 from __future__ import annotations
 
+import re
+
 from multidict import CIMultiDict
 
 MAX_HEAD = 64 * 1024
@@ -35,33 +37,37 @@ class Head:
         self.status = status
         self.reason = reason
         self.headers = headers
-        tokens = _connection_tokens(headers)
-        self.keep_alive = "close" not in tokens and (version == 1 or "keep-alive" in tokens)
+        if "Connection" not in headers:
+            self.keep_alive = version == 1
+        else:
+            tokens = _connection_tokens(headers)
+            self.keep_alive = "close" not in tokens and (version == 1 or "keep-alive" in tokens)
 
 
 def parse_head(raw: bytes) -> Head:
     """The status line and header fields of `raw` (without the blank line that ends them)."""
-    lines = raw.split(b"\r\n")
-    status_line = lines[0]
-    if (
-        len(status_line) < 12
-        or not status_line.startswith(b"HTTP/1.")
-        or status_line[7:8] not in (b"0", b"1")
-        or status_line[8:9] != b" "
-        or not set(status_line[9:12]) <= _DIGITS
-        or status_line[12:13] not in (b"", b" ")
-    ):
+    line_end = raw.find(b"\r\n")
+    status_line, fields = (raw, b"") if line_end < 0 else (raw[:line_end], raw[line_end:])
+    status = _STATUS_LINE.fullmatch(status_line)
+    if status is None:
         raise ProtocolError("status line")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or not set(name) <= _TOKEN:
-            raise ProtocolError("header field")
-        if b"\n" in value or b"\r" in value or b"\x00" in value:
-            raise ProtocolError("header value")
-        headers.add(name.decode("ascii"), value.strip(b" \t").decode("utf-8", "surrogateescape"))
-    reason = status_line[13:].decode("latin-1")
-    return Head(status_line[7] - 48, int(status_line[9:12]), reason, headers)
+    if _FIELDS.fullmatch(fields) is None:
+        raise ProtocolError("header field")
+    headers: CIMultiDict[str] = CIMultiDict(
+        [
+            (name.decode("ascii"), value.decode("utf-8", "surrogateescape").rstrip(" \t"))
+            for name, value in _FIELD.findall(fields)
+        ]
+    )
+    reason = (status.group(3) or b"").decode("latin-1")
+    return Head(status.group(1)[0] - 48, int(status.group(2)), reason, headers)
+
+
+_TOKEN_RE = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?")
+_FIELDS = re.compile(rb"(?:\r\n" + _TOKEN_RE + rb":[^\r\n\x00]*)*")
+"""Every header line well formed: a token, a colon, a value without CR, LF or NUL."""
+_FIELD = re.compile(rb"\r\n(" + _TOKEN_RE + rb"):[ \t]*([^\r\n\x00]*)")
 
 
 def _connection_tokens(headers: CIMultiDict[str]) -> set[str]:
