@@ -37,6 +37,7 @@ FORWARDED_HEADERS: tuple[str, ...] = (
     "baggage",
 )
 """Request headers passed on to the ad server (X-Forwarded-For is extended, not just passed)."""
+_FORWARDED = {name.lower(): name for name in FORWARDED_HEADERS}
 BODY_HEADERS: tuple[str, ...] = ("Content-Type", "Content-Encoding")
 """Headers that describe a POST body: passed on with it."""
 
@@ -76,15 +77,20 @@ class Outgoing:
         return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
     def headers(self, request: web.Request) -> list[tuple[str, str]]:
-        h = request.headers
+        """The request's headers that go on (the first of each, as listed), one pass over
+        the few a request carries rather than a look-up per listed name."""
         out: list[tuple[str, str]] = []
-        for name in FORWARDED_HEADERS:
-            value = h.get(name)
-            if value is not None:
-                out.append((name, self.text(value)))
-        chain = h.get("X-Forwarded-For")
-        if chain is not None:
-            chain = self.text(chain)
+        seen: set[str] = set()
+        chain: str | None = None
+        for name, value in request.headers.items():
+            lower = name.lower()
+            listed = _FORWARDED.get(lower)
+            if listed is not None:
+                if listed not in seen:
+                    seen.add(listed)
+                    out.append((listed, self.text(value)))
+            elif lower == "x-forwarded-for" and chain is None:
+                chain = self.text(value)
         peer = request.remote
         if peer:
             out.append(("X-Forwarded-For", f"{chain}, {peer}" if chain else peer))
