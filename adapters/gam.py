@@ -59,6 +59,7 @@ from adapters.params import (
     find_param,
     first_params,
     identity_of,
+    keep,
     mapped_properties,
     sanitise,
     text,
@@ -141,6 +142,7 @@ class GamAdapter(UrlAdapter):
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
         self._plans = RememberedPlans()
+        self._cust = KnownCustParams()
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -162,22 +164,23 @@ class GamAdapter(UrlAdapter):
             return Context()
         p = first_params(split.query)
         every_raw = _cust_raws(p)
-        every_cust = _params(every_raw)
+        every_cust = self._cust.params(every_raw)
 
         aliases: list[Alias] = []
-        ids = SignalReader(p)
-        ppid = device_id(ids.same("ppid"))
+        same = p.get if not p.repeats else SignalReader(p).same  # one copy: nothing to disagree
+        ppid = device_id(same("ppid"))
         if ppid is not None:
             aliases.append(Alias(tag="ppid", id=ppid))
-        rdid = device_id(ids.same("rdid"))
-        tag = device_tag(text(ids.same("idtype")))
-        lat = SignalReader(p, every_cust).any_set("is_lat") is True
+        rdid = device_id(same("rdid"))
+        tag = device_tag(text(same("idtype")))
+        privacy = SignalReader(p, every_cust)
+        lat = privacy.any_set("is_lat") is True
         if rdid is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=rdid))
 
         return Context(
             identity=identity_of(aliases),
-            consent=_consent(p, every_cust),
+            consent=_consent(privacy),
             content=self._content(p, every_raw, every_cust),
             view_id=text(p.get("scor")),
             limit_ad_tracking=lat,
@@ -189,7 +192,7 @@ class GamAdapter(UrlAdapter):
         props = mapped_properties(self.properties, p)
         if self._cust_properties:
             first = (p[_PARAM],) if _PARAM in p else ()
-            inner = every_cust if first == every_raw else _params(first)
+            inner = every_cust if first == every_raw else self._cust.params(first)
             for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
                 props.setdefault(name, value)
         url = content_url(p.get("description_url")) or content_url(p.get("url"))
@@ -246,6 +249,9 @@ class GamAdapter(UrlAdapter):
 def _cust_raws(p: Params) -> tuple[str, ...]:
     """Every copy of `cust_params` (repeated, or in another letter case): privacy reads them
     all, since a deny flag in any of them is a denial a lenient reader could act on."""
+    if not p.repeats and p.lowercase():  # the usual query: one copy at most, this spelling
+        raw = p.get(_PARAM)
+        return () if raw is None else (raw,)
     return (*p.every(_PARAM), *p.other_cases(_PARAM))
 
 
@@ -254,8 +260,30 @@ def _params(raws: tuple[str, ...]) -> Params:
     return first_params("&".join(decode(raw) for raw in raws)) if raws else Params()
 
 
-def _consent(p: Params, every_cust: Params) -> ConsentSignals:
-    return SignalReader(p, every_cust).signals(
+class KnownCustParams:
+    """`_params` of the `cust_params` values lately seen, by their raw values: a player sends
+    the same `cust_params` with every ad break. What it gives is shared: nothing may change
+    it."""
+
+    __slots__ = ("_known",)
+    MAX = 512
+    MAX_LENGTH = 1024
+    """Longer values are read every time."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, ...], Params] = {}
+
+    def params(self, raws: tuple[str, ...]) -> Params:
+        known = self._known.get(raws)
+        if known is None:
+            known = _params(raws)
+            if raws and sum(map(len, raws)) <= self.MAX_LENGTH:
+                keep(self._known, raws, known, self.MAX)
+        return known
+
+
+def _consent(privacy: SignalReader) -> ConsentSignals:
+    return privacy.signals(
         gdpr=("gdpr",),
         tc_string=("gdpr_consent",),
         us_privacy=("us_privacy",),

@@ -27,6 +27,8 @@ _MAX_ID_LENGTH = 256
 _MAX_INT_DIGITS = 6
 _TRUE = frozenset(("1", "true"))
 _FALSE = frozenset(("0", "false"))
+_FLAGS = {"1": True, "true": True, "0": False, "false": False}
+"""Raw values that `flag` reads as they are (no `%`, `+` or space to decode or strip)."""
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -195,6 +197,18 @@ def _not_lowercase(names: tuple[str, ...]) -> tuple[str, ...]:
 _mixed_names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
+def _lowercase_names(groups: tuple[tuple[str, ...], ...]) -> frozenset[str]:
+    """Every name in `groups` when all are plain lowercase, else none, kept."""
+    names = frozenset(n for g in groups for n in g)
+    lowercase = all(_casefold(n) == n for n in names)
+    return keep(_wanted, groups, names if lowercase else frozenset(), _MAX_NAMES)
+
+
+_wanted: dict[tuple[tuple[str, ...], ...], frozenset[str]] = {}
+_NOTHING: frozenset[str] = frozenset(("\x00every name",))
+"""`SignalReader._absent`'s answer when every name asked about is absent."""
+
+
 def _fold(p: Params) -> dict[str, list[tuple[str, str]]]:
     """Folded name → (name, raw value) of every parameter; empty, after one check of all the
     names at once, for the usual query whose names are all lowercase ASCII."""
@@ -209,14 +223,32 @@ def _fold(p: Params) -> dict[str, list[tuple[str, str]]]:
 
 def first_params(query: str, sep: str = "&") -> Params:
     """The query's parameters (see `Params`), split on `sep`."""
+    segments = query.split(sep)
     out = Params()
-    for segment in query.split(sep):
+    for segment in segments:  # the usual query first: distinct, plain names (checked below)
+        name, _, value = segment.partition("=")
+        out[name] = value
+    if len(out) == len(segments) and "" not in out:
+        joined = "".join(out)
+        if "%" not in joined and "+" not in joined:
+            # No name repeated, none to decode, no empty segment: what the general loop
+            # reads. The names' case is known from the same join (`_fold`).
+            if joined.isascii() and joined.lower() == joined:
+                out._folded = {}
+            return out
+    return _every_params(segments)
+
+
+def _every_params(segments: list[str]) -> Params:
+    """`first_params` of a query's segments that repeat a name, encode one or are empty."""
+    out = Params()
+    for segment in segments:
         if not segment:
             continue
         name, _, value = segment.partition("=")
         if "%" in name or "+" in name:
             name = decode(name)
-        if name not in out:  # `Params.add`, inline: this loop is on every request's path
+        if name not in out:
             out[name] = value
         else:
             out.repeats.setdefault(name, [out[name]]).append(value)
@@ -235,19 +267,46 @@ class SignalReader:
 
     __slots__ = ("_plain", "_sets", "conflicts")
 
-    def __init__(self, *sets: Params) -> None:
+    def __init__(self, *sets: Params, general: bool = False) -> None:
         self._sets = sets
         self.conflicts: list[str] = []
-        self._plain: bool | None = None
+        self._plain: bool | None = False if general else None
         """The usual request: no name repeated, every name in lowercase ASCII (known once
-        asked)."""
+        asked). `general` (for tests) reads every request the general way."""
+
+    def _is_plain(self) -> bool:
+        plain = self._plain
+        if plain is None:
+            plain = self._plain = all(not p.repeats and p.lowercase() for p in self._sets)
+        return plain
+
+    def _absent(self, groups: tuple[tuple[str, ...], ...]) -> frozenset[str] | None:
+        """The names in `groups` that a plain request carries in no set, found with one set
+        difference: such a name has no copy in any letter case. `_NOTHING` when it carries
+        none of them; None when the shortcut does not hold (a request not plain, a name not
+        lowercase)."""
+        plain = self._plain
+        if plain is None:
+            plain = self._is_plain()
+        if not plain:
+            return None
+        wanted = _wanted.get(groups)
+        if wanted is None:
+            wanted = _lowercase_names(groups)
+        if not wanted:
+            return None
+        absent = wanted.difference(*self._sets)
+        return _NOTHING if len(absent) == len(wanted) else absent
 
     def _raw(self, names: tuple[str, ...]) -> list[str]:
         sets = self._sets
         plain = self._plain
         if plain is None:
-            plain = self._plain = all(not p.repeats and p.lowercase() for p in sets)
+            plain = self._is_plain()
         if plain:
+            if len(names) == 1 and _casefold(name := names[0]) == name:
+                # one lowercase name: one look-up a set
+                return [v for p in sets if (v := p.get(name)) is not None]
             out = [v for p in sets for name in names if (v := p.get(name)) is not None]
             for name in _not_lowercase(names):  # only their lowercase forms can be there
                 for p in sets:
@@ -292,8 +351,11 @@ class SignalReader:
     def _agreed(self, names: tuple[str, ...], read: Callable[[str | None], T | None]) -> T | None:
         """The one value every occurrence reads as; a disagreement is a conflict (which the
         consent gate treats as a denial), recorded under the first name."""
+        raws = self._raw(names)
+        if len(raws) < 2:  # the usual: nothing to disagree with
+            return read(raws[0]) if raws else None
         found: T | None = None
-        for raw in self._raw(names):
+        for raw in raws:
             value = read(raw)
             if value is None:
                 continue
@@ -329,21 +391,40 @@ class SignalReader:
         child_directed: tuple[str, ...] = (),
         restricted: tuple[str, ...] = (),
     ) -> ConsentSignals:
-        """The ConsentSignals these parameter names carry, conflicts included."""
-        child = self.any_set(*child_directed) if child_directed else None
-        limited = self.any_set(*restricted) if restricted else None
-        sid_text = self.text(*gpp_sid)
-        signals = ConsentSignals(
-            gdpr=self._agreed(gdpr, gdpr_flag),
-            tc_string=self.text(*tc_string),
-            us_privacy=self.text(*us_privacy),
-            gpp=self.text(*gpp),
+        """The ConsentSignals these parameter names carry, conflicts included. A signal none
+        of whose names the request carries is absent without being read (`_absent`)."""
+        groups = (gdpr, tc_string, us_privacy, gpp, gpp_sid, child_directed, restricted)
+        absent = self._absent(groups)
+        if absent is _NOTHING:  # none of them is there
+            return ConsentSignals(conflicts=tuple(self.conflicts))
+        child = limited = sid_text = None
+        if child_directed and (absent is None or not absent.issuperset(child_directed)):
+            child = self.any_set(*child_directed)
+        if restricted and (absent is None or not absent.issuperset(restricted)):
+            limited = self.any_set(*restricted)
+        if absent is None or not absent.issuperset(gpp_sid):
+            sid_text = self.text(*gpp_sid)
+        return ConsentSignals(
+            gdpr=self._read(absent, gdpr, gdpr_flag),
+            tc_string=self._read(absent, tc_string, text),
+            us_privacy=self._read(absent, us_privacy, text),
+            gpp=self._read(absent, gpp, text),
             gpp_sid=parse_gpp_sid(sid_text),
             child_directed=child,
             restricted=limited,
             conflicts=tuple(self.conflicts),
         )
-        return signals
+
+    def _read(
+        self,
+        absent: frozenset[str] | None,
+        names: tuple[str, ...],
+        read: Callable[[str | None], T | None],
+    ) -> T | None:
+        """`_agreed`, skipped when `absent` (see `_absent`) holds every one of `names`."""
+        if absent is not None and absent.issuperset(names):
+            return None
+        return self._agreed(names, read)
 
 
 def drop_fields(text: str, names: Collection[str], sep: str = "&") -> tuple[str, int]:
@@ -383,6 +464,11 @@ def text(raw: str | None) -> str | None:
 
 def flag(raw: str | None) -> bool | None:
     """`1`/`true` → True, `0`/`false` → False, anything else → None (unknown)."""
+    if raw is None:
+        return None
+    known = _FLAGS.get(raw)  # the usual raw values, read as below
+    if known is not None:
+        return known
     value = text(raw)
     if value is None:
         return None
@@ -529,10 +615,16 @@ def mapped_properties(
     first (`cust_params.` for GAM's key-values). A repeated parameter gives a list; values
     stay text (the enricher types them as `[events.properties]` says)."""
     out: dict[str, object] = {}
+    n = len(prefix)
     for source, prop in mapping.items():
-        if not source.startswith(prefix):
+        if not n:
+            name = source
+        elif source.startswith(prefix):
+            name = source[n:]
+        else:
             continue
-        name = source[len(prefix) :]
+        if name not in params and name[-1:] != "*":  # the usual: a parameter not sent
+            continue
         if name.endswith("*"):
             stem = name[:-1]
             for found in params:
