@@ -142,7 +142,7 @@ class GamAdapter(UrlAdapter):
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
         self._plans = RememberedPlans()
-        self._cust = KnownCustParams()
+        self._cust = KnownCustParams(self.properties)
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -181,19 +181,17 @@ class GamAdapter(UrlAdapter):
         return Context(
             identity=identity_of(aliases),
             consent=_consent(privacy),
-            content=self._content(p, every_raw, every_cust),
+            content=self._content(p),
             view_id=text(p.get("scor")),
             limit_ad_tracking=lat,
         )
 
-    def _content(self, p: Params, every_raw: tuple[str, ...], every_cust: Params) -> Content:
+    def _content(self, p: Params) -> Content:
         """The content URL and the play event's properties (those in `cust_params` from its
-        first copy only: `every_cust` when there is one)."""
+        first copy only)."""
         props = mapped_properties(self.properties, p)
-        if self._cust_properties:
-            first = (p[_PARAM],) if _PARAM in p else ()
-            inner = every_cust if first == every_raw else self._cust.params(first)
-            for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
+        if self._cust_properties and _PARAM in p:
+            for name, value in self._cust.properties((p[_PARAM],)).items():
                 props.setdefault(name, value)
         url = content_url(p.get("description_url")) or content_url(p.get("url"))
         return Content(url=url, properties=props)
@@ -261,17 +259,20 @@ def _params(raws: tuple[str, ...]) -> Params:
 
 
 class KnownCustParams:
-    """`_params` of the `cust_params` values lately seen, by their raw values: a player sends
-    the same `cust_params` with every ad break. What it gives is shared: nothing may change
-    it."""
+    """What the `cust_params` values lately seen say, by their raw values: a player sends the
+    same `cust_params` with every ad break. `params` gives the key-values inside them (shared:
+    nothing may change them), `properties` the play-event properties that the adapter's
+    mapping (fixed when the adapter is built, as `_cust_properties` is) reads there."""
 
-    __slots__ = ("_known",)
+    __slots__ = ("_known", "_mapping", "_properties")
     MAX = 512
     MAX_LENGTH = 1024
     """Longer values are read every time."""
 
-    def __init__(self) -> None:
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self._mapping = mapping
         self._known: dict[tuple[str, ...], Params] = {}
+        self._properties: dict[tuple[str, ...], dict[str, object]] = {}
 
     def params(self, raws: tuple[str, ...]) -> Params:
         known = self._known.get(raws)
@@ -279,6 +280,16 @@ class KnownCustParams:
             known = _params(raws)
             if raws and sum(map(len, raws)) <= self.MAX_LENGTH:
                 keep(self._known, raws, known, self.MAX)
+        return known
+
+    def properties(self, raws: tuple[str, ...]) -> Mapping[str, object]:
+        known = self._properties.get(raws)
+        if known is None:
+            inner = self.params(raws)
+            known = mapped_properties(self._mapping, inner, _CUST_PREFIX)
+            # kept when every value is text: a list (a repeated key) would be shared
+            if not inner.repeats and raws and sum(map(len, raws)) <= self.MAX_LENGTH:
+                keep(self._properties, raws, known, self.MAX)
         return known
 
 

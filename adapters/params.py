@@ -9,7 +9,7 @@ UTF-8 become U+FFFD) and never raises on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import quote, unquote
 
@@ -277,7 +277,12 @@ class SignalReader:
     def _is_plain(self) -> bool:
         plain = self._plain
         if plain is None:
-            plain = self._plain = all(not p.repeats and p.lowercase() for p in self._sets)
+            plain = True
+            for p in self._sets:
+                if p.repeats or not p.lowercase():
+                    plain = False
+                    break
+            self._plain = plain
         return plain
 
     def _absent(self, groups: tuple[tuple[str, ...], ...]) -> frozenset[str] | None:
@@ -397,34 +402,27 @@ class SignalReader:
         absent = self._absent(groups)
         if absent is _NOTHING:  # none of them is there
             return ConsentSignals(conflicts=tuple(self.conflicts))
-        child = limited = sid_text = None
-        if child_directed and (absent is None or not absent.issuperset(child_directed)):
+        skip = _never if absent is None else absent.issuperset  # every name absent
+        child = limited = None
+        if child_directed and not skip(child_directed):
             child = self.any_set(*child_directed)
-        if restricted and (absent is None or not absent.issuperset(restricted)):
+        if restricted and not skip(restricted):
             limited = self.any_set(*restricted)
-        if absent is None or not absent.issuperset(gpp_sid):
-            sid_text = self.text(*gpp_sid)
+        sid_text = None if skip(gpp_sid) else self._agreed(gpp_sid, text)
         return ConsentSignals(
-            gdpr=self._read(absent, gdpr, gdpr_flag),
-            tc_string=self._read(absent, tc_string, text),
-            us_privacy=self._read(absent, us_privacy, text),
-            gpp=self._read(absent, gpp, text),
+            gdpr=None if skip(gdpr) else self._agreed(gdpr, gdpr_flag),
+            tc_string=None if skip(tc_string) else self._agreed(tc_string, text),
+            us_privacy=None if skip(us_privacy) else self._agreed(us_privacy, text),
+            gpp=None if skip(gpp) else self._agreed(gpp, text),
             gpp_sid=parse_gpp_sid(sid_text),
             child_directed=child,
             restricted=limited,
             conflicts=tuple(self.conflicts),
         )
 
-    def _read(
-        self,
-        absent: frozenset[str] | None,
-        names: tuple[str, ...],
-        read: Callable[[str | None], T | None],
-    ) -> T | None:
-        """`_agreed`, skipped when `absent` (see `_absent`) holds every one of `names`."""
-        if absent is not None and absent.issuperset(names):
-            return None
-        return self._agreed(names, read)
+
+def _never(names: Iterable[str]) -> bool:
+    return False
 
 
 def drop_fields(text: str, names: Collection[str], sep: str = "&") -> tuple[str, int]:
