@@ -310,8 +310,12 @@ class SignalReader:
             plain = self._is_plain()
         if plain:
             if len(names) == 1 and _casefold(name := names[0]) == name:
-                # one lowercase name: one look-up a set
-                return [v for p in sets if (v := p.get(name)) is not None]
+                found: list[str] = []  # one lowercase name: one look-up a set
+                for p in sets:
+                    value = p.get(name)
+                    if value is not None:
+                        found.append(value)
+                return found
             out = [v for p in sets for name in names if (v := p.get(name)) is not None]
             for name in _not_lowercase(names):  # only their lowercase forms can be there
                 for p in sets:
