@@ -9,7 +9,7 @@ UTF-8 become U+FFFD) and never raises on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import quote, unquote
 
@@ -142,6 +142,14 @@ class Params(dict[str, str]):
             return []
         return [raw for other, raw in found if other != name]
 
+    def folded_names(self) -> Collection[str]:
+        """Every name case-folded (`str.casefold`): the names themselves when all are
+        lowercase ASCII."""
+        folded = self._folded
+        if folded is None:
+            folded = self._folded = _fold(self)
+        return folded.keys() if folded else self.keys()
+
     def mixed_case(self) -> bool:
         """True when some name is not plain lowercase ASCII: only then can a name have
         copies in another case, and readers that key on exact names must look further."""
@@ -197,16 +205,20 @@ def _not_lowercase(names: tuple[str, ...]) -> tuple[str, ...]:
 _mixed_names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
-def _lowercase_names(groups: tuple[tuple[str, ...], ...]) -> frozenset[str]:
-    """Every name in `groups` when all are plain lowercase, else none, kept."""
-    names = frozenset(n for g in groups for n in g)
-    lowercase = all(_casefold(n) == n for n in names)
-    return keep(_wanted, groups, names if lowercase else frozenset(), _MAX_NAMES)
+def _folded_groups(
+    groups: tuple[tuple[str, ...], ...],
+) -> tuple[frozenset[str], tuple[frozenset[str], ...]]:
+    """Every name in `groups` case-folded, and each group's, kept: a name has a copy in a
+    parameter set, in some letter case, exactly when its folded form is among the set's
+    `folded_names`."""
+    found = _folded.get(groups)
+    if found is None:
+        each = tuple(frozenset(_casefold(n) for n in g) for g in groups)
+        found = keep(_folded, groups, (frozenset().union(*each), each), _MAX_NAMES)
+    return found
 
 
-_wanted: dict[tuple[tuple[str, ...], ...], frozenset[str]] = {}
-_NOTHING: frozenset[str] = frozenset(("\x00every name",))
-"""`SignalReader._absent`'s answer when every name asked about is absent."""
+_folded: dict[tuple[tuple[str, ...], ...], tuple[frozenset[str], tuple[frozenset[str], ...]]] = {}
 
 
 def _fold(p: Params) -> dict[str, list[tuple[str, str]]]:
@@ -265,14 +277,16 @@ class SignalReader:
     is recorded in `conflicts` and read as absent.
     """
 
-    __slots__ = ("_plain", "_sets", "conflicts")
+    __slots__ = ("_general", "_plain", "_sets", "conflicts")
 
     def __init__(self, *sets: Params, general: bool = False) -> None:
         self._sets = sets
         self.conflicts: list[str] = []
+        self._general = general
+        """For tests: no shortcut, every signal read the general way."""
         self._plain: bool | None = False if general else None
         """The usual request: no name repeated, every name in lowercase ASCII (known once
-        asked). `general` (for tests) reads every request the general way."""
+        asked)."""
 
     def _is_plain(self) -> bool:
         plain = self._plain
@@ -284,24 +298,6 @@ class SignalReader:
                     break
             self._plain = plain
         return plain
-
-    def _absent(self, groups: tuple[tuple[str, ...], ...]) -> frozenset[str] | None:
-        """The names in `groups` that a plain request carries in no set, found with one set
-        difference: such a name has no copy in any letter case. `_NOTHING` when it carries
-        none of them; None when the shortcut does not hold (a request not plain, a name not
-        lowercase)."""
-        plain = self._plain
-        if plain is None:
-            plain = self._is_plain()
-        if not plain:
-            return None
-        wanted = _wanted.get(groups)
-        if wanted is None:
-            wanted = _lowercase_names(groups)
-        if not wanted:
-            return None
-        absent = wanted.difference(*self._sets)
-        return _NOTHING if len(absent) == len(wanted) else absent
 
     def _raw(self, names: tuple[str, ...]) -> list[str]:
         sets = self._sets
@@ -401,32 +397,34 @@ class SignalReader:
         restricted: tuple[str, ...] = (),
     ) -> ConsentSignals:
         """The ConsentSignals these parameter names carry, conflicts included. A signal none
-        of whose names the request carries is absent without being read (`_absent`)."""
-        groups = (gdpr, tc_string, us_privacy, gpp, gpp_sid, child_directed, restricted)
-        absent = self._absent(groups)
-        if absent is _NOTHING:  # none of them is there
+        of whose names the request carries, in any letter case, is absent without being read."""
+        groups = (child_directed, restricted, gpp_sid, gdpr, tc_string, us_privacy, gpp)
+        wanted, folded = _folded_groups(groups)
+        # the names no set carries in any case, found with one set difference
+        if self._general:
+            absent: frozenset[str] = frozenset()
+        elif self._is_plain():  # every name lowercase ASCII: its own folded form
+            absent = wanted.difference(*self._sets)
+        else:
+            absent = wanted.difference(*map(Params.folded_names, self._sets))
+        if len(absent) == len(wanted):  # none of them is there
             return ConsentSignals(conflicts=tuple(self.conflicts))
-        skip = _never if absent is None else absent.issuperset  # every name absent
         child = limited = None
-        if child_directed and not skip(child_directed):
+        if not absent >= folded[0]:
             child = self.any_set(*child_directed)
-        if restricted and not skip(restricted):
+        if not absent >= folded[1]:
             limited = self.any_set(*restricted)
-        sid_text = None if skip(gpp_sid) else self._agreed(gpp_sid, text)
+        sid_text = None if absent >= folded[2] else self._agreed(gpp_sid, text)
         return ConsentSignals(
-            gdpr=None if skip(gdpr) else self._agreed(gdpr, gdpr_flag),
-            tc_string=None if skip(tc_string) else self._agreed(tc_string, text),
-            us_privacy=None if skip(us_privacy) else self._agreed(us_privacy, text),
-            gpp=None if skip(gpp) else self._agreed(gpp, text),
+            gdpr=None if absent >= folded[3] else self._agreed(gdpr, gdpr_flag),
+            tc_string=None if absent >= folded[4] else self._agreed(tc_string, text),
+            us_privacy=None if absent >= folded[5] else self._agreed(us_privacy, text),
+            gpp=None if absent >= folded[6] else self._agreed(gpp, text),
             gpp_sid=parse_gpp_sid(sid_text),
             child_directed=child,
             restricted=limited,
             conflicts=tuple(self.conflicts),
         )
-
-
-def _never(names: Iterable[str]) -> bool:
-    return False
 
 
 def drop_fields(text: str, names: Collection[str], sep: str = "&") -> tuple[str, int]:
