@@ -142,7 +142,7 @@ class GamAdapter(UrlAdapter):
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
         self._plans = RememberedPlans()
-        self._cust = KnownCustParams(self.properties)
+        self._cust = KnownCustParams()
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -191,7 +191,7 @@ class GamAdapter(UrlAdapter):
         first copy only)."""
         props = mapped_properties(self.properties, p)
         if self._cust_properties and _PARAM in p:
-            for name, value in self._cust.properties((p[_PARAM],)).items():
+            for name, value in self._cust.properties((p[_PARAM],), self.properties).items():
                 props.setdefault(name, value)
         url = content_url(p.get("description_url")) or content_url(p.get("url"))
         return Content(url=url, properties=props)
@@ -261,18 +261,18 @@ def _params(raws: tuple[str, ...]) -> Params:
 class KnownCustParams:
     """What the `cust_params` values lately seen say, by their raw values: a player sends the
     same `cust_params` with every ad break. `params` gives the key-values inside them (shared:
-    nothing may change them), `properties` the play-event properties that the adapter's
-    mapping (fixed when the adapter is built, as `_cust_properties` is) reads there."""
+    nothing may change them), `properties` the play-event properties that a mapping (the
+    adapter's) reads there, each kept with the mapping object it was read with."""
 
-    __slots__ = ("_known", "_mapping", "_properties")
+    __slots__ = ("_known", "_properties")
     MAX = 512
     MAX_LENGTH = 1024
     """Longer values are read every time."""
 
-    def __init__(self, mapping: Mapping[str, str]) -> None:
-        self._mapping = mapping
+    def __init__(self) -> None:
         self._known: dict[tuple[str, ...], Params] = {}
-        self._properties: dict[tuple[str, ...], dict[str, object]] = {}
+        self._properties: dict[tuple[str, ...], tuple[Mapping[str, str], dict[str, object]]]
+        self._properties = {}
 
     def params(self, raws: tuple[str, ...]) -> Params:
         known = self._known.get(raws)
@@ -282,15 +282,16 @@ class KnownCustParams:
                 keep(self._known, raws, known, self.MAX)
         return known
 
-    def properties(self, raws: tuple[str, ...]) -> Mapping[str, object]:
+    def properties(self, raws: tuple[str, ...], mapping: Mapping[str, str]) -> Mapping[str, object]:
         known = self._properties.get(raws)
-        if known is None:
-            inner = self.params(raws)
-            known = mapped_properties(self._mapping, inner, _CUST_PREFIX)
-            # kept when every value is text: a list (a repeated key) would be shared
-            if not inner.repeats and raws and sum(map(len, raws)) <= self.MAX_LENGTH:
-                keep(self._properties, raws, known, self.MAX)
-        return known
+        if known is not None and known[0] is mapping:
+            return known[1]
+        inner = self.params(raws)
+        found = mapped_properties(mapping, inner, _CUST_PREFIX)
+        # kept when every value is text: a list (a repeated key) would be shared
+        if not inner.repeats and raws and sum(map(len, raws)) <= self.MAX_LENGTH:
+            keep(self._properties, raws, (mapping, found), self.MAX)
+        return found
 
 
 def _consent(privacy: SignalReader) -> ConsentSignals:

@@ -289,6 +289,8 @@ class SignalReader:
         asked)."""
 
     def _is_plain(self) -> bool:
+        """Whether every set is the usual query (`_plain`): then a lowercase name is one
+        look-up a set."""
         plain = self._plain
         if plain is None:
             plain = True
