@@ -59,6 +59,7 @@ from adapters.params import (
     find_param,
     first_params,
     identity_of,
+    keep,
     mapped_properties,
     sanitise,
     text,
@@ -141,6 +142,7 @@ class GamAdapter(UrlAdapter):
         )
         self._cust_properties = any(k.startswith(_CUST_PREFIX) for k in self.properties)
         self._plans = RememberedPlans()
+        self._cust = KnownCustParams()
 
     @classmethod
     def example(cls, e: Example) -> AdRequest:
@@ -162,35 +164,34 @@ class GamAdapter(UrlAdapter):
             return Context()
         p = first_params(split.query)
         every_raw = _cust_raws(p)
-        every_cust = _params(every_raw)
+        every_cust = self._cust.params(every_raw)
 
         aliases: list[Alias] = []
-        ids = SignalReader(p)
-        ppid = device_id(ids.same("ppid"))
+        same = p.get if not p.repeats else SignalReader(p).same  # one copy: nothing to disagree
+        ppid = device_id(same("ppid"))
         if ppid is not None:
             aliases.append(Alias(tag="ppid", id=ppid))
-        rdid = device_id(ids.same("rdid"))
-        tag = device_tag(text(ids.same("idtype")))
-        lat = SignalReader(p, every_cust).any_set("is_lat") is True
+        rdid = device_id(same("rdid"))
+        tag = device_tag(text(same("idtype")))
+        privacy = SignalReader(p, every_cust)
+        lat = privacy.any_set("is_lat") is True
         if rdid is not None and tag is not None and not lat:
             aliases.append(Alias(tag=tag, id=rdid))
 
         return Context(
             identity=identity_of(aliases),
-            consent=_consent(p, every_cust),
-            content=self._content(p, every_raw, every_cust),
+            consent=_consent(privacy),
+            content=self._content(p),
             view_id=text(p.get("scor")),
             limit_ad_tracking=lat,
         )
 
-    def _content(self, p: Params, every_raw: tuple[str, ...], every_cust: Params) -> Content:
+    def _content(self, p: Params) -> Content:
         """The content URL and the play event's properties (those in `cust_params` from its
-        first copy only: `every_cust` when there is one)."""
+        first copy only)."""
         props = mapped_properties(self.properties, p)
-        if self._cust_properties:
-            first = (p[_PARAM],) if _PARAM in p else ()
-            inner = every_cust if first == every_raw else _params(first)
-            for name, value in mapped_properties(self.properties, inner, _CUST_PREFIX).items():
+        if self._cust_properties and _PARAM in p:
+            for name, value in self._cust.properties((p[_PARAM],), self.properties).items():
                 props.setdefault(name, value)
         url = content_url(p.get("description_url")) or content_url(p.get("url"))
         return Content(url=url, properties=props)
@@ -246,6 +247,9 @@ class GamAdapter(UrlAdapter):
 def _cust_raws(p: Params) -> tuple[str, ...]:
     """Every copy of `cust_params` (repeated, or in another letter case): privacy reads them
     all, since a deny flag in any of them is a denial a lenient reader could act on."""
+    if not p.repeats and p.lowercase():  # the usual query: one copy at most, this spelling
+        raw = p.get(_PARAM)
+        return () if raw is None else (raw,)
     return (*p.every(_PARAM), *p.other_cases(_PARAM))
 
 
@@ -254,8 +258,44 @@ def _params(raws: tuple[str, ...]) -> Params:
     return first_params("&".join(decode(raw) for raw in raws)) if raws else Params()
 
 
-def _consent(p: Params, every_cust: Params) -> ConsentSignals:
-    return SignalReader(p, every_cust).signals(
+class KnownCustParams:
+    """What the `cust_params` values lately seen say, by their raw values: a player sends the
+    same `cust_params` with every ad break. `params` gives the key-values inside them (shared:
+    nothing may change them), `properties` the play-event properties that a mapping (the
+    adapter's) reads there, each kept with the mapping object it was read with."""
+
+    __slots__ = ("_known", "_properties")
+    MAX = 512
+    MAX_LENGTH = 1024
+    """Longer values are read every time."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, ...], Params] = {}
+        self._properties: dict[tuple[str, ...], tuple[Mapping[str, str], dict[str, object]]]
+        self._properties = {}
+
+    def params(self, raws: tuple[str, ...]) -> Params:
+        known = self._known.get(raws)
+        if known is None:
+            known = _params(raws)
+            if raws and sum(map(len, raws)) <= self.MAX_LENGTH:
+                keep(self._known, raws, known, self.MAX)
+        return known
+
+    def properties(self, raws: tuple[str, ...], mapping: Mapping[str, str]) -> Mapping[str, object]:
+        known = self._properties.get(raws)
+        if known is not None and known[0] is mapping:
+            return known[1]
+        inner = self.params(raws)
+        found = mapped_properties(mapping, inner, _CUST_PREFIX)
+        # kept when every value is text: a list (a repeated key) would be shared
+        if not inner.repeats and raws and sum(map(len, raws)) <= self.MAX_LENGTH:
+            keep(self._properties, raws, (mapping, found), self.MAX)
+        return found
+
+
+def _consent(privacy: SignalReader) -> ConsentSignals:
+    return privacy.signals(
         gdpr=("gdpr",),
         tc_string=("gdpr_consent",),
         us_privacy=("us_privacy",),

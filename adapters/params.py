@@ -27,6 +27,8 @@ _MAX_ID_LENGTH = 256
 _MAX_INT_DIGITS = 6
 _TRUE = frozenset(("1", "true"))
 _FALSE = frozenset(("0", "false"))
+_FLAGS = {"1": True, "true": True, "0": False, "false": False}
+"""Raw values that `flag` reads as they are (no `%`, `+` or space to decode or strip)."""
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -140,6 +142,14 @@ class Params(dict[str, str]):
             return []
         return [raw for other, raw in found if other != name]
 
+    def folded_names(self) -> Collection[str]:
+        """Every name case-folded (`str.casefold`): the names themselves when all are
+        lowercase ASCII."""
+        folded = self._folded
+        if folded is None:
+            folded = self._folded = _fold(self)
+        return folded.keys() if folded else self.keys()
+
     def mixed_case(self) -> bool:
         """True when some name is not plain lowercase ASCII: only then can a name have
         copies in another case, and readers that key on exact names must look further."""
@@ -195,6 +205,22 @@ def _not_lowercase(names: tuple[str, ...]) -> tuple[str, ...]:
 _mixed_names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
+def _folded_groups(
+    groups: tuple[tuple[str, ...], ...],
+) -> tuple[frozenset[str], tuple[frozenset[str], ...]]:
+    """Every name in `groups` case-folded, and each group's, kept: a name has a copy in a
+    parameter set, in some letter case, exactly when its folded form is among the set's
+    `folded_names`."""
+    found = _folded.get(groups)
+    if found is None:
+        each = tuple(frozenset(_casefold(n) for n in g) for g in groups)
+        found = keep(_folded, groups, (frozenset().union(*each), each), _MAX_NAMES)
+    return found
+
+
+_folded: dict[tuple[tuple[str, ...], ...], tuple[frozenset[str], tuple[frozenset[str], ...]]] = {}
+
+
 def _fold(p: Params) -> dict[str, list[tuple[str, str]]]:
     """Folded name → (name, raw value) of every parameter; empty, after one check of all the
     names at once, for the usual query whose names are all lowercase ASCII."""
@@ -209,14 +235,32 @@ def _fold(p: Params) -> dict[str, list[tuple[str, str]]]:
 
 def first_params(query: str, sep: str = "&") -> Params:
     """The query's parameters (see `Params`), split on `sep`."""
+    segments = query.split(sep)
     out = Params()
-    for segment in query.split(sep):
+    for segment in segments:  # the usual query first: distinct, plain names (checked below)
+        name, _, value = segment.partition("=")
+        out[name] = value
+    if len(out) == len(segments) and "" not in out:
+        joined = "".join(out)
+        if "%" not in joined and "+" not in joined:
+            # No name repeated, none to decode, no empty segment: what the general loop
+            # reads. The names' case is known from the same join (`_fold`).
+            if joined.isascii() and joined.lower() == joined:
+                out._folded = {}
+            return out
+    return _every_params(segments)
+
+
+def _every_params(segments: list[str]) -> Params:
+    """`first_params` of a query's segments that repeat a name, encode one or are empty."""
+    out = Params()
+    for segment in segments:
         if not segment:
             continue
         name, _, value = segment.partition("=")
         if "%" in name or "+" in name:
             name = decode(name)
-        if name not in out:  # `Params.add`, inline: this loop is on every request's path
+        if name not in out:
             out[name] = value
         else:
             out.repeats.setdefault(name, [out[name]]).append(value)
@@ -233,21 +277,43 @@ class SignalReader:
     is recorded in `conflicts` and read as absent.
     """
 
-    __slots__ = ("_plain", "_sets", "conflicts")
+    __slots__ = ("_general", "_plain", "_sets", "conflicts")
 
-    def __init__(self, *sets: Params) -> None:
+    def __init__(self, *sets: Params, general: bool = False) -> None:
         self._sets = sets
         self.conflicts: list[str] = []
-        self._plain: bool | None = None
+        self._general = general
+        """For tests: no shortcut, every signal read the general way."""
+        self._plain: bool | None = False if general else None
         """The usual request: no name repeated, every name in lowercase ASCII (known once
         asked)."""
+
+    def _is_plain(self) -> bool:
+        """Whether every set is the usual query (`_plain`): then a lowercase name is one
+        look-up a set."""
+        plain = self._plain
+        if plain is None:
+            plain = True
+            for p in self._sets:
+                if p.repeats or not p.lowercase():
+                    plain = False
+                    break
+            self._plain = plain
+        return plain
 
     def _raw(self, names: tuple[str, ...]) -> list[str]:
         sets = self._sets
         plain = self._plain
         if plain is None:
-            plain = self._plain = all(not p.repeats and p.lowercase() for p in sets)
+            plain = self._is_plain()
         if plain:
+            if len(names) == 1 and _casefold(name := names[0]) == name:
+                found: list[str] = []  # one lowercase name: one look-up a set
+                for p in sets:
+                    value = p.get(name)
+                    if value is not None:
+                        found.append(value)
+                return found
             out = [v for p in sets for name in names if (v := p.get(name)) is not None]
             for name in _not_lowercase(names):  # only their lowercase forms can be there
                 for p in sets:
@@ -292,8 +358,11 @@ class SignalReader:
     def _agreed(self, names: tuple[str, ...], read: Callable[[str | None], T | None]) -> T | None:
         """The one value every occurrence reads as; a disagreement is a conflict (which the
         consent gate treats as a denial), recorded under the first name."""
+        raws = self._raw(names)
+        if len(raws) < 2:  # the usual: nothing to disagree with
+            return read(raws[0]) if raws else None
         found: T | None = None
-        for raw in self._raw(names):
+        for raw in raws:
             value = read(raw)
             if value is None:
                 continue
@@ -329,21 +398,35 @@ class SignalReader:
         child_directed: tuple[str, ...] = (),
         restricted: tuple[str, ...] = (),
     ) -> ConsentSignals:
-        """The ConsentSignals these parameter names carry, conflicts included."""
-        child = self.any_set(*child_directed) if child_directed else None
-        limited = self.any_set(*restricted) if restricted else None
-        sid_text = self.text(*gpp_sid)
-        signals = ConsentSignals(
-            gdpr=self._agreed(gdpr, gdpr_flag),
-            tc_string=self.text(*tc_string),
-            us_privacy=self.text(*us_privacy),
-            gpp=self.text(*gpp),
+        """The ConsentSignals these parameter names carry, conflicts included. A signal none
+        of whose names the request carries, in any letter case, is absent without being read."""
+        groups = (child_directed, restricted, gpp_sid, gdpr, tc_string, us_privacy, gpp)
+        wanted, folded = _folded_groups(groups)
+        # the names no set carries in any case, found with one set difference
+        if self._general:
+            absent: frozenset[str] = frozenset()
+        elif self._is_plain():  # every name lowercase ASCII: its own folded form
+            absent = wanted.difference(*self._sets)
+        else:
+            absent = wanted.difference(*map(Params.folded_names, self._sets))
+        if len(absent) == len(wanted):  # none of them is there
+            return ConsentSignals(conflicts=tuple(self.conflicts))
+        child = limited = None
+        if not absent >= folded[0]:
+            child = self.any_set(*child_directed)
+        if not absent >= folded[1]:
+            limited = self.any_set(*restricted)
+        sid_text = None if absent >= folded[2] else self._agreed(gpp_sid, text)
+        return ConsentSignals(
+            gdpr=None if absent >= folded[3] else self._agreed(gdpr, gdpr_flag),
+            tc_string=None if absent >= folded[4] else self._agreed(tc_string, text),
+            us_privacy=None if absent >= folded[5] else self._agreed(us_privacy, text),
+            gpp=None if absent >= folded[6] else self._agreed(gpp, text),
             gpp_sid=parse_gpp_sid(sid_text),
             child_directed=child,
             restricted=limited,
             conflicts=tuple(self.conflicts),
         )
-        return signals
 
 
 def drop_fields(text: str, names: Collection[str], sep: str = "&") -> tuple[str, int]:
@@ -383,6 +466,11 @@ def text(raw: str | None) -> str | None:
 
 def flag(raw: str | None) -> bool | None:
     """`1`/`true` → True, `0`/`false` → False, anything else → None (unknown)."""
+    if raw is None:
+        return None
+    known = _FLAGS.get(raw)  # the usual raw values, read as below
+    if known is not None:
+        return known
     value = text(raw)
     if value is None:
         return None
@@ -529,10 +617,16 @@ def mapped_properties(
     first (`cust_params.` for GAM's key-values). A repeated parameter gives a list; values
     stay text (the enricher types them as `[events.properties]` says)."""
     out: dict[str, object] = {}
+    n = len(prefix)
     for source, prop in mapping.items():
-        if not source.startswith(prefix):
+        if not n:
+            name = source
+        elif source.startswith(prefix):
+            name = source[n:]
+        else:
             continue
-        name = source[len(prefix) :]
+        if name not in params and name[-1:] != "*":  # the usual: a parameter not sent
+            continue
         if name.endswith("*"):
             stem = name[:-1]
             for found in params:
