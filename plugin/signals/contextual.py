@@ -26,6 +26,7 @@ from plugin.signals.content_properties import ContentDescription
 from plugin.signals.pending import Failed, Pending, ready
 
 _NO_CONTENT = ready("none", None, "no_content")
+_MAX_REQUESTS = 4096
 
 
 class ContextualSignal:
@@ -47,6 +48,8 @@ class ContextualSignal:
             cfg.contextual_max_entries, cfg.contextual_ttl_s + cfg.contextual_stale_s, clock
         )
         self._flights: SingleFlight[bytes, Answer | Failed] = SingleFlight()
+        # By description (held, so its id is not reused while kept): see `_request`.
+        self._requests: dict[int, tuple[ContentDescription, ContextualRequest, bytes]] = {}
         # Read when scraped, not set on every answer.
         metrics.cache_entries.labels("contextual").set_function(lambda: len(self.cache))
         self._late = metrics.late_answers.labels("contextual")
@@ -59,8 +62,7 @@ class ContextualSignal:
         (`plugin.signals.content_properties`); None: no content, so no call."""
         if content is None:
             return _NO_CONTENT
-        request = content.contextual_request()
-        key = contextual_key(request)
+        request, key = self._request(content)
         cache = self.cache
         fresh = cache.get(key, self._cfg.contextual_ttl_s)
         if fresh is not None:
@@ -71,6 +73,20 @@ class ContextualSignal:
         running = self._flights.run(key, lambda: self._fetch(key, request))
         self._track(running)
         return Pending(call=running, fallback=lambda: cache.get(key))
+
+    def _request(self, content: ContentDescription) -> tuple[ContextualRequest, bytes]:
+        """The Contextual request about `content` and its cache key, worked out once per
+        description: a kept description (`plugin.signals.describe`) serves many requests,
+        and neither it nor the request made from it is ever changed."""
+        known = self._requests.get(id(content))
+        if known is not None and known[0] is content:
+            return known[1], known[2]
+        request = content.contextual_request()
+        key = contextual_key(request)
+        if len(self._requests) >= _MAX_REQUESTS:
+            self._requests.clear()  # full: start over (keeping is an optimisation only)
+        self._requests[id(content)] = (content, request, key)
+        return request, key
 
     async def _fetch(self, key: bytes, request: ContextualRequest) -> Answer | Failed:
         """The fleet's fresh answer if there is one, else the API; shared by all waiters."""
