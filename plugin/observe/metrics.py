@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from cachetools import TTLCache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -145,6 +147,43 @@ class Metrics:
         )
         for outcome in HOST_PLAY_OUTCOMES:
             self.host_play_events.labels(outcome)
+
+
+def counting(child: Counter) -> Callable[[], None]:
+    """`child.inc` (a labelled child, resolved once) as a call that adds 1 straight to its
+    value, as `Counter.inc(1)` does after checks that cannot fail for a child and 1: the same
+    value, in-process or in multiprocess files (`serve --workers`). A client whose children
+    keep their value otherwise gets the public method."""
+    value: Any = getattr(child, "_value", None)
+    if child._is_observable() and callable(getattr(value, "inc", None)):  # type: ignore[no-untyped-call]
+        inc: Callable[[float], None] = value.inc
+        return partial(inc, 1)
+    return child.inc
+
+
+def timing(child: Histogram) -> Callable[[float], None]:
+    """`child.observe` (a labelled child, resolved once), adding to its sum and to the first
+    bucket the amount fits in, as `Histogram.observe` does after its checks; the public
+    method when the client keeps them otherwise."""
+    total: Any = getattr(child, "_sum", None)
+    buckets: Any = getattr(child, "_buckets", None)
+    bounds: Any = getattr(child, "_upper_bounds", None)
+    usable = child._is_observable()  # type: ignore[no-untyped-call]
+    if not (usable and callable(getattr(total, "inc", None)) and isinstance(buckets, list)):
+        return child.observe
+    if not isinstance(bounds, list | tuple) or len(bounds) != len(buckets):
+        return child.observe
+    pairs = tuple(zip(bounds, (b.inc for b in buckets), strict=True))
+    add: Callable[[float], None] = total.inc
+
+    def observe(amount: float) -> None:
+        add(amount)
+        for bound, inc in pairs:
+            if amount <= bound:
+                inc(1)
+                break
+
+    return observe
 
 
 _OVERFLOW = "\x00overflow"
