@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -52,7 +52,7 @@ class Accounting:
             self.warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
         return d
 
-    def signal(self, name: str, got: Outcome, cohorts: list[str]) -> SignalResult:
+    def signal(self, name: str, got: Outcome, cohorts: Sequence[str]) -> SignalResult:
         source, reason = got.source, got.reason
         count = self._sources.get((name, source, reason))
         if count is None:

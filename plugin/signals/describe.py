@@ -72,25 +72,21 @@ class ContentDescriber:
         return typed_content_properties(raw, self._types, bad)
 
 
-def _text(value: object) -> bool:
-    return value is None or type(value) is str
-
-
 def _signature(ctx: Context, adapter: Adapter) -> tuple[object, ...] | None:
     """Everything a description is made from, when all of it is text (equal keys then mean
     equal inputs: no `1 == True` between a title and a flag); else None, not kept."""
     content = ctx.content
     url, title = content.url, content.title
     client_type = content.client_type or adapter.client_type
-    if not (_text(url) and _text(title) and _text(client_type)):
-        return None
+    for text in (url, title, client_type):
+        if text is not None and type(text) is not str:
+            return None
     raw = content.properties
     for name, value in raw.items():
         if type(name) is not str or type(value) is not str:
             return None
-    props = tuple(raw.items())
-    section = adapter.content_section
     if url:
-        return (url, title, client_type, section, props)
+        return (url, title, client_type, adapter.content_section, *raw.items())
     # No URL: the content id rules of the platform make the key.
-    return (url, title, client_type, section, props, adapter.name, adapter.content_ids)
+    ids = (adapter.name, adapter.content_ids)
+    return (url, title, client_type, adapter.content_section, ids, *raw.items())

@@ -264,14 +264,15 @@ class SessionTracker:
         content_url: str,
     ) -> Claim:
         """This replica's answer: the session and view of an ad request, the view kept alive."""
-        fixed = self.given_session(session, ssai_session_id)
+        hosts = session or ssai_session_id  # else no call: neither gave an id (most requests)
+        fixed = self.given_session(session, ssai_session_id) if hosts else None
         record: _Session | None = None
         if fixed is None:
             record = self._touch(identity)
             sid = record.id
         else:
             sid = fixed
-        given = self.given_view(view_id, ssai_session_id, content_url)
+        given = self.given_view(view_id, ssai_session_id, content_url) if view_id or hosts else None
         key = _view_key(identity, sid, given, content_url)
         view = self._views.touch(key)
         new = view is None or view.session_id != sid
