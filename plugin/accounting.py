@@ -2,7 +2,7 @@
 signal's cohorts came from and why, requests no platform recognised, adapter failures, time.
 
 Labelled children are looked up once and kept: `labels()` costs more than the increment,
-and the hot path's counters are kept as calls straight to their values (`counting`).
+and the hot path's counters count in plain numbers between scrapes (`plugin.observe.tally`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from prometheus_client import Counter
 
 from plugin.consent.gate import is_undecodable
 from plugin.observe.decisions import DecisionLog
-from plugin.observe.metrics import Metrics, RateLimitedLog, counting, timing
+from plugin.observe.metrics import Metrics, RateLimitedLog
 from plugin.overrides import Mistake
 from plugin.request import AdRequest
 from plugin.result import ConsentDecision, EnrichResult, Reason, SignalResult, Source
@@ -42,10 +42,10 @@ class Accounting:
     def decision(self, d: ConsentDecision) -> ConsentDecision:
         known = self._decisions.get(d)
         if known is None:
-            child = self.metrics.consent_decisions.labels(
+            count = self.metrics.consent_decisions.tally(
                 "allowed" if d.allowed else "denied", d.reason
             )
-            known = self._decisions[d] = (counting(child), is_undecodable(d.reason))
+            known = self._decisions[d] = (count, is_undecodable(d.reason))
         known[0]()
         if known[1]:
             self.metrics.bad_input.labels("consent", d.reason).inc()
@@ -56,8 +56,8 @@ class Accounting:
         source, reason = got.source, got.reason
         count = self._sources.get((name, source, reason))
         if count is None:
-            child = self.metrics.signal_source.labels(name, source, reason)
-            count = self._sources[(name, source, reason)] = counting(child)
+            tally = self.metrics.signal_source.tally(name, source, reason)
+            count = self._sources[(name, source, reason)] = tally
         count()
         if got.answer is None:
             return SignalResult(source, [], reason)
@@ -68,7 +68,7 @@ class Accounting:
         elapsed = time.perf_counter() - started
         observe = self._timers.get(platform)
         if observe is None:
-            observe = self._timers[platform] = timing(self.metrics.enrich_seconds.labels(platform))
+            observe = self._timers[platform] = self.metrics.enrich_seconds.tally(platform)
         observe(elapsed)
         return elapsed
 

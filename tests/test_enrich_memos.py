@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from adapters.base import Adapter
@@ -21,7 +21,8 @@ from adapters.registry import build_adapters
 from plugin.cache.local import AgedLru
 from plugin.config import DEFAULT_PROPERTY_TYPES, Config, KeysConfig, adapter_settings
 from plugin.context import Content, Context
-from plugin.observe.metrics import LATENCY_BUCKETS, counting, timing
+from plugin.observe.metrics import LATENCY_BUCKETS
+from plugin.observe.tally import DeferredCounter, DeferredHistogram, counting, timing
 from plugin.permutive.answer import Answer
 from plugin.signals.content_properties import ContentDescription
 from plugin.signals.contextual import contextual_key
@@ -293,42 +294,126 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, st
     }
 
 
-def _metrics(registry: CollectorRegistry | None) -> tuple[Counter, Histogram]:
-    counter = Counter("t_signal_total", "t", ["signal", "source"], registry=registry)
-    timer = Histogram("t_seconds", "t", ["platform"], buckets=LATENCY_BUCKETS, registry=registry)
+def _metrics(
+    registry: CollectorRegistry | None, deferred: bool = False
+) -> tuple[Counter, Histogram]:
+    counter_type, timer_type = (
+        (DeferredCounter, DeferredHistogram) if deferred else (Counter, Histogram)
+    )
+    counter = counter_type("t_signal_total", "t", ["signal", "source"], registry=registry)
+    timer = timer_type("t_seconds", "t", ["platform"], buckets=LATENCY_BUCKETS, registry=registry)
     return counter, timer
 
 
 amounts = st.one_of(st.floats(0, 5), st.sampled_from([*LATENCY_BUCKETS, 0.0, float("nan")]))
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["a", "b"]), amounts),
+        st.just(("scrape", 0.0)),  # a scrape in between: the tallies so far are added
+    ),
+    max_size=30,
+)
 
 
-@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), amounts), max_size=30))
-def test_counting_and_timing_read_as_inc_and_observe(ops: list[tuple[str, float]]) -> None:
-    fast, slow = CollectorRegistry(), CollectorRegistry()
-    (fast_counter, fast_timer), (slow_counter, slow_timer) = _metrics(fast), _metrics(slow)
-    for label, amount in ops:
-        counting(fast_counter.labels(label, "cache"))()
-        timing(fast_timer.labels(label))(amount)
-        slow_counter.labels(label, "cache").inc()
-        slow_timer.labels(label).observe(amount)
-    got, expected = _samples(fast), _samples(slow)
+def _same(got: dict[Any, float], expected: dict[Any, float]) -> None:
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert got[name] == value or (value != value and got[name] != got[name])  # nan sums
 
 
+@given(ops_strategy)
+def test_counting_and_timing_read_as_inc_and_observe(ops: list[tuple[str, float]]) -> None:
+    fast, slow = CollectorRegistry(), CollectorRegistry()
+    (fast_counter, fast_timer), (slow_counter, slow_timer) = _metrics(fast), _metrics(slow)
+    for label, amount in ops:
+        if label == "scrape":
+            continue
+        counting(fast_counter.labels(label, "cache"))()
+        timing(fast_timer.labels(label))(amount)
+        slow_counter.labels(label, "cache").inc()
+        slow_timer.labels(label).observe(amount)
+    _same(_samples(fast), _samples(slow))
+
+
+@given(ops_strategy)
+def test_tallies_read_as_inc_and_observe_whenever_scraped(ops: list[tuple[str, float]]) -> None:
+    fast, slow = CollectorRegistry(), CollectorRegistry()
+    fast_counter, fast_timer = _metrics(fast, deferred=True)
+    slow_counter, slow_timer = _metrics(slow)
+    assert isinstance(fast_counter, DeferredCounter)
+    assert isinstance(fast_timer, DeferredHistogram)
+    counts = {label: fast_counter.tally(label, "cache") for label in ("a", "b")}
+    times = {label: fast_timer.tally(label) for label in ("a", "b")}
+    for label in ("a", "b"):  # a tally is made where the child is first used
+        slow_counter.labels(label, "cache")
+        slow_timer.labels(label)
+    for label, amount in ops:
+        if label == "scrape":
+            assert _exposition(fast) == _exposition(slow)
+            continue
+        counts[label]()
+        times[label](amount)
+        slow_counter.labels(label, "cache").inc()
+        slow_timer.labels(label).observe(amount)
+        fast_counter.labels(label, "cache").inc()  # the public way still adds to the same value
+        slow_counter.labels(label, "cache").inc()
+    assert _exposition(fast) == _exposition(slow)
+    labels = {"signal": "a", "source": "cache"}
+    assert fast.get_sample_value("t_signal_total", labels) == slow.get_sample_value(
+        "t_signal_total", labels
+    )
+
+
+def _exposition(registry: CollectorRegistry) -> list[bytes]:
+    """/metrics as served, but for the creation times."""
+    return [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+
+
+def _filtered(registry: CollectorRegistry, name: str) -> list[tuple[str, float]]:
+    """What a scrape asking for `name[]=name` only reads."""
+    restricted = registry.restricted_registry([name])
+    samples = [s for family in restricted.collect() for s in family.samples]
+    return sorted(
+        (s.name + repr(sorted(s.labels.items())), s.value)
+        for s in samples
+        if not s.name.endswith("_created")
+    )
+
+
+def test_a_name_filtered_scrape_reads_the_tallies_too() -> None:
+    registry = CollectorRegistry()
+    counter, timer = _metrics(registry, deferred=True)
+    assert isinstance(counter, DeferredCounter) and isinstance(timer, DeferredHistogram)
+    counter.tally("a", "cache")()
+    timer.tally("gam")(0.004)
+    assert _filtered(registry, "t_signal_total") == [
+        ("t_signal_total[('signal', 'a'), ('source', 'cache')]", 1.0)
+    ]
+    buckets = dict(_filtered(registry, "t_seconds_bucket"))
+    assert buckets["t_seconds_bucket[('le', '0.005'), ('platform', 'gam')]"] == 1.0
+
+
+@pytest.mark.parametrize("deferred", [False, True])
 def test_counting_and_timing_write_the_multiprocess_files(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, deferred: bool
 ) -> None:
-    """`serve --workers N`: every worker's values are read from files (worker_metrics)."""
+    """`serve --workers N`: every worker's values are read from files (worker_metrics), at
+    once: a tally there adds straight to the file."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     made = values.ValueClass
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     try:
-        counter, timer = _metrics(None)
-        counting(counter.labels("behavioral", "cache"))()
-        counting(counter.labels("behavioral", "cache"))()
-        timing(timer.labels("gam"))(0.004)
+        counter, timer = _metrics(None, deferred)
+        if isinstance(counter, DeferredCounter) and isinstance(timer, DeferredHistogram):
+            count, observe = counter.tally("behavioral", "cache"), timer.tally("gam")
+        else:
+            count, observe = (
+                counting(counter.labels("behavioral", "cache")),
+                timing(timer.labels("gam")),
+            )
+        count()
+        count()
+        observe(0.004)
     finally:
         values.ValueClass = made
     registry = CollectorRegistry()

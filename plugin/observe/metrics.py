@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import Any
 
 from cachetools import TTLCache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from plugin.observe.tally import DeferredCounter, DeferredHistogram
 
 # 1 ms to 2.5 s, with a bound at the default 300 ms budget so `le="0.3"` reads it exactly.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5)
@@ -28,14 +28,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.enrich_seconds = Histogram(
+        self.enrich_seconds = DeferredHistogram(
             "cohortkv_enrich_seconds",
             "Time spent enriching one ad request, by platform.",
             ["platform"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.signal_source = Counter(
+        self.signal_source = DeferredCounter(
             "cohortkv_signal_source_total",
             "Where each signal of an enriched ad request came from, and why.",
             ["signal", "source", "reason"],
@@ -53,7 +53,7 @@ class Metrics:
             ["platform", "stage"],
             registry=r,
         )
-        self.consent_decisions = Counter(
+        self.consent_decisions = DeferredCounter(
             "cohortkv_consent_decisions_total",
             "Consent gate decisions by outcome and reason.",
             ["decision", "reason"],
@@ -147,43 +147,6 @@ class Metrics:
         )
         for outcome in HOST_PLAY_OUTCOMES:
             self.host_play_events.labels(outcome)
-
-
-def counting(child: Counter) -> Callable[[], None]:
-    """`child.inc` (a labelled child, resolved once) as a call that adds 1 straight to its
-    value, as `Counter.inc(1)` does after checks that cannot fail for a child and 1: the same
-    value, in-process or in multiprocess files (`serve --workers`). A client whose children
-    keep their value otherwise gets the public method."""
-    value: Any = getattr(child, "_value", None)
-    if child._is_observable() and callable(getattr(value, "inc", None)):  # type: ignore[no-untyped-call]
-        inc: Callable[[float], None] = value.inc
-        return partial(inc, 1)
-    return child.inc
-
-
-def timing(child: Histogram) -> Callable[[float], None]:
-    """`child.observe` (a labelled child, resolved once), adding to its sum and to the first
-    bucket the amount fits in, as `Histogram.observe` does after its checks; the public
-    method when the client keeps them otherwise."""
-    total: Any = getattr(child, "_sum", None)
-    buckets: Any = getattr(child, "_buckets", None)
-    bounds: Any = getattr(child, "_upper_bounds", None)
-    usable = child._is_observable()  # type: ignore[no-untyped-call]
-    if not (usable and callable(getattr(total, "inc", None)) and isinstance(buckets, list)):
-        return child.observe
-    if not isinstance(bounds, list | tuple) or len(bounds) != len(buckets):
-        return child.observe
-    pairs = tuple(zip(bounds, (b.inc for b in buckets), strict=True))
-    add: Callable[[float], None] = total.inc
-
-    def observe(amount: float) -> None:
-        add(amount)
-        for bound, inc in pairs:
-            if amount <= bound:
-                inc(1)
-                break
-
-    return observe
 
 
 _OVERFLOW = "\x00overflow"
