@@ -19,13 +19,19 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from adapters.base import Adapter
 from adapters.registry import build_adapters
 from plugin.cache.local import AgedLru
-from plugin.config import DEFAULT_PROPERTY_TYPES, Config, KeysConfig, adapter_settings
+from plugin.config import (
+    DEFAULT_PROPERTY_TYPES,
+    CacheConfig,
+    Config,
+    KeysConfig,
+    adapter_settings,
+)
 from plugin.context import Content, Context
-from plugin.observe.metrics import LATENCY_BUCKETS
+from plugin.observe.metrics import LATENCY_BUCKETS, Metrics
 from plugin.observe.tally import DeferredCounter, DeferredHistogram, counting, timing
 from plugin.permutive.answer import Answer
 from plugin.signals.content_properties import ContentDescription
-from plugin.signals.contextual import contextual_key
+from plugin.signals.contextual import ContextualSignal, contextual_key
 from plugin.signals.describe import ContentDescriber
 from plugin.signals.merge import RememberedPlans, build_keyvalues, keys_to_clear
 
@@ -129,9 +135,34 @@ def _as_made(d: ContentDescription | None) -> str:
     return repr(made)
 
 
+def _contextual_signal() -> ContextualSignal:
+    """A contextual signal that never calls out (only its cache and kept requests are used)."""
+    backends: Any = None
+    return ContextualSignal(
+        CacheConfig(), Metrics(), Clock(), backends=backends, track=lambda t: None, late_after_s=1
+    )
+
+
+def _check_contextual(
+    signal: ContextualSignal, got: ContentDescription, expected: ContentDescription
+) -> None:
+    """The kept Contextual request and key of a description are the ones made anew, and a
+    fresh cached answer's outcome is that answer's, whichever came last."""
+    about = signal._about(got)
+    assert repr(about.request) == repr(expected.contextual_request())
+    assert about.key == contextual_key(expected.contextual_request())
+    for cohorts in (("1",), ("2",)):
+        answer = Answer(cohorts)
+        signal.cache.put(about.key, answer)
+        outcome = signal.begin(got).outcome()
+        assert (outcome.source, outcome.answer, outcome.reason) == ("cache", answer, "fresh_cache")
+        assert outcome.answer is answer
+
+
 def _check_kept(requests: list[tuple[Content, str]]) -> None:
     heard: list[str] = []
     kept = ContentDescriber(TYPES, heard.append)
+    signal = _contextual_signal()
     for content, platform in requests * 2:  # every one again: from what was kept
         ctx, adapter = Context(content=content), ADAPTERS[platform]
         new: list[str] = []
@@ -141,6 +172,8 @@ def _check_kept(requests: list[tuple[Content, str]]) -> None:
         assert _as_made(got) == _as_made(expected)
         assert heard == list(bad), "values that do not parse are reported on every use"
         assert _as_made(got) == _as_made(expected), "a kept description does not change"
+        if got is not None and expected is not None:
+            _check_contextual(signal, got, expected)
 
 
 @settings(max_examples=300)
