@@ -1,16 +1,18 @@
 """What the enricher counts and logs about each ad request: consent decisions, where each
 signal's cohorts came from and why, requests no platform recognised, adapter failures, time.
 
-Labelled children are looked up once and kept: `labels()` costs more than the increment.
+Labelled children are looked up once and kept: `labels()` costs more than the increment,
+and the hot path's counters count in plain numbers between scrapes (`plugin.observe.tally`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from plugin.consent.gate import is_undecodable
 from plugin.observe.decisions import DecisionLog
@@ -29,35 +31,34 @@ class Accounting:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.warn = RateLimitedLog(log)
-        self._decisions: dict[tuple[bool, str], Counter] = {}
-        self._sources: dict[tuple[str, Source, Reason], Counter] = {}
-        self._timers: dict[str, Histogram] = {}
+        self._decisions: dict[ConsentDecision, tuple[Callable[[], None], bool]] = {}
+        self._sources: dict[tuple[str, Source, Reason], Callable[[], None]] = {}
+        self._timers: dict[str, Callable[[float], None]] = {}
         self._not_recognised: dict[tuple[str, str, str], Counter] = {}
         self._skips: dict[tuple[str, str], Counter] = {}
         self.decisions: DecisionLog | None = None
         """This replica's last decisions, kept only while the explain page is on."""
 
     def decision(self, d: ConsentDecision) -> ConsentDecision:
-        counter = self._decisions.get((d.allowed, d.reason))
-        if counter is None:
-            counter = self.metrics.consent_decisions.labels(
+        known = self._decisions.get(d)
+        if known is None:
+            count = self.metrics.consent_decisions.tally(
                 "allowed" if d.allowed else "denied", d.reason
             )
-            self._decisions[(d.allowed, d.reason)] = counter
-        counter.inc()
-        if is_undecodable(d.reason):
+            known = self._decisions[d] = (count, is_undecodable(d.reason))
+        known[0]()
+        if known[1]:
             self.metrics.bad_input.labels("consent", d.reason).inc()
             self.warn.warning(f"consent:{d.reason}", "consent signal undecodable: %s", d.reason)
         return d
 
-    def signal(self, name: str, got: Outcome, cohorts: list[str]) -> SignalResult:
+    def signal(self, name: str, got: Outcome, cohorts: Sequence[str]) -> SignalResult:
         source, reason = got.source, got.reason
-        counter = self._sources.get((name, source, reason))
-        if counter is None:
-            counter = self._sources[(name, source, reason)] = self.metrics.signal_source.labels(
-                name, source, reason
-            )
-        counter.inc()
+        count = self._sources.get((name, source, reason))
+        if count is None:
+            tally = self.metrics.signal_source.tally(name, source, reason)
+            count = self._sources[(name, source, reason)] = tally
+        count()
         if got.answer is None:
             return SignalResult(source, [], reason)
         return SignalResult(source, list(cohorts), reason)
@@ -65,10 +66,10 @@ class Accounting:
     def enriched(self, platform: str, started: float) -> float:
         """Observes the time since `started`; returns it, in seconds."""
         elapsed = time.perf_counter() - started
-        timer = self._timers.get(platform)
-        if timer is None:
-            timer = self._timers[platform] = self.metrics.enrich_seconds.labels(platform)
-        timer.observe(elapsed)
+        observe = self._timers.get(platform)
+        if observe is None:
+            observe = self._timers[platform] = self.metrics.enrich_seconds.tally(platform)
+        observe(elapsed)
         return elapsed
 
     def unrecognised(

@@ -30,7 +30,7 @@ from plugin.context import ConsentSignals, Context
 from plugin.identity import Identity
 from plugin.observe.metrics import Metrics
 from plugin.observe.tracing import TracerProvider, make_tracer, result_attributes
-from plugin.permutive.answer import Answer, RememberedActivations
+from plugin.permutive.answer import Answer
 from plugin.permutive.wire import Event
 from plugin.reading import Reading
 from plugin.reading import read as read_request
@@ -41,7 +41,7 @@ from plugin.signals.content_properties import ContentDescription
 from plugin.signals.content_url import REDACTION_REASONS, ContentUrls, with_clean_url
 from plugin.signals.contextual import ContextualSignal
 from plugin.signals.describe import ContentDescriber
-from plugin.signals.merge import build_keyvalues, cohorts_for, keys_to_clear
+from plugin.signals.merge import RememberedPlans, cohorts_for
 from plugin.signals.pending import Pending, wait_all
 from plugin.signals.sessions import SessionTracker
 from plugin.signals.tracker import EventIds, EventViews
@@ -112,7 +112,7 @@ class Enricher:
         views = EventViews(self.sessions, self.metrics, plays, self.content_urls)
         self.events = Tracking(views, self.behavioral.call, self.decide, self.start)
         self._decide = RememberedDecisions(cfg.consent)
-        self._activated = RememberedActivations()
+        self._planned = RememberedPlans(cfg.keys)
         self._describe = ContentDescriber(
             cfg.events.property_types(), self.accounting.untyped_property
         )
@@ -209,11 +209,12 @@ class Enricher:
         b = await self.behavioral.begin(
             ctx, decision, described, adapter.play_event, until - loop.time()
         )
-        waiting: list[asyncio.Task[Any]] = []
-        b.waiting(waiting)
-        c.waiting(waiting)
-        if waiting:
-            await wait_all(loop, waiting, until)
+        if b.ready is None or c.ready is None:
+            waiting: list[asyncio.Task[Any]] = []
+            b.waiting(waiting)
+            c.waiting(waiting)
+            if waiting:
+                await wait_all(loop, waiting, until)
         result = self._finish(parsed, decision, b, c, started)
         if self.accounting.decisions is not None:  # the explain page's last decisions
             self.accounting.decisions.add(result, ctx.identity, origin)
@@ -232,23 +233,21 @@ class Enricher:
         platforms = adapter.activation_platforms
         if not platforms:
             self.accounting.no_activation_platforms(adapter.name)
-        b_codes = self._activated(behavioral.answer, platforms) if behavioral.answer else []
-        c_codes = self._activated(contextual.answer, platforms) if contextual.answer else []
+        planned = self._planned(behavioral.answer, contextual.answer, platforms)
         puid = behavioral.answer.user_id if behavioral.answer is not None else None
-        wanted = build_keyvalues(self.config.keys, b_codes, c_codes, puid)
         by_name = cohorts_for(self.config.keys, behavioral.answer, contextual.answer)
-        clear = keys_to_clear(self.config.keys, decision.allowed, bool(c_codes))
+        clear = self._planned.clear(decision.allowed, bool(planned.c_codes))
         if clear and isinstance(adapter, UrlAdapter):  # a viewer's values under our keys
             parsed, removed = adapter.strip_keys(parsed, clear)
             for _ in range(removed):
                 self.accounting.adapter_skipped(adapter.name, "viewer_keyvalue_removed")
-        applied = adapter.apply(parsed, wanted, by_name)
+        applied = adapter.apply(parsed, planned.keyvalues(), by_name)
         elapsed = self.accounting.enriched(adapter.name, started)
         return EnrichResult(
             url=applied.request.url,
             keyvalues=applied.written,
-            behavioral=self.accounting.signal("behavioral", behavioral, b_codes),
-            contextual=self.accounting.signal("contextual", contextual, c_codes),
+            behavioral=self.accounting.signal("behavioral", behavioral, planned.b_codes),
+            contextual=self.accounting.signal("contextual", contextual, planned.c_codes),
             consent=decision,
             elapsed_ms=round(elapsed * 1000, 3),
             platform=adapter.name,

@@ -121,13 +121,27 @@ class AgedLru(Generic[T]):
             for old in list(islice(data, max(1, self.maxsize // 128))):
                 del data[old]
         now = self._clock()
-        if age:
-            stamp = now - age
-        else:
-            if not 0.0 <= now - self._stamp <= self._resolution:  # never a later stamp
-                self._stamp = now
-            stamp = self._stamp
-        data[key] = _Entry(value, stamp)
+        data[key] = _Entry(value, now - age if age else self._stamped(now))
+
+    def touch(self, key: Key) -> T | None:
+        """`get`, then the entry stored again now: `put(key, get(key))` in one step, for
+        entries kept alive by being used (sessions, views)."""
+        data = self._data
+        entry = data.pop(key, None)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now - entry.stamp > self._ttl:
+            return None
+        entry.stamp = self._stamped(now)
+        data[key] = entry
+        return entry.value  # type: ignore[return-value]
+
+    def _stamped(self, now: float) -> float:
+        """`now` as a time stamp: entries stored within one tick share one float object."""
+        if not 0.0 <= now - self._stamp <= self._resolution:  # never a later stamp
+            self._stamp = now
+        return self._stamp
 
     def discard(self, key: Key) -> None:
         self._data.pop(key, None)

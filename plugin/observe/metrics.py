@@ -9,6 +9,8 @@ from collections.abc import Callable
 from cachetools import TTLCache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from plugin.observe.tally import DeferredCounter, DeferredHistogram
+
 # 1 ms to 2.5 s, with a bound at the default 300 ms budget so `le="0.3"` reads it exactly.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5)
 HOST_PLAY_OUTCOMES = ("opened", "duplicate", "no_view")
@@ -26,14 +28,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.enrich_seconds = Histogram(
+        self.enrich_seconds = DeferredHistogram(
             "cohortkv_enrich_seconds",
             "Time spent enriching one ad request, by platform.",
             ["platform"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.signal_source = Counter(
+        self.signal_source = DeferredCounter(
             "cohortkv_signal_source_total",
             "Where each signal of an enriched ad request came from, and why.",
             ["signal", "source", "reason"],
@@ -51,7 +53,7 @@ class Metrics:
             ["platform", "stage"],
             registry=r,
         )
-        self.consent_decisions = Counter(
+        self.consent_decisions = DeferredCounter(
             "cohortkv_consent_decisions_total",
             "Consent gate decisions by outcome and reason.",
             ["decision", "reason"],

@@ -42,24 +42,3 @@ class Answer(msgspec.Struct, frozen=True, gc=False):
             if platform in wanted:
                 out.update(dict.fromkeys(codes))
         return list(out)
-
-
-class RememberedActivations:
-    """`answer.activated(platforms)`, remembered per answer object: one cached answer serves
-    many requests (a content's, a view's), and the platforms are an adapter's. Bounded: full,
-    it starts over."""
-
-    MAX = 4096
-
-    def __init__(self) -> None:
-        self._known: dict[int, tuple[Answer, tuple[str, ...], tuple[str, ...]]] = {}
-
-    def __call__(self, answer: Answer, platforms: tuple[str, ...]) -> list[str]:
-        known = self._known.get(id(answer))
-        if known is not None and known[0] is answer and known[1] is platforms:
-            return list(known[2])
-        codes = answer.activated(platforms)
-        if len(self._known) >= self.MAX:
-            self._known.clear()
-        self._known[id(answer)] = (answer, platforms, tuple(codes))
-        return codes

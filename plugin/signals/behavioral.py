@@ -158,16 +158,16 @@ class BehavioralSignal:
             content_url=content.url,
             wait_s=wait_s,
         )
+        view = claim.view
+        if claim.later is None and not claim.new and not view.resend:
+            return self._later_break(key, view, cached)  # the most common request
         given = ctx.view_id is not None or ctx.ssai_session_id is not None
         play = _Play(key, identity, content, play_event, given)
-        view = claim.view
         if claim.later is not None:
             # The fleet has not answered in time: its answer decides the play event later.
             self.spawn(self._when_settled(claim.later, play))
             if view.answer is None and view.flight is None and view.settled is None:
                 return self._cache_only(key, cached, "cache_fallback_timeout")
-            return self._later_break(key, view, cached)
-        if not claim.new and not view.resend:
             return self._later_break(key, view, cached)
         call = self._send_play(play, claim)
         if cached is not None and self._cache_first:

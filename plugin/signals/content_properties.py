@@ -39,10 +39,13 @@ def content_domain(url: str) -> str | None:
 
 
 class ContentDescription:
-    """One piece of content as the Direct API is told about it. Built per ad request; the
-    event and request themselves are made only when a call is about to go out."""
+    """One piece of content as the Direct API is told about it; the event and request
+    themselves are made only when a call is about to go out.
 
-    __slots__ = ("client_type", "properties", "section", "title", "url")
+    Not changed once built: one description serves every ad request about the same content
+    (`plugin.signals.describe`), so what it derives (`client`) is worked out once."""
+
+    __slots__ = ("_client", "client_type", "properties", "section", "title", "url")
 
     def __init__(
         self,
@@ -60,6 +63,8 @@ class ContentDescription:
         self.title = title
         self.client_type = client_type
         self.section = section
+        self._client: tuple[tuple[Any, str], ...] | None = None
+        """`client()` once worked out, when it holds text only (a copy is then the same)."""
 
     def content(self) -> dict[str, Any]:
         """The content properties with the title, without `client`."""
@@ -70,7 +75,16 @@ class ContentDescription:
 
     def client(self) -> dict[str, Any]:
         """`client`: what the host put there, with the known members about the content
-        (url, domain, title, type) set from this content."""
+        (url, domain, title, type) set from this content. A new dict on every call."""
+        known = self._client
+        if known is not None:
+            return dict(known)
+        pruned = self._make_client()
+        if all(type(v) is str for v in pruned.values()):
+            self._client = tuple(pruned.items())
+        return pruned
+
+    def _make_client(self) -> dict[str, Any]:
         given = self.properties.get("client")
         out: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
         title = self.title or self.properties.get("title")

@@ -26,6 +26,27 @@ from plugin.signals.content_properties import ContentDescription
 from plugin.signals.pending import Failed, Pending, ready
 
 _NO_CONTENT = ready("none", None, "no_content")
+_MAX_REQUESTS = 4096
+
+
+class _About:
+    """A description's Contextual request, its cache key, and the outcome its last fresh
+    cached answer made (outcomes are never changed: one serves every request it fits)."""
+
+    __slots__ = ("_fresh", "content", "key", "request")
+
+    def __init__(self, content: ContentDescription) -> None:
+        self.content = content
+        self.request = content.contextual_request()
+        self.key = contextual_key(self.request)
+        self._fresh: Pending | None = None
+
+    def fresh(self, answer: Answer) -> Pending:
+        """`ready("cache", answer, "fresh_cache")`, made once per answer."""
+        known = self._fresh
+        if known is None or known.ready is None or known.ready.answer is not answer:
+            known = self._fresh = ready("cache", answer, "fresh_cache")
+        return known
 
 
 class ContextualSignal:
@@ -47,6 +68,8 @@ class ContextualSignal:
             cfg.contextual_max_entries, cfg.contextual_ttl_s + cfg.contextual_stale_s, clock
         )
         self._flights: SingleFlight[bytes, Answer | Failed] = SingleFlight()
+        # By description (held, so its id is not reused while kept): see `_about`.
+        self._requests: dict[int, _About] = {}
         # Read when scraped, not set on every answer.
         metrics.cache_entries.labels("contextual").set_function(lambda: len(self.cache))
         self._late = metrics.late_answers.labels("contextual")
@@ -59,18 +82,32 @@ class ContextualSignal:
         (`plugin.signals.content_properties`); None: no content, so no call."""
         if content is None:
             return _NO_CONTENT
-        request = content.contextual_request()
-        key = contextual_key(request)
+        about = self._about(content)
+        key = about.key
         cache = self.cache
         fresh = cache.get(key, self._cfg.contextual_ttl_s)
         if fresh is not None:
-            return ready("cache", fresh, "fresh_cache")
+            return about.fresh(fresh)
         running = self._flights.get(key)
         if running is not None:
             return Pending(call=running, reason="shared_call", fallback=lambda: cache.get(key))
+        request = about.request
         running = self._flights.run(key, lambda: self._fetch(key, request))
         self._track(running)
         return Pending(call=running, fallback=lambda: cache.get(key))
+
+    def _about(self, content: ContentDescription) -> _About:
+        """The Contextual request about `content` and its cache key, worked out once per
+        description: a kept description (`plugin.signals.describe`) serves many requests,
+        and neither it nor the request made from it is ever changed."""
+        known = self._requests.get(id(content))
+        if known is not None and known.content is content:
+            return known
+        about = _About(content)
+        if len(self._requests) >= _MAX_REQUESTS:
+            self._requests.clear()  # full: start over (keeping is an optimisation only)
+        self._requests[id(content)] = about
+        return about
 
     async def _fetch(self, key: bytes, request: ContextualRequest) -> Answer | Failed:
         """The fleet's fresh answer if there is one, else the API; shared by all waiters."""

@@ -91,6 +91,10 @@ def prune_empty(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
+            if type(v) is str:  # most values: empty only when ""
+                if v:
+                    out[k] = v
+                continue
             v = prune_empty(v)
             if not is_empty(v):
                 out[k] = v

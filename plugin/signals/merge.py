@@ -57,3 +57,59 @@ def cohorts_for(
         return build_keyvalues(keys, b, c)
 
     return activated
+
+
+class Planned:
+    """What two answers write for an adapter's platforms: the codes each activated and the
+    key-values they make (`keyvalues()` hands out a copy: adapters may keep or change it)."""
+
+    __slots__ = ("_keyvalues", "b_codes", "behavioral", "c_codes", "contextual", "platforms")
+
+    def __init__(
+        self, keys: KeysConfig, b: Answer | None, c: Answer | None, platforms: tuple[str, ...]
+    ) -> None:
+        self.behavioral, self.contextual, self.platforms = b, c, platforms
+        self.b_codes = tuple(b.activated(platforms)) if b is not None else ()
+        self.c_codes = tuple(c.activated(platforms)) if c is not None else ()
+        puid = b.user_id if b is not None else None
+        self._keyvalues = build_keyvalues(keys, self.b_codes, self.c_codes, puid)
+
+    def keyvalues(self) -> dict[str, list[str]]:
+        return {key: list(values) for key, values in self._keyvalues.items()}
+
+
+class RememberedPlans:
+    """`Planned` by the answer objects and the platforms tuple: one cached answer serves many
+    requests (a view's breaks, a content's viewers) and an answer never changes, so what it
+    writes is worked out once. Bounded: full, it starts over. Also the keys to clear
+    (`keys_to_clear`), worked out once per case."""
+
+    MAX = 4096
+
+    def __init__(self, keys: KeysConfig) -> None:
+        self._keys = keys
+        self._known: dict[tuple[int, int, int], Planned] = {}
+        self._clear = {
+            (allowed, contextual): keys_to_clear(keys, allowed, contextual)
+            for allowed in (False, True)
+            for contextual in (False, True)
+        }
+
+    def __call__(self, b: Answer | None, c: Answer | None, platforms: tuple[str, ...]) -> Planned:
+        key = (id(b), id(c), id(platforms))
+        known = self._known.get(key)
+        if (
+            known is None
+            or known.behavioral is not b
+            or known.contextual is not c
+            or known.platforms is not platforms
+        ):
+            known = Planned(self._keys, b, c, platforms)
+            if len(self._known) >= self.MAX:
+                self._known.clear()
+            self._known[key] = known
+        return known
+
+    def clear(self, allowed: bool, contextual: bool) -> frozenset[str]:
+        """`keys_to_clear` for these keys."""
+        return self._clear[(allowed, contextual)]

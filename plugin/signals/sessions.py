@@ -248,10 +248,10 @@ class SessionTracker:
         return given if given is not None else self._touch(identity).id
 
     def _touch(self, identity: bytes) -> _Session:
-        found = self._sessions.get(identity)
+        found = self._sessions.touch(identity)
         if found is None:
             found = _Session(new_uuid4())
-        self._sessions.put(identity, found)
+            self._sessions.put(identity, found)
         return found
 
     def claim_local(
@@ -264,22 +264,23 @@ class SessionTracker:
         content_url: str,
     ) -> Claim:
         """This replica's answer: the session and view of an ad request, the view kept alive."""
-        fixed = self.given_session(session, ssai_session_id)
+        hosts = session or ssai_session_id  # else no call: neither gave an id (most requests)
+        fixed = self.given_session(session, ssai_session_id) if hosts else None
         record: _Session | None = None
         if fixed is None:
             record = self._touch(identity)
             sid = record.id
         else:
             sid = fixed
-        given = self.given_view(view_id, ssai_session_id, content_url)
+        given = self.given_view(view_id, ssai_session_id, content_url) if view_id or hosts else None
         key = _view_key(identity, sid, given, content_url)
-        view = self._views.get(key)
+        view = self._views.touch(key)
         new = view is None or view.session_id != sid
         if view is None or new:
             view = View(given if given is not None else new_uuid4(), sid)
             if record is not None:
                 record.last_view = view.id
-        self._views.put(key, view)
+            self._views.put(key, view)
         return Claim(sid, view, new, key)
 
     def preview(
