@@ -232,6 +232,15 @@ class Answer:
             if not conn.chunks and not body.done:
                 await conn.wait()
 
+    def whole(self) -> bytes | None:
+        """The body, when all of it has arrived already (a small answer comes with its head,
+        in the same read); None otherwise: then `chunks()` it."""
+        conn = self._conn
+        if conn.body is None or not conn.body.done:
+            return None
+        got = conn.take()
+        return got[0] if len(got) == 1 else b"".join(got)
+
     async def read(self) -> bytes:
         got = [piece async for piece in self.chunks()]
         return got[0] if len(got) == 1 else b"".join(got)

@@ -265,14 +265,18 @@ class _Client:
         length = answer.content_length
         if length is not None and length > limit:
             raise UpstreamError(self.api, "too_large", f"{length} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in answer.chunks():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
-            chunks.append(chunk)
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        payload = answer.whole()
+        if payload is None:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in answer.chunks():
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
+                chunks.append(chunk)
+            payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif len(payload) > limit:
+            raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
         coding = answer.headers.get("Content-Encoding", "").strip().lower()
         if coding in ("", "identity"):
             return payload

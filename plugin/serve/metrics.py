@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from plugin.observe.metrics import LATENCY_BUCKETS
+from plugin.observe.tally import DeferredCounter, DeferredHistogram
 
 EVENT_STATES = ("queued", "sent", "retried", "uncertain", "dropped", "unconsented", "claimed")
 CLOSE_REASONS = (
@@ -68,13 +69,13 @@ class ServeMetrics:
             ["limit"],
             registry=r,
         )
-        self.proxy_requests = Counter(
+        self.proxy_requests = DeferredCounter(  # counted on every proxied request
             "cohortkv_proxy_requests_total",
             "Proxied ad requests by upstream and outcome (2xx..5xx, timeout, error).",
             ["upstream", "outcome"],
             registry=r,
         )
-        self.proxy_seconds = Histogram(
+        self.proxy_seconds = DeferredHistogram(
             "cohortkv_proxy_upstream_seconds",
             "Ad server time to response headers, by upstream.",
             ["upstream"],
