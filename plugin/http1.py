@@ -53,12 +53,12 @@ def parse_head(raw: bytes) -> Head:
         raise ProtocolError("status line")
     if _FIELDS.fullmatch(fields) is None:
         raise ProtocolError("header field")
-    headers: CIMultiDict[str] = CIMultiDict(
-        [
-            (name.decode("ascii"), value.decode("utf-8", "surrogateescape").rstrip(" \t"))
-            for name, value in _FIELD.findall(fields)
-        ]
-    )
+    # One decode of the whole block (names are ASCII tokens, checked above), one findall.
+    text = fields.decode("utf-8", "surrogateescape")
+    found: list[tuple[str, str]] = _FIELD.findall(text)
+    if " \r" in text or "\t\r" in text or text.endswith((" ", "\t")):  # trailing whitespace
+        found = [(name, value.rstrip(" \t")) for name, value in found]
+    headers: CIMultiDict[str] = CIMultiDict(found)
     reason = (status.group(3) or b"").decode("latin-1")
     return Head(status.group(1)[0] - 48, int(status.group(2)), reason, headers)
 
@@ -67,7 +67,7 @@ _TOKEN_RE = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?")
 _FIELDS = re.compile(rb"(?:\r\n" + _TOKEN_RE + rb":[^\r\n\x00]*)*")
 """Every header line well formed: a token, a colon, a value without CR, LF or NUL."""
-_FIELD = re.compile(rb"\r\n(" + _TOKEN_RE + rb"):[ \t]*([^\r\n\x00]*)")
+_FIELD = re.compile(r"\r\n(" + _TOKEN_RE.decode() + r"):[ \t]*([^\r\n\x00]*)")
 
 
 def _connection_tokens(headers: CIMultiDict[str]) -> set[str]:
@@ -84,6 +84,13 @@ def framing(head: Head, method: str) -> int:
     status = head.status
     if method == "HEAD" or status < 200 or status in (204, 304):
         return 0
+    headers = head.headers
+    if "Transfer-Encoding" not in headers:  # the usual answer: one plain Content-Length
+        given = headers.getall("Content-Length", None)
+        if given is not None and len(given) == 1:
+            value = given[0]
+            if 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+                return int(value)
     codings = head.headers.getall("Transfer-Encoding", ())
     if codings:
         if "Content-Length" in head.headers:  # a smuggling shape: which one would a peer use?

@@ -49,7 +49,7 @@ Key = tuple[str, int, bool]
 class Origin:
     """Where one server is (scheme, host and port of its base URL): built once."""
 
-    __slots__ = ("host", "host_header", "key", "port", "tls")
+    __slots__ = ("host", "host_header", "host_line", "key", "port", "tls")
 
     def __init__(self, base: str, tls: ssl.SSLContext | None) -> None:
         parts = urlsplit(base)
@@ -60,6 +60,7 @@ class Origin:
         default = self.port == (443 if secure else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if default else f"{host}:{self.port}"
+        self.host_line = f"Host: {self.host_header}\r\n"
         self.key: Key = (self.host, self.port, secure)
 
 
@@ -281,15 +282,11 @@ class HttpClient:
     ) -> Answer:
         """Sends one request; the answer's head is in, its body is to be read, then `close()`
         it. Raises TimeoutError or HttpError (`unsent` when the request provably never left)."""
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
-        for name, value in headers:
-            if "\r" in value or "\n" in value:  # never from aiohttp's parser; never written
-                raise HttpError("header value", unsent=True)
-            lines.append(f"{name}: {value}\r\n")
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        data = "".join(lines).encode("utf-8")
+        fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+            raise HttpError("header value", unsent=True)  # never from aiohttp's parser
+        length = "" if body is None else f"Content-Length: {len(body)}\r\n"
+        data = f"{method} {target} HTTP/1.1\r\n{origin.host_line}{fields}{length}\r\n".encode()
         if body:
             data += body
         loop = asyncio.get_running_loop()

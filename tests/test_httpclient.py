@@ -409,3 +409,19 @@ async def test_the_ccs_client_through_the_lean_client_fails_as_through_aiohttp()
         await refused.segment(CcsRequest(events=[], user_id="x"))
     assert e.value.kind == "connect" and e.value.unsent
     assert "secret-key" not in str(e.value) and "127.0.0.1" not in str(e.value)
+
+
+async def test_a_header_value_with_a_line_break_is_never_written() -> None:
+    async def script(request: bytes, n: int) -> bytes:
+        return ok()
+
+    srv = await RawServer(script).start()
+    client = HttpClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    for bad in ("a\r\nX-Injected: 1", "a\nb", "a\rb"):
+        with pytest.raises(HttpError) as e:
+            await client.request(origin, "GET", "/", [("User-Agent", bad)], None, 1.0)
+        assert e.value.unsent
+    assert srv.requests == []
+    await client.close()
+    await srv.stop()
