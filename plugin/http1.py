@@ -86,9 +86,9 @@ def framing(head: Head, method: str) -> int:
         return 0
     headers = head.headers
     if "Transfer-Encoding" not in headers:  # the usual answer: one plain Content-Length
-        given = headers.getall("Content-Length", None)
-        if given is not None and len(given) == 1:
-            value = given[0]
+        plain = headers.getall("Content-Length", None)
+        if plain is not None and len(plain) == 1:
+            value = plain[0]
             if 0 < len(value) <= 18 and value.isascii() and value.isdigit():
                 return int(value)
     codings = head.headers.getall("Transfer-Encoding", ())
