@@ -191,16 +191,12 @@ def safe_path(path: str) -> bool:
     return all(seg not in (".", "..") for seg in decoded.split("/"))
 
 
-def response_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    """The ad server's headers minus hop-by-hop ones (and any its `Connection` names)."""
+def response_headers(headers: CIMultiDict[str]) -> list[tuple[str, str]]:
+    """The ad server's headers minus hop-by-hop ones (and any its `Connection` names), as
+    pairs: the response makes its own multidict of them."""
     named = headers.get("Connection")
-    extra = {t.strip().lower() for t in named.split(",")} if named else set()
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in headers.items():
-        lk = k.lower()
-        if lk not in HOP_BY_HOP and lk not in extra:
-            out.add(k, v)
-    return out
+    drop = HOP_BY_HOP | {t.strip().lower() for t in named.split(",")} if named else HOP_BY_HOP
+    return [(k, v) for k, v in headers.items() if k.lower() not in drop]
 
 
 class Proxy:
