@@ -223,27 +223,15 @@ class _Client:
             raise self._fail(UpstreamError(self.api, "decode", type(e).__name__)) from None
 
     async def _call(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
-        if isinstance(self._session, HttpClient):
-            return await self._call_lean(self._session, body)
-        return await self._call_aiohttp(self._session, body, headers)
-
-    async def _call_lean(self, client: HttpClient, body: bytes) -> bytes:
-        """`_call` through the lean client: the same outcomes and errors as through aiohttp."""
+        """One call through whichever client this is on; a failure is an `UpstreamError`,
+        counted once, and every call's time is observed by outcome."""
         started = time.perf_counter()
         outcome = "error"
         try:
-            answer = await client.request(
-                self._origin, "POST", self._target, self._lean_headers, body, self._timeout_s
-            )
-            try:
-                status = answer.status
-                if 300 <= status < 400:
-                    raise UpstreamError(self.api, "redirect", f"HTTP {status}")
-                payload = await self._read_lean(answer)
-            finally:
-                answer.close()
-            if status >= 400:
-                raise self._http_error(status, payload, answer.headers.get("Retry-After"))
+            if isinstance(self._session, HttpClient):
+                payload = await self._via_lean(self._session, body)
+            else:
+                payload = await self._via_aiohttp(self._session, body, headers)
             outcome = "ok"
             return payload
         except UpstreamError as e:
@@ -252,11 +240,30 @@ class _Client:
         except TimeoutError:
             outcome = "timeout"
             raise self._fail(UpstreamError(self.api, "timeout")) from None
-        except HttpError as e:
-            kind: ErrorKind = "connect" if e.unsent or e.kind.startswith("closed") else "other"
-            raise self._fail(UpstreamError(self.api, kind, e.kind, unsent=e.unsent)) from None
         finally:
             self._observe[outcome].observe(time.perf_counter() - started)
+
+    async def _via_lean(self, client: HttpClient, body: bytes) -> bytes:
+        """The call through the lean client: the same outcomes and errors as through aiohttp."""
+        try:
+            answer = await client.request(
+                self._origin, "POST", self._target, self._lean_headers, body, self._timeout_s
+            )
+        except HttpError as e:
+            kind: ErrorKind = "connect" if e.unsent or e.kind.startswith("closed") else "other"
+            raise UpstreamError(self.api, kind, e.kind, unsent=e.unsent) from None
+        try:
+            status = answer.status
+            if 300 <= status < 400:  # never followed: it would re-send the API key elsewhere
+                raise UpstreamError(self.api, "redirect", f"HTTP {status}")
+            payload = await self._read_lean(answer)
+        except HttpError as e:
+            raise UpstreamError(self.api, "other", e.kind) from None
+        finally:
+            answer.close()
+        if status >= 400:
+            raise self._http_error(status, payload, answer.headers.get("Retry-After"))
+        return payload
 
     async def _read_lean(self, answer: HttpAnswer) -> bytes:
         """The body (decoded if the API compressed it unasked), unless it is larger than any
@@ -295,11 +302,9 @@ class _Client:
             raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
         return out
 
-    async def _call_aiohttp(
+    async def _via_aiohttp(
         self, session: aiohttp.ClientSession, body: bytes, headers: CIMultiDict[str]
     ) -> bytes:
-        started = time.perf_counter()
-        outcome = "error"
         try:
             # Never follow a redirect: it would re-send the API key to wherever it points.
             async with session.post(
@@ -310,22 +315,11 @@ class _Client:
                 payload = await self._read_bounded(resp)
                 if resp.status >= 400:
                     raise self._http_error(resp.status, payload, resp.headers.get("Retry-After"))
-            outcome = "ok"
             return payload
-        except UpstreamError as e:
-            self._fail(e)
-            raise
-        except TimeoutError:
-            outcome = "timeout"
-            raise self._fail(UpstreamError(self.api, "timeout")) from None
         except aiohttp.ClientConnectionError as e:
-            raise self._fail(
-                UpstreamError(self.api, "connect", type(e).__name__, unsent=_unsent(e))
-            ) from None
+            raise UpstreamError(self.api, "connect", type(e).__name__, unsent=_unsent(e)) from None
         except aiohttp.ClientError as e:
-            raise self._fail(UpstreamError(self.api, "other", type(e).__name__)) from None
-        finally:
-            self._observe[outcome].observe(time.perf_counter() - started)
+            raise UpstreamError(self.api, "other", type(e).__name__) from None
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
         """The body, unless it is larger than any real answer: then the call has failed."""
