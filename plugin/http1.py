@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 MAX_HEAD = 64 * 1024
 """Bytes of status line and headers at most: an ad server's answer has a few hundred."""
 _MAX_SIZE_LINE = 1024
+_MAX_TRAILERS = 64
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _DIGITS = frozenset(b"0123456789")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -37,11 +38,10 @@ class Head:
         self.status = status
         self.reason = reason
         self.headers = headers
-        if "Connection" not in headers:
-            self.keep_alive = version == 1
-        else:
-            tokens = _connection_tokens(headers)
-            self.keep_alive = "close" not in tokens and (version == 1 or "keep-alive" in tokens)
+        # HTTP/1.0 is never kept: its keep-alive is an extension whose framing rules are loose.
+        self.keep_alive = version == 1 and (
+            "Connection" not in headers or "close" not in _connection_tokens(headers)
+        )
 
 
 def parse_head(raw: bytes) -> Head:
@@ -64,7 +64,7 @@ def parse_head(raw: bytes) -> Head:
 
 
 _TOKEN_RE = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n\x00]*))?")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\r\n\x00]*))?")
 _FIELDS = re.compile(rb"(?:\r\n" + _TOKEN_RE + rb":[^\r\n\x00]*)*")
 """Every header line well formed: a token, a colon, a value without CR, LF or NUL."""
 _FIELD = re.compile(r"\r\n(" + _TOKEN_RE.decode() + r"):[ \t]*([^\r\n\x00]*)")
@@ -95,8 +95,10 @@ def framing(head: Head, method: str) -> int:
     if codings:
         if "Content-Length" in head.headers:  # a smuggling shape: which one would a peer use?
             raise ProtocolError("Transfer-Encoding with Content-Length")
-        last = codings[-1].rsplit(",", 1)[-1].strip().lower()
-        if last != "chunked":
+        tokens = [t for v in codings for t in (p.strip().lower() for p in v.split(",")) if t]
+        if tokens.count("chunked") > 1:
+            raise ProtocolError("Transfer-Encoding")
+        if not tokens or tokens[-1] != "chunked":
             return CLOSE_DELIMITED  # RFC 9112 6.3 (4): read until the connection closes
         return CHUNKED
     given = head.headers.getall("Content-Length", ())
@@ -115,7 +117,7 @@ class Body:
     """Cuts a body out of the bytes that follow a head: `feed` gives the body bytes in `data`
     (and sets `done` once the body is whole); what follows the body is left in `rest`."""
 
-    __slots__ = ("_buf", "_left", "_state", "done", "rest")
+    __slots__ = ("_buf", "_left", "_state", "_trailers", "done", "rest")
 
     def __init__(self, frame: int) -> None:
         self.done = frame == 0
@@ -123,6 +125,7 @@ class Body:
         self._buf = b""
         self._left = frame  # bytes left of the body, or of the current chunk
         self._state = "size" if frame == CHUNKED else "plain"
+        self._trailers = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         """The body bytes in `data`, in order (possibly none)."""
@@ -189,3 +192,7 @@ class Body:
             self._state = "data" if self._left else "trailer"
         elif not line:  # "trailer": the blank line after the trailer fields ends the body
             self.done = True
+        else:
+            self._trailers += 1
+            if self._trailers > _MAX_TRAILERS:
+                raise ProtocolError("trailer fields")

@@ -30,6 +30,8 @@ IDLE_S = 15.0
 """By default, an idle pooled connection older than this is closed rather than reused."""
 _HIGH_WATER = 256 * 1024
 """Body bytes buffered before the socket stops being read (a slow client downstream)."""
+_MAX_INTERIM = 8
+"""Interim (1xx) answers before the final one, at most."""
 
 
 class HttpError(Exception):
@@ -83,6 +85,10 @@ class _Conn(asyncio.Protocol):
         self._paused = False
         self.error: BaseException | None = None
         self.got_bytes = False
+        self.pooled = False
+        """In the pool's idle list."""
+        self.released = False
+        """No longer counted in the pool's bounds: it never will be again."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
@@ -108,21 +114,22 @@ class _Conn(asyncio.Protocol):
 
     def _on_head(self, data: bytes) -> None:
         buf = self._head + data if self._head else data
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_HEAD:
-                raise ProtocolError("head too large")
-            self._head = buf
-            return
-        head = parse_head(buf[:end])
-        rest = buf[end + 4 :]
-        if 100 <= head.status < 200:  # an interim answer (100, 103): the real one follows
-            if head.status == 101:
+        for _ in range(_MAX_INTERIM + 1):
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    raise ProtocolError("head too large")
+                self._head = buf
+                return
+            head = parse_head(buf[:end])
+            buf = buf[end + 4 :]
+            if head.status >= 200:
+                break
+            if head.status == 101:  # an interim answer (100, 103): the real one follows
                 raise ProtocolError("switching protocols")
-            self._head = b""
-            if rest:
-                self._on_head(rest)
-            return
+        else:
+            raise ProtocolError("too many interim answers")
+        rest = buf
         self._head = b""
         self.answer = head
         self.body = Body(framing(head, self._method))
@@ -156,7 +163,7 @@ class _Conn(asyncio.Protocol):
     async def wait(self) -> None:
         """Until more of the answer (or its end, or a failure) has arrived."""
         if self.error is not None:
-            raise self.error
+            raise self.error.with_traceback(None)
         self._waiter = self.loop.create_future()
         try:
             await self._waiter
@@ -202,12 +209,13 @@ class Answer:
     """The ad server's answer: status, reason and headers at once, the body as it arrives.
     `close()` gives the connection back to the pool when the answer was whole."""
 
-    __slots__ = ("_client", "_conn", "_deadline", "headers", "reason", "status")
+    __slots__ = ("_client", "_closed", "_conn", "_deadline", "headers", "reason", "status")
 
     def __init__(self, client: HttpClient, conn: _Conn, deadline: asyncio.TimerHandle) -> None:
         head = conn.answer
         assert head is not None
         self._client = client
+        self._closed = False
         self._conn = conn
         self._deadline = deadline
         self.status = head.status
@@ -247,6 +255,10 @@ class Answer:
         return got[0] if len(got) == 1 else b"".join(got)
 
     def close(self) -> None:
+        """Done with the answer (again: nothing more happens)."""
+        if self._closed:
+            return
+        self._closed = True
         self._deadline.cancel()
         conn = self._conn
         body, head = conn.body, conn.answer
@@ -268,8 +280,9 @@ class HttpClient:
         self._idle: dict[Key, list[_Conn]] = {}
         self._open = 0
         self._open_to: collections.Counter[Key] = collections.Counter()
-        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._queue: collections.deque[tuple[Key, asyncio.Future[None]]] = collections.deque()
         self._closing = False
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def request(
         self,
@@ -321,15 +334,21 @@ class HttpClient:
             now = time.monotonic()
             while idle:
                 conn = idle.pop()
+                conn.pooled = False
                 if not conn.closed and now - conn.idle_since < self._idle_s:
                     return conn, True
                 self._forget(conn)
             if self._room(key):
                 break
             waiter = loop.create_future()
-            self._queue.append(waiter)
-            async with asyncio.timeout_at(deadline):
-                await waiter
+            self._queue.append((key, waiter))
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken for room it will not use: the next one may
+                raise
         self._open += 1
         self._open_to[key] += 1
         try:
@@ -360,26 +379,52 @@ class HttpClient:
             return True
         for conns in self._idle.values():  # full: an idle connection elsewhere makes room
             if conns:
-                self._forget(conns.pop(0))
+                self._forget(conns[0])
                 return True
         return False
 
+    def _could_open(self, key: Key) -> bool:
+        """`_room` without closing anything: whether a waiter for `key` can go on now."""
+        if self._idle.get(key):
+            return True
+        if self._per_origin and self._open_to[key] >= self._per_origin:
+            return False
+        return not self._limit or self._open < self._limit or any(self._idle.values())
+
     def _give_back(self, conn: _Conn) -> None:
-        if self._closing:
+        if self._closing or conn.released or conn.pooled:
             self._forget(conn)
             return
         conn.idle_since = time.monotonic()
+        conn.pooled = True
         self._idle.setdefault(conn.key, []).append(conn)
+        if self._sweep is None:
+            self._sweep = conn.loop.call_later(self._idle_s, self._close_idle)
         self._wake_one()
 
+    def _close_idle(self) -> None:
+        """Closes the connections idle for `idle_s`; again later while any is idle."""
+        self._sweep = None
+        now = time.monotonic()
+        left = False
+        for conns in list(self._idle.values()):
+            for conn in [c for c in conns if c.closed or now - c.idle_since >= self._idle_s]:
+                self._forget(conn)
+            left = left or bool(conns)
+        if left and not self._closing:
+            self._sweep = asyncio.get_running_loop().call_later(self._idle_s, self._close_idle)
+
     def _forget(self, conn: _Conn) -> None:
-        """A connection of ours that is done with: closed, no longer counted."""
+        """A connection of ours that is done with: closed, out of the pool, no longer
+        counted (once, however often it is forgotten)."""
         if conn.transport is not None and not conn.closed:
             conn.abort()
-        idle = self._idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-        self._released(conn.key)
+        if conn.pooled:
+            conn.pooled = False
+            self._idle[conn.key].remove(conn)
+        if not conn.released:
+            conn.released = True
+            self._released(conn.key)
 
     def _released(self, key: Key) -> None:
         self._open -= 1
@@ -387,11 +432,16 @@ class HttpClient:
         self._wake_one()
 
     def _wake_one(self) -> None:
-        while self._queue:
-            waiter = self._queue.popleft()
-            if not waiter.done():
+        """Wakes the first waiter that can go on now (a waiter for an origin at its own bound
+        waits on, and does not take the wake-up from one that could use it)."""
+        queue = self._queue
+        for i, (key, waiter) in enumerate(queue):
+            if not waiter.done() and self._could_open(key):
+                del queue[i]
                 waiter.set_result(None)
-                return
+                break
+        while queue and queue[0][1].done():
+            queue.popleft()
 
     @property
     def closed(self) -> bool:
@@ -399,7 +449,9 @@ class HttpClient:
 
     async def close(self) -> None:
         self._closing = True
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.abort()
-            conns.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for conns in list(self._idle.values()):
+            for conn in list(conns):
+                self._forget(conn)

@@ -425,3 +425,155 @@ async def test_a_header_value_with_a_line_break_is_never_written() -> None:
     assert srv.requests == []
     await client.close()
     await srv.stop()
+
+
+# -- the pool under pressure (found in review) ----------------------------------------------
+
+
+def _delayed(seconds: float, body: bytes = b"x", extra: bytes = b"") -> Script:
+    async def script(request: bytes, n: int) -> bytes:
+        await asyncio.sleep(seconds)
+        return ok(body, extra)
+
+    return script
+
+
+async def test_a_freed_connection_wakes_a_waiter_that_can_use_it() -> None:
+    """Two origins, one connection each at most, two in all: B's second request is not stuck
+    behind A's, which is queued first but cannot go on until A's first answers."""
+    a = await RawServer(_delayed(0.8)).start()
+    b = await RawServer(_delayed(0.1)).start()
+    client = HttpClient(limit=2, per_origin=1)
+    oa = Origin(f"http://127.0.0.1:{a.port}", None)
+    ob = Origin(f"http://127.0.0.1:{b.port}", None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def timed(origin: Origin) -> float:
+        await get(client, origin)
+        return loop.time() - started
+
+    a1 = asyncio.create_task(timed(oa))
+    b1 = asyncio.create_task(timed(ob))
+    await asyncio.sleep(0.02)
+    a2 = asyncio.create_task(timed(oa))  # queued first: A is at its bound
+    b2 = asyncio.create_task(timed(ob))
+    assert await b2 < 0.6  # right after B's first answer, not after A's
+    await asyncio.gather(a1, b1, a2)
+    await client.close()
+    await a.stop()
+    await b.stop()
+
+
+async def test_a_wake_up_is_passed_on_when_its_waiter_is_gone() -> None:
+    srv = await RawServer(_delayed(0.0, b"x", b"Connection: close\r\n")).start()
+    client = HttpClient(limit=1)
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    first = await client.request(origin, "GET", "/", [], None, 2.0)
+    w1 = asyncio.create_task(get(client, origin))
+    w2 = asyncio.create_task(get(client, origin))
+    await asyncio.sleep(0.05)  # both wait for the one connection
+    assert await first.read() == b"x"
+    first.close()  # frees the slot and wakes w1 ...
+    w1.cancel()  # ... which goes away before it runs
+    assert await asyncio.wait_for(w2, 1.0) == (200, b"x")
+    with pytest.raises(asyncio.CancelledError):
+        await w1
+    await client.close()
+    await srv.stop()
+
+
+async def test_closing_an_answer_twice_pools_its_connection_once() -> None:
+    srv = await RawServer(_delayed(0.0)).start()
+    client = HttpClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    answer = await client.request(origin, "GET", "/", [], None, 2.0)
+    await answer.read()
+    answer.close()
+    answer.close()
+    both = asyncio.gather(get(client, origin), get(client, origin))
+    got = await asyncio.wait_for(both, 3.0)  # one connection shared by two would hang
+    assert got == [(200, b"x"), (200, b"x")] and srv.connections == 2
+    await client.close()
+    assert client._open == 0
+    await srv.stop()
+
+
+async def test_idle_connections_close_after_idle_s_and_http_1_0_is_not_kept() -> None:
+    srv = await RawServer(_delayed(0.0)).start()
+    client = HttpClient(idle_s=0.2)
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    await get(client, origin)
+    assert client._open == 1
+    await asyncio.sleep(0.6)
+    assert client._open == 0  # closed by the pool, not at the next use
+
+    async def old(request: bytes, n: int) -> bytes:
+        return b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"
+
+    srv10 = await RawServer(old).start()
+    origin10 = Origin(f"http://127.0.0.1:{srv10.port}", None)
+    await get(client, origin10)
+    await get(client, origin10)
+    assert srv10.connections == 2
+    await client.close()
+    await srv.stop()
+    await srv10.stop()
+
+
+def test_framing_edges_found_in_review() -> None:
+    with pytest.raises(ProtocolError):
+        parse_head(b"HTTP/1.1 000 Zero")
+    assert _head(b"Transfer-Encoding: chunked, ") == CHUNKED  # empty list elements ignored
+    with pytest.raises(ProtocolError):
+        _head(b"Transfer-Encoding: chunked, chunked")
+    trailers = Body(CHUNKED)
+    with pytest.raises(ProtocolError):
+        trailers.feed(b"0\r\n" + b"X-T: 1\r\n" * 100 + b"\r\n")
+
+
+async def test_a_flood_of_interim_answers_is_a_protocol_error() -> None:
+    async def script(request: bytes, n: int) -> bytes:
+        return b"HTTP/1.1 100 Continue\r\n\r\n" * 3000 + ok()
+
+    srv = await RawServer(script).start()
+    client = HttpClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    with pytest.raises(HttpError, match="interim"):
+        await get(client, origin)
+    await client.close()
+    await srv.stop()
+
+
+async def test_compressed_api_answers_raw_deflate_and_cut_short() -> None:
+    import gzip
+    import zlib
+
+    from plugin.config import HttpConfig
+    from plugin.observe.metrics import Metrics
+    from plugin.permutive.clients import CcsClient, UpstreamError
+    from plugin.permutive.wire import CcsRequest
+
+    doc = b'{"user_id": "u1", "cohorts": ["1"], "activations": {}}'
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    answers = {
+        b"a": ok(raw.compress(doc) + raw.flush(), b"Content-Encoding: deflate\r\n"),
+        b"b": ok(zlib.compress(doc), b"Content-Encoding: deflate\r\n"),
+        b"c": ok(gzip.compress(doc)[:-12], b"Content-Encoding: gzip\r\n"),
+    }
+
+    async def script(request: bytes, n: int) -> bytes:
+        body = request.split(b"\r\n\r\n", 1)[1]
+        return answers[body.split(b'"user_id":"', 1)[1][:1]]
+
+    srv = await RawServer(script).start()
+    client = HttpClient()
+    ccs = CcsClient(client, f"http://127.0.0.1:{srv.port}", "k", Metrics(), HttpConfig())
+    for which in ("a", "b"):
+        answer = await ccs.segment(CcsRequest(events=[], user_id=which))
+        assert answer.user_id == "u1"  # type: ignore[attr-defined]
+    with pytest.raises(UpstreamError) as e:
+        await ccs.segment(CcsRequest(events=[], user_id="c"))
+    assert e.value.kind == "decode"
+    await client.close()
+    await srv.stop()

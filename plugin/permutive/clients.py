@@ -292,15 +292,20 @@ class _Client:
     def _inflate(self, payload: bytes, coding: str, limit: int) -> bytes:
         if coding not in ("gzip", "x-gzip", "deflate"):
             raise UpstreamError(self.api, "decode", f"Content-Encoding {coding[:20]}")
-        wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS
-        inflater = zlib.decompressobj(wbits)
-        try:
-            out = inflater.decompress(payload, limit + 1)
-        except zlib.error:
-            raise UpstreamError(self.api, "decode", "Content-Encoding") from None
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
-        return out
+        # gzip; deflate as zlib data, else raw (both are sent as "deflate", as aiohttp reads)
+        tries = (16 + zlib.MAX_WBITS,) if coding != "deflate" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+        for wbits in tries:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                out = inflater.decompress(payload, limit + 1)
+            except zlib.error:
+                continue
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
+            if not inflater.eof:  # cut short: what came is not the whole answer
+                break
+            return out
+        raise UpstreamError(self.api, "decode", "Content-Encoding")
 
     async def _via_aiohttp(
         self, session: aiohttp.ClientSession, body: bytes, headers: CIMultiDict[str]
