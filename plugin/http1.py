@@ -20,7 +20,6 @@ _MAX_SIZE_LINE = 1024
 _MAX_TRAILERS = 64
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _DIGITS = frozenset(b"0123456789")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class ProtocolError(Exception):
@@ -91,9 +90,9 @@ def framing(head: Head, method: str) -> int:
             value = plain[0]
             if 0 < len(value) <= 18 and value.isascii() and value.isdigit():
                 return int(value)
-    codings = head.headers.getall("Transfer-Encoding", ())
+    codings = headers.getall("Transfer-Encoding", ())
     if codings:
-        if "Content-Length" in head.headers:  # a smuggling shape: which one would a peer use?
+        if "Content-Length" in headers:  # a smuggling shape: which one would a peer use?
             raise ProtocolError("Transfer-Encoding with Content-Length")
         tokens = [t for v in codings for t in (p.strip().lower() for p in v.split(",")) if t]
         if tokens.count("chunked") > 1:
@@ -101,7 +100,7 @@ def framing(head: Head, method: str) -> int:
         if not tokens or tokens[-1] != "chunked":
             return CLOSE_DELIMITED  # RFC 9112 6.3 (4): read until the connection closes
         return CHUNKED
-    given = head.headers.getall("Content-Length", ())
+    given = headers.getall("Content-Length", ())
     lengths = {piece.strip() for value in given for piece in value.split(",")}
     if not lengths:
         return CLOSE_DELIMITED
@@ -117,9 +116,11 @@ class Body:
     """Cuts a body out of the bytes that follow a head: `feed` gives the body bytes in `data`
     (and sets `done` once the body is whole); what follows the body is left in `rest`."""
 
-    __slots__ = ("_buf", "_left", "_state", "_trailers", "done", "rest")
+    __slots__ = ("_buf", "_left", "_state", "_trailers", "done", "length", "rest")
 
     def __init__(self, frame: int) -> None:
+        self.length = frame if frame >= 0 else None
+        """The body's length when it is delimited by one, else None."""
         self.done = frame == 0
         self.rest = b""
         self._buf = b""

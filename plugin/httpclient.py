@@ -51,7 +51,7 @@ Key = tuple[str, int, bool]
 class Origin:
     """Where one server is (scheme, host and port of its base URL): built once."""
 
-    __slots__ = ("host", "host_header", "host_line", "key", "port", "tls")
+    __slots__ = ("host", "host_header", "host_line", "key", "port", "target_at", "tls")
 
     def __init__(self, base: str, tls: ssl.SSLContext | None) -> None:
         parts = urlsplit(base)
@@ -64,6 +64,8 @@ class Origin:
         self.host_header = host if default else f"{host}:{self.port}"
         self.host_line = f"Host: {self.host_header}\r\n"
         self.key: Key = (self.host, self.port, secure)
+        self.target_at = len(f"{parts.scheme}://{parts.netloc}")
+        """Where the request target starts in a URL on this origin."""
 
 
 class _Conn(asyncio.Protocol):
@@ -224,8 +226,9 @@ class Answer:
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None and value.isdigit() else None
+        """The body's length, when the answer is delimited by one (`plugin.http1.framing`)."""
+        body = self._conn.body
+        return body.length if body is not None else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, in the pieces it arrived in."""
@@ -247,12 +250,10 @@ class Answer:
         conn = self._conn
         if conn.body is None or not conn.body.done:
             return None
-        got = conn.take()
-        return got[0] if len(got) == 1 else b"".join(got)
+        return b"".join(conn.take())
 
     async def read(self) -> bytes:
-        got = [piece async for piece in self.chunks()]
-        return got[0] if len(got) == 1 else b"".join(got)
+        return b"".join([piece async for piece in self.chunks()])
 
     def close(self) -> None:
         """Done with the answer (again: nothing more happens)."""
@@ -338,7 +339,7 @@ class HttpClient:
                 if not conn.closed and now - conn.idle_since < self._idle_s:
                     return conn, True
                 self._forget(conn)
-            if self._room(key):
+            if self._room(key, make=True):
                 break
             waiter = loop.create_future()
             self._queue.append((key, waiter))
@@ -371,25 +372,19 @@ class HttpClient:
             raise
         return conn, False
 
-    def _room(self, key: Key) -> bool:
-        """Whether a new connection to `key` may open now (closing an idle one to make room)."""
+    def _room(self, key: Key, *, make: bool) -> bool:
+        """Whether a new connection to `key` may open now; when the bound in all is reached,
+        an idle connection elsewhere is room, closed to make it if `make`."""
         if self._per_origin and self._open_to[key] >= self._per_origin:
             return False
         if not self._limit or self._open < self._limit:
             return True
-        for conns in self._idle.values():  # full: an idle connection elsewhere makes room
+        for conns in self._idle.values():
             if conns:
-                self._forget(conns[0])
+                if make:
+                    self._forget(conns[0])
                 return True
         return False
-
-    def _could_open(self, key: Key) -> bool:
-        """`_room` without closing anything: whether a waiter for `key` can go on now."""
-        if self._idle.get(key):
-            return True
-        if self._per_origin and self._open_to[key] >= self._per_origin:
-            return False
-        return not self._limit or self._open < self._limit or any(self._idle.values())
 
     def _give_back(self, conn: _Conn) -> None:
         if self._closing or conn.released or conn.pooled:
@@ -436,7 +431,7 @@ class HttpClient:
         waits on, and does not take the wake-up from one that could use it)."""
         queue = self._queue
         for i, (key, waiter) in enumerate(queue):
-            if not waiter.done() and self._could_open(key):
+            if not waiter.done() and (self._idle.get(key) or self._room(key, make=False)):
                 del queue[i]
                 waiter.set_result(None)
                 break

@@ -63,8 +63,6 @@ _TRIPS = frozenset(
     {"timeout", "connect", "http_429", "http_5xx", "decode", "other", "too_large", "redirect"}
 )
 
-# Headers as aiohttp keeps them, built once: a plain dict is converted on every call.
-_JSON: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
 _LEAN_HEADERS = (
     ("User-Agent", f"cohortkv/{__version__}"),
     ("Accept", "application/json"),
@@ -156,6 +154,8 @@ class _Client:
         self._origin = Origin(f"{self._url.scheme}://{self._url.raw_authority}", None)
         self._target = self._url.raw_path_qs
         self._lean_headers = [*_LEAN_HEADERS, *headers]
+        # As aiohttp keeps headers, built once: a plain dict is converted on every call.
+        self._headers = CIMultiDict([("Content-Type", "application/json"), *headers])
         self._timeout_s = http.request_timeout_s
         self._metrics = metrics
         self._timeout = aiohttp.ClientTimeout(total=http.request_timeout_s)
@@ -177,24 +177,24 @@ class _Client:
         self.tracer: Tracer | None = None
         """An OpenTelemetry tracer when tracing is on (`plugin.observe.tracing`); None is free."""
 
-    async def _send(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
+    async def _send(self, body: bytes) -> bytes:
         if self.tracer is None:
-            return await self._post(body, headers)
-        return await self._traced(self.tracer, body, headers)
+            return await self._post(body)
+        return await self._traced(self.tracer, body)
 
-    async def _traced(self, tracer: Tracer, body: bytes, headers: CIMultiDict[str]) -> bytes:
+    async def _traced(self, tracer: Tracer, body: bytes) -> bytes:
         """`_post` inside a `permutive.<api>` span: the failure kind, never the payload."""
         from opentelemetry.trace import SpanKind, StatusCode
 
         with tracer.start_as_current_span(f"permutive.{self.api}", kind=SpanKind.CLIENT) as span:
             try:
-                return await self._post(body, headers)
+                return await self._post(body)
             except UpstreamError as e:
                 span.set_attribute("cohortkv.error", e.kind)
                 span.set_status(StatusCode.ERROR, e.kind)
                 raise
 
-    async def _post(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
+    async def _post(self, body: bytes) -> bytes:
         """One call through the breaker and the in-flight bound; failures are counted once."""
         if self.inflight >= self._max_inflight:
             raise self._fail(UpstreamError(self.api, "shed"))
@@ -203,7 +203,7 @@ class _Client:
             raise self._fail(UpstreamError(self.api, "breaker_open", retry_after_s=wait))
         self.inflight += 1
         try:
-            payload = await self._call(body, headers)
+            payload = await self._call(body)
         except UpstreamError as e:
             if e.kind in _TRIPS:
                 self.breaker.failure(e.retry_after_s)
@@ -222,7 +222,7 @@ class _Client:
             self.breaker.failure()
             raise self._fail(UpstreamError(self.api, "decode", type(e).__name__)) from None
 
-    async def _call(self, body: bytes, headers: CIMultiDict[str]) -> bytes:
+    async def _call(self, body: bytes) -> bytes:
         """One call through whichever client this is on; a failure is an `UpstreamError`,
         counted once, and every call's time is observed by outcome."""
         started = time.perf_counter()
@@ -231,7 +231,7 @@ class _Client:
             if isinstance(self._session, HttpClient):
                 payload = await self._via_lean(self._session, body)
             else:
-                payload = await self._via_aiohttp(self._session, body, headers)
+                payload = await self._via_aiohttp(self._session, body)
             outcome = "ok"
             return payload
         except UpstreamError as e:
@@ -281,7 +281,7 @@ class _Client:
                 if size > limit:
                     raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
                 chunks.append(chunk)
-            payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            payload = b"".join(chunks)
         elif len(payload) > limit:
             raise UpstreamError(self.api, "too_large", f"over {limit} bytes")
         coding = answer.headers.get("Content-Encoding", "").strip().lower()
@@ -307,13 +307,15 @@ class _Client:
             return out
         raise UpstreamError(self.api, "decode", "Content-Encoding")
 
-    async def _via_aiohttp(
-        self, session: aiohttp.ClientSession, body: bytes, headers: CIMultiDict[str]
-    ) -> bytes:
+    async def _via_aiohttp(self, session: aiohttp.ClientSession, body: bytes) -> bytes:
         try:
             # Never follow a redirect: it would re-send the API key to wherever it points.
             async with session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                self._url,
+                data=body,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
                 if 300 <= resp.status < 400:
                     raise UpstreamError(self.api, "redirect", f"HTTP {resp.status}")
@@ -418,10 +420,9 @@ class CcsClient(_Client):
             query["synchronous-validation"] = "true"
         url = base_url.rstrip("/") + CCS_PATH
         super().__init__(session, url, metrics, http, query, (("X-Api-Key", api_key),))
-        self._headers = CIMultiDict({"Content-Type": "application/json", "X-Api-Key": api_key})
 
     async def segment(self, request: CcsRequest) -> Answer:
-        payload = await self._send(json_encoder.encode(request), self._headers)
+        payload = await self._send(json_encoder.encode(request))
         r = self._decoded(payload, ccs_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations, r.user_id)
 
@@ -443,6 +444,6 @@ class ContextualClient(_Client):
         super().__init__(session, url, metrics, http, {"k": api_key})
 
     async def segment(self, request: ContextualRequest) -> Answer:
-        payload = await self._send(json_encoder.encode(request), _JSON)
+        payload = await self._send(json_encoder.encode(request))
         r = self._decoded(payload, ctx_response_decoder.decode)
         return Answer.from_wire(r.cohorts, r.activations)

@@ -89,7 +89,6 @@ class Upstream:
         "base",
         "name",
         "origin",
-        "origin_len",
         "outcomes",
         "platform",
         "prefix",
@@ -109,9 +108,6 @@ class Upstream:
         self.name = name
         self.base = base
         self.origin = Origin(base, tls)
-        parts = urlsplit(base)
-        self.origin_len = len(f"{parts.scheme}://{parts.netloc}")
-        """Where the request target starts in a URL of this ad server's."""
         self.prefix = f"/proxy/{name}/"
         self.platform = platform
         self.window = ErrorWindow(window_s)
@@ -328,7 +324,7 @@ class Proxy:
         body: outgoing.OutBody | None,
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        target = ad.url[up.origin_len :]
+        target = ad.url[up.origin.target_at :]
         if not target.startswith("/") or _unsafe(target):
             self._errors.inc()  # the adapters write only encoded values: a bug of ours
             self._warn.warning(f"proxy:{up.name}:written", "an adapter wrote an unsafe target")
@@ -372,7 +368,7 @@ class Proxy:
                 if body is None:
                     async for chunk in answer.chunks():
                         got.append(chunk)
-                    body = got[0] if len(got) == 1 else b"".join(got)
+                    body = b"".join(got)
                 up.record(_STATUS_CLASS[min(status // 100, 5)], status >= 500)
                 return web.Response(
                     body=body,
