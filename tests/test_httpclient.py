@@ -577,3 +577,28 @@ async def test_compressed_api_answers_raw_deflate_and_cut_short() -> None:
     assert e.value.kind == "decode"
     await client.close()
     await srv.stop()
+
+
+async def test_an_answers_length_is_the_one_its_framing_used() -> None:
+    """Not a second reading of Content-Length: a 204's (even a non-ASCII digit that int()
+    refuses) says nothing about its body, and repeated equal lengths are one length."""
+    answers = [
+        "HTTP/1.1 204 No Content\r\nContent-Length: \u00b2\r\n\r\n".encode(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ]
+
+    async def script(request: bytes, n: int) -> bytes:
+        return answers[n]
+
+    srv = await RawServer(script).start()
+    client = HttpClient()
+    origin = Origin(f"http://127.0.0.1:{srv.port}", None)
+    got = []
+    for _ in answers:
+        answer = await client.request(origin, "GET", "/", [], None, 2.0)
+        got.append((answer.content_length, await answer.read()))
+        answer.close()
+    assert got == [(0, b""), (5, b"hello"), (None, b"ok")]
+    await client.close()
+    await srv.stop()
