@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote
 
 import msgspec
 from hypothesis import given
@@ -24,6 +24,7 @@ from adapters.query import QueryAdapter, QuerySettings
 from plugin.context import Context
 from plugin.request import AdRequest
 from tests.adapters.reading import applied, context_of, reason
+from tests.adapters.url_oracles import assert_only_ours_changed, dedup, segments, split, utf8
 from tests.helpers.jsonbytes import outside
 
 Failure = tuple[str, str, BaseException]
@@ -53,18 +54,6 @@ internal error may be reported for it, as for any adapter)."""
 any_keyvalues = st.one_of(
     keyvalues.map(lambda kv: (kv, True)), junk_keyvalues.map(lambda kv: (kv, False))
 )
-
-
-def utf8(s: str) -> bool:
-    try:
-        s.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def dedup(values: list[str]) -> list[str]:
-    return list(dict.fromkeys(values))
 
 
 def recording() -> tuple[list[Failure], Any]:
@@ -102,20 +91,6 @@ READ = {"gdpr", "gdpr_consent", "us_privacy", "gpp", "gpp_sid", "coppa"}
 READ |= {"ifa", "ifa_type", "lmt", "is_lat", "uid", "content_url", "url", "description_url"}
 
 
-def split(url: str) -> tuple[str, str | None, str]:
-    rest, hash_, frag = url.partition("#")
-    base, q, query = rest.partition("?")
-    return base, (query if q else None), hash_ + frag
-
-
-def segments(query: str | None) -> list[str]:
-    return query.split("&") if query else []
-
-
-def named(segment: str, name: str) -> bool:
-    return segment == name or segment.startswith(name + "=")
-
-
 @given(any_url, any_keyvalues)
 def test_query_never_raises(url: str, given_kvs: tuple[dict[str, Any], bool]) -> None:
     kvs, typed = given_kvs
@@ -147,28 +122,7 @@ def test_query_touches_only_its_parameters(url: str, kvs: dict[str, list[str]]) 
             kept = dedup([v for v in values if v and "," not in v and utf8(v)])
             if kept:
                 ours.append((quote(key, safe=""), kept))
-    names = [n for n, _ in ours]
-    before, after = segments(query), segments(oquery)
-
-    def others(segs: list[str]) -> list[str]:
-        return [s for s in segs if not any(named(s, n) for n in names)]
-
-    assert others(after) == others(before)
-    changed = False
-    for name, values in ours:
-        old = next((s for s in before if named(s, name)), None)
-        new = next((s for s in after if named(s, name)), None)
-        old_vals = unquote_plus(old.partition("=")[2]).split(",") if old and "=" in old else []
-        old_vals = [] if old_vals == [""] else old_vals
-        fresh = [v for v in values if v not in set(old_vals)]
-        if fresh:
-            changed = True
-            assert new is not None
-            assert unquote_plus(new.partition("=")[2]).split(",") == old_vals + fresh
-        else:
-            assert new == old
-    if not changed:
-        assert out == url
+    assert_only_ours_changed(url, out, ours, segments(query), segments(oquery))
 
 
 @given(query_urls, keyvalues)

@@ -2,8 +2,8 @@
 they write reads back as written.
 
 The number of examples comes from the hypothesis profile loaded in `conftest.py`
-(`HYPOTHESIS_PROFILE=long` for ≥ 10,000 per target). The oracles below split URLs with their own
-plain code rather than the adapters' helpers.
+(`HYPOTHESIS_PROFILE=long` for ≥ 10,000 per target). The oracles (below, and
+`tests/adapters/url_oracles.py`) split URLs with their own plain code, not the adapters' helpers.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ from adapters.gam import GamSettings
 from adapters.params import decode, encode
 from plugin.context import Context
 from plugin.request import AdRequest
+from tests.adapters.url_oracles import (
+    assert_only_ours_changed,
+    dedup,
+    named,
+    segments,
+    split,
+    utf8,
+)
 
 ADAPTERS = tuple(a for a in default_adapters() if isinstance(a, UrlAdapter))
 """The URL-shaped platforms (bid requests are fuzzed in `tests/adapters/test_fuzz.py`)."""
@@ -115,32 +123,6 @@ any_text = st.one_of(st.text(), piece, gam_urls, fw_urls, aw_urls)
 
 # ---------------------------------------------------------------------------------------------
 # plain oracles
-
-
-def split(url: str) -> tuple[str, str | None, str]:
-    rest, hash_, frag = url.partition("#")
-    base, q, query = rest.partition("?")
-    return base, (query if q else None), hash_ + frag
-
-
-def segments(query: str | None) -> list[str]:
-    return query.split("&") if query else []
-
-
-def named(segment: str, name: str) -> bool:
-    return segment == name or segment.startswith(name + "=")
-
-
-def utf8(s: str) -> bool:
-    try:
-        s.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def dedup(values: list[str]) -> list[str]:
-    return list(dict.fromkeys(values))
 
 
 GAM_FORBIDDEN = set("\"'=!+#*~;^()<>[],&")
@@ -377,26 +359,5 @@ def test_adswizz_touches_only_its_parameters(url: str, kvs: dict[str, list[str]]
     assert (obase, ofrag) == (base, frag)
 
     ours = plain_expected(kvs, lambda k: bool(k.strip()) and utf8(k), lambda v: "," not in v)
-    names = ["aw_0_1st." + quote(k, safe="") for k, _ in ours]
-    before, after = segments(query), segments(oquery)
-
-    def others(segs: list[str]) -> list[str]:
-        return [s for s in segs if not any(named(s, n) for n in names)]
-
-    assert others(after) == others(before)
-
-    changed = False
-    for name, (_, values) in zip(names, ours, strict=True):
-        old = next((s for s in before if named(s, name)), None)
-        new = next((s for s in after if named(s, name)), None)
-        old_vals = unquote_plus(old.partition("=")[2]).split(",") if old and "=" in old else []
-        old_vals = [] if old_vals == [""] else old_vals
-        fresh = [v for v in values if v not in set(old_vals)]
-        if fresh:
-            changed = True
-            assert new is not None
-            assert unquote_plus(new.partition("=")[2]).split(",") == old_vals + fresh
-        else:
-            assert new == old
-    if not changed:
-        assert out == url
+    named_ours = [("aw_0_1st." + quote(k, safe=""), values) for k, values in ours]
+    assert_only_ours_changed(url, out, named_ours, segments(query), segments(oquery))
