@@ -105,6 +105,27 @@ CASES = [
 ]
 
 
+def assert_read_once_and_sent(
+    reads: Counts,
+    once: Counts,
+    platform: str,
+    ads: FakeAdServer,
+    request: AdRequest,
+    key: str | None,
+) -> None:
+    """The request was read exactly as often as one read of it reads (an OpenRTB body decoded
+    once), and the ad server got it as sent (`key` None) or with our `key` written."""
+    assert reads == once
+    if platform == "openrtb":
+        assert reads["body decodes"] == 1
+    sent = ads.last
+    if key is None:
+        target = yarl.URL(request.url, encoded=True)
+        assert (sent.query, sent.body) == (target.raw_query_string, request.body)
+    else:
+        assert key in sent.query + sent.body.decode()
+
+
 def config(fake: FakePermutive, settings: dict[str, Any]) -> Config:
     return Config(api_key=API_KEY, ccs_url=fake.url, ctx_url=fake.url, adapters=settings)
 
@@ -159,14 +180,7 @@ async def test_the_sidecar_reads_a_request_once(
             data=request.body or None,
         ) as resp:
             assert resp.status == 200
-    assert reads == once
-    if platform == "openrtb":
-        assert reads["body decodes"] == 1
-    sent = ads.last
-    if key is None:
-        assert (sent.query, sent.body) == (target.raw_query_string, request.body)
-    else:
-        assert key in sent.query + sent.body.decode()
+    assert_read_once_and_sent(reads, once, platform, ads, request, key)
 
 
 @pytest.mark.parametrize(("platform", "auto", "settings", "key"), CASES)
@@ -195,14 +209,7 @@ async def test_the_httpx_transport_reads_a_request_once(
                 request.method, url, headers=dict(request.headers), content=request.body
             )
     assert resp.status_code == 200
-    assert reads == once
-    if platform == "openrtb":
-        assert reads["body decodes"] == 1
-    sent = ads.last
-    if key is None:
-        assert (sent.query, sent.body) == (target.raw_query_string, request.body)
-    else:
-        assert key in sent.query + sent.body.decode()
+    assert_read_once_and_sent(reads, once, platform, ads, request, key)
 
 
 @pytest.mark.parametrize(
